@@ -1,0 +1,13 @@
+//! Getting packets in: capture files, frames decoded to records, synthetic traffic.
+//!
+//! - [`reader`]: streaming pcap and pcapng readers behind one [`reader::CaptureReader`].
+//! - [`link`]: link-layer types and how each is unwrapped down to IP.
+//! - [`decode`]: a frame to a [`netspectra_model::PacketRecord`], allocation-free.
+//! - [`writer`]: pcap and pcapng writers (generator, probe persistence).
+//! - [`gen`]: deterministic synthetic traffic with independently computed truth.
+
+pub mod decode;
+pub mod gen;
+pub mod link;
+pub mod reader;
+pub mod writer;

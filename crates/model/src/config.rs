@@ -1,0 +1,585 @@
+//! Configuration: one YAML file drives every deployment; every key is optional.
+//!
+//! Loading goes YAML → tree → `${VAR}` / `${VAR:-default}` expansion inside
+//! string values only → typed structs with unknown keys rejected. Errors name
+//! the key path (`aggregator.exact.tasks[0].key[1]`) and say what is allowed.
+//! Go2NetSpectra's `config.yaml` loads as is: its sections and keys (including
+//! the misspelt `size_thereshold`) are accepted; the ones a NetSpectra role
+//! does not use yet are kept for the roles that will.
+
+use crate::dimension::Dimension;
+use crate::time::{parse_duration_ns, NS_PER_SEC};
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML.
+    #[error("config file {path} is not valid YAML: {message}")]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A key is unknown or its value is not allowed.
+    #[error("config error at `{key}`: {message}")]
+    Invalid {
+        /// Dotted path of the offending key.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A duration written as text (`60s`, `720h`), held in nanoseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DurationText(pub u64);
+
+impl DurationText {
+    /// Whole seconds, for display.
+    pub fn as_secs_f64(self) -> f64 {
+        self.0 as f64 / NS_PER_SEC as f64
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationText {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = DurationText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a duration such as `60s`, `5m` or `720h`")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<DurationText, E> {
+                parse_duration_ns(s).map(DurationText).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<DurationText, E> {
+                if n == 0 {
+                    Ok(DurationText(0))
+                } else {
+                    Err(E::custom(format!(
+                        "invalid duration `{n}`: a number needs a unit, e.g. `{n}s`"
+                    )))
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Tasks, windows and workers.
+    pub aggregator: AggregatorConfig,
+    /// Where snapshots go.
+    pub store: StoreConfig,
+    /// Query API listeners (Go2NetSpectra `api`).
+    pub api: ApiConfig,
+    /// LLM analyst (Go2NetSpectra `ai`).
+    pub ai: AiConfig,
+    /// Probe and bus (Go2NetSpectra `probe`).
+    pub probe: ProbeConfig,
+    /// Alert rules (Go2NetSpectra `alerter`).
+    pub alerter: AlerterConfig,
+    /// Mail relay for alerts (Go2NetSpectra `smtp`).
+    pub smtp: SmtpConfig,
+}
+
+/// `aggregator`: what is counted and how time is cut.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Task groups that run, in Go2NetSpectra's terms (`exact`, `sketch`).
+    pub types: Vec<TaskGroup>,
+    /// Measurement period after which sketches reset. Default `60s`.
+    pub period: DurationText,
+    /// Length of the windows that rows are cut into (each row a delta of one
+    /// window). Default: the smallest enabled writer interval, else `60s`.
+    pub snapshot_interval: Option<DurationText>,
+    /// Engine workers; 0 = one per core.
+    pub num_workers: usize,
+    /// Go2NetSpectra's channel size: packets buffered towards each worker.
+    pub size_of_packet_channel: Option<usize>,
+    /// Exact (hash-map) tasks.
+    pub exact: ExactGroupConfig,
+    /// Sketch tasks.
+    pub sketch: SketchGroupConfig,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            types: vec![TaskGroup::Exact, TaskGroup::Sketch],
+            period: DurationText(60 * NS_PER_SEC),
+            snapshot_interval: None,
+            num_workers: 0,
+            size_of_packet_channel: None,
+            exact: ExactGroupConfig::default(),
+            sketch: SketchGroupConfig::default(),
+        }
+    }
+}
+
+/// A task group name in `aggregator.types`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskGroup {
+    /// Exact hash-map accounting.
+    Exact,
+    /// Sketch estimators.
+    Sketch,
+}
+
+/// `aggregator.exact`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExactGroupConfig {
+    /// Go2NetSpectra writer definitions (their intervals set the default window).
+    pub writers: Vec<WriterConfig>,
+    /// The exact tasks; absent = the built-in defaults.
+    pub tasks: Vec<ExactTaskConfig>,
+}
+
+impl Default for ExactGroupConfig {
+    fn default() -> Self {
+        let task = |name: &str, key: &[Dimension]| ExactTaskConfig {
+            name: name.to_string(),
+            key: key.to_vec(),
+            num_shards: None,
+        };
+        ExactGroupConfig {
+            writers: Vec::new(),
+            tasks: vec![
+                task("per_src_ip", &[Dimension::SrcIp]),
+                task("per_dst_ip", &[Dimension::DstIp]),
+                task(
+                    "per_flow",
+                    &[
+                        Dimension::SrcIp,
+                        Dimension::DstIp,
+                        Dimension::SrcPort,
+                        Dimension::DstPort,
+                        Dimension::Protocol,
+                    ],
+                ),
+            ],
+        }
+    }
+}
+
+/// One exact task: a name and the dimensions of its key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExactTaskConfig {
+    /// Unique task name (also the store's task column).
+    pub name: String,
+    /// Key dimensions (`key`, or Go2NetSpectra's `key_fields` / `dimensions`).
+    #[serde(alias = "key_fields", alias = "dimensions")]
+    pub key: Vec<Dimension>,
+    /// Go2NetSpectra's lock-shard count; NetSpectra shards by worker instead.
+    pub num_shards: Option<u32>,
+}
+
+/// `aggregator.sketch`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SketchGroupConfig {
+    /// Go2NetSpectra writer definitions.
+    pub writers: Vec<WriterConfig>,
+    /// Sketch tasks, kept as written; the sketch engine interprets them.
+    pub tasks: Vec<Value>,
+}
+
+/// A Go2NetSpectra writer definition.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WriterConfig {
+    /// `clickhouse`, `gob` or `text`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Whether the writer is on.
+    pub enabled: bool,
+    /// How often it flushes.
+    pub snapshot_interval: Option<DurationText>,
+    /// Text writer settings.
+    pub text: Option<PathConfig>,
+    /// Gob writer settings.
+    pub gob: Option<PathConfig>,
+    /// ClickHouse writer settings.
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+/// A writer's output folder.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PathConfig {
+    /// Root folder.
+    pub root_path: String,
+}
+
+/// ClickHouse connection settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// Host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database.
+    pub database: String,
+    /// User.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// ClickHouse Cloud (TLS).
+    pub cloud: bool,
+}
+
+/// `store`: where snapshots are written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite:PATH` or a bare path; empty string = no store.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite:netspectra.db".to_string(),
+        }
+    }
+}
+
+/// `api` (Go2NetSpectra shape).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// gRPC listen address.
+    pub grpc_listen_addr: String,
+    /// HTTP listen address.
+    pub http_listen_addr: String,
+}
+
+/// `ai` (Go2NetSpectra shape).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AiConfig {
+    /// Provider label.
+    pub provider: String,
+    /// API key.
+    pub api_key: String,
+    /// Model name.
+    pub model: String,
+    /// OpenAI-compatible base URL.
+    pub base_url: String,
+    /// gRPC listen address of the AI role.
+    pub grpc_listen_addr: String,
+}
+
+/// `probe` (Go2NetSpectra shape).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// NATS server URL.
+    pub nats_url: String,
+    /// Subject packets are published on.
+    pub subject: String,
+    /// Local persistence of captured packets.
+    pub persistence: PersistenceConfig,
+}
+
+/// `probe.persistence` (Go2NetSpectra shape).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PersistenceConfig {
+    /// On or off.
+    pub enabled: bool,
+    /// Output folder.
+    pub path: String,
+    /// Writer count (NetSpectra always uses one writer per file).
+    pub num_workers: i64,
+    /// Queue length.
+    pub channel_buffer_size: i64,
+    /// `text`, `gob` or `pcap`.
+    pub encoding: String,
+}
+
+/// `alerter` (Go2NetSpectra shape).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlerterConfig {
+    /// On or off.
+    pub enabled: bool,
+    /// How often rules are evaluated.
+    pub check_interval: Option<DurationText>,
+    /// LLM enrichment.
+    pub ai_analysis: AiAnalysisConfig,
+    /// Alert rules.
+    pub rules: Vec<AlertRuleConfig>,
+}
+
+/// `alerter.ai_analysis`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AiAnalysisConfig {
+    /// On or off.
+    pub enabled: bool,
+    /// Address of the AI role.
+    pub service_addr: String,
+}
+
+/// One alert rule (Go2NetSpectra shape).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertRuleConfig {
+    /// Rule name.
+    pub name: String,
+    /// Task the rule watches.
+    pub task_name: String,
+    /// Metric name.
+    pub metric: String,
+    /// Comparison operator.
+    pub operator: String,
+    /// Threshold.
+    pub threshold: f64,
+}
+
+/// `smtp` (Go2NetSpectra shape).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Relay host.
+    pub host: String,
+    /// Relay port.
+    pub port: u16,
+    /// User.
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Sender.
+    pub from: String,
+    /// Recipients, comma separated.
+    pub to: String,
+}
+
+/// Upper bound on `num_workers`: more threads than this only add overhead.
+pub const MAX_WORKERS: usize = 1024;
+
+impl Config {
+    /// Reads, expands and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_yaml(&text, &|name| std::env::var(name).ok()).map_err(|e| match e {
+            ConfigError::Yaml { message, .. } => ConfigError::Yaml {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses YAML text, looking variables up with `env`.
+    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let mut tree: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
+                path: PathBuf::new(),
+                message: e.to_string(),
+            })?
+        };
+        if tree.is_null() {
+            tree = Value::Object(Default::default());
+        }
+        expand_tree(&mut tree, &mut String::new(), env)?;
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(if key == "." { "(top level)".into() } else { key }, e.into_inner().to_string())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Whether a task group runs (`aggregator.types`).
+    pub fn group_enabled(&self, group: TaskGroup) -> bool {
+        self.aggregator.types.contains(&group)
+    }
+
+    /// Window length in ns: `snapshot_interval`, else the smallest enabled
+    /// writer interval, else 60 s.
+    pub fn window_ns(&self) -> u64 {
+        let agg = &self.aggregator;
+        agg.snapshot_interval.map(|d| d.0).unwrap_or_else(|| {
+            agg.exact
+                .writers
+                .iter()
+                .chain(&agg.sketch.writers)
+                .filter(|w| w.enabled)
+                .filter_map(|w| w.snapshot_interval)
+                .map(|d| d.0)
+                .filter(|&ns| ns > 0)
+                .min()
+                .unwrap_or(60 * NS_PER_SEC)
+                .min(agg.period.0.max(1))
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let agg = &self.aggregator;
+        if agg.period.0 == 0 {
+            return Err(invalid("aggregator.period", "must be greater than 0, e.g. `60s`"));
+        }
+        if let Some(w) = agg.snapshot_interval {
+            if w.0 == 0 || w.0 > agg.period.0 || agg.period.0 % w.0 != 0 {
+                return Err(invalid(
+                    "aggregator.snapshot_interval",
+                    format!(
+                        "must be greater than 0 and divide aggregator.period ({}s) evenly",
+                        agg.period.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+        if agg.num_workers > MAX_WORKERS {
+            return Err(invalid(
+                "aggregator.num_workers",
+                format!("{} is too many; allowed 0 (one per core) to {MAX_WORKERS}", agg.num_workers),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in agg.exact.tasks.iter().enumerate() {
+            let at = |field: &str| format!("aggregator.exact.tasks[{i}].{field}");
+            if t.name.trim().is_empty() {
+                return Err(invalid(at("name"), "a task needs a non-empty name"));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(at("name"), format!("task name `{}` is used twice", t.name)));
+            }
+            if t.key.is_empty() {
+                return Err(invalid(at("key"), "a task needs at least one dimension"));
+            }
+            let mut seen = Vec::new();
+            for d in &t.key {
+                if seen.contains(d) {
+                    return Err(invalid(at("key"), format!("dimension {d} appears twice")));
+                }
+                seen.push(*d);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `${VAR}` and `${VAR:-default}` in every string value of the tree
+/// (never in keys). A string that is exactly one reference is re-read as a
+/// YAML scalar, so `port: ${SMTP_PORT}` yields a number.
+fn expand_tree(
+    v: &mut Value,
+    path: &mut String,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match v {
+        Value::String(s) => {
+            if !s.contains("${") {
+                return Ok(());
+            }
+            let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+            let expanded = expand_str(s, env).map_err(|m| invalid(path.clone(), m))?;
+            *v = if whole { scalar(&expanded) } else { Value::String(expanded) };
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_tree(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                expand_tree(item, path, env)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn scalar(text: &str) -> Value {
+    if let Ok(n) = text.parse::<u64>() {
+        return Value::from(n);
+    }
+    if let Ok(n) = text.parse::<i64>() {
+        return Value::from(n);
+    }
+    if let Ok(f) = text.parse::<f64>() {
+        return Value::from(f);
+    }
+    match text {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => Value::String(text.to_string()),
+    }
+}
+
+fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unterminated `${{` in `{s}`"))?;
+        let body = &after[..end];
+        let (name, default) = match body.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (body, None),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!("`${{{body}}}` is not a variable reference; use ${{NAME}} or ${{NAME:-default}}"));
+        }
+        match (env(name), default) {
+            (Some(val), _) => out.push_str(&val),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
+                ))
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}

@@ -1,0 +1,26 @@
+//! The vocabulary every NetSpectra crate speaks.
+//!
+//! A capture is decoded into [`PacketRecord`]s; tasks project a record onto a
+//! [`FlowKey`] made of [`Dimension`]s; windows and timestamps are plain
+//! nanoseconds since the Unix epoch ([`time`]); the whole pipeline is driven
+//! by one [`config::Config`].
+//!
+//! ```
+//! use netspectra_model::{Dimension, FlowKey, PacketRecord, ip};
+//!
+//! let mut rec = PacketRecord::default();
+//! rec.src_ip = ip::from_v4([10, 0, 0, 1]);
+//! rec.src_port = 1234;
+//! let dims = [Dimension::SrcIp];
+//! let key = FlowKey::project(&rec, &dims);
+//! assert_eq!(key.render(&dims)[0].1.to_string(), "\"10.0.0.1\"");
+//! ```
+
+pub mod config;
+pub mod dimension;
+pub mod ip;
+pub mod record;
+pub mod time;
+
+pub use dimension::{Dimension, FlowKey};
+pub use record::{DecodeCounters, L3, Malformed, PacketRecord};
