@@ -1,1 +1,77 @@
-fn main() {}
+//! `netspectra`: one binary, a subcommand per role. Thin: parsing, wiring and
+//! output live here; the work is done by the library crates.
+
+mod analyze;
+mod gen;
+mod report;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Exit status for usage and configuration errors (and failures at run time).
+const EXIT_USAGE: u8 = 1;
+/// Exit status when some input was damaged but results were produced.
+const EXIT_DAMAGED: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "netspectra",
+    version,
+    about = "High-performance network traffic monitoring and analysis",
+    long_about = "High-performance network traffic monitoring and analysis.\n\n\
+                  Start with `netspectra gen demo.pcap` then `netspectra analyze demo.pcap`."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Count traffic in pcap/pcapng files: exact per-source, per-destination and per-flow totals.
+    Analyze(analyze::AnalyzeArgs),
+    /// Write deterministic synthetic traffic (and its truth) for tests and benchmarks.
+    Gen(gen::GenArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    ExitCode::SUCCESS
+                }
+                _ => ExitCode::from(EXIT_USAGE),
+            };
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NETSPECTRA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let result = match cli.command {
+        Command::Analyze(args) => analyze::run(args),
+        Command::Gen(args) => gen::run(args).map(|()| Outcome::Clean),
+    };
+    match result {
+        Ok(Outcome::Clean) => ExitCode::SUCCESS,
+        Ok(Outcome::Damaged) => ExitCode::from(EXIT_DAMAGED),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// How a command that produced results went.
+pub enum Outcome {
+    /// Every input was read completely.
+    Clean,
+    /// Some input was damaged; results cover what could be read.
+    Damaged,
+}

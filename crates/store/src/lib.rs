@@ -1,1 +1,53 @@
-//! placeholder
+//! Result storage.
+//!
+//! One logical schema (see [`schema`]) for every backend: a `runs` table
+//! (which inputs, when, totals), a `tasks` table (each run's task
+//! definitions) and `exact_rows`, one row per window, task and key holding
+//! that window's delta — so `sum()` over any set of windows is right and two
+//! runs never overwrite each other. The embedded backend is SQLite
+//! ([`SqliteStore`]); ClickHouse follows the same shape.
+//!
+//! ```
+//! use netspectra_store::StoreUrl;
+//! assert!(matches!(StoreUrl::parse("sqlite:/tmp/x.db"), Ok(StoreUrl::Sqlite(_))));
+//! assert!(matches!(StoreUrl::parse("results.db"), Ok(StoreUrl::Sqlite(_))));
+//! assert!(StoreUrl::parse("mysql://h/db").is_err());
+//! ```
+
+pub mod schema;
+mod sqlite;
+mod url;
+
+pub use sqlite::{RunRecord, SqliteSink, SqliteStore};
+pub use url::StoreUrl;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL is not one we can open.
+    #[error("invalid store URL `{url}`: {reason}")]
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// SQLite reported an error.
+    #[error("SQLite store {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: String,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The database was written by a newer schema than this build knows.
+    #[error("store {path} has schema version {found}; this build understands up to {supported}: upgrade NetSpectra or use another file")]
+    NewerSchema {
+        /// The database file.
+        path: String,
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+}

@@ -1,0 +1,291 @@
+//! What `analyze` prints: the JSON object (**contract**) and the table.
+
+use netspectra_engine::{EngineOutput, FlowCounters, TaskTotals};
+use netspectra_model::time::format_rfc3339_ns;
+use netspectra_model::{DecodeCounters, FlowKey};
+use serde_json::{json, Map, Value};
+use std::fmt::Write;
+use std::time::Duration;
+
+/// Outcome of reading one input file.
+pub struct FileReport {
+    pub path: String,
+    /// `pcap` / `pcapng`, or None when the file could not be opened as a capture.
+    pub format: Option<String>,
+    pub link_types: Vec<String>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub error: Option<String>,
+}
+
+/// Everything a finished analysis reports.
+pub struct Report {
+    pub files: Vec<FileReport>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub decoded: DecodeCounters,
+    pub elapsed: Duration,
+    pub workers: usize,
+    pub window_ns: u64,
+    /// Store URL and run id, when results were stored.
+    pub store: Option<(String, i64)>,
+    pub engine: EngineOutput,
+    /// Rows shown per task; 0 = all.
+    pub top: usize,
+}
+
+impl Report {
+    fn shown<'a>(&self, task: &'a TaskTotals) -> &'a [(FlowKey, FlowCounters)] {
+        if self.top == 0 {
+            &task.rows
+        } else {
+            &task.rows[..task.rows.len().min(self.top)]
+        }
+    }
+}
+
+pub fn files_json(files: &[FileReport]) -> Value {
+    Value::from(
+        files
+            .iter()
+            .map(|f| {
+                json!({
+                    "path": f.path,
+                    "format": f.format,
+                    "link_types": f.link_types,
+                    "packets": f.packets,
+                    "bytes": f.bytes,
+                    "error": f.error,
+                })
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn key_json(task: &TaskTotals, key: &FlowKey) -> Value {
+    Value::Object(key.render(&task.key).into_iter().collect::<Map<_, _>>())
+}
+
+/// The `--format json` object.
+pub fn json(r: &Report) -> Value {
+    let tasks: Vec<Value> = r
+        .engine
+        .tasks
+        .iter()
+        .map(|t| {
+            let rows: Vec<Value> = r
+                .shown(t)
+                .iter()
+                .map(|(k, c)| {
+                    json!({
+                        "key": key_json(t, k),
+                        "packets": c.packets,
+                        "bytes": c.bytes,
+                        "first_seen": format_rfc3339_ns(c.first_seen),
+                        "last_seen": format_rfc3339_ns(c.last_seen),
+                    })
+                })
+                .collect();
+            json!({
+                "name": t.name,
+                "kind": t.kind.name(),
+                "key": t.key.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                "keys": t.rows.len(),
+                "packets": t.packets,
+                "bytes": t.bytes,
+                "rows": rows,
+            })
+        })
+        .collect();
+    json!({
+        "files": files_json(&r.files),
+        "packets": r.packets,
+        "bytes": r.bytes,
+        "decoded": r.decoded,
+        "elapsed_s": r.elapsed.as_secs_f64(),
+        "workers": r.workers,
+        "window_s": r.window_ns as f64 / 1e9,
+        "windows": r.engine.windows,
+        "late_packets": r.engine.late_packets,
+        "store": r.store.as_ref().map(|(url, run)| json!({"url": url, "run_id": run})),
+        "tasks": tasks,
+    })
+}
+
+/// Groups digits in thousands: 1234567 → 1,234,567.
+fn num(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Renders rows of cells as left/right aligned columns (numbers right).
+fn columns(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+    let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        out.push_str("  ");
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = width[i] - cell.chars().count();
+            if right[i] {
+                out.push_str(&" ".repeat(pad));
+                out.push_str(cell);
+            } else {
+                out.push_str(cell);
+                if i + 1 < cells.len() {
+                    out.push_str(&" ".repeat(pad));
+                }
+            }
+            if i + 1 < cells.len() {
+                out.push_str("  ");
+            }
+        }
+        out.push('\n');
+    };
+    line(header.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// The default human-readable output.
+pub fn table(r: &Report) -> String {
+    let mut out = String::new();
+    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let _ = writeln!(
+        out,
+        "{} packets, {} bytes in {:.2} s ({:.2} Mpps, {} workers)",
+        num(r.packets),
+        num(r.bytes),
+        secs,
+        r.packets as f64 / secs / 1e6,
+        r.workers
+    );
+    let file_rows: Vec<Vec<String>> = r
+        .files
+        .iter()
+        .map(|f| {
+            vec![
+                f.path.clone(),
+                f.format.clone().unwrap_or_else(|| "-".into()),
+                f.link_types.join(","),
+                num(f.packets),
+                num(f.bytes),
+                f.error.clone().unwrap_or_else(|| "ok".into()),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&columns(
+        &["file", "format", "link types", "packets", "bytes", "status"],
+        &file_rows,
+        &[false, false, false, true, true, false],
+    ));
+    let d = &r.decoded;
+    let _ = write!(
+        out,
+        "\ndecoded: {} IPv4, {} IPv6, {} non-IP, {} malformed, {} unsupported link type; {} fragments, {} transport headers cut by snap length\n",
+        num(d.ipv4),
+        num(d.ipv6),
+        num(d.non_ip),
+        num(d.malformed),
+        num(d.unsupported_link),
+        num(d.fragments),
+        num(d.l4_truncated)
+    );
+    if !d.malformed_by_reason.is_empty() {
+        let reasons: Vec<String> = d
+            .malformed_by_reason
+            .iter()
+            .map(|(k, v)| format!("{k} {}", num(*v)))
+            .collect();
+        let _ = writeln!(out, "malformed: {}", reasons.join(", "));
+    }
+    if r.engine.late_packets > 0 {
+        let _ = writeln!(
+            out,
+            "{} packets were out of time order and counted in the open window",
+            num(r.engine.late_packets)
+        );
+    }
+    match &r.store {
+        Some((url, run)) => {
+            let _ = writeln!(
+                out,
+                "stored: {url} (run {run}, {} windows of {} s)",
+                r.engine.windows,
+                r.window_ns as f64 / 1e9
+            );
+        }
+        None => out.push_str("not stored (--no-store)\n"),
+    }
+    for t in &r.engine.tasks {
+        let shown = r.shown(t);
+        let key_names: Vec<String> = t.key.iter().map(|d| d.to_string()).collect();
+        let _ = write!(
+            out,
+            "\n{} ({}, key {}): {} keys, {} packets, {} bytes",
+            t.name,
+            t.kind.name(),
+            key_names.join("+"),
+            num(t.rows.len() as u64),
+            num(t.packets),
+            num(t.bytes)
+        );
+        if shown.len() < t.rows.len() {
+            let _ = write!(out, "; top {} by bytes", shown.len());
+        }
+        out.push('\n');
+        let mut header: Vec<&str> = key_names.iter().map(String::as_str).collect();
+        header.extend(["packets", "bytes", "first_seen", "last_seen"]);
+        let mut right = vec![false; key_names.len()];
+        right.extend([true, true, false, false]);
+        let rows: Vec<Vec<String>> = shown
+            .iter()
+            .map(|(k, c)| {
+                let mut row: Vec<String> = k
+                    .render(&t.key)
+                    .into_iter()
+                    .map(|(_, v)| match v {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    })
+                    .collect();
+                row.extend([
+                    num(c.packets),
+                    num(c.bytes),
+                    format_rfc3339_ns(c.first_seen),
+                    format_rfc3339_ns(c.last_seen),
+                ]);
+                row
+            })
+            .collect();
+        out.push_str(&columns(&header, &rows, &right));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::num;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(num(0), "0");
+        assert_eq!(num(999), "999");
+        assert_eq!(num(1000), "1,000");
+        assert_eq!(num(1234567), "1,234,567");
+    }
+}

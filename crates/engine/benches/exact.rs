@@ -1,0 +1,70 @@
+//! Per-packet cost of exact accounting (DESIGN §11 target: ≤ 50 ns per map
+//! update with 1 M keys).
+
+use divan::{black_box, Bencher};
+use netspectra_engine::ExactTable;
+use netspectra_model::{ip, Dimension, PacketRecord, L3};
+
+fn main() {
+    divan::main();
+}
+
+fn records(keys: u32, n: usize) -> Vec<PacketRecord> {
+    let mut x: u64 = 0x1234_5678;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let k = (x % u64::from(keys)) as u32;
+            PacketRecord {
+                ts_ns: x >> 20,
+                src_ip: ip::from_v4(k.to_be_bytes()),
+                dst_ip: ip::from_v4([10, 0, 0, (k % 7) as u8]),
+                src_port: (k % 60_000) as u16,
+                dst_port: 443,
+                protocol: 6,
+                wire_len: 100,
+                l3: L3::Ipv4,
+                ..Default::default()
+            }
+        })
+        .collect()
+}
+
+/// One update into a table that already holds `keys` keys (steady state).
+#[divan::bench(args = [1_000, 100_000, 1_000_000])]
+fn exact_update_per_src(bencher: Bencher, keys: u32) {
+    let recs = records(keys, 1 << 20);
+    let mut table = ExactTable::new(vec![Dimension::SrcIp]);
+    for r in &recs {
+        table.update(r);
+    }
+    let mut i = 0;
+    bencher.bench_local(|| {
+        table.update(black_box(&recs[i & ((1 << 20) - 1)]));
+        i += 1;
+    });
+}
+
+/// The default 5-tuple task.
+#[divan::bench(args = [1_000_000])]
+fn exact_update_per_flow(bencher: Bencher, keys: u32) {
+    let recs = records(keys, 1 << 20);
+    let dims = vec![
+        Dimension::SrcIp,
+        Dimension::DstIp,
+        Dimension::SrcPort,
+        Dimension::DstPort,
+        Dimension::Protocol,
+    ];
+    let mut table = ExactTable::new(dims);
+    for r in &recs {
+        table.update(r);
+    }
+    let mut i = 0;
+    bencher.bench_local(|| {
+        table.update(black_box(&recs[i & ((1 << 20) - 1)]));
+        i += 1;
+    });
+}

@@ -1,0 +1,54 @@
+//! The store schema (**contract**: queries and other tools read these tables).
+//!
+//! Times are nanoseconds since the Unix epoch (UTC). Addresses are 16-byte
+//! blobs, IPv4 stored IPv4-mapped (`::ffff:a.b.c.d`), so byte order is address
+//! order and CIDR filters become range scans. A key column is NULL when the
+//! task's key does not include that dimension; a `SrcNet/N` or `DstNet/N`
+//! dimension stores the network address in `src_ip` / `dst_ip`.
+
+/// Schema version written to `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Statements that bring an empty database to each version, in order:
+/// `MIGRATIONS[v]` upgrades version `v` to `v + 1`.
+pub const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    run_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    engine_id       TEXT    NOT NULL,
+    command         TEXT    NOT NULL,
+    started_at_ns   INTEGER NOT NULL,
+    finished_at_ns  INTEGER,
+    status          TEXT    NOT NULL,      -- running | complete | damaged | failed
+    inputs          TEXT    NOT NULL,      -- JSON array of inputs and their outcome
+    packets         INTEGER NOT NULL DEFAULT 0,
+    bytes           INTEGER NOT NULL DEFAULT 0,
+    decoded         TEXT                   -- JSON decode counters
+);
+CREATE TABLE tasks (
+    run_id      INTEGER NOT NULL REFERENCES runs(run_id),
+    name        TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,          -- exact
+    key         TEXT    NOT NULL,          -- JSON array of dimension names
+    window_ns   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE exact_rows (
+    run_id       INTEGER NOT NULL,
+    engine_id    TEXT    NOT NULL,
+    task         TEXT    NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end   INTEGER NOT NULL,
+    src_ip       BLOB,
+    dst_ip       BLOB,
+    src_port     INTEGER,
+    dst_port     INTEGER,
+    protocol     INTEGER,
+    vlan         INTEGER,
+    packets      INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL,
+    first_seen   INTEGER NOT NULL,
+    last_seen    INTEGER NOT NULL
+);
+CREATE INDEX exact_rows_by_task_window ON exact_rows (task, window_start);
+CREATE INDEX exact_rows_by_run ON exact_rows (run_id, task);
+"#];

@@ -1,0 +1,269 @@
+//! The embedded store: one SQLite file, WAL mode, versioned schema.
+
+use crate::schema::{MIGRATIONS, SCHEMA_VERSION};
+use crate::StoreError;
+use netspectra_engine::{SinkError, TaskSpec, WindowResult, WindowSink};
+use netspectra_model::Dimension;
+use rusqlite::{params, Connection};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A run as recorded in the `runs` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    /// Store-assigned id; rows of the run carry it.
+    pub run_id: i64,
+    /// Which engine wrote it (`local` for analyze).
+    pub engine_id: String,
+    /// The command line or role that produced it.
+    pub command: String,
+    /// Start, ns since epoch (wall clock).
+    pub started_at_ns: i64,
+    /// End, ns since epoch, once finished.
+    pub finished_at_ns: Option<i64>,
+    /// `running`, `complete`, `damaged` or `failed`.
+    pub status: String,
+    /// Inputs and their outcome (JSON array).
+    pub inputs: Value,
+    /// Packets read.
+    pub packets: i64,
+    /// Bytes read.
+    pub bytes: i64,
+}
+
+/// An open SQLite store.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let err = |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
+    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+        .map_err(err)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file and brings its schema up to date.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let mut conn = open_conn(path)?;
+        let store_err = |source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(store_err)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(store_err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.display().to_string(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for migration in &MIGRATIONS[version as usize..] {
+            tx.execute_batch(migration).map_err(store_err)?;
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(store_err)?;
+        tx.commit().map_err(store_err)?;
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// The underlying connection, for queries.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Records a new run and its tasks; returns the run id its rows will carry.
+    pub fn begin_run(
+        &mut self,
+        engine_id: &str,
+        command: &str,
+        inputs: &Value,
+        tasks: &[TaskSpec],
+        window_ns: u64,
+    ) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source: e,
+        })?;
+        let run_id = (|| {
+            tx.execute(
+                "INSERT INTO runs (engine_id, command, started_at_ns, status, inputs) VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![engine_id, command, now_ns(), inputs.to_string()],
+            )?;
+            let run_id = tx.last_insert_rowid();
+            for t in tasks {
+                let key: Vec<String> = t.key.iter().map(|d| d.to_string()).collect();
+                tx.execute(
+                    "INSERT INTO tasks (run_id, name, kind, key, window_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![run_id, t.name, t.kind.name(), Value::from(key).to_string(), window_ns as i64],
+                )?;
+            }
+            tx.commit()?;
+            Ok(run_id)
+        })()
+        .map_err(|e| self.err(e))?;
+        Ok(run_id)
+    }
+
+    /// Marks a run finished with its outcome and totals.
+    pub fn finish_run(
+        &mut self,
+        run_id: i64,
+        status: &str,
+        inputs: &Value,
+        packets: u64,
+        bytes: u64,
+        decoded: &Value,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET finished_at_ns = ?2, status = ?3, inputs = ?4, packets = ?5, bytes = ?6, decoded = ?7 WHERE run_id = ?1",
+                params![run_id, now_ns(), status, inputs.to_string(), packets as i64, bytes as i64, decoded.to_string()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// A sink writing this run's windows through its own connection, so it
+    /// can live on the engine's collector thread.
+    pub fn sink(&self, run_id: i64, engine_id: &str) -> Result<SqliteSink, StoreError> {
+        Ok(SqliteSink {
+            conn: open_conn(&self.path)?,
+            path: self.path.clone(),
+            run_id,
+            engine_id: engine_id.to_string(),
+        })
+    }
+
+    /// Every run, oldest first.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes FROM runs ORDER BY run_id")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let inputs: String = r.get(6)?;
+                Ok(RunRecord {
+                    run_id: r.get(0)?,
+                    engine_id: r.get(1)?,
+                    command: r.get(2)?,
+                    started_at_ns: r.get(3)?,
+                    finished_at_ns: r.get(4)?,
+                    status: r.get(5)?,
+                    inputs: serde_json::from_str(&inputs).unwrap_or(Value::Null),
+                    packets: r.get(7)?,
+                    bytes: r.get(8)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// Writes merged windows of one run into `exact_rows`, one transaction per window.
+pub struct SqliteSink {
+    conn: Connection,
+    path: PathBuf,
+    run_id: i64,
+    engine_id: String,
+}
+
+/// Which key columns a task fills.
+#[derive(Default)]
+struct Columns {
+    src_ip: bool,
+    dst_ip: bool,
+    src_port: bool,
+    dst_port: bool,
+    protocol: bool,
+    vlan: bool,
+}
+
+impl Columns {
+    fn of(key: &[Dimension]) -> Columns {
+        let mut c = Columns::default();
+        for d in key {
+            match d {
+                Dimension::SrcIp | Dimension::SrcNet(_) => c.src_ip = true,
+                Dimension::DstIp | Dimension::DstNet(_) => c.dst_ip = true,
+                Dimension::SrcPort => c.src_port = true,
+                Dimension::DstPort => c.dst_port = true,
+                Dimension::Protocol => c.protocol = true,
+                Dimension::Vlan => c.vlan = true,
+            }
+        }
+        c
+    }
+}
+
+impl SqliteSink {
+    fn write(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> rusqlite::Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO exact_rows (run_id, engine_id, task, window_start, window_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, packets, bytes, first_seen, last_seen) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?;
+            for (i, task) in tasks.iter().enumerate() {
+                let cols = Columns::of(&task.key);
+                for (k, c) in w.rows(i) {
+                    stmt.execute(params![
+                        self.run_id,
+                        self.engine_id,
+                        task.name,
+                        w.start_ns as i64,
+                        w.end_ns as i64,
+                        cols.src_ip.then_some(&k.src_ip[..]),
+                        cols.dst_ip.then_some(&k.dst_ip[..]),
+                        cols.src_port.then_some(k.src_port),
+                        cols.dst_port.then_some(k.dst_port),
+                        cols.protocol.then_some(k.protocol),
+                        cols.vlan.then_some(k.vlan),
+                        c.packets as i64,
+                        c.bytes as i64,
+                        c.first_seen as i64,
+                        c.last_seen as i64,
+                    ])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+}
+
+impl WindowSink for SqliteSink {
+    fn window(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
+        self.write(tasks, w).map_err(|e| {
+            SinkError(format!("SQLite store {}: {e}", self.path.display()))
+        })
+    }
+}
