@@ -408,7 +408,7 @@ impl Config {
             Value::Null
         } else {
             serde_saphyr::from_str(text).map_err(|e| ConfigError::Yaml {
-                path: PathBuf::new(),
+                path: PathBuf::from("(inline text)"),
                 message: e.to_string(),
             })?
         };
