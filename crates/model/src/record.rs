@@ -87,7 +87,8 @@ pub struct PacketRecord {
     pub l3: L3,
     /// A non-first IP fragment: carries no transport header, so no ports.
     pub fragment: bool,
-    /// The transport header was cut short by the snap length; ports/flags are 0.
+    /// The transport header was cut short by the snap length: ports are still
+    /// filled when their 4 bytes were captured, TCP flags when their byte was.
     pub l4_truncated: bool,
 }
 

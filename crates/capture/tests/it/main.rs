@@ -1,1 +1,4 @@
 //! Integration tests of the capture crate.
+mod gen;
+mod reader;
+mod decode;

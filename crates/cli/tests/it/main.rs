@@ -1,0 +1,245 @@
+//! End-to-end tests of the `netspectra` binary against the generator's truth,
+//! which is computed from the generator's own choices, never by decoding.
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netspectra"))
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("run netspectra")
+}
+
+fn gen(dir: &Path, name: &str, packets: u64, seed: u64, format: &str) -> (PathBuf, Value) {
+    let out = dir.join(name);
+    let o = run(&[
+        "gen",
+        out.to_str().unwrap(),
+        "--packets",
+        &packets.to_string(),
+        "--seed",
+        &seed.to_string(),
+        "--format",
+        format,
+    ]);
+    assert!(o.status.success(), "gen failed: {}", String::from_utf8_lossy(&o.stderr));
+    let truth_file = format!("{}.truth.json", out.display());
+    let truth = serde_json::from_slice(&std::fs::read(truth_file).unwrap()).unwrap();
+    (out, truth)
+}
+
+fn analyze_json(args: &[&str]) -> (i32, Value) {
+    let mut all = vec!["analyze", "--format", "json"];
+    all.extend_from_slice(args);
+    let o = run(&all);
+    let code = o.status.code().unwrap_or(-1);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}); exit {code}; stderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    (code, v)
+}
+
+fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("task {name} missing"))
+}
+
+/// Compares per-source rows with the truth, exactly.
+fn assert_matches_truth(report: &Value, truth: &Value) {
+    assert_eq!(report["packets"], truth["packets"]);
+    assert_eq!(report["bytes"], truth["bytes"]);
+    assert_eq!(report["decoded"]["non_ip"], truth["non_ip_packets"]);
+    assert_eq!(report["decoded"]["ipv4"], truth["ipv4_packets"]);
+    assert_eq!(report["decoded"]["ipv6"], truth["ipv6_packets"]);
+    assert_eq!(report["decoded"]["malformed"], 0);
+    let per_src = task(report, "per_src_ip");
+    let expect = truth["per_src"].as_object().unwrap();
+    let rows = per_src["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), expect.len(), "number of sources");
+    for row in rows {
+        let src = row["key"]["SrcIP"].as_str().unwrap();
+        let t = &expect[src];
+        assert_eq!(row["packets"], t["packets"], "packets of {src}");
+        assert_eq!(row["bytes"], t["bytes"], "bytes of {src}");
+    }
+    assert_eq!(per_src["packets"], truth["ip_packets"]);
+    assert_eq!(per_src["bytes"], truth["ip_bytes"]);
+    assert_eq!(task(report, "per_flow")["keys"], truth["distinct_flows"]);
+    // Rows are sorted by bytes, descending.
+    let bytes: Vec<u64> = rows.iter().map(|r| r["bytes"].as_u64().unwrap()).collect();
+    assert!(bytes.windows(2).all(|w| w[0] >= w[1]));
+}
+
+#[test]
+fn analyze_counts_match_the_truth_for_pcap_and_pcapng_and_any_worker_count() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, seed) in [("pcap", 1), ("pcapng", 2)] {
+        let (file, truth) = gen(dir.path(), &format!("t.{format}"), 40_000, seed, format);
+        let mut tasks_by_workers = Vec::new();
+        for workers in ["1", "2", "5"] {
+            let (code, report) = analyze_json(&[
+                file.to_str().unwrap(),
+                "--no-store",
+                "--top",
+                "0",
+                "--workers",
+                workers,
+            ]);
+            assert_eq!(code, 0);
+            assert_matches_truth(&report, &truth);
+            assert_eq!(report["files"][0]["format"], format);
+            assert_eq!(report["files"][0]["error"], Value::Null);
+            tasks_by_workers.push(report["tasks"].clone());
+        }
+        assert!(
+            tasks_by_workers.windows(2).all(|w| w[0] == w[1]),
+            "results must be identical for any worker count"
+        );
+    }
+}
+
+#[test]
+fn json_rows_have_the_contract_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = gen(dir.path(), "s.pcap", 5_000, 3, "pcap");
+    let (_, report) = analyze_json(&[file.to_str().unwrap(), "--no-store", "--top", "3"]);
+    let flow = task(&report, "per_flow");
+    assert_eq!(flow["kind"], "exact");
+    assert_eq!(
+        flow["key"],
+        serde_json::json!(["SrcIP", "DstIP", "SrcPort", "DstPort", "Protocol"])
+    );
+    let rows = flow["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "--top 3");
+    let row = &rows[0];
+    assert!(row["key"]["SrcPort"].is_u64() && row["key"]["Protocol"].is_u64());
+    assert!(row["key"]["DstIP"].is_string());
+    let first = row["first_seen"].as_str().unwrap();
+    assert!(first.ends_with('Z') && first.len() == "2026-01-01T00:00:00.000000000Z".len(), "{first}");
+    assert!(report["elapsed_s"].is_f64());
+}
+
+/// Counts the complete pcap records in `bytes` (an independent walk of the
+/// record headers, little-endian as the generator writes them).
+fn complete_pcap_records(bytes: &[u8]) -> (u64, u64) {
+    let mut off = 24;
+    let (mut n, mut wire) = (0, 0);
+    while off + 16 <= bytes.len() {
+        let incl = u32::from_le_bytes(bytes[off + 8..off + 12].try_into().unwrap()) as usize;
+        let orig = u32::from_le_bytes(bytes[off + 12..off + 16].try_into().unwrap());
+        if off + 16 + incl > bytes.len() {
+            break;
+        }
+        off += 16 + incl;
+        n += 1;
+        wire += u64::from(orig);
+    }
+    (n, wire)
+}
+
+#[test]
+fn a_damaged_file_reports_what_was_read_then_the_error_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = gen(dir.path(), "d.pcap", 3_000, 4, "pcap");
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes.truncate(bytes.len() * 2 / 3);
+    std::fs::write(&file, &bytes).unwrap();
+    let (expect_packets, expect_bytes) = complete_pcap_records(&bytes);
+    let (code, report) = analyze_json(&[file.to_str().unwrap(), "--no-store"]);
+    assert_eq!(code, 2);
+    assert_eq!(report["packets"], expect_packets);
+    assert_eq!(report["bytes"], expect_bytes);
+    let err = report["files"][0]["error"].as_str().unwrap();
+    assert!(err.contains("d.pcap") && err.contains("offset"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_capture_is_named_and_others_still_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(dir.path(), "ok.pcap", 2_000, 5, "pcap");
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "hello, this is not a capture\n").unwrap();
+    let (code, report) = analyze_json(&[text.to_str().unwrap(), file.to_str().unwrap(), "--no-store"]);
+    assert_eq!(code, 2);
+    let err = report["files"][0]["error"].as_str().unwrap();
+    assert!(err.contains("not a pcap or pcapng"), "{err}");
+    assert_eq!(report["packets"], truth["packets"]);
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_1_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&["analyze", "/nonexistent/x.pcap"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
+    let (file, _) = gen(dir.path(), "c.pcap", 100, 6, "pcap");
+    let cfg = dir.path().join("bad.yaml");
+    std::fs::write(&cfg, "aggregator:\n  exact:\n    tasks:\n      - name: x\n        key: [SrcIP, Port]\n").unwrap();
+    let o = run(&["analyze", file.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("aggregator.exact.tasks[0].key[1]") && stderr.contains("Port"), "{stderr}");
+    let o = run(&["analyze", file.to_str().unwrap(), "--format", "xml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = run(&["analyze", file.to_str().unwrap(), "--store", "mysql://x/y"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown scheme"));
+}
+
+#[test]
+fn runs_are_stored_per_window_and_never_overwrite_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(dir.path(), "st.pcapng", 8_000, 7, "pcapng");
+    let db = dir.path().join("ns.db");
+    let url = format!("sqlite:{}", db.display());
+    for _ in 0..2 {
+        let (code, report) = analyze_json(&[file.to_str().unwrap(), "--store", &url]);
+        assert_eq!(code, 0);
+        assert!(report["store"]["run_id"].is_i64());
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let runs: Vec<(i64, String, i64)> = conn
+        .prepare("SELECT run_id, status, packets FROM runs ORDER BY run_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    for (run, status, packets) in runs {
+        assert_eq!(status, "complete");
+        assert_eq!(Some(packets as u64), truth["packets"].as_u64());
+        let (p, b): (i64, i64) = conn
+            .query_row(
+                "SELECT SUM(packets), SUM(bytes) FROM exact_rows WHERE run_id = ?1 AND task = 'per_src_ip'",
+                [run],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(Some(p as u64), truth["ip_packets"].as_u64());
+        assert_eq!(Some(b as u64), truth["ip_bytes"].as_u64());
+    }
+}
+
+#[test]
+fn table_output_shows_totals_and_top_rows_of_every_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(dir.path(), "tb.pcap", 3_000, 8, "pcap");
+    let o = run(&["analyze", file.to_str().unwrap(), "--no-store", "--top", "4"]);
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    let hh = truth["heavy_hitters"][0].as_str().unwrap();
+    for needle in ["per_src_ip (exact, key SrcIP)", "per_dst_ip", "per_flow", "top 4 by bytes", hh, "decoded:"] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+}
