@@ -172,6 +172,8 @@ const HEAVY: [([u8; 4], f64); 3] = [
 ];
 const ARP_SHARE: f64 = 0.005;
 const ZIPF_S: f64 = 1.1;
+/// Conversations (destination, client port, protocol) a background source spreads its packets over.
+const CONVERSATIONS: u64 = 16;
 /// Largest share of packets a pool source may get (before the heavy
 /// hitters are mixed in), so the planted ones stay on top.
 const POOL_MAX_TOP: f64 = 0.01;
@@ -471,18 +473,24 @@ pub fn generate(out: &Path, opts: &GenOptions) -> Result<Truth, GenError> {
                 (plan.heavy(h), dst, l4, k, 0, payload)
             } else {
                 let src = src_zipf.sample(&mut rng) as u32;
+                // A source talks over a few conversations, each a fixed
+                // destination, client port slot and protocol, so flows carry
+                // several packets as in real traffic (most sources use 1-3).
+                let conv = (rng.unit().powi(3) * CONVERSATIONS as f64) as u64;
+                let mut crng = Rng::new(mix64(opts.seed ^ (u64::from(src) << 8) ^ conv));
                 let dst = if plan.src_is_v6(src) {
-                    plan.dst_v4 + dst6_zipf.sample(&mut rng) as u32
+                    plan.dst_v4 + dst6_zipf.sample(&mut crng) as u32
                 } else {
-                    dst4_zipf.sample(&mut rng) as u32
+                    dst4_zipf.sample(&mut crng) as u32
                 };
+                let p = crng.below(100);
+                let k = crng.below(8) as u8;
+                let conv_code = crng.below(100);
                 let payload = match rng.below(10) {
                     0..=3 => 0,
                     4..=6 => rng.range(1, 300) as usize,
                     _ => rng.range(1000, 1400) as usize,
                 };
-                let p = rng.below(100);
-                let k = rng.below(8) as u8;
                 if p < 80 {
                     let f = rng.below(100);
                     let flags = if payload == 0 {
@@ -497,7 +505,7 @@ pub fn generate(out: &Path, opts: &GenOptions) -> Result<Truth, GenError> {
                     } else {
                         ACK
                     };
-                    let code = match rng.below(100) {
+                    let code = match conv_code {
                         0..=49 => 0,
                         50..=69 => 1,
                         70..=77 => 2,
@@ -516,7 +524,7 @@ pub fn generate(out: &Path, opts: &GenOptions) -> Result<Truth, GenError> {
                     };
                     (src, dst, l4, k, code, payload)
                 } else if p < 95 {
-                    let code = match rng.below(10) {
+                    let code = match conv_code % 10 {
                         0..=5 => 4,
                         6..=7 => 5,
                         _ => PORT_PER_DST,

@@ -9,6 +9,13 @@ use netspectra_sketch::{
 };
 
 fn main() {
+    println!(
+        "memory_bytes (defaults, 40-byte key): CountMin {} | HeavyBucket {} | SuperSpread {} | SuperSpread m=128 {}",
+        CountMin::<Key>::new(CountMinParams::default()).memory_bytes(),
+        HeavyBucket::<Key>::new(HeavyBucketParams::default()).memory_bytes(),
+        SuperSpread::<Key>::new(SuperSpreadParams::default()).memory_bytes(),
+        ss(128).memory_bytes(),
+    );
     divan::main();
 }
 
@@ -42,10 +49,13 @@ fn cm(conservative: bool) -> CountMin<Key> {
     })
 }
 
-#[divan::bench(args = [false, true], sample_count = 30)]
+#[divan::bench(args = [false, true], sample_count = 100, sample_size = 2000)]
 fn countmin_insert(bencher: Bencher, conservative: bool) {
     let s = stream();
     let mut sk = cm(conservative);
+    for &(k, h, _, b) in &s {
+        sk.insert(k, h, b);
+    }
     let mut i = 0;
     bencher.bench_local(|| {
         let (k, h, _, b) = s[i & (N - 1)];
@@ -54,7 +64,7 @@ fn countmin_insert(bencher: Bencher, conservative: bool) {
     });
 }
 
-#[divan::bench(sample_count = 30)]
+#[divan::bench(sample_count = 100, sample_size = 2000)]
 fn countmin_query(bencher: Bencher) {
     let s = stream();
     let mut sk = cm(true);
@@ -76,10 +86,13 @@ fn hb() -> HeavyBucket<Key> {
     })
 }
 
-#[divan::bench(sample_count = 30)]
+#[divan::bench(sample_count = 100, sample_size = 2000)]
 fn heavy_insert(bencher: Bencher) {
     let s = stream();
     let mut sk = hb();
+    for &(k, h, _, b) in &s {
+        sk.insert(k, h, b);
+    }
     let mut i = 0;
     bencher.bench_local(|| {
         let (k, h, _, b) = s[i & (N - 1)];
@@ -88,7 +101,7 @@ fn heavy_insert(bencher: Bencher) {
     });
 }
 
-#[divan::bench(sample_count = 30)]
+#[divan::bench(sample_count = 100, sample_size = 2000)]
 fn heavy_query(bencher: Bencher) {
     let s = stream();
     let mut sk = hb();
@@ -114,10 +127,11 @@ fn ss(m: usize) -> SuperSpread<Key> {
     })
 }
 
-#[divan::bench(args = [128, 512], sample_count = 30)]
+#[divan::bench(args = [128, 512], sample_count = 100, sample_size = 2000)]
 fn superspread_insert(bencher: Bencher, m: usize) {
     let s = stream();
     let mut sk = ss(m);
+    sk.reset(); // touches every page
     let mut i = 0;
     bencher.bench_local(|| {
         let (k, h, e, _) = s[i & (N - 1)];
@@ -127,7 +141,7 @@ fn superspread_insert(bencher: Bencher, m: usize) {
     });
 }
 
-#[divan::bench(sample_count = 30)]
+#[divan::bench(sample_count = 100, sample_size = 2000)]
 fn superspread_query(bencher: Bencher) {
     let s = stream();
     let mut sk = ss(128);
@@ -140,13 +154,4 @@ fn superspread_query(bencher: Bencher) {
         let (k, h, _, _) = s[i & (N - 1)];
         black_box(sk.query(k, h))
     });
-}
-
-#[divan::bench]
-fn memory_bytes_defaults() -> [usize; 3] {
-    [
-        CountMin::<Key>::new(CountMinParams::default()).memory_bytes(),
-        HeavyBucket::<Key>::new(HeavyBucketParams::default()).memory_bytes(),
-        SuperSpread::<Key>::new(SuperSpreadParams::default()).memory_bytes(),
-    ]
 }

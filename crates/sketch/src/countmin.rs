@@ -106,16 +106,16 @@ impl<K: Copy + Eq + Default> CountMin<K> {
             *slot = self.index(hash, r);
         }
         let est = if self.params.conservative {
+            let mut vals = [0u64; MAX_DEPTH];
             let mut min = u64::MAX;
-            for &i in &idx[..d] {
-                min = min.min(self.counters[i]);
+            for (v, &i) in vals.iter_mut().zip(&idx[..d]) {
+                *v = self.counters[i];
+                min = min.min(*v);
             }
             let target = min.saturating_add(weight);
-            for &i in &idx[..d] {
-                let c = &mut self.counters[i];
-                if *c < target {
-                    *c = target;
-                }
+            for (&v, &i) in vals.iter().zip(&idx[..d]) {
+                // branchless: raise only counters below min + weight
+                self.counters[i] = v.max(target);
             }
             target
         } else {
