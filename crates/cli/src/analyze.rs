@@ -65,7 +65,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
     let store_url = if args.no_store {
         None
     } else {
-        let url = args.store.clone().unwrap_or_else(|| config.store.url.clone());
+        let url = args
+            .store
+            .clone()
+            .unwrap_or_else(|| config.store.url.clone());
         (!url.is_empty()).then_some(url)
     };
     let mut store = match &store_url {
@@ -101,14 +104,24 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
     let mut total = (0u64, 0u64);
     let mut done_bytes = 0;
     for path in &args.files {
-        let file = read_file(path, &mut engine, &mut decoded, &progress, done_bytes, started);
+        let file = read_file(
+            path,
+            &mut engine,
+            &mut decoded,
+            &progress,
+            done_bytes,
+            started,
+        );
         total.0 += file.packets;
         total.1 += file.bytes;
         done_bytes += std::fs::metadata(path).map_or(0, |m| m.len());
         files.push(file);
     }
     progress.finish_and_clear();
-    let output = engine.finish().context("engine failed")?;
+    let mut output = engine.finish().context("engine failed")?;
+    for task in &mut output.tasks {
+        task.top(args.top);
+    }
     let elapsed = started.elapsed();
 
     let damaged = files.iter().any(|f| f.error.is_some());

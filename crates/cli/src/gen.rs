@@ -39,8 +39,8 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
         ..GenOptions::default()
     };
     let started = std::time::Instant::now();
-    let truth = generate(&args.out, &opts)
-        .with_context(|| format!("generating {}", args.out.display()))?;
+    let truth =
+        generate(&args.out, &opts).with_context(|| format!("generating {}", args.out.display()))?;
     eprintln!(
         "wrote {} ({} packets, {} bytes) and {} in {:.2} s",
         args.out.display(),

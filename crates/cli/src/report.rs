@@ -35,6 +35,7 @@ pub struct Report {
 }
 
 impl Report {
+    /// The rows to print: the prefix that `TaskTotals::top` ranked.
     fn shown<'a>(&self, task: &'a TaskTotals) -> &'a [(FlowKey, FlowCounters)] {
         if self.top == 0 {
             &task.rows

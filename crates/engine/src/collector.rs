@@ -1,8 +1,9 @@
 //! The collector: joins the workers' parts of each window, hands the merged
 //! window to the sink (the store), and keeps run totals.
 
-use crate::exact::{merge_into, new_map, FlowCounters, FlowMap};
+use crate::exact::FlowCounters;
 use crate::plan::TaskSpec;
+use crate::table::FlowTable;
 use crate::worker::WindowPart;
 use crate::{EngineOutput, TaskTotals};
 use crossbeam_channel::Receiver;
@@ -36,7 +37,7 @@ pub struct WindowResult {
     pub start_ns: u64,
     /// Window end (ns, exclusive).
     pub end_ns: u64,
-    tables: Vec<FlowMap>,
+    tables: Vec<FlowTable>,
 }
 
 impl WindowResult {
@@ -54,7 +55,7 @@ impl WindowResult {
 struct Pending {
     parts: usize,
     end_ns: u64,
-    tables: Vec<FlowMap>,
+    tables: Vec<FlowTable>,
 }
 
 pub(crate) struct Collected {
@@ -69,22 +70,18 @@ pub(crate) fn run(
     mut sink: Box<dyn WindowSink>,
 ) -> Collected {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-    let mut totals: Vec<FlowMap> = tasks.iter().map(|_| new_map()).collect();
+    let mut totals: Vec<FlowTable> = tasks.iter().map(|_| FlowTable::new()).collect();
     let mut windows = 0;
     let mut sink_error = None;
     for part in rx {
         let entry = pending.entry(part.start_ns).or_insert_with(|| Pending {
             parts: 0,
             end_ns: part.end_ns,
-            tables: tasks.iter().map(|_| new_map()).collect(),
+            tables: tasks.iter().map(|_| FlowTable::new()).collect(),
         });
         entry.parts += 1;
         for (into, from) in entry.tables.iter_mut().zip(part.tables) {
-            if into.is_empty() {
-                *into = from;
-            } else {
-                merge_into(into, from);
-            }
+            into.absorb(from);
         }
         if entry.parts < workers {
             continue;
@@ -102,23 +99,15 @@ pub(crate) fn run(
             }
         }
         for (into, from) in totals.iter_mut().zip(window.tables) {
-            if into.is_empty() {
-                *into = from;
-            } else {
-                merge_into(into, from);
-            }
+            into.absorb(from);
         }
     }
     let tasks = tasks
         .into_iter()
         .zip(totals)
         .map(|(spec, map)| {
-            let mut rows: Vec<(FlowKey, FlowCounters)> = map.into_iter().collect();
-            rows.sort_unstable_by(|a, b| {
-                (b.1.bytes, b.1.packets)
-                    .cmp(&(a.1.bytes, a.1.packets))
-                    .then_with(|| a.0.cmp(&b.0))
-            });
+            let rows: Vec<(FlowKey, FlowCounters)> = map.iter().map(|(k, c)| (*k, *c)).collect();
+            drop(map);
             TaskTotals {
                 packets: rows.iter().map(|r| r.1.packets).sum(),
                 bytes: rows.iter().map(|r| r.1.bytes).sum(),

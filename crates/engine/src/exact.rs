@@ -1,21 +1,11 @@
-//! Exact accounting: one hash map per task, owned by one worker.
+//! Exact accounting: one flow table per task, owned by one worker.
 
+use crate::table::{hash_key, FlowTable};
+use crate::worker::Slot;
 use netspectra_model::{Dimension, FlowKey, PacketRecord};
-
-/// The hasher of every engine map: fast, and fixed-seeded so iteration order
-/// (and hence any tie-breaking) is the same in every run.
-pub(crate) type BuildHasher = foldhash::fast::FixedState;
-
-/// A map from key to counters with the engine's hasher.
-pub(crate) type FlowMap = hashbrown::HashMap<FlowKey, FlowCounters, BuildHasher>;
-
-pub(crate) fn new_map() -> FlowMap {
-    FlowMap::with_hasher(BuildHasher::with_seed(0x6e65_7473_7065_6374))
-}
-
 /// Counters of one key. Merging is associative and commutative, which is what
 /// makes results independent of how packets were spread over workers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowCounters {
     /// Packets.
     pub packets: u64,
@@ -58,11 +48,16 @@ impl FlowCounters {
     }
 }
 
+/// How many packets ahead of the one being counted the table prefetches.
+/// Enough to cover a memory access, few enough that lines stay cached.
+const PREFETCH_AHEAD: usize = 8;
+
 /// One exact task's table.
-#[derive(Debug)]
 pub struct ExactTable {
     dims: Vec<Dimension>,
-    map: FlowMap,
+    table: FlowTable,
+    /// Keys and hashes of the batch being counted (reused: no allocation).
+    pending: Vec<(FlowKey, u64, FlowCounters)>,
 }
 
 impl ExactTable {
@@ -70,44 +65,56 @@ impl ExactTable {
     pub fn new(dims: Vec<Dimension>) -> ExactTable {
         ExactTable {
             dims,
-            map: new_map(),
+            table: FlowTable::new(),
+            pending: Vec::new(),
         }
     }
 
-    /// Accounts one packet. The hot path: no allocation once the key exists.
+    /// Accounts one packet.
     #[inline]
     pub fn update(&mut self, rec: &PacketRecord) {
         let key = FlowKey::project(rec, &self.dims);
-        self.map
-            .entry(key)
-            .and_modify(|c| c.add(rec.ts_ns, rec.wire_len))
-            .or_insert_with(|| FlowCounters::one(rec.ts_ns, rec.wire_len));
+        self.table.add(
+            &key,
+            hash_key(&key),
+            &FlowCounters::one(rec.ts_ns, rec.wire_len),
+        );
+    }
+
+    /// Accounts the records of a batch whose mask has bit `task` set. Keys
+    /// are hashed first so the table can prefetch a few packets ahead: with
+    /// large tables nearly every update is a cache miss, and this overlaps them.
+    pub(crate) fn update_batch(&mut self, batch: &[Slot], task: usize) {
+        self.pending.clear();
+        for s in batch.iter().filter(|s| s.mask >> task & 1 == 1) {
+            let key = FlowKey::project(&s.rec, &self.dims);
+            let c = FlowCounters::one(s.rec.ts_ns, s.rec.wire_len);
+            self.pending.push((key, hash_key(&key), c));
+        }
+        for p in self.pending.iter().take(PREFETCH_AHEAD) {
+            self.table.prefetch(p.1);
+        }
+        for i in 0..self.pending.len() {
+            if let Some(ahead) = self.pending.get(i + PREFETCH_AHEAD) {
+                self.table.prefetch(ahead.1);
+            }
+            let (key, hash, c) = &self.pending[i];
+            self.table.add(key, *hash, c);
+        }
     }
 
     /// Number of keys.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.table.len()
     }
 
     /// Whether no packet was counted.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.table.is_empty()
     }
 
-    /// Takes the table's contents, leaving it empty with room for a similar
-    /// number of keys (so the next window does not regrow from scratch).
-    pub(crate) fn take(&mut self) -> FlowMap {
-        let cap = self.map.len();
-        let mut fresh = new_map();
-        fresh.reserve(cap);
-        std::mem::replace(&mut self.map, fresh)
-    }
-}
-
-/// Merges `from` into `into`.
-pub(crate) fn merge_into(into: &mut FlowMap, from: FlowMap) {
-    into.reserve(from.len().saturating_sub(into.capacity() - into.len()));
-    for (k, c) in from {
-        into.entry(k).and_modify(|e| e.merge(&c)).or_insert(c);
+    /// Takes the table's contents, leaving it empty.
+    pub(crate) fn take(&mut self) -> FlowTable {
+        std::mem::take(&mut self.table)
     }
 }

@@ -1,7 +1,7 @@
 //! The producer side: cuts packet time into windows and shards records to workers.
 
 use crate::collector::{self, WindowSink};
-use crate::exact::{BuildHasher, ExactTable};
+use crate::exact::ExactTable;
 use crate::plan::EnginePlan;
 use crate::worker::{self, Slot, ToWorker};
 use crate::{EngineError, EngineOutput};
@@ -25,7 +25,11 @@ impl Engine {
         let mut handles = Vec::with_capacity(workers);
         for id in 0..workers {
             let (tx, rx) = bounded(plan.queue_batches);
-            let tables = plan.tasks.iter().map(|t| ExactTable::new(t.key.clone())).collect();
+            let tables = plan
+                .tasks
+                .iter()
+                .map(|t| ExactTable::new(t.key.clone()))
+                .collect();
             let recycle = recycle_tx.clone();
             let out = part_tx.clone();
             let handle = std::thread::Builder::new()
@@ -45,11 +49,13 @@ impl Engine {
             (1u64 << plan.tasks.len()) - 1
         };
         Ok(EngineInput {
-            batches: (0..workers).map(|_| Vec::with_capacity(plan.batch_size)).collect(),
+            batches: (0..workers)
+                .map(|_| Vec::with_capacity(plan.batch_size))
+                .collect(),
             plan,
             senders,
             recycle: recycle_rx,
-            hasher: BuildHasher::with_seed(0x7368_6172_6421),
+            hasher: foldhash::fast::FixedState::with_seed(0x7368_6172_6421),
             window: None,
             handles,
             collector,
@@ -67,7 +73,7 @@ pub struct EngineInput {
     senders: Vec<Sender<ToWorker>>,
     batches: Vec<Vec<Slot>>,
     recycle: Receiver<Vec<Slot>>,
-    hasher: BuildHasher,
+    hasher: foldhash::fast::FixedState,
     window: Option<(u64, u64)>,
     handles: Vec<JoinHandle<()>>,
     collector: JoinHandle<collector::Collected>,

@@ -30,6 +30,7 @@ mod collector;
 mod exact;
 mod input;
 mod plan;
+mod table;
 mod worker;
 
 pub use collector::{NullSink, SinkError, WindowResult, WindowSink};
@@ -69,9 +70,32 @@ pub struct TaskTotals {
     pub packets: u64,
     /// Bytes (wire length) counted by the task.
     pub bytes: u64,
-    /// Every key with its counters, sorted by bytes, then packets (both
-    /// descending), then key — a deterministic order for any worker count.
+    /// Every key with its counters, in no particular order; see [`TaskTotals::top`].
     pub rows: Vec<(FlowKey, FlowCounters)>,
+}
+
+impl TaskTotals {
+    /// The `n` largest rows (all when `n` is 0), ranked by bytes, then
+    /// packets (both descending), then key — a deterministic order for any
+    /// worker count. Selects before sorting, so a top 10 of a million keys
+    /// does not sort a million rows.
+    pub fn top(&mut self, n: usize) -> &[(FlowKey, FlowCounters)] {
+        let rank = |a: &(FlowKey, FlowCounters), b: &(FlowKey, FlowCounters)| {
+            (b.1.bytes, b.1.packets)
+                .cmp(&(a.1.bytes, a.1.packets))
+                .then_with(|| a.0.cmp(&b.0))
+        };
+        let n = if n == 0 {
+            self.rows.len()
+        } else {
+            n.min(self.rows.len())
+        };
+        if n < self.rows.len() {
+            self.rows.select_nth_unstable_by(n, rank);
+        }
+        self.rows[..n].sort_unstable_by(rank);
+        &self.rows[..n]
+    }
 }
 
 /// What a finished run produced.

@@ -70,7 +70,8 @@ impl EnginePlan {
         }
         if tasks.is_empty() {
             return Err(EngineError::Plan(
-                "no task to run: aggregator.types and aggregator.exact.tasks leave nothing enabled".into(),
+                "no task to run: aggregator.types and aggregator.exact.tasks leave nothing enabled"
+                    .into(),
             ));
         }
         if tasks.len() > Self::MAX_TASKS {

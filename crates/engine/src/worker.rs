@@ -1,6 +1,7 @@
 //! A worker: owns one table per task outright, so the hot path takes no lock.
 
-use crate::exact::{ExactTable, FlowMap};
+use crate::exact::ExactTable;
+use crate::table::FlowTable;
 use crossbeam_channel::{Receiver, Sender};
 use netspectra_model::PacketRecord;
 
@@ -22,7 +23,7 @@ pub(crate) enum ToWorker {
 pub(crate) struct WindowPart {
     pub start_ns: u64,
     pub end_ns: u64,
-    pub tables: Vec<FlowMap>,
+    pub tables: Vec<FlowTable>,
 }
 
 pub(crate) fn run(
@@ -34,12 +35,8 @@ pub(crate) fn run(
     for msg in rx {
         match msg {
             ToWorker::Batch(mut batch) => {
-                for slot in &batch {
-                    for (i, table) in tables.iter_mut().enumerate() {
-                        if slot.mask >> i & 1 == 1 {
-                            table.update(&slot.rec);
-                        }
-                    }
+                for (i, table) in tables.iter_mut().enumerate() {
+                    table.update_batch(&batch, i);
                 }
                 batch.clear();
                 // The producer may already hold enough spare batches.

@@ -403,7 +403,10 @@ impl Config {
     }
 
     /// Parses YAML text, looking variables up with `env`.
-    pub fn from_yaml(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn from_yaml(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let mut tree: Value = if text.trim().is_empty() {
             Value::Null
         } else {
@@ -418,7 +421,14 @@ impl Config {
         expand_tree(&mut tree, &mut String::new(), env)?;
         let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
-            invalid(if key == "." { "(top level)".into() } else { key }, e.into_inner().to_string())
+            invalid(
+                if key == "." {
+                    "(top level)".into()
+                } else {
+                    key
+                },
+                e.into_inner().to_string(),
+            )
         })?;
         config.validate()?;
         Ok(config)
@@ -451,7 +461,10 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let agg = &self.aggregator;
         if agg.period.0 == 0 {
-            return Err(invalid("aggregator.period", "must be greater than 0, e.g. `60s`"));
+            return Err(invalid(
+                "aggregator.period",
+                "must be greater than 0, e.g. `60s`",
+            ));
         }
         if let Some(w) = agg.snapshot_interval {
             if w.0 == 0 || w.0 > agg.period.0 || agg.period.0 % w.0 != 0 {
@@ -467,7 +480,10 @@ impl Config {
         if agg.num_workers > MAX_WORKERS {
             return Err(invalid(
                 "aggregator.num_workers",
-                format!("{} is too many; allowed 0 (one per core) to {MAX_WORKERS}", agg.num_workers),
+                format!(
+                    "{} is too many; allowed 0 (one per core) to {MAX_WORKERS}",
+                    agg.num_workers
+                ),
             ));
         }
         let mut names = std::collections::HashSet::new();
@@ -477,7 +493,10 @@ impl Config {
                 return Err(invalid(at("name"), "a task needs a non-empty name"));
             }
             if !names.insert(t.name.as_str()) {
-                return Err(invalid(at("name"), format!("task name `{}` is used twice", t.name)));
+                return Err(invalid(
+                    at("name"),
+                    format!("task name `{}` is used twice", t.name),
+                ));
             }
             if t.key.is_empty() {
                 return Err(invalid(at("key"), "a task needs at least one dimension"));
@@ -509,7 +528,11 @@ fn expand_tree(
             }
             let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
             let expanded = expand_str(s, env).map_err(|m| invalid(path.clone(), m))?;
-            *v = if whole { scalar(&expanded) } else { Value::String(expanded) };
+            *v = if whole {
+                scalar(&expanded)
+            } else {
+                Value::String(expanded)
+            };
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -567,7 +590,9 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
             None => (body, None),
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("`${{{body}}}` is not a variable reference; use ${{NAME}} or ${{NAME:-default}}"));
+            return Err(format!(
+                "`${{{body}}}` is not a variable reference; use ${{NAME}} or ${{NAME:-default}}"
+            ));
         }
         match (env(name), default) {
             (Some(val), _) => out.push_str(&val),

@@ -29,7 +29,8 @@ pub enum Dimension {
 }
 
 /// The names accepted in configuration, for error messages.
-pub const DIMENSION_NAMES: &str = "SrcIP, DstIP, SrcPort, DstPort, Protocol, VLAN, SrcNet/N, DstNet/N";
+pub const DIMENSION_NAMES: &str =
+    "SrcIP, DstIP, SrcPort, DstPort, Protocol, VLAN, SrcNet/N, DstNet/N";
 
 /// A dimension name that is not one of [`DIMENSION_NAMES`].
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +181,11 @@ impl FlowKey {
 }
 
 fn net_text(addr: &IpBytes, prefix: u8) -> String {
-    let len = if ip::is_v4(addr) { prefix.min(32) } else { prefix };
+    let len = if ip::is_v4(addr) {
+        prefix.min(32)
+    } else {
+        prefix
+    };
     format!("{}/{}", ip::to_string(addr), len)
 }
 
@@ -190,7 +195,16 @@ mod tests {
 
     #[test]
     fn parses_names_case_insensitively_and_renders_canonically() {
-        for name in ["SrcIP", "DstIP", "SrcPort", "DstPort", "Protocol", "VLAN", "SrcNet/24", "DstNet/64"] {
+        for name in [
+            "SrcIP",
+            "DstIP",
+            "SrcPort",
+            "DstPort",
+            "Protocol",
+            "VLAN",
+            "SrcNet/24",
+            "DstNet/64",
+        ] {
             let d: Dimension = name.parse().unwrap();
             assert_eq!(d.to_string(), name);
         }

@@ -23,4 +23,4 @@ pub mod record;
 pub mod time;
 
 pub use dimension::{Dimension, FlowKey};
-pub use record::{DecodeCounters, L3, Malformed, PacketRecord};
+pub use record::{DecodeCounters, Malformed, PacketRecord, L3};

@@ -6,7 +6,10 @@ use netspectra_model::Dimension;
 use std::collections::HashMap;
 
 fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-    let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     move |name| map.get(name).cloned()
 }
 
@@ -18,9 +21,21 @@ fn err(yaml: &str) -> String {
 fn go2netspectra_config_loads_as_is() {
     let text = include_str!("data/go2netspectra-config.yaml");
     let vars = [
-        "API_GRPC_LISTEN_ADDR", "API_HTTP_LISTEN_ADDR", "AI_API_KEY", "AI_GRPC_LISTEN_ADDR", "NATS_URL",
-        "ALERTER_AI_SERVICE_ADDR", "SMTP_HOST", "SMTP_USER", "SMTP_PASSWORD", "SMTP_FROM", "SMTP_TO",
-        "CLICKHOUSE_HOST", "CLICKHOUSE_DB", "CLICKHOUSE_USERNAME", "CLICKHOUSE_PASSWORD",
+        "API_GRPC_LISTEN_ADDR",
+        "API_HTTP_LISTEN_ADDR",
+        "AI_API_KEY",
+        "AI_GRPC_LISTEN_ADDR",
+        "NATS_URL",
+        "ALERTER_AI_SERVICE_ADDR",
+        "SMTP_HOST",
+        "SMTP_USER",
+        "SMTP_PASSWORD",
+        "SMTP_FROM",
+        "SMTP_TO",
+        "CLICKHOUSE_HOST",
+        "CLICKHOUSE_DB",
+        "CLICKHOUSE_USERNAME",
+        "CLICKHOUSE_PASSWORD",
     ];
     let mut pairs: Vec<(&str, &str)> = vars.iter().map(|v| (*v, "x")).collect();
     pairs.push(("SMTP_PORT", "587"));
@@ -33,10 +48,27 @@ fn go2netspectra_config_loads_as_is() {
     let tasks = &cfg.aggregator.exact.tasks;
     assert_eq!(tasks[0].name, "per_five_tuple");
     assert_eq!(tasks[0].key.len(), 5);
-    assert_eq!(tasks[1].key, vec![Dimension::SrcIp], "key_fields is an alias of key");
-    assert_eq!(cfg.smtp.port, 587, "a whole ${{VAR}} is re-read as a number");
-    assert_eq!(cfg.smtp.password, "pa$$:{word}", "values are not expanded again");
-    assert_eq!(cfg.aggregator.exact.writers[1].clickhouse.as_ref().unwrap().port, 9000);
+    assert_eq!(
+        tasks[1].key,
+        vec![Dimension::SrcIp],
+        "key_fields is an alias of key"
+    );
+    assert_eq!(
+        cfg.smtp.port, 587,
+        "a whole ${{VAR}} is re-read as a number"
+    );
+    assert_eq!(
+        cfg.smtp.password, "pa$$:{word}",
+        "values are not expanded again"
+    );
+    assert_eq!(
+        cfg.aggregator.exact.writers[1]
+            .clickhouse
+            .as_ref()
+            .unwrap()
+            .port,
+        9000
+    );
     // The enabled writer's 60 s interval becomes the window.
     assert_eq!(cfg.window_ns(), 60_000_000_000);
 }
@@ -44,7 +76,13 @@ fn go2netspectra_config_loads_as_is() {
 #[test]
 fn defaults_need_no_file() {
     let cfg = Config::from_yaml("", &|_| None).unwrap();
-    let names: Vec<_> = cfg.aggregator.exact.tasks.iter().map(|t| t.name.as_str()).collect();
+    let names: Vec<_> = cfg
+        .aggregator
+        .exact
+        .tasks
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
     assert_eq!(names, ["per_src_ip", "per_dst_ip", "per_flow"]);
     assert_eq!(cfg.window_ns(), 60_000_000_000);
     assert_eq!(cfg.store.url, "sqlite:netspectra.db");
@@ -54,8 +92,14 @@ fn defaults_need_no_file() {
 fn unknown_keys_are_errors_naming_the_key_and_the_allowed_ones() {
     let e = err("aggregator:\n  perod: 60s\n");
     assert!(e.contains("perod") && e.contains("period"), "{e}");
-    let e = err("aggregator:\n  exact:\n    tasks:\n      - name: a\n        key: [SrcIP, SrcMac]\n");
-    assert!(e.contains("aggregator.exact.tasks[0].key[1]") && e.contains("SrcMac") && e.contains("DstPort"), "{e}");
+    let e =
+        err("aggregator:\n  exact:\n    tasks:\n      - name: a\n        key: [SrcIP, SrcMac]\n");
+    assert!(
+        e.contains("aggregator.exact.tasks[0].key[1]")
+            && e.contains("SrcMac")
+            && e.contains("DstPort"),
+        "{e}"
+    );
     let e = err("nonsense: 1\n");
     assert!(e.contains("nonsense") && e.contains("aggregator"), "{e}");
 }
@@ -69,12 +113,20 @@ fn bad_values_say_what_is_allowed() {
     let e = err("aggregator: { num_workers: -1 }");
     assert!(e.contains("aggregator.num_workers"), "{e}");
     let e = err("aggregator: { period: 60s, snapshot_interval: 7s }");
-    assert!(e.contains("snapshot_interval") && e.contains("divide"), "{e}");
-    let e = err("aggregator:\n  exact:\n    tasks: [{name: a, key: [SrcIP]}, {name: a, key: [DstIP]}]\n");
+    assert!(
+        e.contains("snapshot_interval") && e.contains("divide"),
+        "{e}"
+    );
+    let e = err(
+        "aggregator:\n  exact:\n    tasks: [{name: a, key: [SrcIP]}, {name: a, key: [DstIP]}]\n",
+    );
     assert!(e.contains("used twice"), "{e}");
     let e = err("aggregator:\n  exact:\n    tasks: [{name: a, key: []}]\n");
     assert!(e.contains("at least one dimension"), "{e}");
-    assert!(matches!(Config::from_yaml("a: [", &|_| None), Err(ConfigError::Yaml { .. })));
+    assert!(matches!(
+        Config::from_yaml("a: [", &|_| None),
+        Err(ConfigError::Yaml { .. })
+    ));
 }
 
 #[test]
@@ -85,12 +137,20 @@ fn environment_expands_inside_string_values_only() {
     )
     .unwrap();
     assert_eq!(cfg.store.url, "sqlite:/tmp/ns.db");
-    let cfg = Config::from_yaml("store: { url: \"sqlite:${DIR:-/tmp}/ns.db\" }", &env(&[("DIR", "/data")])).unwrap();
+    let cfg = Config::from_yaml(
+        "store: { url: \"sqlite:${DIR:-/tmp}/ns.db\" }",
+        &env(&[("DIR", "/data")]),
+    )
+    .unwrap();
     assert_eq!(cfg.store.url, "sqlite:/data/ns.db");
-    let e = Config::from_yaml("store: { url: \"${MISSING}\" }", &env(&[])).unwrap_err().to_string();
-    assert!(e.contains("store.url") && e.contains("MISSING") && e.contains("not set"), "{e}");
+    let e = Config::from_yaml("store: { url: \"${MISSING}\" }", &env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("store.url") && e.contains("MISSING") && e.contains("not set"),
+        "{e}"
+    );
     // A variable cannot inject structure: its value stays one string.
     let cfg = Config::from_yaml("smtp: { host: \"${H}\" }", &env(&[("H", "a\nport: 25")])).unwrap();
     assert_eq!(cfg.smtp.host, "a\nport: 25");
 }
-

@@ -43,9 +43,12 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
         source,
     };
     let conn = Connection::open(path).map_err(err)?;
-    conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(err)?;
-    conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+    conn.busy_timeout(std::time::Duration::from_secs(30))
         .map_err(err)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .map_err(err)?;
     Ok(conn)
 }
 
@@ -262,8 +265,7 @@ impl SqliteSink {
 
 impl WindowSink for SqliteSink {
     fn window(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
-        self.write(tasks, w).map_err(|e| {
-            SinkError(format!("SQLite store {}: {e}", self.path.display()))
-        })
+        self.write(tasks, w)
+            .map_err(|e| SinkError(format!("SQLite store {}: {e}", self.path.display())))
     }
 }

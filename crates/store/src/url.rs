@@ -29,7 +29,9 @@ impl StoreUrl {
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
         if url_trim.starts_with("clickhouse:") {
-            return Err(bad("the ClickHouse store is not available in this build; use sqlite:PATH"));
+            return Err(bad(
+                "the ClickHouse store is not available in this build; use sqlite:PATH",
+            ));
         }
         if let Some((scheme, _)) = url_trim.split_once("://") {
             return Err(bad(&format!(

@@ -1,4 +1,4 @@
 //! Integration tests of the capture crate.
+mod decode;
 mod gen;
 mod reader;
-mod decode;

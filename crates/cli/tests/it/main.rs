@@ -25,7 +25,11 @@ fn gen(dir: &Path, name: &str, packets: u64, seed: u64, format: &str) -> (PathBu
         "--format",
         format,
     ]);
-    assert!(o.status.success(), "gen failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "gen failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let truth_file = format!("{}.truth.json", out.display());
     let truth = serde_json::from_slice(&std::fs::read(truth_file).unwrap()).unwrap();
     (out, truth)
@@ -125,7 +129,10 @@ fn json_rows_have_the_contract_shape() {
     assert!(row["key"]["SrcPort"].is_u64() && row["key"]["Protocol"].is_u64());
     assert!(row["key"]["DstIP"].is_string());
     let first = row["first_seen"].as_str().unwrap();
-    assert!(first.ends_with('Z') && first.len() == "2026-01-01T00:00:00.000000000Z".len(), "{first}");
+    assert!(
+        first.ends_with('Z') && first.len() == "2026-01-01T00:00:00.000000000Z".len(),
+        "{first}"
+    );
     assert!(report["elapsed_s"].is_f64());
 }
 
@@ -169,7 +176,8 @@ fn a_file_that_is_not_a_capture_is_named_and_others_still_count() {
     let (file, truth) = gen(dir.path(), "ok.pcap", 2_000, 5, "pcap");
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello, this is not a capture\n").unwrap();
-    let (code, report) = analyze_json(&[text.to_str().unwrap(), file.to_str().unwrap(), "--no-store"]);
+    let (code, report) =
+        analyze_json(&[text.to_str().unwrap(), file.to_str().unwrap(), "--no-store"]);
     assert_eq!(code, 2);
     let err = report["files"][0]["error"].as_str().unwrap();
     assert!(err.contains("not a pcap or pcapng"), "{err}");
@@ -184,11 +192,23 @@ fn usage_and_configuration_errors_exit_1_with_a_clear_message() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
     let (file, _) = gen(dir.path(), "c.pcap", 100, 6, "pcap");
     let cfg = dir.path().join("bad.yaml");
-    std::fs::write(&cfg, "aggregator:\n  exact:\n    tasks:\n      - name: x\n        key: [SrcIP, Port]\n").unwrap();
-    let o = run(&["analyze", file.to_str().unwrap(), "--config", cfg.to_str().unwrap()]);
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  exact:\n    tasks:\n      - name: x\n        key: [SrcIP, Port]\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "analyze",
+        file.to_str().unwrap(),
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
     assert_eq!(o.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("aggregator.exact.tasks[0].key[1]") && stderr.contains("Port"), "{stderr}");
+    assert!(
+        stderr.contains("aggregator.exact.tasks[0].key[1]") && stderr.contains("Port"),
+        "{stderr}"
+    );
     let o = run(&["analyze", file.to_str().unwrap(), "--format", "xml"]);
     assert_eq!(o.status.code(), Some(1));
     let o = run(&["analyze", file.to_str().unwrap(), "--store", "mysql://x/y"]);
@@ -235,11 +255,24 @@ fn runs_are_stored_per_window_and_never_overwrite_each_other() {
 fn table_output_shows_totals_and_top_rows_of_every_task() {
     let dir = tempfile::tempdir().unwrap();
     let (file, truth) = gen(dir.path(), "tb.pcap", 3_000, 8, "pcap");
-    let o = run(&["analyze", file.to_str().unwrap(), "--no-store", "--top", "4"]);
+    let o = run(&[
+        "analyze",
+        file.to_str().unwrap(),
+        "--no-store",
+        "--top",
+        "4",
+    ]);
     assert!(o.status.success());
     let out = String::from_utf8(o.stdout).unwrap();
     let hh = truth["heavy_hitters"][0].as_str().unwrap();
-    for needle in ["per_src_ip (exact, key SrcIP)", "per_dst_ip", "per_flow", "top 4 by bytes", hh, "decoded:"] {
+    for needle in [
+        "per_src_ip (exact, key SrcIP)",
+        "per_dst_ip",
+        "per_flow",
+        "top 4 by bytes",
+        hh,
+        "decoded:",
+    ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
 }

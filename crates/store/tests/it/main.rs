@@ -26,7 +26,13 @@ fn recs(n: u64) -> Vec<PacketRecord> {
 fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord], workers: usize) -> i64 {
     let plan = EnginePlan::from_config(&Config::default(), workers).unwrap();
     let run = store
-        .begin_run("local", "test", &json!(["mem"]), &plan.tasks, plan.window_ns)
+        .begin_run(
+            "local",
+            "test",
+            &json!(["mem"]),
+            &plan.tasks,
+            plan.window_ns,
+        )
         .unwrap();
     let mut input = Engine::start(plan, Box::new(store.sink(run, "local").unwrap())).unwrap();
     for r in records {
@@ -34,7 +40,14 @@ fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord], workers: usiz
     }
     let out = input.finish().unwrap();
     store
-        .finish_run(run, "complete", &json!(["mem"]), out.packets, out.tasks[0].bytes, &json!({}))
+        .finish_run(
+            run,
+            "complete",
+            &json!(["mem"]),
+            out.packets,
+            out.tasks[0].bytes,
+            &json!({}),
+        )
         .unwrap();
     run
 }
@@ -84,9 +97,15 @@ fn windows_sum_to_totals_and_runs_never_overwrite() {
     }
     let runs = store.runs().unwrap();
     assert_eq!(runs.len(), 2);
-    assert!(runs.iter().all(|r| r.status == "complete" && r.packets == 200 && r.finished_at_ns.is_some()));
+    assert!(runs
+        .iter()
+        .all(|r| r.status == "complete" && r.packets == 200 && r.finished_at_ns.is_some()));
     let tasks: i64 = conn
-        .query_row("SELECT COUNT(*) FROM tasks WHERE run_id = ?1", [run2], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM tasks WHERE run_id = ?1",
+            [run2],
+            |r| r.get(0),
+        )
         .unwrap();
     assert_eq!(tasks, 3);
 }
@@ -111,6 +130,9 @@ fn a_file_that_is_not_a_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not.db");
     std::fs::write(&path, vec![b'x'; 4096]).unwrap();
-    let e = SqliteStore::open(&path).err().expect("not a database").to_string();
+    let e = SqliteStore::open(&path)
+        .err()
+        .expect("not a database")
+        .to_string();
     assert!(e.contains("not.db"), "{e}");
 }
