@@ -39,6 +39,10 @@ pub struct AnalyzeArgs {
     /// Keep results in memory only.
     #[arg(long)]
     no_store: bool,
+    /// Run an exact computation beside every sketch task and report its
+    /// accuracy (precision, recall, F1, relative error, worst misses).
+    #[arg(long)]
+    verify: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,7 +65,8 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
         Some(path) => Config::load(path)?,
         None => Config::default(),
     };
-    let plan = EnginePlan::from_config(&config, args.workers.map_or(0, usize::from))?;
+    let mut plan = EnginePlan::from_config(&config, args.workers.map_or(0, usize::from))?;
+    plan.verify = args.verify;
     let store_url = if args.no_store {
         None
     } else {

@@ -20,6 +20,9 @@ pub struct GenArgs {
     /// File format.
     #[arg(long, value_enum, default_value_t = FormatArg::Pcap)]
     format: FormatArg,
+    /// Extra planted super-spreaders, by their number of distinct destinations.
+    #[arg(long, value_name = "N,N,…", value_delimiter = ',')]
+    spreaders: Vec<u32>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -36,7 +39,7 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
             FormatArg::Pcap => GenFormat::Pcap,
             FormatArg::Pcapng => GenFormat::PcapNg,
         },
-        ..GenOptions::default()
+        spreaders: args.spreaders,
     };
     let started = std::time::Instant::now();
     let truth =

@@ -2,6 +2,7 @@
 //! output live here; the work is done by the library crates.
 
 mod analyze;
+mod bench;
 mod gen;
 mod report;
 
@@ -32,6 +33,8 @@ enum Command {
     Analyze(analyze::AnalyzeArgs),
     /// Write deterministic synthetic traffic (and its truth) for tests and benchmarks.
     Gen(gen::GenArgs),
+    /// Measure exact accounting vs. the sketches (insert, query, memory) and the engine's throughput.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Gen(args) => gen::run(args).map(|()| Outcome::Clean),
+        Command::Bench(args) => bench::run(args).map(|()| Outcome::Clean),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

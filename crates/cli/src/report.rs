@@ -1,6 +1,6 @@
 //! What `analyze` prints: the JSON object (**contract**) and the table.
 
-use netspectra_engine::{EngineOutput, FlowCounters, TaskTotals};
+use netspectra_engine::{EngineOutput, Estimate, FlowCounters, SketchReport, TaskKind, TaskTotals};
 use netspectra_model::time::format_rfc3339_ns;
 use netspectra_model::{DecodeCounters, FlowKey};
 use serde_json::{json, Map, Value};
@@ -67,6 +67,62 @@ fn key_json(task: &TaskTotals, key: &FlowKey) -> Value {
     Value::Object(key.render(&task.key).into_iter().collect::<Map<_, _>>())
 }
 
+fn dims(d: &[netspectra_model::Dimension]) -> Vec<String> {
+    d.iter().map(|d| d.to_string()).collect()
+}
+
+fn estimates_json(t: &TaskTotals, list: &[Estimate]) -> Value {
+    Value::from(
+        list.iter()
+            .map(|e| json!({"key": key_json(t, &e.key), "estimate": e.estimate, "error_bound": e.error_bound}))
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn sketch_json(t: &TaskTotals, algorithm: &str, s: &SketchReport) -> Value {
+    let mut v = json!({
+        "name": t.name,
+        "kind": "sketch",
+        "algorithm": algorithm,
+        "key": dims(&t.key),
+        "memory_bytes": s.memory_bytes,
+        "packets": t.packets,
+        "bytes": t.bytes,
+        "periods": s.periods,
+    });
+    let obj = v.as_object_mut().expect("object");
+    if algorithm == "superspread" {
+        obj.insert("element_key".into(), json!(dims(&t.element)));
+        obj.insert("super_spreaders".into(), estimates_json(t, &s.spreaders));
+    } else {
+        obj.insert(
+            "heavy_hitters".into(),
+            json!({"packets": estimates_json(t, &s.heavy_packets), "bytes": estimates_json(t, &s.heavy_bytes)}),
+        );
+    }
+    if let Some(verify) = &s.verify {
+        let mut sets = Map::new();
+        for a in &verify.sets {
+            sets.insert(
+                a.measure.to_string(),
+                json!({
+                    "reported": a.reported,
+                    "expected": a.expected,
+                    "precision": a.precision,
+                    "recall": a.recall,
+                    "f1": a.f1,
+                    "avg_relative_error": a.avg_relative_error,
+                    "worst_misses": a.worst_misses.iter()
+                        .map(|(k, v)| json!({"key": key_json(t, k), "true": v}))
+                        .collect::<Vec<_>>(),
+                }),
+            );
+        }
+        obj.insert("verify".into(), Value::Object(sets));
+    }
+    v
+}
+
 /// The `--format json` object.
 pub fn json(r: &Report) -> Value {
     let tasks: Vec<Value> = r
@@ -87,15 +143,20 @@ pub fn json(r: &Report) -> Value {
                     })
                 })
                 .collect();
-            json!({
-                "name": t.name,
-                "kind": t.kind.name(),
-                "key": t.key.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-                "keys": t.rows.len(),
-                "packets": t.packets,
-                "bytes": t.bytes,
-                "rows": rows,
-            })
+            match (&t.sketch, t.kind) {
+                (Some(sketch), TaskKind::Sketch(algorithm)) => {
+                    sketch_json(t, algorithm.name(), sketch)
+                }
+                _ => json!({
+                    "name": t.name,
+                    "kind": t.kind.name(),
+                    "key": dims(&t.key),
+                    "keys": t.rows.len(),
+                    "packets": t.packets,
+                    "bytes": t.bytes,
+                    "rows": rows,
+                }),
+            }
         })
         .collect();
     json!({
@@ -233,6 +294,10 @@ pub fn table(r: &Report) -> String {
         None => out.push_str("not stored (--no-store)\n"),
     }
     for t in &r.engine.tasks {
+        if let Some(sketch) = &t.sketch {
+            sketch_table(&mut out, t, sketch);
+            continue;
+        }
         let shown = r.shown(t);
         let key_names: Vec<String> = t.key.iter().map(|d| d.to_string()).collect();
         let _ = write!(
@@ -276,6 +341,96 @@ pub fn table(r: &Report) -> String {
         out.push_str(&columns(&header, &rows, &right));
     }
     out
+}
+
+fn key_text(t: &TaskTotals, k: &FlowKey) -> String {
+    k.render(&t.key)
+        .into_iter()
+        .map(|(_, v)| match v {
+            Value::String(s) => s,
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn sketch_table(out: &mut String, t: &TaskTotals, s: &SketchReport) {
+    let algorithm = match t.kind {
+        TaskKind::Sketch(a) => a.name(),
+        TaskKind::Exact => "exact",
+    };
+    let key_names = dims(&t.key).join("+");
+    let _ = write!(out, "\n{} (sketch {algorithm}, key {key_names}", t.name);
+    if !t.element.is_empty() {
+        let _ = write!(out, ", distinct {}", dims(&t.element).join("+"));
+    }
+    let _ = writeln!(
+        out,
+        "): {} packets, {} bytes, {} of sketch memory",
+        num(t.packets),
+        num(t.bytes),
+        bytes_text(s.memory_bytes)
+    );
+    let lists: Vec<(&str, &[Estimate])> = if algorithm == "superspread" {
+        vec![("distinct", &s.spreaders)]
+    } else {
+        vec![("packets", &s.heavy_packets), ("bytes", &s.heavy_bytes)]
+    };
+    for (measure, list) in lists {
+        let label = if measure == "distinct" {
+            "super-spreaders"
+        } else {
+            "heavy hitters by"
+        };
+        let _ = writeln!(
+            out,
+            "  {label} {measure}: {}",
+            if list.is_empty() { "none" } else { "" }
+        );
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|e| {
+                vec![
+                    key_text(t, &e.key),
+                    num(e.estimate),
+                    format!("± {}", num(e.error_bound)),
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            out.push_str(&columns(
+                &[&key_names, "estimate", "error bound"],
+                &rows,
+                &[false, true, true],
+            ));
+        }
+    }
+    if let Some(v) = &s.verify {
+        for a in &v.sets {
+            let _ = writeln!(
+                out,
+                "  verify {}: precision {:.3}, recall {:.3}, F1 {:.3}, avg relative error {:.2} % ({} reported, {} expected)",
+                a.measure,
+                a.precision,
+                a.recall,
+                a.f1,
+                a.avg_relative_error * 100.0,
+                a.reported,
+                a.expected
+            );
+            for (k, v) in &a.worst_misses {
+                let _ = writeln!(out, "    missed {} (true {})", key_text(t, k), num(*v));
+            }
+        }
+    }
+}
+
+fn bytes_text(n: usize) -> String {
+    if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
 }
 
 #[cfg(test)]

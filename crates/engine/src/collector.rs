@@ -1,10 +1,12 @@
 //! The collector: joins the workers' parts of each window, hands the merged
-//! window to the sink (the store), and keeps run totals.
+//! window (and, at a period's end, the merged sketches) to the sink, and
+//! keeps run totals.
 
 use crate::exact::FlowCounters;
-use crate::plan::TaskSpec;
+use crate::plan::{TaskKind, TaskSpec};
+use crate::sketch::{merge_period, SketchAccumulator, SketchPart, SketchPeriod};
 use crate::table::FlowTable;
-use crate::worker::WindowPart;
+use crate::worker::{TaskPart, WindowPart};
 use crate::{EngineOutput, TaskTotals};
 use crossbeam_channel::Receiver;
 use netspectra_model::FlowKey;
@@ -15,11 +17,16 @@ use std::collections::BTreeMap;
 #[error("{0}")]
 pub struct SinkError(pub String);
 
-/// Where merged windows go (a store, a bus, a test). Called on the collector
-/// thread, in window order.
+/// Where merged results go (a store, a bus, a test). Called on the collector
+/// thread, in time order.
 pub trait WindowSink: Send {
-    /// Stores one merged window.
+    /// Stores one merged window of exact rows.
     fn window(&mut self, tasks: &[TaskSpec], window: &WindowResult) -> Result<(), SinkError>;
+
+    /// Stores one sketch task's merged result for a period.
+    fn sketch_period(&mut self, _task: &TaskSpec, _period: &SketchPeriod) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// A sink that keeps nothing (`--no-store`).
@@ -31,7 +38,7 @@ impl WindowSink for NullSink {
     }
 }
 
-/// One window's rows, merged over all workers: per-window deltas.
+/// One window's exact rows, merged over all workers: per-window deltas.
 pub struct WindowResult {
     /// Window start (ns, inclusive).
     pub start_ns: u64,
@@ -41,7 +48,7 @@ pub struct WindowResult {
 }
 
 impl WindowResult {
-    /// The rows of task `i` (configuration order), in no particular order.
+    /// The rows of task `i` (configuration order; none for sketch tasks).
     pub fn rows(&self, task: usize) -> impl Iterator<Item = (&FlowKey, &FlowCounters)> {
         self.tables[task].iter()
     }
@@ -55,12 +62,14 @@ impl WindowResult {
 struct Pending {
     parts: usize,
     end_ns: u64,
+    period: Option<(u64, u64)>,
     tables: Vec<FlowTable>,
+    sketches: Vec<Vec<SketchPart>>,
 }
 
 pub(crate) struct Collected {
     pub output: EngineOutput,
-    pub sink_error: Option<crate::SinkError>,
+    pub sink_error: Option<SinkError>,
 }
 
 pub(crate) fn run(
@@ -71,17 +80,33 @@ pub(crate) fn run(
 ) -> Collected {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut totals: Vec<FlowTable> = tasks.iter().map(|_| FlowTable::new()).collect();
+    let mut sketch_totals: Vec<Option<SketchAccumulator>> = tasks
+        .iter()
+        .map(|t| matches!(t.kind, TaskKind::Sketch(_)).then(|| SketchAccumulator::new(t)))
+        .collect();
+    let mut sketch_volume = vec![(0u64, 0u64); tasks.len()];
     let mut windows = 0;
     let mut sink_error = None;
+    let record = |r: Result<(), SinkError>, sink_error: &mut Option<SinkError>| {
+        if let Err(e) = r {
+            sink_error.get_or_insert(e);
+        }
+    };
     for part in rx {
         let entry = pending.entry(part.start_ns).or_insert_with(|| Pending {
             parts: 0,
             end_ns: part.end_ns,
+            period: part.period,
             tables: tasks.iter().map(|_| FlowTable::new()).collect(),
+            sketches: tasks.iter().map(|_| Vec::new()).collect(),
         });
         entry.parts += 1;
-        for (into, from) in entry.tables.iter_mut().zip(part.tables) {
-            into.absorb(from);
+        for (i, task_part) in part.tasks.into_iter().enumerate() {
+            match task_part {
+                TaskPart::Exact(t) => entry.tables[i].absorb(t),
+                TaskPart::Sketch(Some(s)) => entry.sketches[i].push(s),
+                TaskPart::Sketch(None) => {}
+            }
         }
         if entry.parts < workers {
             continue;
@@ -94,26 +119,49 @@ pub(crate) fn run(
         };
         windows += 1;
         if sink_error.is_none() {
-            if let Err(e) = sink.window(&tasks, &window) {
-                sink_error = Some(e);
-            }
+            record(sink.window(&tasks, &window), &mut sink_error);
         }
         for (into, from) in totals.iter_mut().zip(window.tables) {
             into.absorb(from);
+        }
+        if let Some((start, end)) = done.period {
+            for (i, parts) in done.sketches.into_iter().enumerate() {
+                let Some(acc) = &mut sketch_totals[i] else {
+                    continue;
+                };
+                let period = merge_period(&tasks[i], start, end, parts);
+                sketch_volume[i].0 += period.packets;
+                sketch_volume[i].1 += period.bytes;
+                if sink_error.is_none() {
+                    record(sink.sketch_period(&tasks[i], &period), &mut sink_error);
+                }
+                acc.add(period);
+            }
         }
     }
     let tasks = tasks
         .into_iter()
         .zip(totals)
-        .map(|(spec, map)| {
-            let rows: Vec<(FlowKey, FlowCounters)> = map.iter().map(|(k, c)| (*k, *c)).collect();
-            drop(map);
+        .zip(sketch_totals)
+        .zip(sketch_volume)
+        .map(|(((spec, table), sketch), volume)| {
+            let rows: Vec<(FlowKey, FlowCounters)> = table.iter().map(|(k, c)| (*k, *c)).collect();
+            drop(table);
+            let (packets, bytes) = match &sketch {
+                Some(_) => volume,
+                None => (
+                    rows.iter().map(|r| r.1.packets).sum(),
+                    rows.iter().map(|r| r.1.bytes).sum(),
+                ),
+            };
             TaskTotals {
-                packets: rows.iter().map(|r| r.1.packets).sum(),
-                bytes: rows.iter().map(|r| r.1.bytes).sum(),
+                packets,
+                bytes,
+                sketch: sketch.map(SketchAccumulator::finish),
                 name: spec.name,
                 kind: spec.kind,
                 key: spec.key,
+                element: spec.element,
                 rows,
             }
         })

@@ -1,13 +1,12 @@
 //! The producer side: cuts packet time into windows and shards records to workers.
 
 use crate::collector::{self, WindowSink};
-use crate::exact::ExactTable;
-use crate::plan::EnginePlan;
+use crate::plan::{EnginePlan, TaskKind};
 use crate::worker::{self, Slot, ToWorker};
 use crate::{EngineError, EngineOutput};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use netspectra_model::time::window_start;
-use netspectra_model::{FlowKey, PacketRecord};
+use netspectra_model::{Dimension, FlowKey, PacketRecord};
 use std::hash::BuildHasher as _;
 use std::thread::JoinHandle;
 
@@ -25,16 +24,12 @@ impl Engine {
         let mut handles = Vec::with_capacity(workers);
         for id in 0..workers {
             let (tx, rx) = bounded(plan.queue_batches);
-            let tables = plan
-                .tasks
-                .iter()
-                .map(|t| ExactTable::new(t.key.clone()))
-                .collect();
+            let worker_plan = plan.clone();
             let recycle = recycle_tx.clone();
             let out = part_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("ns-worker-{id}"))
-                .spawn(move || worker::run(tables, rx, recycle, out))?;
+                .spawn(move || worker::run(&worker_plan, id, rx, recycle, out))?;
             senders.push(tx);
             handles.push(handle);
         }
@@ -48,6 +43,7 @@ impl Engine {
         } else {
             (1u64 << plan.tasks.len()) - 1
         };
+        let routes = routes(&plan);
         Ok(EngineInput {
             batches: (0..workers)
                 .map(|_| Vec::with_capacity(plan.batch_size))
@@ -57,6 +53,9 @@ impl Engine {
             recycle: recycle_rx,
             hasher: foldhash::fast::FixedState::with_seed(0x7368_6172_6421),
             window: None,
+            period: None,
+            routes,
+            targets: Vec::new(),
             handles,
             collector,
             all_tasks,
@@ -75,6 +74,10 @@ pub struct EngineInput {
     recycle: Receiver<Vec<Slot>>,
     hasher: foldhash::fast::FixedState,
     window: Option<(u64, u64)>,
+    period: Option<(u64, u64)>,
+    routes: Vec<Route>,
+    /// Per-record (worker, task mask) pairs; reused, never reallocated.
+    targets: Vec<(usize, u64)>,
     handles: Vec<JoinHandle<()>>,
     collector: JoinHandle<collector::Collected>,
     all_tasks: u64,
@@ -94,34 +97,64 @@ impl EngineInput {
         match self.window {
             Some((start, end)) if rec.ts_ns >= start && rec.ts_ns < end => {}
             Some((start, _)) if rec.ts_ns < start => self.late += 1,
-            _ => {
-                if self.window.is_some() {
-                    self.flush_window();
-                }
-                let start = window_start(rec.ts_ns, self.plan.window_ns);
-                self.window = Some((start, start.saturating_add(self.plan.window_ns)));
-            }
+            _ => self.advance(rec.ts_ns),
         }
         self.packets += 1;
-        let shard = self.shard(rec);
+        let workers = self.senders.len();
+        if workers == 1 {
+            self.enqueue(0, rec, self.all_tasks);
+            return;
+        }
+        self.targets.clear();
+        for route in &self.routes {
+            let key = match &route.by {
+                RouteBy::FiveTuple => FlowKey::five_tuple(rec),
+                RouteBy::Key(dims) => FlowKey::project(rec, dims),
+                RouteBy::Worker(shard) => {
+                    let shard = *shard;
+                    match self.targets.iter_mut().find(|t| t.0 == shard) {
+                        Some(t) => t.1 |= route.mask,
+                        None => self.targets.push((shard, route.mask)),
+                    }
+                    continue;
+                }
+            };
+            let h = self.hasher.hash_one(key);
+            let shard = ((u128::from(h) * workers as u128) >> 64) as usize;
+            match self.targets.iter_mut().find(|t| t.0 == shard) {
+                Some(t) => t.1 |= route.mask,
+                None => self.targets.push((shard, route.mask)),
+            }
+        }
+        for i in 0..self.targets.len() {
+            let (shard, mask) = self.targets[i];
+            self.enqueue(shard, rec, mask);
+        }
+    }
+
+    #[inline]
+    fn enqueue(&mut self, shard: usize, rec: &PacketRecord, mask: u64) {
         let batch = &mut self.batches[shard];
-        batch.push(Slot {
-            rec: *rec,
-            mask: self.all_tasks,
-        });
+        batch.push(Slot { rec: *rec, mask });
         if batch.len() >= self.plan.batch_size {
             self.send_batch(shard);
         }
     }
 
-    #[inline]
-    fn shard(&self, rec: &PacketRecord) -> usize {
-        let n = self.senders.len();
-        if n == 1 {
-            return 0;
+    /// Opens the window (and, if the period is over, the period) holding `ts`.
+    fn advance(&mut self, ts: u64) {
+        let period_over = self.period.is_none_or(|(_, end)| ts >= end);
+        if self.window.is_some() {
+            self.flush_window(period_over);
         }
-        let h = self.hasher.hash_one(FlowKey::five_tuple(rec));
-        ((u128::from(h) * n as u128) >> 64) as usize
+        if period_over {
+            let start = window_start(ts, self.plan.period_ns);
+            self.period = Some((start, start.saturating_add(self.plan.period_ns)));
+        }
+        let (period_start, period_end) = self.period.expect("period is open");
+        let start = window_start(ts, self.plan.window_ns).max(period_start);
+        let end = start.saturating_add(self.plan.window_ns).min(period_end);
+        self.window = Some((start, end));
     }
 
     fn send_batch(&mut self, shard: usize) {
@@ -139,16 +172,29 @@ impl EngineInput {
         }
     }
 
-    /// Sends every worker its pending records and a window cut.
-    fn flush_window(&mut self) {
+    /// Sends every worker its pending records and a window cut (and a
+    /// period cut when `period_over`).
+    fn flush_window(&mut self, period_over: bool) {
         let Some((start_ns, end_ns)) = self.window.take() else {
             return;
+        };
+        let period = if period_over {
+            self.period.take()
+        } else {
+            None
         };
         for shard in 0..self.senders.len() {
             if !self.batches[shard].is_empty() {
                 self.send_batch(shard);
             }
-            self.send(shard, ToWorker::Flush { start_ns, end_ns });
+            self.send(
+                shard,
+                ToWorker::Flush {
+                    start_ns,
+                    end_ns,
+                    period,
+                },
+            );
         }
     }
 
@@ -160,7 +206,7 @@ impl EngineInput {
     /// Flushes the open window, stops the workers and returns run totals.
     /// Nothing pushed is lost: the final partial window is flushed too.
     pub fn finish(mut self) -> Result<EngineOutput, EngineError> {
-        self.flush_window();
+        self.flush_window(true);
         self.senders.clear();
         for (id, h) in self.handles.drain(..).enumerate() {
             if h.join().is_err() {
@@ -182,4 +228,40 @@ impl EngineInput {
         output.late_packets = self.late;
         Ok(output)
     }
+}
+
+/// Packets of the tasks in `mask` go to the worker that `by` picks.
+struct Route {
+    by: RouteBy,
+    mask: u64,
+}
+
+#[derive(PartialEq)]
+enum RouteBy {
+    /// Hash of the 5-tuple: exact tasks, whose per-worker tables merge exactly.
+    FiveTuple,
+    /// Hash of the task key: Count-Min, whose per-worker sketches are summed
+    /// (linear, so the sum equals one sketch over the whole stream) and whose
+    /// candidates must each see all of their key's packets.
+    Key(Vec<Dimension>),
+    /// One worker: sketches that cannot be merged (heavy-hitter buckets,
+    /// SuperSpread) see the whole stream in order, so their result is the
+    /// same for any worker count and no distinct count is ever split.
+    Worker(usize),
+}
+
+fn routes(plan: &EnginePlan) -> Vec<Route> {
+    let mut routes: Vec<Route> = Vec::new();
+    for (i, t) in plan.tasks.iter().enumerate() {
+        let by = match (plan.pinned_worker(i), t.kind) {
+            (Some(w), _) => RouteBy::Worker(w),
+            (None, TaskKind::Exact) => RouteBy::FiveTuple,
+            (None, TaskKind::Sketch(_)) => RouteBy::Key(t.key.clone()),
+        };
+        match routes.iter_mut().find(|r| r.by == by) {
+            Some(r) => r.mask |= 1 << i,
+            None => routes.push(Route { by, mask: 1 << i }),
+        }
+    }
+    routes
 }

@@ -30,13 +30,15 @@ mod collector;
 mod exact;
 mod input;
 mod plan;
+mod sketch;
 mod table;
 mod worker;
 
 pub use collector::{NullSink, SinkError, WindowResult, WindowSink};
 pub use exact::{ExactTable, FlowCounters};
 pub use input::{Engine, EngineInput};
-pub use plan::{EnginePlan, TaskKind, TaskSpec};
+pub use plan::{EnginePlan, SketchParams, TaskKind, TaskSpec};
+pub use sketch::{Estimate, SetAccuracy, SketchPeriod, SketchReport, VerifyReport};
 
 use netspectra_model::FlowKey;
 
@@ -66,12 +68,17 @@ pub struct TaskTotals {
     pub kind: TaskKind,
     /// Key dimensions.
     pub key: Vec<netspectra_model::Dimension>,
+    /// Element dimensions (SuperSpread).
+    pub element: Vec<netspectra_model::Dimension>,
     /// Packets counted by the task.
     pub packets: u64,
     /// Bytes (wire length) counted by the task.
     pub bytes: u64,
-    /// Every key with its counters, in no particular order; see [`TaskTotals::top`].
+    /// Every key with its counters (exact tasks), in no particular order;
+    /// see [`TaskTotals::top`].
     pub rows: Vec<(FlowKey, FlowCounters)>,
+    /// Estimates (sketch tasks).
+    pub sketch: Option<SketchReport>,
 }
 
 impl TaskTotals {

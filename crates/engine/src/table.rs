@@ -9,6 +9,7 @@
 
 use crate::exact::FlowCounters;
 use netspectra_model::FlowKey;
+use netspectra_sketch::prefetch;
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
@@ -70,7 +71,10 @@ impl FlowTable {
     #[inline]
     pub(crate) fn prefetch(&self, hash: u64) {
         if let Some(slot) = self.slots.get(hash as usize & self.mask()) {
-            prefetch::read(std::ptr::from_ref(slot).cast());
+            // A slot may straddle two cache lines.
+            let p: *const u8 = std::ptr::from_ref(slot).cast();
+            prefetch::read(p);
+            prefetch::read(p.wrapping_add(64));
         }
     }
 
@@ -136,27 +140,6 @@ impl FlowTable {
             std::mem::swap(self, &mut other);
         }
         self.merge(&other);
-    }
-}
-
-/// The one place the engine issues a prefetch instruction.
-mod prefetch {
-    /// Prefetches the cache line at `p` (and the next, since a slot may
-    /// straddle two) into all cache levels.
-    #[inline(always)]
-    #[allow(unsafe_code)]
-    pub(super) fn read(p: *const u8) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: prefetching has no architectural effect — it never faults
-        // and never changes memory, whatever the address; SSE is part of the
-        // x86_64 baseline.
-        unsafe {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(p.cast());
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64).cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = p;
     }
 }
 

@@ -201,13 +201,175 @@ pub struct ExactTaskConfig {
 }
 
 /// `aggregator.sketch`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SketchGroupConfig {
     /// Go2NetSpectra writer definitions.
     pub writers: Vec<WriterConfig>,
-    /// Sketch tasks, kept as written; the sketch engine interprets them.
-    pub tasks: Vec<Value>,
+    /// Sketch tasks; absent = the built-in defaults.
+    pub tasks: Vec<SketchTaskConfig>,
+}
+
+impl Default for SketchGroupConfig {
+    fn default() -> Self {
+        let task = |name: &str, algorithm, element: Vec<Dimension>| SketchTaskConfig {
+            name: name.to_string(),
+            algorithm: Some(algorithm),
+            key: vec![Dimension::SrcIp],
+            element_key: element,
+            ..SketchTaskConfig::default()
+        };
+        SketchGroupConfig {
+            writers: Vec::new(),
+            tasks: vec![
+                task("per_src_ip_hh", SketchAlgorithm::CountMin, vec![]),
+                task(
+                    "per_src_ip_spread",
+                    SketchAlgorithm::SuperSpread,
+                    vec![Dimension::DstIp],
+                ),
+            ],
+        }
+    }
+}
+
+/// Which estimator a sketch task runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SketchAlgorithm {
+    /// Classic Count-Min with top-k candidates: heavy hitters by packets and bytes.
+    #[serde(alias = "count-min", alias = "count_min")]
+    CountMin,
+    /// Go2NetSpectra's majority-vote bucket sketch (`skt_type: 0`).
+    #[serde(alias = "heavy", alias = "heavybucket")]
+    Hh,
+    /// Distinct elements per key (`skt_type: 1`).
+    #[serde(alias = "super_spread", alias = "super-spread")]
+    SuperSpread,
+}
+
+impl SketchAlgorithm {
+    /// Name used in output and the store.
+    pub fn name(self) -> &'static str {
+        match self {
+            SketchAlgorithm::CountMin => "countmin",
+            SketchAlgorithm::Hh => "hh",
+            SketchAlgorithm::SuperSpread => "superspread",
+        }
+    }
+}
+
+/// One sketch task. Every parameter is optional; defaults suit ~1 M keys.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SketchTaskConfig {
+    /// Unique task name.
+    pub name: String,
+    /// `countmin`, `hh` or `superspread` (or Go2NetSpectra's `skt_type`).
+    pub algorithm: Option<SketchAlgorithm>,
+    /// Go2NetSpectra's algorithm code: 0 = `hh`, 1 = `superspread`.
+    pub skt_type: Option<u8>,
+    /// Key dimensions (`key`, or Go2NetSpectra's `flow_fields`).
+    #[serde(alias = "flow_fields")]
+    pub key: Vec<Dimension>,
+    /// Element dimensions whose distinct values SuperSpread counts per key
+    /// (`elementkey`, `element_fields`).
+    #[serde(alias = "elementkey", alias = "element_fields", alias = "element")]
+    pub element_key: Vec<Dimension>,
+    /// Counters (or buckets) per row.
+    pub width: Option<usize>,
+    /// Rows.
+    pub depth: Option<usize>,
+    /// Count-Min conservative update (default on).
+    pub conservative: Option<bool>,
+    /// Count-Min candidates tracked per worker for the heavy-hitter list.
+    pub top_k: Option<usize>,
+    /// SuperSpread registers per bucket.
+    pub m: Option<usize>,
+    /// SuperSpread register bits.
+    pub size: Option<u32>,
+    /// SuperSpread sampling base (must be 0.5).
+    pub base: Option<f64>,
+    /// SuperSpread decay base.
+    pub b: Option<f64>,
+    /// Minimum packets for a heavy hitter; SuperSpread: minimum distinct
+    /// elements (Go2NetSpectra `count_thereshold`).
+    #[serde(alias = "count_thereshold")]
+    pub count_threshold: Option<u64>,
+    /// Minimum bytes for a heavy hitter (Go2NetSpectra `size_thereshold`).
+    #[serde(alias = "size_thereshold")]
+    pub size_threshold: Option<u64>,
+    /// SuperSpread: minimum distinct elements to report (same as `count_threshold`).
+    pub threshold: Option<u64>,
+    /// Heavy hitters listed per measure (default 20).
+    pub report: Option<usize>,
+    /// Hash seed (same seed, same results).
+    pub seed: Option<u64>,
+}
+
+impl SketchTaskConfig {
+    /// The algorithm, from `algorithm` or `skt_type` (validated at load).
+    pub fn resolved_algorithm(&self) -> SketchAlgorithm {
+        match (self.algorithm, self.skt_type) {
+            (Some(a), _) => a,
+            (None, Some(1)) => SketchAlgorithm::SuperSpread,
+            _ => SketchAlgorithm::Hh,
+        }
+    }
+
+    fn validate(&self, at: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+        let algorithm = match (self.algorithm, self.skt_type) {
+            (None, None) => {
+                return Err(invalid(
+                    at("algorithm"),
+                    "set `algorithm: countmin | hh | superspread` (or Go2NetSpectra's `skt_type: 0 | 1`)",
+                ))
+            }
+            (_, Some(t)) if t > 1 => {
+                return Err(invalid(at("skt_type"), format!("{t} is not allowed; 0 = hh, 1 = superspread")))
+            }
+            (Some(a), Some(t)) if (t == 1) != (a == SketchAlgorithm::SuperSpread) => {
+                return Err(invalid(at("skt_type"), "contradicts `algorithm`; set only one of them"))
+            }
+            _ => self.resolved_algorithm(),
+        };
+        let range = |field: &str, v: Option<usize>, lo: usize, hi: usize| match v {
+            Some(v) if !(lo..=hi).contains(&v) => Err(invalid(
+                at(field),
+                format!("{v} is out of range; allowed {lo} to {hi}"),
+            )),
+            _ => Ok(()),
+        };
+        range("width", self.width, 1, 1 << 24)?;
+        range("depth", self.depth, 1, 16)?;
+        range("top_k", self.top_k, 1, 65_536)?;
+        range("report", self.report, 1, 100_000)?;
+        range("m", self.m, 16, 65_536)?;
+        range("size", self.size.map(|s| s as usize), 1, 6)?;
+        if let Some(base) = self.base {
+            if base != 0.5 {
+                return Err(invalid(
+                    at("base"),
+                    format!("{base} is not supported; SuperSpread's sampler needs 0.5"),
+                ));
+            }
+        }
+        if let Some(b) = self.b {
+            if !(b.is_finite() && b >= 1.0) {
+                return Err(invalid(
+                    at("b"),
+                    format!("{b} is not allowed; the decay base must be ≥ 1 (default 1.08)"),
+                ));
+            }
+        }
+        if algorithm == SketchAlgorithm::SuperSpread && self.element_key.is_empty() {
+            return Err(invalid(
+                at("element_key"),
+                "SuperSpread counts distinct elements per key: set `element_key`, e.g. [DstIP]",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A Go2NetSpectra writer definition.
@@ -508,6 +670,22 @@ impl Config {
                 }
                 seen.push(*d);
             }
+        }
+        for (i, t) in agg.sketch.tasks.iter().enumerate() {
+            let at = |field: &str| format!("aggregator.sketch.tasks[{i}].{field}");
+            if t.name.trim().is_empty() {
+                return Err(invalid(at("name"), "a task needs a non-empty name"));
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(invalid(
+                    at("name"),
+                    format!("task name `{}` is used twice", t.name),
+                ));
+            }
+            if t.key.is_empty() {
+                return Err(invalid(at("key"), "a task needs at least one dimension"));
+            }
+            t.validate(&at)?;
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Configuration loading: Go2NetSpectra compatibility, errors that name the key,
 //! environment expansion inside string values only.
 
-use netspectra_model::config::{Config, ConfigError, TaskGroup};
+use netspectra_model::config::{Config, ConfigError, SketchAlgorithm, TaskGroup};
 use netspectra_model::Dimension;
 use std::collections::HashMap;
 
@@ -44,7 +44,27 @@ fn go2netspectra_config_loads_as_is() {
     let cfg = Config::from_yaml(text, &env(&pairs)).unwrap();
     assert_eq!(cfg.aggregator.period.0, 720 * 3600 * 1_000_000_000);
     assert_eq!(cfg.aggregator.num_workers, 16);
-    assert!(cfg.group_enabled(TaskGroup::Exact) && !cfg.group_enabled(TaskGroup::Sketch));
+    assert!(cfg.group_enabled(TaskGroup::Exact) && cfg.group_enabled(TaskGroup::Sketch));
+    let sketches = &cfg.aggregator.sketch.tasks;
+    assert_eq!(
+        sketches[0].resolved_algorithm(),
+        SketchAlgorithm::SuperSpread
+    );
+    assert_eq!(
+        sketches[0].element_key,
+        vec![Dimension::DstIp],
+        "element_fields is an alias"
+    );
+    assert_eq!(
+        sketches[1].resolved_algorithm(),
+        SketchAlgorithm::Hh,
+        "skt_type 0 is the bucket sketch"
+    );
+    assert_eq!(
+        sketches[1].size_threshold,
+        Some(4_096_000),
+        "size_thereshold (sic) is accepted"
+    );
     let tasks = &cfg.aggregator.exact.tasks;
     assert_eq!(tasks[0].name, "per_five_tuple");
     assert_eq!(tasks[0].key.len(), 5);
@@ -153,4 +173,40 @@ fn environment_expands_inside_string_values_only() {
     // A variable cannot inject structure: its value stays one string.
     let cfg = Config::from_yaml("smtp: { host: \"${H}\" }", &env(&[("H", "a\nport: 25")])).unwrap();
     assert_eq!(cfg.smtp.host, "a\nport: 25");
+}
+
+#[test]
+fn sketch_tasks_are_validated_with_messages_that_name_the_key() {
+    let t = |body: &str| {
+        err(&format!(
+            "aggregator:\n  sketch:\n    tasks:\n      - {{name: s, key: [SrcIP], {body}}}\n"
+        ))
+    };
+    let e = t("width: 8");
+    assert!(e.contains("aggregator.sketch.tasks[0].algorithm"), "{e}");
+    let e = t("algorithm: superspread");
+    assert!(e.contains("element_key") && e.contains("DstIP"), "{e}");
+    let e = t("algorithm: superspread, element_key: [DstIP], base: 0.7");
+    assert!(e.contains("tasks[0].base") && e.contains("0.5"), "{e}");
+    let e = t("algorithm: countmin, depth: 40");
+    assert!(e.contains("tasks[0].depth") && e.contains("1 to 16"), "{e}");
+    let e = t("skt_type: 7");
+    assert!(e.contains("skt_type") && e.contains("superspread"), "{e}");
+    let e = t("algorithm: bloom");
+    assert!(e.contains("countmin") && e.contains("superspread"), "{e}");
+    let e = err("aggregator:\n  exact:\n    tasks: [{name: a, key: [SrcIP]}]\n  sketch:\n    tasks: [{name: a, key: [SrcIP], algorithm: hh}]\n");
+    assert!(e.contains("used twice"), "{e}");
+}
+
+#[test]
+fn default_sketch_tasks_are_heavy_hitters_and_a_spreader() {
+    let cfg = Config::from_yaml("", &|_| None).unwrap();
+    let t = &cfg.aggregator.sketch.tasks;
+    assert_eq!(t[0].name, "per_src_ip_hh");
+    assert_eq!(t[0].resolved_algorithm(), SketchAlgorithm::CountMin);
+    assert_eq!(t[1].name, "per_src_ip_spread");
+    assert_eq!(
+        (t[1].key.clone(), t[1].element_key.clone()),
+        (vec![Dimension::SrcIp], vec![Dimension::DstIp])
+    );
 }

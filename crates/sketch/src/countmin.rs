@@ -93,6 +93,15 @@ impl<K: Copy + Eq + Default> CountMin<K> {
         row * self.params.width + (mix(hash, self.salts[row]) as usize & self.mask)
     }
 
+    /// Starts loading the counters `insert(_, hash, _)` will touch, so a
+    /// caller can overlap the cache misses of several keys.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        for r in 0..self.params.depth {
+            crate::prefetch::read(self.counters.as_ptr().wrapping_add(self.index(hash, r)));
+        }
+    }
+
     /// Adds `weight` for `key` (whose precomputed hash is `hash`).
     ///
     /// Why `hash` is passed in: the engine hashes each packet key once and

@@ -217,12 +217,7 @@ impl<K: Copy + Eq + Default> SuperSpread<K> {
     /// the flow and element fields).
     #[inline]
     pub fn insert(&mut self, key: K, key_hash: u64, elem_hash: u64) {
-        let merged = mix(
-            key_hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ elem_hash,
-            self.pair_salt,
-        );
-        let idx = (((merged >> 32) * self.params.m as u64) >> 32) as usize;
-        let v = (u64::from((merged as u32).leading_zeros()) + 1).min(self.max_reg);
+        let (idx, v) = self.register_of(key_hash, elem_hash);
         let mut u = f64::NAN; // rounding uniform, shared by all rows, drawn lazily
         for row in 0..self.params.depth {
             let bk = self.bucket(key_hash, row);
@@ -245,6 +240,36 @@ impl<K: Copy + Eq + Default> SuperSpread<K> {
             let c = inc.floor() as u64 + u64::from(u < inc.fract());
             self.credit(bk, key, key_hash, c);
         }
+    }
+
+    /// Starts loading the register word and bucket head that
+    /// `insert(_, key_hash, elem_hash)` will read, so a caller can overlap
+    /// the cache misses of several packets.
+    #[inline]
+    pub fn prefetch(&self, key_hash: u64, elem_hash: u64) {
+        let (idx, _) = self.register_of(key_hash, elem_hash);
+        let word = (idx * self.params.size as usize) >> 6;
+        for row in 0..self.params.depth {
+            let bk = self.bucket(key_hash, row);
+            crate::prefetch::read(
+                self.regs
+                    .as_ptr()
+                    .wrapping_add(bk * self.words_per_bucket + word),
+            );
+            crate::prefetch::read(self.heads.as_ptr().wrapping_add(bk));
+        }
+    }
+
+    /// The register a (key, element) pair samples into and the value it offers.
+    #[inline]
+    fn register_of(&self, key_hash: u64, elem_hash: u64) -> (usize, u64) {
+        let merged = mix(
+            key_hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ elem_hash,
+            self.pair_salt,
+        );
+        let idx = (((merged >> 32) * self.params.m as u64) >> 32) as usize;
+        let v = (u64::from((merged as u32).leading_zeros()) + 1).min(self.max_reg);
+        (idx, v)
     }
 
     /// Applies `c` unit increments of `key` to bucket `bk` (HeavyKeeper).

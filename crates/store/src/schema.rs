@@ -5,13 +5,16 @@
 //! order and CIDR filters become range scans. A key column is NULL when the
 //! task's key does not include that dimension; a `SrcNet/N` or `DstNet/N`
 //! dimension stores the network address in `src_ip` / `dst_ip`.
+//! `sketch_rows` holds each sketch task's reported estimates per period
+//! (heavy hitters by packets and bytes, super-spreaders by distinct count).
 
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Statements that bring an empty database to each version, in order:
 /// `MIGRATIONS[v]` upgrades version `v` to `v + 1`.
-pub const MIGRATIONS: &[&str] = &[r#"
+pub const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     run_id          INTEGER PRIMARY KEY AUTOINCREMENT,
     engine_id       TEXT    NOT NULL,
@@ -51,4 +54,25 @@ CREATE TABLE exact_rows (
 );
 CREATE INDEX exact_rows_by_task_window ON exact_rows (task, window_start);
 CREATE INDEX exact_rows_by_run ON exact_rows (run_id, task);
-"#];
+"#,
+    r#"
+CREATE TABLE sketch_rows (
+    run_id       INTEGER NOT NULL,
+    engine_id    TEXT    NOT NULL,
+    task         TEXT    NOT NULL,
+    algorithm    TEXT    NOT NULL,     -- countmin | hh | superspread
+    measure      TEXT    NOT NULL,     -- packets | bytes | distinct
+    period_start INTEGER NOT NULL,
+    period_end   INTEGER NOT NULL,
+    src_ip       BLOB,
+    dst_ip       BLOB,
+    src_port     INTEGER,
+    dst_port     INTEGER,
+    protocol     INTEGER,
+    vlan         INTEGER,
+    estimate     INTEGER NOT NULL,
+    error_bound  INTEGER NOT NULL
+);
+CREATE INDEX sketch_rows_by_task_period ON sketch_rows (task, period_start);
+"#,
+];

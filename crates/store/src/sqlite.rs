@@ -2,7 +2,9 @@
 
 use crate::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::StoreError;
-use netspectra_engine::{SinkError, TaskSpec, WindowResult, WindowSink};
+use netspectra_engine::{
+    Estimate, SinkError, SketchPeriod, TaskKind, TaskSpec, WindowResult, WindowSink,
+};
 use netspectra_model::Dimension;
 use rusqlite::{params, Connection};
 use serde_json::Value;
@@ -263,9 +265,61 @@ impl SqliteSink {
     }
 }
 
+impl SqliteSink {
+    fn write_sketch(&mut self, task: &TaskSpec, p: &SketchPeriod) -> rusqlite::Result<()> {
+        let TaskKind::Sketch(algorithm) = task.kind else {
+            return Ok(());
+        };
+        let cols = Columns::of(&task.key);
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO sketch_rows (run_id, engine_id, task, algorithm, measure, period_start, period_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, estimate, error_bound) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?;
+            let lists: [(&str, &[Estimate]); 3] = [
+                ("packets", &p.heavy_packets),
+                ("bytes", &p.heavy_bytes),
+                ("distinct", &p.spreaders),
+            ];
+            for (measure, list) in lists {
+                for e in list {
+                    let k = &e.key;
+                    stmt.execute(params![
+                        self.run_id,
+                        self.engine_id,
+                        task.name,
+                        algorithm.name(),
+                        measure,
+                        p.start_ns as i64,
+                        p.end_ns as i64,
+                        cols.src_ip.then_some(&k.src_ip[..]),
+                        cols.dst_ip.then_some(&k.dst_ip[..]),
+                        cols.src_port.then_some(k.src_port),
+                        cols.dst_port.then_some(k.dst_port),
+                        cols.protocol.then_some(k.protocol),
+                        cols.vlan.then_some(k.vlan),
+                        e.estimate as i64,
+                        e.error_bound as i64,
+                    ])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    fn sink_error(&self, e: rusqlite::Error) -> SinkError {
+        SinkError(format!("SQLite store {}: {e}", self.path.display()))
+    }
+}
+
 impl WindowSink for SqliteSink {
     fn window(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
-        self.write(tasks, w)
-            .map_err(|e| SinkError(format!("SQLite store {}: {e}", self.path.display())))
+        self.write(tasks, w).map_err(|e| self.sink_error(e))
+    }
+
+    fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {
+        self.write_sketch(task, period)
+            .map_err(|e| self.sink_error(e))
     }
 }

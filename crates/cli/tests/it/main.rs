@@ -1,6 +1,9 @@
 //! End-to-end tests of the `netspectra` binary against the generator's truth,
 //! which is computed from the generator's own choices, never by decoding.
 
+mod bench;
+mod sketch;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -13,18 +16,28 @@ fn run(args: &[&str]) -> Output {
     bin().args(args).output().expect("run netspectra")
 }
 
-fn gen(dir: &Path, name: &str, packets: u64, seed: u64, format: &str) -> (PathBuf, Value) {
+pub(crate) fn gen(
+    dir: &Path,
+    name: &str,
+    packets: u64,
+    seed: u64,
+    format: &str,
+    extra: &[&str],
+) -> (PathBuf, Value) {
     let out = dir.join(name);
-    let o = run(&[
+    let (packets, seed) = (packets.to_string(), seed.to_string());
+    let mut args = vec![
         "gen",
         out.to_str().unwrap(),
         "--packets",
-        &packets.to_string(),
+        &packets,
         "--seed",
-        &seed.to_string(),
+        &seed,
         "--format",
         format,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
     assert!(
         o.status.success(),
         "gen failed: {}",
@@ -35,7 +48,7 @@ fn gen(dir: &Path, name: &str, packets: u64, seed: u64, format: &str) -> (PathBu
     (out, truth)
 }
 
-fn analyze_json(args: &[&str]) -> (i32, Value) {
+pub(crate) fn analyze_json(args: &[&str]) -> (i32, Value) {
     let mut all = vec!["analyze", "--format", "json"];
     all.extend_from_slice(args);
     let o = run(&all);
@@ -88,7 +101,14 @@ fn assert_matches_truth(report: &Value, truth: &Value) {
 fn analyze_counts_match_the_truth_for_pcap_and_pcapng_and_any_worker_count() {
     let dir = tempfile::tempdir().unwrap();
     for (format, seed) in [("pcap", 1), ("pcapng", 2)] {
-        let (file, truth) = gen(dir.path(), &format!("t.{format}"), 40_000, seed, format);
+        let (file, truth) = gen(
+            dir.path(),
+            &format!("t.{format}"),
+            40_000,
+            seed,
+            format,
+            &[],
+        );
         let mut tasks_by_workers = Vec::new();
         for workers in ["1", "2", "5"] {
             let (code, report) = analyze_json(&[
@@ -103,7 +123,12 @@ fn analyze_counts_match_the_truth_for_pcap_and_pcapng_and_any_worker_count() {
             assert_matches_truth(&report, &truth);
             assert_eq!(report["files"][0]["format"], format);
             assert_eq!(report["files"][0]["error"], Value::Null);
-            tasks_by_workers.push(report["tasks"].clone());
+            // Sketch memory is per worker; every estimate must be the same.
+            let mut tasks = report["tasks"].clone();
+            for t in tasks.as_array_mut().unwrap() {
+                t.as_object_mut().unwrap().remove("memory_bytes");
+            }
+            tasks_by_workers.push(tasks);
         }
         assert!(
             tasks_by_workers.windows(2).all(|w| w[0] == w[1]),
@@ -115,7 +140,7 @@ fn analyze_counts_match_the_truth_for_pcap_and_pcapng_and_any_worker_count() {
 #[test]
 fn json_rows_have_the_contract_shape() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, _) = gen(dir.path(), "s.pcap", 5_000, 3, "pcap");
+    let (file, _) = gen(dir.path(), "s.pcap", 5_000, 3, "pcap", &[]);
     let (_, report) = analyze_json(&[file.to_str().unwrap(), "--no-store", "--top", "3"]);
     let flow = task(&report, "per_flow");
     assert_eq!(flow["kind"], "exact");
@@ -157,7 +182,7 @@ fn complete_pcap_records(bytes: &[u8]) -> (u64, u64) {
 #[test]
 fn a_damaged_file_reports_what_was_read_then_the_error_and_exits_2() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, _) = gen(dir.path(), "d.pcap", 3_000, 4, "pcap");
+    let (file, _) = gen(dir.path(), "d.pcap", 3_000, 4, "pcap", &[]);
     let mut bytes = std::fs::read(&file).unwrap();
     bytes.truncate(bytes.len() * 2 / 3);
     std::fs::write(&file, &bytes).unwrap();
@@ -173,7 +198,7 @@ fn a_damaged_file_reports_what_was_read_then_the_error_and_exits_2() {
 #[test]
 fn a_file_that_is_not_a_capture_is_named_and_others_still_count() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, truth) = gen(dir.path(), "ok.pcap", 2_000, 5, "pcap");
+    let (file, truth) = gen(dir.path(), "ok.pcap", 2_000, 5, "pcap", &[]);
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello, this is not a capture\n").unwrap();
     let (code, report) =
@@ -190,7 +215,7 @@ fn usage_and_configuration_errors_exit_1_with_a_clear_message() {
     let o = run(&["analyze", "/nonexistent/x.pcap"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("does not exist"));
-    let (file, _) = gen(dir.path(), "c.pcap", 100, 6, "pcap");
+    let (file, _) = gen(dir.path(), "c.pcap", 100, 6, "pcap", &[]);
     let cfg = dir.path().join("bad.yaml");
     std::fs::write(
         &cfg,
@@ -219,7 +244,7 @@ fn usage_and_configuration_errors_exit_1_with_a_clear_message() {
 #[test]
 fn runs_are_stored_per_window_and_never_overwrite_each_other() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, truth) = gen(dir.path(), "st.pcapng", 8_000, 7, "pcapng");
+    let (file, truth) = gen(dir.path(), "st.pcapng", 8_000, 7, "pcapng", &[]);
     let db = dir.path().join("ns.db");
     let url = format!("sqlite:{}", db.display());
     for _ in 0..2 {
@@ -254,7 +279,7 @@ fn runs_are_stored_per_window_and_never_overwrite_each_other() {
 #[test]
 fn table_output_shows_totals_and_top_rows_of_every_task() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, truth) = gen(dir.path(), "tb.pcap", 3_000, 8, "pcap");
+    let (file, truth) = gen(dir.path(), "tb.pcap", 3_000, 8, "pcap", &[]);
     let o = run(&[
         "analyze",
         file.to_str().unwrap(),

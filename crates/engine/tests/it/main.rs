@@ -58,7 +58,7 @@ fn records(n: usize, seed: u64, ts_step: u64) -> Vec<PacketRecord> {
 
 fn plan(workers: usize, window: &str) -> EnginePlan {
     let cfg = Config::from_yaml(
-        &format!("aggregator: {{ period: {window}, snapshot_interval: {window} }}"),
+        &format!("aggregator: {{ types: [exact], period: {window}, snapshot_interval: {window} }}"),
         &|_| None,
     )
     .unwrap();
@@ -177,9 +177,17 @@ fn non_ip_records_are_not_counted_by_tasks() {
 
 #[test]
 fn plans_reject_what_cannot_run() {
-    let cfg = Config::from_yaml("aggregator: { types: [sketch] }", &|_| None).unwrap();
+    let cfg = Config::from_yaml(
+        "aggregator: { types: [sketch], sketch: { tasks: [] } }",
+        &|_| None,
+    )
+    .unwrap();
     assert!(EnginePlan::from_config(&cfg, 1).is_err());
-    let cfg = Config::from_yaml("aggregator: { exact: { tasks: [] } }", &|_| None).unwrap();
+    let cfg = Config::from_yaml(
+        "aggregator: { types: [exact], exact: { tasks: [] } }",
+        &|_| None,
+    )
+    .unwrap();
     let err = EnginePlan::from_config(&cfg, 1).unwrap_err().to_string();
     assert!(err.contains("no task"), "{err}");
 }

@@ -107,7 +107,47 @@ fn windows_sum_to_totals_and_runs_never_overwrite() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(tasks, 3);
+    assert_eq!(tasks, 5, "3 exact + 2 sketch default tasks");
+    // Sketch estimates are stored per period: 3 sources → Count-Min is exact.
+    let (estimate, bound): (i64, i64) = conn
+        .query_row(
+            "SELECT SUM(estimate), MAX(error_bound) FROM sketch_rows WHERE run_id = ?1 AND task = 'per_src_ip_hh' AND measure = 'packets' AND src_ip = ?2",
+            rusqlite::params![run2, &ip::from_v4([10, 0, 0, 0])[..]],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(
+        estimate >= 67 && estimate <= 67 + bound,
+        "estimate {estimate} ± {bound}"
+    );
+}
+
+#[test]
+fn a_version_1_store_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v1.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(netspectra_store::schema::MIGRATIONS[0])
+        .unwrap();
+    conn.execute(
+        "INSERT INTO runs (engine_id, command, started_at_ns, status, inputs) VALUES ('local', 'old', 1, 'complete', '[]')",
+        [],
+    )
+    .unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.runs().unwrap().len(), 1, "existing runs are kept");
+    let version: i64 = store
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, netspectra_store::schema::SCHEMA_VERSION);
+    let n: i64 = store
+        .connection()
+        .query_row("SELECT COUNT(*) FROM sketch_rows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0);
 }
 
 #[test]
