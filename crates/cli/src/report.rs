@@ -71,15 +71,25 @@ fn dims(d: &[netspectra_model::Dimension]) -> Vec<String> {
     d.iter().map(|d| d.to_string()).collect()
 }
 
-fn estimates_json(t: &TaskTotals, list: &[Estimate]) -> Value {
+/// The first `top` estimates (all when `top` is 0), as `--top` asks.
+fn shown_estimates(top: usize, list: &[Estimate]) -> &[Estimate] {
+    if top == 0 {
+        list
+    } else {
+        &list[..list.len().min(top)]
+    }
+}
+
+fn estimates_json(t: &TaskTotals, list: &[Estimate], top: usize) -> Value {
     Value::from(
-        list.iter()
+        shown_estimates(top, list)
+            .iter()
             .map(|e| json!({"key": key_json(t, &e.key), "estimate": e.estimate, "error_bound": e.error_bound}))
             .collect::<Vec<_>>(),
     )
 }
 
-fn sketch_json(t: &TaskTotals, algorithm: &str, s: &SketchReport) -> Value {
+fn sketch_json(t: &TaskTotals, algorithm: &str, s: &SketchReport, top: usize) -> Value {
     let mut v = json!({
         "name": t.name,
         "kind": "sketch",
@@ -93,11 +103,14 @@ fn sketch_json(t: &TaskTotals, algorithm: &str, s: &SketchReport) -> Value {
     let obj = v.as_object_mut().expect("object");
     if algorithm == "superspread" {
         obj.insert("element_key".into(), json!(dims(&t.element)));
-        obj.insert("super_spreaders".into(), estimates_json(t, &s.spreaders));
+        obj.insert(
+            "super_spreaders".into(),
+            estimates_json(t, &s.spreaders, top),
+        );
     } else {
         obj.insert(
             "heavy_hitters".into(),
-            json!({"packets": estimates_json(t, &s.heavy_packets), "bytes": estimates_json(t, &s.heavy_bytes)}),
+            json!({"packets": estimates_json(t, &s.heavy_packets, top), "bytes": estimates_json(t, &s.heavy_bytes, top)}),
         );
     }
     if let Some(verify) = &s.verify {
@@ -145,7 +158,7 @@ pub fn json(r: &Report) -> Value {
                 .collect();
             match (&t.sketch, t.kind) {
                 (Some(sketch), TaskKind::Sketch(algorithm)) => {
-                    sketch_json(t, algorithm.name(), sketch)
+                    sketch_json(t, algorithm.name(), sketch, r.top)
                 }
                 _ => json!({
                     "name": t.name,
@@ -295,7 +308,7 @@ pub fn table(r: &Report) -> String {
     }
     for t in &r.engine.tasks {
         if let Some(sketch) = &t.sketch {
-            sketch_table(&mut out, t, sketch);
+            sketch_table(&mut out, t, sketch, r.top);
             continue;
         }
         let shown = r.shown(t);
@@ -354,7 +367,7 @@ fn key_text(t: &TaskTotals, k: &FlowKey) -> String {
         .join(" ")
 }
 
-fn sketch_table(out: &mut String, t: &TaskTotals, s: &SketchReport) {
+fn sketch_table(out: &mut String, t: &TaskTotals, s: &SketchReport, top: usize) {
     let algorithm = match t.kind {
         TaskKind::Sketch(a) => a.name(),
         TaskKind::Exact => "exact",
@@ -378,16 +391,19 @@ fn sketch_table(out: &mut String, t: &TaskTotals, s: &SketchReport) {
     };
     for (measure, list) in lists {
         let label = if measure == "distinct" {
-            "super-spreaders"
+            format!("super-spreaders by distinct {}", dims(&t.element).join("+"))
         } else {
-            "heavy hitters by"
+            format!("heavy hitters by {measure}")
         };
-        let _ = writeln!(
-            out,
-            "  {label} {measure}: {}",
-            if list.is_empty() { "none" } else { "" }
-        );
-        let rows: Vec<Vec<String>> = list
+        let shown = shown_estimates(top, list);
+        let _ = write!(out, "  {label}:");
+        if list.is_empty() {
+            out.push_str(" none");
+        } else if shown.len() < list.len() {
+            let _ = write!(out, " top {} of {}", shown.len(), list.len());
+        }
+        out.push('\n');
+        let rows: Vec<Vec<String>> = shown
             .iter()
             .map(|e| {
                 vec![

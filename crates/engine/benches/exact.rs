@@ -47,7 +47,41 @@ fn exact_update_per_src(bencher: Bencher, keys: u32) {
     });
 }
 
-/// The default 5-tuple task.
+/// The engine's path: batches of 1024 records with prefetching.
+#[divan::bench(args = [1_000, 100_000, 1_000_000])]
+fn exact_update_batched_per_src(bencher: Bencher, keys: u32) {
+    batched(bencher, keys, vec![Dimension::SrcIp]);
+}
+
+/// The engine's path for the default 5-tuple task.
+#[divan::bench(args = [1_000_000])]
+fn exact_update_batched_per_flow(bencher: Bencher, keys: u32) {
+    let dims = vec![
+        Dimension::SrcIp,
+        Dimension::DstIp,
+        Dimension::SrcPort,
+        Dimension::DstPort,
+        Dimension::Protocol,
+    ];
+    batched(bencher, keys, dims);
+}
+
+fn batched(bencher: Bencher, keys: u32, dims: Vec<Dimension>) {
+    const BATCH: usize = 1024;
+    let recs = records(keys, 1 << 20);
+    let mut table = ExactTable::new(dims);
+    table.update_all(recs.iter());
+    let mut i = 0;
+    bencher
+        .counter(divan::counter::ItemsCount::new(BATCH))
+        .bench_local(|| {
+            let start = (i * BATCH) & ((1 << 20) - 1);
+            table.update_all(black_box(&recs[start..start + BATCH]).iter());
+            i += 1;
+        });
+}
+
+/// The default 5-tuple task, one record at a time.
 #[divan::bench(args = [1_000_000])]
 fn exact_update_per_flow(bencher: Bencher, keys: u32) {
     let recs = records(keys, 1 << 20);

@@ -1,7 +1,6 @@
 //! Exact accounting: one flow table per task, owned by one worker.
 
 use crate::table::{hash_key, FlowTable};
-use crate::worker::Slot;
 use netspectra_model::{Dimension, FlowKey, PacketRecord};
 /// Counters of one key. Merging is associative and commutative, which is what
 /// makes results independent of how packets were spread over workers.
@@ -81,14 +80,14 @@ impl ExactTable {
         );
     }
 
-    /// Accounts the records of a batch whose mask has bit `task` set. Keys
-    /// are hashed first so the table can prefetch a few packets ahead: with
-    /// large tables nearly every update is a cache miss, and this overlaps them.
-    pub(crate) fn update_batch(&mut self, batch: &[Slot], task: usize) {
+    /// Accounts many records. Keys are hashed first so the table can
+    /// prefetch a few packets ahead: with large tables nearly every update is
+    /// a cache miss, and this overlaps them. This is the engine's hot path.
+    pub fn update_all<'a>(&mut self, recs: impl Iterator<Item = &'a PacketRecord>) {
         self.pending.clear();
-        for s in batch.iter().filter(|s| s.mask >> task & 1 == 1) {
-            let key = FlowKey::project(&s.rec, &self.dims);
-            let c = FlowCounters::one(s.rec.ts_ns, s.rec.wire_len);
+        for rec in recs {
+            let key = FlowKey::project(rec, &self.dims);
+            let c = FlowCounters::one(rec.ts_ns, rec.wire_len);
             self.pending.push((key, hash_key(&key), c));
         }
         for p in self.pending.iter().take(PREFETCH_AHEAD) {

@@ -74,7 +74,12 @@ pub(crate) fn run(
             ToWorker::Batch(mut batch) => {
                 for (i, task) in tasks.iter_mut().enumerate() {
                     match task {
-                        TaskState::Exact(t) => t.update_batch(&batch, i),
+                        TaskState::Exact(t) => t.update_all(
+                            batch
+                                .iter()
+                                .filter(|s| s.mask >> i & 1 == 1)
+                                .map(|s| &s.rec),
+                        ),
                         TaskState::Sketch(t) => t.update_batch(&batch, i),
                         TaskState::Elsewhere => {}
                     }
