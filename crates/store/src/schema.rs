@@ -52,8 +52,9 @@ CREATE TABLE exact_rows (
     first_seen   INTEGER NOT NULL,
     last_seen    INTEGER NOT NULL
 );
-CREATE INDEX exact_rows_by_task_window ON exact_rows (task, window_start);
-CREATE INDEX exact_rows_by_run ON exact_rows (run_id, task);
+-- One integer index: windows arrive in time order, so inserts append at the
+-- index's right edge (a (task, window) index costs a third of a run's time).
+CREATE INDEX exact_rows_by_window ON exact_rows (window_start);
 "#,
     r#"
 CREATE TABLE sketch_rows (

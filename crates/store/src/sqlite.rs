@@ -234,34 +234,89 @@ impl SqliteSink {
     fn write(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO exact_rows (run_id, engine_id, task, window_start, window_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, packets, bytes, first_seen, last_seen) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )?;
+            // Rows go in groups of ROWS_PER_INSERT: one statement per row
+            // spends most of its time in statement overhead.
+            let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
+            let mut one = tx.prepare_cached(&insert_sql(1))?;
+            let mut group = Vec::with_capacity(ROWS_PER_INSERT);
             for (i, task) in tasks.iter().enumerate() {
                 let cols = Columns::of(&task.key);
-                for (k, c) in w.rows(i) {
-                    stmt.execute(params![
-                        self.run_id,
-                        self.engine_id,
-                        task.name,
-                        w.start_ns as i64,
-                        w.end_ns as i64,
-                        cols.src_ip.then_some(&k.src_ip[..]),
-                        cols.dst_ip.then_some(&k.dst_ip[..]),
-                        cols.src_port.then_some(k.src_port),
-                        cols.dst_port.then_some(k.dst_port),
-                        cols.protocol.then_some(k.protocol),
-                        cols.vlan.then_some(k.vlan),
-                        c.packets as i64,
-                        c.bytes as i64,
-                        c.first_seen as i64,
-                        c.last_seen as i64,
-                    ])?;
+                let row = |(key, counters)| ExactRow {
+                    run_id: self.run_id,
+                    engine_id: &self.engine_id,
+                    task: &task.name,
+                    window: (w.start_ns, w.end_ns),
+                    cols: &cols,
+                    key,
+                    counters,
+                };
+                for r in w.rows(i) {
+                    group.push(r);
+                    if group.len() == ROWS_PER_INSERT {
+                        for (j, r) in group.drain(..).enumerate() {
+                            row(r).bind(&mut many, j * COLUMNS)?;
+                        }
+                        many.raw_execute()?;
+                    }
+                }
+                for r in group.drain(..) {
+                    row(r).bind(&mut one, 0)?;
+                    one.raw_execute()?;
                 }
             }
         }
         tx.commit()
+    }
+}
+
+/// Columns of `exact_rows` a row binds.
+const COLUMNS: usize = 15;
+/// Rows per multi-row INSERT (15 × 64 = 960 parameters, well under SQLite's limit).
+const ROWS_PER_INSERT: usize = 64;
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO exact_rows (run_id, engine_id, task, window_start, window_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, packets, bytes, first_seen, last_seen) VALUES ",
+    );
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
+/// One `exact_rows` row, bound in place (no per-row allocation).
+struct ExactRow<'a> {
+    run_id: i64,
+    engine_id: &'a str,
+    task: &'a str,
+    window: (u64, u64),
+    cols: &'a Columns,
+    key: &'a netspectra_model::FlowKey,
+    counters: &'a netspectra_engine::FlowCounters,
+}
+
+impl ExactRow<'_> {
+    fn bind(&self, stmt: &mut rusqlite::CachedStatement<'_>, offset: usize) -> rusqlite::Result<()> {
+        let (k, c, cols) = (self.key, self.counters, self.cols);
+        let at = |i: usize| offset + i;
+        stmt.raw_bind_parameter(at(1), self.run_id)?;
+        stmt.raw_bind_parameter(at(2), self.engine_id)?;
+        stmt.raw_bind_parameter(at(3), self.task)?;
+        stmt.raw_bind_parameter(at(4), self.window.0 as i64)?;
+        stmt.raw_bind_parameter(at(5), self.window.1 as i64)?;
+        stmt.raw_bind_parameter(at(6), cols.src_ip.then_some(&k.src_ip[..]))?;
+        stmt.raw_bind_parameter(at(7), cols.dst_ip.then_some(&k.dst_ip[..]))?;
+        stmt.raw_bind_parameter(at(8), cols.src_port.then_some(k.src_port))?;
+        stmt.raw_bind_parameter(at(9), cols.dst_port.then_some(k.dst_port))?;
+        stmt.raw_bind_parameter(at(10), cols.protocol.then_some(k.protocol))?;
+        stmt.raw_bind_parameter(at(11), cols.vlan.then_some(k.vlan))?;
+        stmt.raw_bind_parameter(at(12), c.packets as i64)?;
+        stmt.raw_bind_parameter(at(13), c.bytes as i64)?;
+        stmt.raw_bind_parameter(at(14), c.first_seen as i64)?;
+        stmt.raw_bind_parameter(at(15), c.last_seen as i64)
     }
 }
 
