@@ -32,7 +32,7 @@ measure() { # label, then analyze arguments
         'BEGIN {printf "%-34s %7.2f s %7.2f Mpps %7.0f MB peak RSS (median of %d)\n", l, s, p / s / 1e6, r / 1024, n}'
 }
 
-echo "capture: $file ($packets packets, $(du -h "$file" | cut -f1)), $(nproc) cores"
+echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(nproc) cores"
 for w in 1 2; do
     measure "default tasks, $w worker(s), no store" --no-store --workers "$w"
 done
