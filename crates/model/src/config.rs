@@ -651,44 +651,43 @@ impl Config {
         let mut names = std::collections::HashSet::new();
         for (i, t) in agg.exact.tasks.iter().enumerate() {
             let at = |field: &str| format!("aggregator.exact.tasks[{i}].{field}");
-            if t.name.trim().is_empty() {
-                return Err(invalid(at("name"), "a task needs a non-empty name"));
-            }
-            if !names.insert(t.name.as_str()) {
-                return Err(invalid(
-                    at("name"),
-                    format!("task name `{}` is used twice", t.name),
-                ));
-            }
-            if t.key.is_empty() {
-                return Err(invalid(at("key"), "a task needs at least one dimension"));
-            }
-            let mut seen = Vec::new();
-            for d in &t.key {
-                if seen.contains(d) {
-                    return Err(invalid(at("key"), format!("dimension {d} appears twice")));
-                }
-                seen.push(*d);
-            }
+            check_task(&at, &t.name, &t.key, &mut names)?;
         }
         for (i, t) in agg.sketch.tasks.iter().enumerate() {
             let at = |field: &str| format!("aggregator.sketch.tasks[{i}].{field}");
-            if t.name.trim().is_empty() {
-                return Err(invalid(at("name"), "a task needs a non-empty name"));
-            }
-            if !names.insert(t.name.as_str()) {
-                return Err(invalid(
-                    at("name"),
-                    format!("task name `{}` is used twice", t.name),
-                ));
-            }
-            if t.key.is_empty() {
-                return Err(invalid(at("key"), "a task needs at least one dimension"));
-            }
+            check_task(&at, &t.name, &t.key, &mut names)?;
             t.validate(&at)?;
         }
         Ok(())
     }
+}
+
+/// Checks what every task needs: a unique, non-empty name and a key of
+/// distinct dimensions.
+fn check_task<'a>(
+    at: &dyn Fn(&str) -> String,
+    name: &'a str,
+    key: &[Dimension],
+    names: &mut std::collections::HashSet<&'a str>,
+) -> Result<(), ConfigError> {
+    if name.trim().is_empty() {
+        return Err(invalid(at("name"), "a task needs a non-empty name"));
+    }
+    if !names.insert(name) {
+        return Err(invalid(
+            at("name"),
+            format!("task name `{name}` is used twice"),
+        ));
+    }
+    if key.is_empty() {
+        return Err(invalid(at("key"), "a task needs at least one dimension"));
+    }
+    for (j, d) in key.iter().enumerate() {
+        if key[..j].contains(d) {
+            return Err(invalid(at("key"), format!("dimension {d} appears twice")));
+        }
+    }
+    Ok(())
 }
 
 /// Replaces `${VAR}` and `${VAR:-default}` in every string value of the tree

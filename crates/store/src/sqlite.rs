@@ -299,7 +299,11 @@ struct ExactRow<'a> {
 }
 
 impl ExactRow<'_> {
-    fn bind(&self, stmt: &mut rusqlite::CachedStatement<'_>, offset: usize) -> rusqlite::Result<()> {
+    fn bind(
+        &self,
+        stmt: &mut rusqlite::CachedStatement<'_>,
+        offset: usize,
+    ) -> rusqlite::Result<()> {
         let (k, c, cols) = (self.key, self.counters, self.cols);
         let at = |i: usize| offset + i;
         stmt.raw_bind_parameter(at(1), self.run_id)?;

@@ -62,7 +62,7 @@ pub(crate) fn analyze_json(args: &[&str]) -> (i32, Value) {
     (code, v)
 }
 
-fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
+pub(crate) fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
     report["tasks"]
         .as_array()
         .unwrap()

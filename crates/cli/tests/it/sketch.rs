@@ -1,7 +1,7 @@
 //! Sketch tasks end to end, against the generator's independent truth:
 //! planted heavy hitters and super-spreaders, error bounds, recall, F1.
 
-use crate::{analyze_json, gen};
+use crate::{analyze_json, gen, task};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
 
@@ -14,15 +14,6 @@ aggregator:
       - {name: bucket, algorithm: hh, key: [SrcIP], report: 10}
       - {name: spread, algorithm: superspread, key: [SrcIP], element_key: [DstIP], threshold: 200}
 ";
-
-fn task<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == name)
-        .unwrap()
-}
 
 fn src(entry: &Value) -> &str {
     entry["key"]["SrcIP"].as_str().unwrap()
@@ -43,6 +34,8 @@ fn run(seed: u64, workers: &str) -> (Value, Value) {
     let (code, report) = analyze_json(&[
         file.to_str().unwrap(),
         "--no-store",
+        "--top",
+        "0",
         "--verify",
         "--workers",
         workers,
