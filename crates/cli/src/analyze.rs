@@ -10,7 +10,7 @@ use netspectra_capture::reader::CaptureReader;
 use netspectra_engine::{Engine, EngineInput, EnginePlan, NullSink, WindowSink};
 use netspectra_model::config::Config;
 use netspectra_model::{DecodeCounters, PacketRecord};
-use netspectra_store::{SqliteStore, StoreUrl};
+use netspectra_store::StoreUrl;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -77,9 +77,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
         (!url.is_empty()).then_some(url)
     };
     let mut store = match &store_url {
-        Some(url) => match StoreUrl::parse(url)? {
-            StoreUrl::Sqlite(path) => Some(SqliteStore::open(&path)?),
-        },
+        Some(url) => Some(netspectra_store::open(&StoreUrl::parse(url)?)?),
         None => None,
     };
     let command = std::env::args().collect::<Vec<_>>().join(" ");
@@ -96,7 +94,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
         Some(store) => {
             let id = store.begin_run("local", &command, &inputs, &plan.tasks, window_ns)?;
             run_id = Some(id);
-            Box::new(store.sink(id, "local")?)
+            store.sink(id, "local")?
         }
         None => Box::new(NullSink),
     };

@@ -3,8 +3,11 @@
 
 mod analyze;
 mod bench;
+mod engine_role;
 mod gen;
+mod probe;
 mod report;
+mod run;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -35,6 +38,12 @@ enum Command {
     Gen(gen::GenArgs),
     /// Measure exact accounting vs. the sketches (insert, query, memory) and the engine's throughput.
     Bench(bench::BenchArgs),
+    /// Live capture on this host: capture, engine and embedded store in one process.
+    Run(run::RunArgs),
+    /// Capture (live or from files) and publish packet batches to NATS.
+    Probe(probe::ProbeArgs),
+    /// Consume packet batches from NATS and write snapshots to a store.
+    Engine(engine_role::EngineArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +70,9 @@ fn main() -> ExitCode {
         Command::Analyze(args) => analyze::run(args),
         Command::Gen(args) => gen::run(args).map(|()| Outcome::Clean),
         Command::Bench(args) => bench::run(args).map(|()| Outcome::Clean),
+        Command::Run(args) => run::run(args),
+        Command::Probe(args) => probe::run(args),
+        Command::Engine(args) => engine_role::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

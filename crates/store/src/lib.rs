@@ -21,6 +21,45 @@ mod url;
 pub use sqlite::{RunRecord, SqliteSink, SqliteStore};
 pub use url::StoreUrl;
 
+use netspectra_engine::{TaskSpec, WindowSink};
+use serde_json::Value;
+
+/// What every backend offers a role that writes results: runs that never
+/// overwrite each other, and a sink for the engine's merged windows.
+pub trait Store: Send {
+    /// Records a new run and its tasks; returns the id its rows will carry.
+    fn begin_run(
+        &mut self,
+        engine_id: &str,
+        command: &str,
+        inputs: &Value,
+        tasks: &[TaskSpec],
+        window_ns: u64,
+    ) -> Result<i64, StoreError>;
+
+    /// Marks a run finished with its outcome (`complete`, `damaged`,
+    /// `failed`) and totals.
+    fn finish_run(
+        &mut self,
+        run_id: i64,
+        status: &str,
+        inputs: &Value,
+        packets: u64,
+        bytes: u64,
+        decoded: &Value,
+    ) -> Result<(), StoreError>;
+
+    /// A sink writing this run's windows, to hand to the engine.
+    fn sink(&self, run_id: i64, engine_id: &str) -> Result<Box<dyn WindowSink>, StoreError>;
+}
+
+/// Opens the store a URL names.
+pub fn open(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
+    match url {
+        StoreUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+    }
+}
+
 /// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -188,6 +188,35 @@ impl SqliteStore {
     }
 }
 
+impl crate::Store for SqliteStore {
+    fn begin_run(
+        &mut self,
+        engine_id: &str,
+        command: &str,
+        inputs: &Value,
+        tasks: &[TaskSpec],
+        window_ns: u64,
+    ) -> Result<i64, StoreError> {
+        SqliteStore::begin_run(self, engine_id, command, inputs, tasks, window_ns)
+    }
+
+    fn finish_run(
+        &mut self,
+        run_id: i64,
+        status: &str,
+        inputs: &Value,
+        packets: u64,
+        bytes: u64,
+        decoded: &Value,
+    ) -> Result<(), StoreError> {
+        SqliteStore::finish_run(self, run_id, status, inputs, packets, bytes, decoded)
+    }
+
+    fn sink(&self, run_id: i64, engine_id: &str) -> Result<Box<dyn WindowSink>, StoreError> {
+        Ok(Box::new(SqliteStore::sink(self, run_id, engine_id)?))
+    }
+}
+
 fn now_ns() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
