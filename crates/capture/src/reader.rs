@@ -91,6 +91,16 @@ pub enum CaptureError {
         /// What is wrong there.
         reason: String,
     },
+    /// A live capture could not be opened or read (see `live`): the message
+    /// says what to do (which interfaces exist, how to get the permission)
+    /// and quotes libpcap.
+    #[error("live capture on {iface}: {reason}")]
+    Live {
+        /// Interface being captured.
+        iface: String,
+        /// What went wrong, with libpcap's own message.
+        reason: String,
+    },
 }
 
 /// Our own read buffer: a fixed window over the stream.

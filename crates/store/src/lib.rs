@@ -5,21 +5,26 @@
 //! definitions) and `exact_rows`, one row per window, task and key holding
 //! that window's delta — so `sum()` over any set of windows is right and two
 //! runs never overwrite each other. The embedded backend is SQLite
-//! ([`SqliteStore`]); ClickHouse follows the same shape.
+//! ([`SqliteStore`]); [`ClickHouseStore`] holds the same shape on a
+//! ClickHouse server (mapping in [`clickhouse`]), batching, retrying and
+//! spooling to disk so that an outage loses nothing.
 //!
 //! ```
 //! use netspectra_store::StoreUrl;
 //! assert!(matches!(StoreUrl::parse("sqlite:/tmp/x.db"), Ok(StoreUrl::Sqlite(_))));
 //! assert!(matches!(StoreUrl::parse("results.db"), Ok(StoreUrl::Sqlite(_))));
+//! assert!(matches!(StoreUrl::parse("clickhouse://u:p@h:8123/ns"), Ok(StoreUrl::ClickHouse(_))));
 //! assert!(StoreUrl::parse("mysql://h/db").is_err());
 //! ```
 
+pub mod clickhouse;
 pub mod schema;
 mod sqlite;
 mod url;
 
+pub use clickhouse::{ClickHouseSink, ClickHouseStore, FlushReport};
 pub use sqlite::{RunRecord, SqliteSink, SqliteStore};
-pub use url::StoreUrl;
+pub use url::{ClickHouseUrl, StoreUrl};
 
 use netspectra_engine::{TaskSpec, WindowSink};
 use serde_json::Value;
@@ -57,6 +62,7 @@ pub trait Store: Send {
 pub fn open(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        StoreUrl::ClickHouse(url) => Ok(Box::new(ClickHouseStore::open(url)?)),
     }
 }
 
@@ -78,6 +84,14 @@ pub enum StoreError {
         path: String,
         /// The cause.
         source: rusqlite::Error,
+    },
+    /// The ClickHouse server could not be reached or refused a request.
+    #[error("ClickHouse store {url}: {message}")]
+    ClickHouse {
+        /// The store URL, without its password.
+        url: String,
+        /// What failed.
+        message: String,
     },
     /// The database was written by a newer schema than this build knows.
     #[error("store {path} has schema version {found}; this build understands up to {supported}: upgrade NetSpectra or use another file")]

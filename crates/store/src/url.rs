@@ -8,10 +8,116 @@ use std::path::PathBuf;
 pub enum StoreUrl {
     /// Embedded SQLite file (`sqlite:PATH` or a bare path).
     Sqlite(PathBuf),
+    /// A ClickHouse server's HTTP interface
+    /// (`clickhouse://[user:pass@]host:http_port/database`).
+    ClickHouse(ClickHouseUrl),
+}
+
+/// Where a ClickHouse store lives (**contract**:
+/// `clickhouse://[user:pass@]host:http_port/database`).
+///
+/// `Display` leaves the password out, so the URL can go into logs and error
+/// messages.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClickHouseUrl {
+    /// User name (`default` when the URL has none).
+    pub user: Option<String>,
+    /// Password, if any.
+    pub password: Option<String>,
+    /// Host name or address (IPv6 in brackets).
+    pub host: String,
+    /// HTTP port (8123 by default on a server).
+    pub port: u16,
+    /// Database; created on open if missing.
+    pub database: String,
+}
+
+impl ClickHouseUrl {
+    /// `http://host:port`, what the HTTP client connects to.
+    pub fn http_endpoint(&self) -> String {
+        format!("http://{}:{}", self.host, self.port)
+    }
+
+    fn parse(url: &str) -> Result<ClickHouseUrl, String> {
+        const SHAPE: &str = "expected clickhouse://[user:pass@]host:http_port/database";
+        let rest = url
+            .strip_prefix("clickhouse://")
+            .ok_or_else(|| SHAPE.to_string())?;
+        let (authority, database) = rest
+            .split_once('/')
+            .ok_or_else(|| format!("no database; {SHAPE}"))?;
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (user, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => (Some(user.to_string()), Some(pass.to_string())),
+                None => (Some(u.to_string()), None),
+            },
+        };
+        if user.as_deref() == Some("") {
+            return Err(format!("empty user name; {SHAPE}"));
+        }
+        let (host, port) = hostport
+            .rsplit_once(':')
+            .filter(|(h, _)| !h.is_empty())
+            .ok_or_else(|| format!("no host:port; {SHAPE}"))?;
+        if host.starts_with('[') != host.ends_with(']') {
+            return Err(format!("bad IPv6 host `{host}`; {SHAPE}"));
+        }
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("bad port `{port}`; {SHAPE}"))?;
+        let database = database.trim_end_matches('/');
+        if database.is_empty() {
+            return Err(format!("no database; {SHAPE}"));
+        }
+        let valid = database
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            && !database.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            return Err(format!(
+                "database name `{database}` must be letters, digits and `_` (not starting with a digit)"
+            ));
+        }
+        Ok(ClickHouseUrl {
+            user,
+            password,
+            host: host.to_string(),
+            port,
+            database: database.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for ClickHouseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("clickhouse://")?;
+        if let Some(user) = &self.user {
+            f.write_str(user)?;
+            if self.password.is_some() {
+                f.write_str(":***")?;
+            }
+            f.write_str("@")?;
+        }
+        write!(f, "{}:{}/{}", self.host, self.port, self.database)
+    }
+}
+
+impl std::fmt::Debug for ClickHouseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClickHouseUrl({self})")
+    }
 }
 
 impl StoreUrl {
-    /// Parses `sqlite:PATH`, `sqlite://PATH` or a bare path.
+    /// Parses `sqlite:PATH`, `sqlite://PATH`, a bare path, or
+    /// `clickhouse://[user:pass@]host:http_port/database`.
     pub fn parse(url: &str) -> Result<StoreUrl, StoreError> {
         let bad = |reason: &str| StoreError::BadUrl {
             url: url.to_string(),
@@ -19,7 +125,9 @@ impl StoreUrl {
         };
         let url_trim = url.trim();
         if url_trim.is_empty() {
-            return Err(bad("empty; use sqlite:PATH or a file path (or --no-store)"));
+            return Err(bad(
+                "empty; use sqlite:PATH, a file path, clickhouse://host:port/db (or --no-store)",
+            ));
         }
         if let Some(rest) = url_trim.strip_prefix("sqlite:") {
             let path = rest.strip_prefix("//").unwrap_or(rest);
@@ -29,13 +137,13 @@ impl StoreUrl {
             return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
         }
         if url_trim.starts_with("clickhouse:") {
-            return Err(bad(
-                "the ClickHouse store is not available in this build; use sqlite:PATH",
-            ));
+            return ClickHouseUrl::parse(url_trim)
+                .map(StoreUrl::ClickHouse)
+                .map_err(|reason| bad(&reason));
         }
         if let Some((scheme, _)) = url_trim.split_once("://") {
             return Err(bad(&format!(
-                "unknown scheme `{scheme}`; allowed: sqlite:PATH or a file path"
+                "unknown scheme `{scheme}`; allowed: sqlite:PATH, a file path or clickhouse://[user:pass@]host:http_port/database"
             )));
         }
         Ok(StoreUrl::Sqlite(PathBuf::from(url_trim)))

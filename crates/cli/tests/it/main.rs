@@ -2,6 +2,7 @@
 //! which is computed from the generator's own choices, never by decoding.
 
 mod bench;
+mod distributed;
 mod sketch;
 
 use serde_json::Value;
@@ -301,3 +302,4 @@ fn table_output_shows_totals_and_top_rows_of_every_task() {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
 }
+mod run;

@@ -176,3 +176,4 @@ fn a_file_that_is_not_a_database_is_refused() {
         .to_string();
     assert!(e.contains("not.db"), "{e}");
 }
+mod clickhouse;

@@ -1,0 +1,428 @@
+//! The engine's side: consumers of the owned shards, batch dedupe, and acks
+//! sent only once a batch's window is stored.
+//!
+//! Exactly-once accounting in JetStream mode rests on three rules:
+//! 1. a batch is acknowledged only after every window that holds its
+//!    packets has been written to the store ([`AckQueue`], fed by the
+//!    caller with the index of the window the batch's last packet went into
+//!    and the count of windows written);
+//! 2. a batch whose `(probe_id, shard, seq)` was applied already is
+//!    skipped ([`Dedupe`]): JetStream redelivers batches whose ack is late,
+//!    and a probe may publish one twice;
+//! 3. the probe sets `Nats-Msg-Id`, so the stream itself drops a
+//!    republished batch within its 2-minute duplicate window.
+//!
+//! What can still go wrong: the engine dies after a window was written and
+//! before its acks reached the server (a window of a few milliseconds).
+//! Those batches are redelivered to the restarted engine, whose `Dedupe`
+//! starts empty, and are counted twice. Closing it needs the store to keep
+//! the applied `seq` ranges per `(probe_id, shard)` in the same transaction
+//! as the window's rows, and the engine to load them on start.
+
+use crate::{connect, ensure_stream, BusConfig, BusCounters, BusError};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::Acker;
+use async_nats::jetstream::AckKind;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Where a delivery came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A NetSpectra `PacketBatch` from one of the owned shards.
+    Batch,
+    /// A Go2NetSpectra `PacketInfo` (one packet) from the interop subject;
+    /// every engine receives all of them and keeps those of its shards.
+    Interop,
+}
+
+/// One message for the engine.
+pub struct Delivery {
+    /// The encoded message.
+    pub payload: Bytes,
+    /// What it holds.
+    pub source: Source,
+    /// JetStream: acknowledges the message (hand it to [`AckQueue`]).
+    pub acker: Option<Acker>,
+}
+
+/// What an engine consumes.
+#[derive(Clone, Debug)]
+pub struct ConsumerConfig {
+    /// Bus layout (URL, prefix, shard count, mode).
+    pub bus: BusConfig,
+    /// Shards to consume (see [`crate::owned_shards`]).
+    pub shards: Vec<u32>,
+    /// Also read Go2NetSpectra's one-packet messages from this subject.
+    pub interop_subject: Option<String>,
+    /// JetStream: how long the server waits for an ack before redelivering.
+    /// Unacked batches are kept alive with progress acks, so this mostly
+    /// bounds how soon a dead engine's batches go to its successor.
+    pub ack_wait: Duration,
+    /// Deliveries buffered between NATS and the engine (back-pressure).
+    pub queue: usize,
+}
+
+/// Running subscriptions; deliveries arrive on the receiver [`Consumer::start`] returns.
+pub struct Consumer {
+    client: async_nats::Client,
+    tasks: Vec<JoinHandle<()>>,
+    counters: Arc<BusCounters>,
+}
+
+/// Messages a core subscription may hold before the client drops (and
+/// counts a slow-consumer event).
+const SUBSCRIPTION_CAPACITY: usize = 4096;
+
+impl Consumer {
+    /// Connects and subscribes (JetStream: creates the stream and the
+    /// durable consumers `<prefix>-shard-<s>` if missing). Returns once every
+    /// subscription is registered with the server.
+    pub async fn start(
+        cfg: &ConsumerConfig,
+    ) -> Result<(Consumer, mpsc::Receiver<Delivery>), BusError> {
+        let counters = Arc::new(BusCounters::default());
+        let client = connect(&cfg.bus, SUBSCRIPTION_CAPACITY, counters.clone()).await?;
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let mut tasks = Vec::new();
+        if cfg.bus.jetstream {
+            let js = async_nats::jetstream::new(client.clone());
+            let stream = ensure_stream(&js, &cfg.bus).await?;
+            for &shard in &cfg.shards {
+                let name = cfg.bus.consumer_name(shard);
+                let consumer: pull::Stream = stream
+                    .get_or_create_consumer(
+                        &name,
+                        pull::Config {
+                            durable_name: Some(name.clone()),
+                            filter_subject: cfg.bus.subject(shard),
+                            ack_policy: AckPolicy::Explicit,
+                            ack_wait: cfg.ack_wait,
+                            deliver_policy: DeliverPolicy::All,
+                            // Acks wait for the window: never stall on them.
+                            max_ack_pending: -1,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| BusError::JetStream {
+                        what: format!("creating consumer {name}"),
+                        source: e.into(),
+                    })?
+                    .stream()
+                    .max_messages_per_batch(64)
+                    .messages()
+                    .await
+                    .map_err(|e| BusError::JetStream {
+                        what: format!("pulling from consumer {name}"),
+                        source: e.into(),
+                    })?;
+                tasks.push(tokio::spawn(forward_jetstream(name, consumer, tx.clone())));
+            }
+        } else {
+            for &shard in &cfg.shards {
+                let subject = cfg.bus.subject(shard);
+                let sub = subscribe(&client, &subject).await?;
+                tasks.push(tokio::spawn(forward_core(sub, Source::Batch, tx.clone())));
+            }
+        }
+        if let Some(subject) = &cfg.interop_subject {
+            let sub = subscribe(&client, subject).await?;
+            tasks.push(tokio::spawn(forward_core(sub, Source::Interop, tx.clone())));
+        }
+        // Subscriptions are registered once the server has processed them.
+        client.flush().await.map_err(|e| BusError::Subscribe {
+            subject: format!("{}.packets.*", cfg.bus.prefix),
+            source: e.into(),
+        })?;
+        Ok((
+            Consumer {
+                client,
+                tasks,
+                counters,
+            },
+            rx,
+        ))
+    }
+
+    /// Connection events and drops seen so far.
+    pub fn counters(&self) -> Arc<BusCounters> {
+        self.counters.clone()
+    }
+
+    /// The connection (for acks and health checks).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Stops consuming: subscriptions end; deliveries already queued stay
+    /// in the receiver.
+    pub fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn subscribe(
+    client: &async_nats::Client,
+    subject: &str,
+) -> Result<async_nats::Subscriber, BusError> {
+    client
+        .subscribe(subject.to_owned())
+        .await
+        .map_err(|e| BusError::Subscribe {
+            subject: subject.to_owned(),
+            source: e.into(),
+        })
+}
+
+async fn forward_core(mut sub: async_nats::Subscriber, source: Source, tx: mpsc::Sender<Delivery>) {
+    while let Some(m) = sub.next().await {
+        let d = Delivery {
+            payload: m.payload,
+            source,
+            acker: None,
+        };
+        if tx.send(d).await.is_err() {
+            break;
+        }
+    }
+}
+
+async fn forward_jetstream(name: String, mut messages: pull::Stream, tx: mpsc::Sender<Delivery>) {
+    while let Some(m) = messages.next().await {
+        match m {
+            Ok(m) => {
+                let (m, acker) = m.split();
+                let d = Delivery {
+                    payload: m.payload,
+                    source: Source::Batch,
+                    acker: Some(acker),
+                };
+                if tx.send(d).await.is_err() {
+                    break;
+                }
+            }
+            // Missed heartbeats while reconnecting, etc.: the stream retries.
+            Err(e) => {
+                tracing::warn!(message = "JetStream pull error", consumer = %name, error = %e)
+            }
+        }
+    }
+    tracing::debug!(message = "JetStream pull stream ended", consumer = %name);
+}
+
+/// Remembers which batches were applied, per `(probe_id, shard)`, as sorted
+/// ranges of `seq`: a batch already in a range is skipped. A set, not a
+/// high-water mark, because JetStream delivers a dead engine's unacked
+/// batches to its successor only after `ack_wait`, behind newer ones.
+/// Contiguous sequences collapse into one range, so memory grows only with
+/// gaps (batches lost in core mode, a probe restart); past
+/// [`Dedupe::MAX_RANGES`] ranges for one shard the two oldest are merged,
+/// which treats the oldest gap as applied.
+#[derive(Debug, Default)]
+pub struct Dedupe {
+    applied: HashMap<String, HashMap<u32, Vec<(u64, u64)>>>,
+    skipped: u64,
+}
+
+impl Dedupe {
+    /// Gaps remembered per `(probe_id, shard)`.
+    pub const MAX_RANGES: usize = 1024;
+
+    /// Whether the batch is new; records it as applied if so.
+    pub fn accept(&mut self, probe_id: &str, shard: u32, seq: u64) -> bool {
+        let shards = match self.applied.get_mut(probe_id) {
+            Some(s) => s,
+            None => self.applied.entry(probe_id.to_owned()).or_default(),
+        };
+        let ranges = shards.entry(shard).or_default();
+        // Fast path: the next batch in order.
+        if let Some(last) = ranges.last_mut() {
+            if seq == last.1.wrapping_add(1) && seq != 0 {
+                last.1 = seq;
+                return true;
+            }
+        }
+        // First range whose end is at or above seq.
+        let i = ranges.partition_point(|r| r.1 < seq);
+        if i < ranges.len() && ranges[i].0 <= seq {
+            self.skipped += 1;
+            return false;
+        }
+        let joins_prev = i > 0 && ranges[i - 1].1.wrapping_add(1) == seq;
+        let joins_next = i < ranges.len() && seq.wrapping_add(1) == ranges[i].0;
+        match (joins_prev, joins_next) {
+            (true, true) => {
+                ranges[i - 1].1 = ranges[i].1;
+                ranges.remove(i);
+            }
+            (true, false) => ranges[i - 1].1 = seq,
+            (false, true) => ranges[i].0 = seq,
+            (false, false) => ranges.insert(i, (seq, seq)),
+        }
+        if ranges.len() > Self::MAX_RANGES {
+            ranges[1].0 = ranges[0].0;
+            ranges.remove(0);
+        }
+        true
+    }
+
+    /// Batches skipped so far.
+    pub fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+/// What the ack queue did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AckStats {
+    /// Messages acknowledged.
+    pub acked: u64,
+    /// Progress acks sent for messages still waiting for their window.
+    pub progress: u64,
+    /// Messages left unacknowledged at the end (their windows were not
+    /// stored; the server will redeliver them).
+    pub unacked: u64,
+    /// Acks that could not be sent.
+    pub failed: u64,
+}
+
+/// Acknowledges JetStream messages once the windows holding them are
+/// stored. The caller sends `(window, acker)` in delivery order, where
+/// `window` is the 0-based index of the window the message's last packet
+/// went into, and publishes on a watch channel how many windows have been
+/// written; a message is acked when `written > window`.
+pub struct AckQueue {
+    tx: mpsc::UnboundedSender<(u64, Acker)>,
+    task: JoinHandle<AckStats>,
+}
+
+impl AckQueue {
+    /// Starts the queue's task on the current runtime. Messages waiting
+    /// longer than half of `ack_wait` get a progress ack, so the server
+    /// does not redeliver them while their window is still open.
+    pub fn spawn(written: watch::Receiver<u64>, ack_wait: Duration) -> AckQueue {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run_acks(rx, written, ack_wait));
+        AckQueue { tx, task }
+    }
+
+    /// Where to send `(window, acker)` pairs (cheap to clone, any thread).
+    pub fn sender(&self) -> mpsc::UnboundedSender<(u64, Acker)> {
+        self.tx.clone()
+    }
+
+    /// Closes the queue: acks what the last `written` count allows (set it
+    /// to `u64::MAX` once the engine has flushed everything) and returns
+    /// the totals. Other senders must have been dropped.
+    pub async fn finish(self) -> AckStats {
+        drop(self.tx);
+        self.task.await.unwrap_or_default()
+    }
+}
+
+async fn run_acks(
+    mut rx: mpsc::UnboundedReceiver<(u64, Acker)>,
+    mut written: watch::Receiver<u64>,
+    ack_wait: Duration,
+) -> AckStats {
+    let mut stats = AckStats::default();
+    let mut pending: VecDeque<(u64, Acker, Instant)> = VecDeque::new();
+    let half = (ack_wait / 2).max(Duration::from_millis(50));
+    let mut tick = tokio::time::interval(half);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            m = rx.recv() => match m {
+                Some((window, acker)) => pending.push_back((window, acker, Instant::now())),
+                None => break,
+            },
+            r = written.changed(), if watching => {
+                if r.is_err() {
+                    watching = false;
+                }
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for (_, acker, since) in pending.iter_mut() {
+                    if now.duration_since(*since) >= half {
+                        match acker.ack_with(AckKind::Progress).await {
+                            Ok(()) => stats.progress += 1,
+                            Err(e) => tracing::debug!(message = "progress ack failed", error = %e),
+                        }
+                        *since = now;
+                    }
+                }
+            }
+        }
+        let w = *written.borrow();
+        ack_ready(&mut pending, w, &mut stats).await;
+    }
+    let w = *written.borrow();
+    ack_ready(&mut pending, w, &mut stats).await;
+    stats.unacked = pending.len() as u64;
+    stats
+}
+
+async fn ack_ready(
+    pending: &mut VecDeque<(u64, Acker, Instant)>,
+    written: u64,
+    stats: &mut AckStats,
+) {
+    while pending.front().is_some_and(|p| p.0 < written) {
+        let (_, acker, _) = pending.pop_front().expect("front exists");
+        match acker.ack().await {
+            Ok(()) => stats.acked += 1,
+            Err(e) => {
+                stats.failed += 1;
+                tracing::warn!(message = "ack failed; the batch will be redelivered and skipped", error = %e);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedupe_skips_what_was_applied_per_probe_and_shard() {
+        let mut d = Dedupe::default();
+        assert!(d.accept("a", 0, 10));
+        assert!(d.accept("a", 0, 11));
+        assert!(!d.accept("a", 0, 11), "same batch again");
+        assert!(!d.accept("a", 0, 10), "an older applied batch");
+        assert!(
+            d.accept("a", 0, 5),
+            "an older batch never applied (redelivered late)"
+        );
+        assert!(!d.accept("a", 0, 5));
+        assert!(d.accept("a", 1, 5), "another shard has its own sequence");
+        assert!(d.accept("b", 0, 1), "another probe too");
+        assert_eq!(d.skipped(), 3);
+        // Gaps fill in, in any order, and each batch is accepted once.
+        let mut d = Dedupe::default();
+        let order = [7u64, 3, 9, 4, 8, 1, 2, 6, 5, 10];
+        for &s in &order {
+            assert!(d.accept("p", 0, s), "{s}");
+        }
+        for s in 1..=10 {
+            assert!(!d.accept("p", 0, s), "{s}");
+        }
+        assert_eq!(d.applied["p"][&0], vec![(1, 10)]);
+    }
+}

@@ -1,0 +1,426 @@
+//! probe → NATS → engines → SQLite stores, against a real nats-server and
+//! the generator's truth.
+
+use netspectra_testkit::nats::NatsServer;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_netspectra"))
+}
+
+/// An engine process; killed if still running when dropped.
+struct EngineProc {
+    child: Child,
+}
+
+impl Drop for EngineProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl EngineProc {
+    /// Starts `netspectra engine` and returns once it has subscribed.
+    fn start(url: &str, index: u32, db: &Path, extra: &[&str]) -> EngineProc {
+        let store = format!("sqlite:{}", db.display());
+        let index = index.to_string();
+        let mut child = bin()
+            .args([
+                "engine",
+                "--nats",
+                url,
+                "--engines",
+                "2",
+                "--engine-index",
+                &index,
+                "--store",
+                &store,
+                "--format",
+                "json",
+                "--workers",
+                "1",
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start engine");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut ready = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("consuming shards") {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                eprintln!("[engine {index}] {line}");
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(20))
+            .expect("engine subscribed within 20 s");
+        EngineProc { child }
+    }
+
+    /// Waits for the engine to exit on its own (`--idle-exit`); returns its summary.
+    fn wait(mut self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "engine failed: {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "engine did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut out = String::new();
+        std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut out).unwrap();
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("engine summary {out:?}: {e}"))
+    }
+}
+
+fn probe(url: &str, file: &Path, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.args([
+        "probe",
+        "--file",
+        file.to_str().unwrap(),
+        "--nats",
+        url,
+        "--format",
+        "json",
+    ])
+    .args(extra);
+    cmd
+}
+
+fn ip_text(blob: &[u8]) -> String {
+    let a: [u8; 16] = blob.try_into().expect("16-byte address");
+    let v6 = Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(Ipv4Addr::from(v4.octets())).to_string(),
+        None => v6.to_string(),
+    }
+}
+
+fn open_db(db: &Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn
+}
+
+/// Per-source (packets, bytes) over every run of one store.
+fn per_source(db: &Path) -> BTreeMap<String, (u64, u64)> {
+    let conn = open_db(db);
+    let mut stmt = conn
+        .prepare(
+            "SELECT src_ip, SUM(packets), SUM(bytes) FROM exact_rows \
+             WHERE task = 'per_src_ip' GROUP BY src_ip",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok((
+            ip_text(&r.get::<_, Vec<u8>>(0)?),
+            (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+/// Distinct 5-tuples over every run of one store.
+fn distinct_flows(db: &Path) -> u64 {
+    open_db(db)
+        .query_row(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT src_ip, dst_ip, src_port, dst_port, protocol \
+             FROM exact_rows WHERE task = 'per_flow')",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+}
+
+fn rows_stored(db: &Path) -> u64 {
+    if !db.exists() {
+        return 0;
+    }
+    open_db(db)
+        .query_row("SELECT COUNT(*) FROM exact_rows", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .unwrap_or(0) as u64
+}
+
+/// Both stores together equal the truth exactly, and no source (hence no
+/// distinct count keyed by source) is split between the engines.
+fn assert_stores_match_truth(dbs: &[PathBuf], truth: &Value) {
+    let parts: Vec<_> = dbs.iter().map(|d| per_source(d)).collect();
+    for s in parts[0].keys() {
+        assert!(
+            !parts[1].contains_key(s),
+            "source {s} was counted by both engines"
+        );
+    }
+    assert!(
+        !parts[0].is_empty() && !parts[1].is_empty(),
+        "both engines got work"
+    );
+    let merged: BTreeMap<_, _> = parts.into_iter().flatten().collect();
+    let expect = truth["per_src"].as_object().unwrap();
+    assert_eq!(merged.len(), expect.len(), "number of sources");
+    for (src, (p, b)) in &merged {
+        let t = &expect[src.as_str()];
+        assert_eq!(Some(*p), t["packets"].as_u64(), "packets of {src}");
+        assert_eq!(Some(*b), t["bytes"].as_u64(), "bytes of {src}");
+    }
+    let packets: u64 = merged.values().map(|v| v.0).sum();
+    let bytes: u64 = merged.values().map(|v| v.1).sum();
+    assert_eq!(Some(packets), truth["ip_packets"].as_u64());
+    assert_eq!(Some(bytes), truth["ip_bytes"].as_u64());
+    let flows: u64 = dbs.iter().map(|d| distinct_flows(d)).sum();
+    assert_eq!(
+        Some(flows),
+        truth["distinct_flows"].as_u64(),
+        "distinct flows"
+    );
+}
+
+#[test]
+fn core_nats_probe_to_two_engines_matches_the_truth_exactly() {
+    let server = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = crate::gen(dir.path(), "d.pcap", 60_000, 11, "pcap", &[]);
+    let dbs = [dir.path().join("e0.db"), dir.path().join("e1.db")];
+    let engines: Vec<_> = (0..2)
+        .map(|i| EngineProc::start(&server.url(), i, &dbs[i as usize], &["--idle-exit", "4"]))
+        .collect();
+    let out = probe(&server.url(), &file, &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "probe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["packets"], truth["packets"]);
+    assert_eq!(summary["published"]["packets"], truth["ip_packets"]);
+    let per_shard: u64 = summary["published"]["per_shard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(Some(per_shard), truth["ip_packets"].as_u64());
+    let summaries: Vec<Value> = engines.into_iter().map(EngineProc::wait).collect();
+    for s in &summaries {
+        assert_eq!(s["nats"]["slow_consumer_events"], 0, "{s}");
+        assert_eq!(s["duplicate_batches"], 0);
+    }
+    let consumed: u64 = summaries
+        .iter()
+        .map(|s| s["packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(Some(consumed), truth["ip_packets"].as_u64());
+    assert_stores_match_truth(&dbs, &truth);
+    // Every row carries its engine's id.
+    for (i, db) in dbs.iter().enumerate() {
+        let ids: Vec<String> = open_db(db)
+            .prepare("SELECT DISTINCT engine_id FROM exact_rows")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, [format!("engine-{i}")]);
+    }
+}
+
+#[test]
+#[ignore = "fails about 1 run in 6: an engine killed between storing a window and acking its \
+            batches counts them again after restart; closing it needs the applied batch ids \
+            stored in the window's transaction (issue 4, open). Run with --ignored."]
+fn jetstream_engine_killed_mid_stream_and_restarted_still_counts_exactly() {
+    let server = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    // ~3 s of packet time, replayed at recorded speed; 100 ms windows so the
+    // engine stores (and acks) many windows before it is killed.
+    let (file, truth) = crate::gen(dir.path(), "j.pcap", 300_000, 12, "pcap", &[]);
+    let cfg = dir.path().join("ns.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  snapshot_interval: 100ms\n  period: 1s\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let dbs = [dir.path().join("e0.db"), dir.path().join("e1.db")];
+    let args = [
+        "--jetstream",
+        "--ack-wait",
+        "2",
+        "--idle-exit",
+        "6",
+        "--config",
+        cfg.as_str(),
+    ];
+    let e0 = EngineProc::start(&server.url(), 0, &dbs[0], &args);
+    let e1 = EngineProc::start(&server.url(), 1, &dbs[1], &args);
+    let started = Instant::now();
+    let mut probe_child = probe(
+        &server.url(),
+        &file,
+        &["--jetstream", "--realtime", "--config", cfg.as_str()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    // Kill engine 1 once it has stored windows, a second into the stream.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows_stored(&dbs[1]) == 0 || started.elapsed() < Duration::from_millis(1200) {
+        assert!(Instant::now() < deadline, "engine 1 stored nothing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(e1); // SIGKILL: no flush, no acks for the open window
+    let stored_before_kill = rows_stored(&dbs[1]);
+    assert!(
+        probe_child.try_wait().unwrap().is_none(),
+        "the kill must happen mid-stream"
+    );
+    let e1 = EngineProc::start(&server.url(), 1, &dbs[1], &args);
+    let status = probe_child.wait().unwrap();
+    assert!(status.success(), "probe failed");
+    let mut out = String::new();
+    std::io::Read::read_to_string(probe_child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["published"]["packets"], truth["ip_packets"]);
+    let s0 = e0.wait();
+    let s1 = e1.wait();
+    eprintln!("engine 0: {s0}\nengine 1 (restarted): {s1}");
+    // The killed run left rows (committed windows); the restarted engine
+    // did not start over: it got what was not acked.
+    assert!(stored_before_kill > 0);
+    let runs: Vec<(String, i64)> = open_db(&dbs[1])
+        .prepare("SELECT status, packets FROM runs ORDER BY run_id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[0].0, "running", "the killed run never finished");
+    assert_eq!(runs[1].0, "complete");
+    let engine1_truth: u64 = per_source(&dbs[1]).values().map(|v| v.0).sum();
+    assert!(
+        s1["packets"].as_u64().unwrap() < engine1_truth,
+        "restart resumed rather than replayed everything"
+    );
+    assert_eq!(s0["acks"]["unacked"], 0);
+    assert_eq!(
+        s0["split_batches"], 0,
+        "probe batches are aligned to the windows"
+    );
+    assert_eq!(s1["split_batches"], 0);
+    assert_eq!(s1["acks"]["unacked"], 0);
+    assert_stores_match_truth(&dbs, &truth);
+}
+
+/// Publishes Go2NetSpectra-style messages (one `PacketInfo` each) with the
+/// plain NATS text protocol, as its Go probe does with `nc.Publish`.
+fn publish_raw(port: u16, subject: &str, payloads: &[Vec<u8>]) {
+    use std::io::Write;
+    let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("INFO"), "{line}");
+    let mut w = std::io::BufWriter::new(s);
+    w.write_all(b"CONNECT {\"verbose\":false,\"pedantic\":false}\r\n")
+        .unwrap();
+    for p in payloads {
+        write!(w, "PUB {subject} {}\r\n", p.len()).unwrap();
+        w.write_all(p).unwrap();
+        w.write_all(b"\r\n").unwrap();
+    }
+    w.write_all(b"PING\r\n").unwrap();
+    w.flush().unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "PONG", "server accepted every message");
+}
+
+#[test]
+fn engines_also_count_go2netspectra_packet_info_messages_once() {
+    use netspectra_proto::go2netspectra::v1::PacketInfo;
+    use netspectra_proto::Message as _;
+    let server = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let dbs = [dir.path().join("g0.db"), dir.path().join("g1.db")];
+    let interop = ["--interop-subject", "gons.packets.raw", "--idle-exit", "3"];
+    let engines: Vec<_> = (0..2)
+        .map(|i| EngineProc::start(&server.url(), i, &dbs[i as usize], &interop))
+        .collect();
+    // 2 000 packets from 40 IPv4 and 10 IPv6 sources; IPv4 as 4 bytes, as
+    // gopacket hands them to the Go probe.
+    let mut expect: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let payloads: Vec<Vec<u8>> = (0..2_000u64)
+        .map(|i| {
+            let src = (i % 50) as u8;
+            let (src_ip, text) = if src < 40 {
+                (vec![192, 0, 2, src], format!("192.0.2.{src}"))
+            } else {
+                let mut a = vec![0x20, 0x01, 0x0d, 0xb8];
+                a.extend_from_slice(&[0; 11]);
+                a.push(src);
+                (a, format!("2001:db8::{src:x}"))
+            };
+            let dst_ip = if src < 40 {
+                vec![198, 51, 100, 1]
+            } else {
+                let mut a = vec![0x20, 0x01, 0x0d, 0xb8, 0, 1];
+                a.extend_from_slice(&[0; 10]);
+                a
+            };
+            let len = 60 + i % 900;
+            let e = expect.entry(text).or_default();
+            e.0 += 1;
+            e.1 += len;
+            PacketInfo {
+                timestamp: Some(netspectra_proto::Timestamp {
+                    seconds: 1_767_225_600 + (i / 1000) as i64,
+                    nanos: (i % 1000) as i32 * 1000,
+                }),
+                five_tuple: Some(netspectra_proto::go2netspectra::v1::FiveTuple {
+                    src_ip: src_ip.into(),
+                    dst_ip: dst_ip.into(),
+                    src_port: 40_000 + (i % 7) as u32,
+                    dst_port: 443,
+                    protocol: 6,
+                }),
+                length: len,
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    publish_raw(server.port(), "gons.packets.raw", &payloads);
+    let s: Vec<Value> = engines.into_iter().map(EngineProc::wait).collect();
+    let counted: u64 = s
+        .iter()
+        .map(|s| s["interop_packets"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 2_000, "each message counted by exactly one engine");
+    // Every engine saw every message and kept its own shards' share.
+    assert_eq!(s[0]["interop_other_shards"], s[1]["interop_packets"]);
+    assert_eq!(s[1]["interop_other_shards"], s[0]["interop_packets"]);
+    let parts: Vec<_> = dbs.iter().map(|d| per_source(d)).collect();
+    assert!(parts[0].keys().all(|k| !parts[1].contains_key(k)));
+    let merged: BTreeMap<_, _> = parts.into_iter().flatten().collect();
+    assert_eq!(merged, expect);
+}
