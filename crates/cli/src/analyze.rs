@@ -1,5 +1,6 @@
 //! `netspectra analyze`: capture files → decode → engine → store → report.
 
+use crate::common::{self, RunStore};
 use crate::report::{self, FileReport, Report};
 use crate::Outcome;
 use anyhow::{bail, Context};
@@ -7,10 +8,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use netspectra_capture::decode::decode;
 use netspectra_capture::reader::CaptureReader;
-use netspectra_engine::{Engine, EngineInput, EnginePlan, NullSink, WindowSink};
-use netspectra_model::config::Config;
+use netspectra_engine::{Engine, EngineInput, EnginePlan};
 use netspectra_model::{DecodeCounters, PacketRecord};
-use netspectra_store::StoreUrl;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -61,26 +60,10 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
             bail!("input file {} does not exist", f.display());
         }
     }
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = common::load_config(args.config.as_deref())?;
     let mut plan = EnginePlan::from_config(&config, args.workers.map_or(0, usize::from))?;
     plan.verify = args.verify;
-    let store_url = if args.no_store {
-        None
-    } else {
-        let url = args
-            .store
-            .clone()
-            .unwrap_or_else(|| config.store.url.clone());
-        (!url.is_empty()).then_some(url)
-    };
-    let mut store = match &store_url {
-        Some(url) => Some(netspectra_store::open(&StoreUrl::parse(url)?)?),
-        None => None,
-    };
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let url = common::store_url(args.no_store, args.store.as_deref(), &config);
     let inputs = serde_json::Value::from(
         args.files
             .iter()
@@ -89,15 +72,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
     );
     let window_ns = plan.window_ns;
     let workers = plan.workers;
-    let mut run_id = None;
-    let sink: Box<dyn WindowSink> = match &mut store {
-        Some(store) => {
-            let id = store.begin_run("local", &command, &inputs, &plan.tasks, window_ns)?;
-            run_id = Some(id);
-            store.sink(id, "local")?
-        }
-        None => Box::new(NullSink),
-    };
+    let (mut run_store, sink) = RunStore::begin(url, "local", &inputs, &plan.tasks, window_ns)?;
 
     let started = Instant::now();
     let mut engine = Engine::start(plan, sink)?;
@@ -136,21 +111,11 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
         elapsed,
         workers,
         window_ns,
-        store: store_url.map(|u| (u, run_id.unwrap_or_default())),
+        store: run_store.describe(),
         engine: output,
         top: args.top,
     };
-    if let (Some(store), Some(id)) = (&mut store, run_id) {
-        let status = if damaged { "damaged" } else { "complete" };
-        store.finish_run(
-            id,
-            status,
-            &report::files_json(&report.files),
-            report.packets,
-            report.bytes,
-            &serde_json::to_value(&report.decoded)?,
-        )?;
-    }
+    run_store.finish(if damaged { "damaged" } else { "complete" }, &report)?;
     match args.format {
         OutputFormat::Json => println!("{}", report::json(&report)),
         OutputFormat::Table => print!("{}", report::table(&report)),

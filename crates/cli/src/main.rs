@@ -3,6 +3,7 @@
 
 mod analyze;
 mod bench;
+mod common;
 mod engine_role;
 mod gen;
 mod probe;

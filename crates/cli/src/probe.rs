@@ -17,7 +17,6 @@ use netspectra_model::{DecodeCounters, PacketRecord};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -114,13 +113,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
         jetstream: args.jetstream,
         name: format!("probe {probe_id}"),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
-            .context("cannot install signal handler")?;
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("cannot install signal handler")?;
-    }
+    let stop = crate::common::stop_flag()?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

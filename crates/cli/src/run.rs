@@ -11,6 +11,7 @@
 //! stored, so what was captured before the stop is counted. A second SIGINT/SIGTERM exits
 //! at once (status 1) in case the shutdown hangs.
 
+use crate::common::{self, RunStore};
 use crate::report::{self, FileReport, Report};
 use crate::Outcome;
 use anyhow::Context;
@@ -19,15 +20,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use netspectra_capture::decode::decode;
 use netspectra_capture::live::{LiveCapture, LiveOptions, LiveStats};
 use netspectra_capture::persist::{PersistOptions, Persister};
-use netspectra_engine::{Engine, EnginePlan, NullSink, WindowSink};
-use netspectra_model::config::Config;
+use netspectra_engine::{Engine, EnginePlan};
 use netspectra_model::{DecodeCounters, PacketRecord};
 use netspectra_store::StoreUrl;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Arguments of `netspectra run`.
@@ -166,21 +165,12 @@ struct Captured {
 /// Captures until a stop condition, then reports (exit 0) — or fails (exit 1)
 /// when the interface cannot be opened or the capture breaks.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = common::load_config(args.config.as_deref())?;
     let plan = EnginePlan::from_config(&config, args.workers.map_or(0, usize::from))?;
-    let store_url = if args.no_store {
-        None
-    } else {
-        let url = args
-            .store
-            .clone()
-            .unwrap_or_else(|| config.store.url.clone());
-        (!url.is_empty()).then_some(url)
-    };
-    let store_url_parsed = store_url.as_deref().map(StoreUrl::parse).transpose()?;
+    let url = common::store_url(args.no_store, args.store.as_deref(), &config);
+    if let Some(url) = &url {
+        StoreUrl::parse(url)?;
+    }
 
     // Open the interface before anything is stored: a missing interface or
     // a bad filter is a usage error that leaves no run behind.
@@ -192,32 +182,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     };
     let mut cap = LiveCapture::open(&opts)?;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while shutting down exits at once.
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
-            .context("cannot install signal handler")?;
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("cannot install signal handler")?;
-    }
+    let stop = common::stop_flag()?;
 
-    let mut store = match &store_url_parsed {
-        Some(url) => Some(netspectra_store::open(url)?),
-        None => None,
-    };
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
     let inputs = json!([format!("iface:{}", args.iface)]);
     let window_ns = plan.window_ns;
     let workers = plan.workers;
-    let mut run_id = None;
-    let sink: Box<dyn WindowSink> = match &mut store {
-        Some(store) => {
-            let id = store.begin_run("local", &command, &inputs, &plan.tasks, window_ns)?;
-            run_id = Some(id);
-            store.sink(id, "local")?
-        }
-        None => Box::new(NullSink),
-    };
+    let (mut run_store, sink) = RunStore::begin(url, "local", &inputs, &plan.tasks, window_ns)?;
     let mut engine = Engine::start(plan, sink)?;
 
     let link = cap.link_type();
@@ -364,25 +334,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
         elapsed,
         workers,
         window_ns,
-        store: store_url.map(|u| (u, run_id.unwrap_or_default())),
+        store: run_store.describe(),
         engine: output,
         top: args.top,
     };
-    if let (Some(store), Some(id)) = (&mut store, run_id) {
-        let status = if error.is_some() {
+    run_store.finish(
+        if error.is_some() {
             "failed"
         } else {
             "complete"
-        };
-        store.finish_run(
-            id,
-            status,
-            &report::files_json(&report.files),
-            report.packets,
-            report.bytes,
-            &serde_json::to_value(&report.decoded)?,
-        )?;
-    }
+        },
+        &report,
+    )?;
     let capture = json!({
         "iface": args.iface,
         "link_type": link.name(),
