@@ -12,12 +12,13 @@
 //! 3. the probe sets `Nats-Msg-Id`, so the stream itself drops a
 //!    republished batch within its 2-minute duplicate window.
 //!
-//! What can still go wrong: the engine dies after a window was written and
-//! before its acks reached the server (a window of a few milliseconds).
-//! Those batches are redelivered to the restarted engine, whose `Dedupe`
-//! starts empty, and are counted twice. Closing it needs the store to keep
-//! the applied `seq` ranges per `(probe_id, shard)` in the same transaction
-//! as the window's rows, and the engine to load them on start.
+//! An engine may die after a window was written and before its acks
+//! reached the server; those batches are redelivered to the restarted
+//! engine. So the engine stores, with each window, the [`Dedupe`] state of
+//! the batches applied up to and including that window
+//! ([`Dedupe::ranges`]; in the same transaction on SQLite), and the
+//! restarted engine seeds its `Dedupe` from it ([`Dedupe::mark_applied`]):
+//! the redelivered batches are skipped (and acked).
 
 use crate::{connect, ensure_stream, BusConfig, BusCounters, BusError};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
@@ -232,7 +233,7 @@ async fn forward_jetstream(name: String, mut messages: pull::Stream, tx: mpsc::S
 /// gaps (batches lost in core mode, a probe restart); past
 /// [`Dedupe::MAX_RANGES`] ranges for one shard the two oldest are merged,
 /// which treats the oldest gap as applied.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Dedupe {
     applied: HashMap<String, HashMap<u32, Vec<(u64, u64)>>>,
     skipped: u64,
@@ -283,6 +284,52 @@ impl Dedupe {
     /// Batches skipped so far.
     pub fn skipped(&self) -> u64 {
         self.skipped
+    }
+
+    /// Whether the batch was applied (without recording anything).
+    pub fn contains(&self, probe_id: &str, shard: u32, seq: u64) -> bool {
+        let Some(ranges) = self.applied.get(probe_id).and_then(|s| s.get(&shard)) else {
+            return false;
+        };
+        let i = ranges.partition_point(|r| r.1 < seq);
+        i < ranges.len() && ranges[i].0 <= seq
+    }
+
+    /// Every `(probe_id, shard, ranges)`: the applied `seq`s as sorted,
+    /// disjoint, inclusive ranges (what an engine stores to resume).
+    pub fn ranges(&self) -> impl Iterator<Item = (&str, u32, &[(u64, u64)])> {
+        self.applied.iter().flat_map(|(probe, shards)| {
+            shards
+                .iter()
+                .map(move |(&shard, r)| (probe.as_str(), shard, r.as_slice()))
+        })
+    }
+
+    /// Records the inclusive range `first..=last` as applied (restoring
+    /// stored [`Dedupe::ranges`]); ranges it touches or overlaps merge.
+    pub fn mark_applied(&mut self, probe_id: &str, shard: u32, first: u64, last: u64) {
+        if first > last {
+            return;
+        }
+        let ranges = self
+            .applied
+            .entry(probe_id.to_owned())
+            .or_default()
+            .entry(shard)
+            .or_default();
+        // Ranges that overlap or touch [first, last] are absorbed.
+        let lo = ranges.partition_point(|r| r.1.saturating_add(1) < first);
+        let hi = ranges.partition_point(|r| r.0 <= last.saturating_add(1));
+        let (mut a, mut b) = (first, last);
+        if lo < hi {
+            a = a.min(ranges[lo].0);
+            b = b.max(ranges[hi - 1].1);
+        }
+        ranges.splice(lo..hi, [(a, b)]);
+        while ranges.len() > Self::MAX_RANGES {
+            ranges[1].0 = ranges[0].0;
+            ranges.remove(0);
+        }
     }
 }
 
@@ -424,5 +471,38 @@ mod tests {
             assert!(!d.accept("p", 0, s), "{s}");
         }
         assert_eq!(d.applied["p"][&0], vec![(1, 10)]);
+    }
+
+    #[test]
+    fn ranges_restore_into_an_equal_dedupe() {
+        let mut d = Dedupe::default();
+        for s in [1u64, 2, 3, 7, 8, 20] {
+            assert!(d.accept("p", 3, s));
+        }
+        assert!(d.accept("q", 0, 5));
+        let mut r = Dedupe::default();
+        for (probe, shard, ranges) in d.ranges() {
+            for &(a, b) in ranges {
+                r.mark_applied(probe, shard, a, b);
+            }
+        }
+        assert_eq!(r.applied, d.applied);
+        for s in [1u64, 2, 3, 7, 8, 20] {
+            assert!(r.contains("p", 3, s));
+            assert!(!r.accept("p", 3, s), "{s}");
+        }
+        assert!(!r.contains("p", 3, 4));
+        assert!(r.accept("p", 3, 4));
+        assert!(r.accept("p", 3, 21));
+        // Overlapping and touching ranges merge.
+        let mut m = Dedupe::default();
+        m.mark_applied("p", 0, 10, 12);
+        m.mark_applied("p", 0, 20, 22);
+        m.mark_applied("p", 0, 13, 19);
+        m.mark_applied("p", 0, 1, 3);
+        m.mark_applied("p", 0, 2, 11);
+        assert_eq!(m.applied["p"][&0], vec![(1, 22)]);
+        m.mark_applied("p", 0, 30, 30);
+        assert_eq!(m.applied["p"][&0], vec![(1, 22), (30, 30)]);
     }
 }

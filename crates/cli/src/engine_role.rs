@@ -11,10 +11,19 @@
 //! JetStream acks follow the store: a batch is acknowledged only once every
 //! window holding its packets has been written (and, at a period's end, the
 //! period's sketch rows too). A SIGKILLed engine therefore loses nothing it
-//! had not stored — the server redelivers those batches to its successor —
-//! and counts nothing twice, except batches whose window was written in the
-//! few milliseconds before the kill but whose acks had not reached the
-//! server (see `netspectra_bus` for what would close that gap).
+//! had not stored — the server redelivers those batches to its successor.
+//! It counts nothing twice either: each window is stored together with the
+//! engine's progress (`bus_progress`: the `Dedupe` ranges of every batch
+//! whose packets are in that window or an earlier one; in the same
+//! transaction on SQLite, after the rows on ClickHouse), and an engine
+//! starting with `--jetstream` seeds its `Dedupe` with the progress stored
+//! under its engine id, so batches whose window was written but whose acks
+//! had not reached the server are skipped (and acked) when redelivered.
+//! Exceptions: a batch whose packets span a window cut (`split_batches`,
+//! warned about: the probe aligns batches to the windows) is recorded with
+//! its last window, so a crash between the two windows counts its first
+//! part twice; and a period's sketch rows, written after the window that
+//! ends it, are lost if the engine dies in between (exact rows stay right).
 //!
 //! SIGTERM/SIGINT (or `--idle-exit`): stop consuming, apply what was
 //! already received, flush the open window, ack, mark the run complete.
@@ -35,9 +44,10 @@ use netspectra_model::PacketRecord;
 use netspectra_proto::wire;
 use netspectra_store::StoreUrl;
 use serde_json::json;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
@@ -144,20 +154,105 @@ impl WindowTracker {
     }
 }
 
+/// A batch applied by the consuming loop: `(window index, probe_id, shard,
+/// seq)`, the window being the one its last packet went into.
+type Applied = (u64, Arc<str>, u32, u64);
+
+/// Batches applied but not yet covered by a stored window, in apply order
+/// (window indices never decrease). The consuming loop appends a batch
+/// right after pushing its packets, before pushing any later packet, so
+/// every batch of window `w` is here before `w` can be flushed.
+type AppliedLog = Arc<Mutex<VecDeque<Applied>>>;
+
+/// Name of the `bus_progress` consumer a JetStream engine stores its
+/// progress under.
+fn progress_consumer(prefix: &str) -> String {
+    format!("jetstream:{prefix}")
+}
+
+/// The applied batches as stored in `bus_progress.state`:
+/// `{"format":1,"applied":[{"probe":P,"shard":S,"ranges":[[first,last],…]},…]}`.
+fn progress_json(d: &Dedupe) -> String {
+    let applied: Vec<serde_json::Value> = d
+        .ranges()
+        .map(|(probe, shard, ranges)| json!({"probe": probe, "shard": shard, "ranges": ranges}))
+        .collect();
+    json!({"format": 1, "applied": applied}).to_string()
+}
+
+/// Reads [`progress_json`]'s output back.
+fn dedupe_from_progress(state: &str) -> anyhow::Result<Dedupe> {
+    let v: serde_json::Value = serde_json::from_str(state)?;
+    if v["format"].as_u64() != Some(1) {
+        anyhow::bail!("unknown progress format {}", v["format"]);
+    }
+    let bad = || anyhow::anyhow!("malformed progress {state}");
+    let mut d = Dedupe::default();
+    for e in v["applied"].as_array().ok_or_else(bad)? {
+        let probe = e["probe"].as_str().ok_or_else(bad)?;
+        let shard = e["shard"]
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok())
+            .ok_or_else(bad)?;
+        for r in e["ranges"].as_array().ok_or_else(bad)? {
+            let (Some(first), Some(last)) = (r[0].as_u64(), r[1].as_u64()) else {
+                return Err(bad());
+            };
+            d.mark_applied(probe, shard, first, last);
+        }
+    }
+    Ok(d)
+}
+
+/// What the sink stores with each window (JetStream mode with a store).
+struct Progress {
+    consumer: String,
+    log: AppliedLog,
+    /// Batches of the windows written so far (and the progress loaded at start).
+    stored: Dedupe,
+}
+
+impl Progress {
+    /// The progress covering every batch in windows `..= window`.
+    fn through(&mut self, window: u64) -> String {
+        {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            while log.front().is_some_and(|a| a.0 <= window) {
+                let (_, probe, shard, seq) = log.pop_front().expect("front exists");
+                self.stored.accept(&probe, shard, seq);
+            }
+        }
+        progress_json(&self.stored)
+    }
+}
+
 /// Wraps the store's sink and counts the windows it has written, so acks
 /// can follow. A window that ends a period counts once its sketch periods
-/// are written too.
+/// are written too. In JetStream mode each window is written with the
+/// progress covering the batches of it and of the windows before.
 struct CommitSink {
     inner: Box<dyn WindowSink>,
     written: watch::Sender<u64>,
     sketch_tasks: usize,
     period_ns: u64,
     awaiting_sketches: usize,
+    /// Index of the next window to be written (the windows' flush order,
+    /// as `WindowTracker` numbers them).
+    next_window: u64,
+    progress: Option<Progress>,
 }
 
 impl WindowSink for CommitSink {
     fn window(&mut self, tasks: &[TaskSpec], window: &WindowResult) -> Result<(), SinkError> {
-        self.inner.window(tasks, window)?;
+        match &mut self.progress {
+            Some(p) => {
+                let state = p.through(self.next_window);
+                self.inner
+                    .window_with_progress(tasks, window, &p.consumer, &state)?;
+            }
+            None => self.inner.window(tasks, window)?,
+        }
+        self.next_window += 1;
         tracing::debug!(
             message = "window written",
             start_ns = window.start_ns,
@@ -273,6 +368,27 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
         "interop_subject": args.interop_subject,
     });
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    // JetStream: resume from the batches this engine id has stored.
+    let consumer_name = progress_consumer(&args.prefix);
+    let mut dedupe = Dedupe::default();
+    if let (true, Some(s)) = (args.jetstream, &store) {
+        if let Some(state) = s.load_progress(&engine_id, &consumer_name)? {
+            dedupe = dedupe_from_progress(&state).with_context(|| {
+                format!(
+                    "the stored progress of engine {engine_id} ({consumer_name}) cannot be read; \
+                     delete its row from bus_progress to start over (redelivered batches \
+                     would then be counted again)"
+                )
+            })?;
+            let (keys, ranges) = dedupe
+                .ranges()
+                .fold((0usize, 0usize), |(k, r), (_, _, rs)| (k + 1, r + rs.len()));
+            tracing::info!(message = "resuming from stored progress", engine = %engine_id,
+                           consumer = %consumer_name, shards = keys, ranges);
+        }
+    }
+    let applied_log: Option<AppliedLog> =
+        (args.jetstream && store.is_some()).then(|| Arc::new(Mutex::new(VecDeque::new())));
     let (written_tx, written_rx) = watch::channel(0u64);
     let mut run_id = None;
     let inner: Box<dyn WindowSink> = match &mut store {
@@ -293,6 +409,12 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
             .count(),
         period_ns: plan.period_ns,
         awaiting_sketches: 0,
+        next_window: 0,
+        progress: applied_log.as_ref().map(|log| Progress {
+            consumer: consumer_name.clone(),
+            log: Arc::clone(log),
+            stored: dedupe.clone(),
+        }),
     };
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -318,7 +440,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
 
     let started = Instant::now();
     let mut c = Consumed::default();
-    let mut dedupe = Dedupe::default();
+    let log = applied_log.as_deref();
     let mut recs: Vec<PacketRecord> = Vec::with_capacity(1024);
     let idle = args.idle_exit.map(|s| Duration::from_secs_f64(s.max(0.0)));
     let mut last_message = Instant::now();
@@ -346,6 +468,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
             d,
             &mut c,
             &mut dedupe,
+            log,
             &mut recs,
             &mut tracker,
             &mut engine,
@@ -359,6 +482,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
                 d,
                 &mut c,
                 &mut dedupe,
+                log,
                 &mut recs,
                 &mut tracker,
                 &mut engine,
@@ -376,6 +500,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
             d,
             &mut c,
             &mut dedupe,
+            log,
             &mut recs,
             &mut tracker,
             &mut engine,
@@ -452,6 +577,7 @@ fn apply(
     d: Delivery,
     c: &mut Consumed,
     dedupe: &mut Dedupe,
+    log: Option<&Mutex<VecDeque<Applied>>>,
     recs: &mut Vec<PacketRecord>,
     tracker: &mut WindowTracker,
     engine: &mut EngineInput,
@@ -474,6 +600,16 @@ fn apply(
                             c.bytes += u64::from(r.wire_len);
                         }
                         c.packets += recs.len() as u64;
+                        if let Some(log) = log {
+                            // Before any later packet is pushed, hence
+                            // before this window can be flushed.
+                            log.lock().unwrap_or_else(|e| e.into_inner()).push_back((
+                                tracker.index,
+                                Arc::from(h.probe_id),
+                                h.shard,
+                                h.seq,
+                            ));
+                        }
                         if first_window.is_some_and(|w| w != tracker.index) {
                             // Part of this batch is in a window that will be
                             // stored before the batch is acked.
@@ -537,6 +673,54 @@ fn apply(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_round_trips_through_json() {
+        let mut d = Dedupe::default();
+        for seq in [1u64, 2, 3, 9, 10] {
+            assert!(d.accept("probe-a", 4, seq));
+        }
+        assert!(d.accept("probe-b", 0, 7));
+        let back = dedupe_from_progress(&progress_json(&d)).unwrap();
+        let mut got: Vec<_> = back
+            .ranges()
+            .map(|(p, s, r)| (p.to_string(), s, r.to_vec()))
+            .collect();
+        let mut want: Vec<_> = d
+            .ranges()
+            .map(|(p, s, r)| (p.to_string(), s, r.to_vec()))
+            .collect();
+        got.sort();
+        want.sort();
+        assert_eq!(got, want);
+        assert!(dedupe_from_progress("{\"format\":2,\"applied\":[]}").is_err());
+        assert!(dedupe_from_progress("{\"format\":1,\"applied\":[{\"probe\":\"p\"}]}").is_err());
+    }
+
+    #[test]
+    fn progress_covers_exactly_the_batches_of_the_windows_written() {
+        let log: AppliedLog = Arc::new(Mutex::new(VecDeque::new()));
+        let mut p = Progress {
+            consumer: "c".into(),
+            log: Arc::clone(&log),
+            stored: Dedupe::default(),
+        };
+        for (w, seq) in [(0u64, 1u64), (0, 2), (1, 3), (3, 4)] {
+            log.lock().unwrap().push_back((w, Arc::from("p"), 0, seq));
+        }
+        let applied = |state: &str| -> Vec<(u64, u64)> {
+            dedupe_from_progress(state)
+                .unwrap()
+                .ranges()
+                .flat_map(|(_, _, r)| r.to_vec())
+                .collect()
+        };
+        assert_eq!(applied(&p.through(0)), [(1, 2)]);
+        assert_eq!(applied(&p.through(1)), [(1, 3)]);
+        assert_eq!(applied(&p.through(2)), [(1, 3)], "window 2 holds no batch");
+        assert_eq!(applied(&p.through(3)), [(1, 4)]);
+        assert!(log.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn the_tracker_counts_windows_as_the_engine_flushes_them() {

@@ -23,6 +23,22 @@ pub trait WindowSink: Send {
     /// Stores one merged window of exact rows.
     fn window(&mut self, tasks: &[TaskSpec], window: &WindowResult) -> Result<(), SinkError>;
 
+    /// Stores one merged window together with a consumer's progress: an
+    /// opaque string (JSON) the caller builds, saying which input it has
+    /// applied up to and including this window, kept per `consumer` and
+    /// replaced by each call. A sink that can should write both atomically
+    /// (the SQLite store does: one transaction) or at least never the
+    /// progress before the rows it covers; the default ignores the progress.
+    fn window_with_progress(
+        &mut self,
+        tasks: &[TaskSpec],
+        window: &WindowResult,
+        _consumer: &str,
+        _progress: &str,
+    ) -> Result<(), SinkError> {
+        self.window(tasks, window)
+    }
+
     /// Stores one sketch task's merged result for a period.
     fn sketch_period(&mut self, _task: &TaskSpec, _period: &SketchPeriod) -> Result<(), SinkError> {
         Ok(())

@@ -56,6 +56,17 @@ pub trait Store: Send {
 
     /// A sink writing this run's windows, to hand to the engine.
     fn sink(&self, run_id: i64, engine_id: &str) -> Result<Box<dyn WindowSink>, StoreError>;
+
+    /// The progress an engine's sink last stored for `consumer` with a
+    /// window ([`WindowSink::window_with_progress`]), whatever the run; None
+    /// when it never stored any (or the backend keeps none).
+    fn load_progress(
+        &self,
+        _engine_id: &str,
+        _consumer: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
 }
 
 /// Opens the store a URL names.

@@ -7,9 +7,13 @@
 //! dimension stores the network address in `src_ip` / `dst_ip`.
 //! `sketch_rows` holds each sketch task's reported estimates per period
 //! (heavy hitters by packets and bytes, super-spreaders by distinct count).
+//! `bus_progress` holds, per engine and consumer, what that engine has
+//! applied from the bus (JetStream: the applied batch ranges as JSON),
+//! replaced in the same transaction as each window's `exact_rows`, so a
+//! restarted engine skips exactly the batches whose rows are stored.
 
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Statements that bring an empty database to each version, in order:
 /// `MIGRATIONS[v]` upgrades version `v` to `v + 1`.
@@ -75,5 +79,14 @@ CREATE TABLE sketch_rows (
     error_bound  INTEGER NOT NULL
 );
 CREATE INDEX sketch_rows_by_task_period ON sketch_rows (task, period_start);
+"#,
+    r#"
+CREATE TABLE bus_progress (
+    engine_id      TEXT    NOT NULL,
+    consumer       TEXT    NOT NULL,      -- e.g. the JetStream stream prefix
+    state          TEXT    NOT NULL,      -- opaque to the store (JSON)
+    updated_at_ns  INTEGER NOT NULL,
+    PRIMARY KEY (engine_id, consumer)
+);
 "#,
 ];

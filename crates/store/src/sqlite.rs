@@ -162,6 +162,24 @@ impl SqliteStore {
         })
     }
 
+    /// The progress `engine_id`'s sink last stored for `consumer` with a
+    /// window (`WindowSink::window_with_progress`), if any.
+    pub fn load_progress(
+        &self,
+        engine_id: &str,
+        consumer: &str,
+    ) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT state FROM bus_progress WHERE engine_id = ?1 AND consumer = ?2",
+                params![engine_id, consumer],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         let mut stmt = self
@@ -215,6 +233,10 @@ impl crate::Store for SqliteStore {
     fn sink(&self, run_id: i64, engine_id: &str) -> Result<Box<dyn WindowSink>, StoreError> {
         Ok(Box::new(SqliteStore::sink(self, run_id, engine_id)?))
     }
+
+    fn load_progress(&self, engine_id: &str, consumer: &str) -> Result<Option<String>, StoreError> {
+        SqliteStore::load_progress(self, engine_id, consumer)
+    }
 }
 
 fn now_ns() -> i64 {
@@ -260,7 +282,14 @@ impl Columns {
 }
 
 impl SqliteSink {
-    fn write(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> rusqlite::Result<()> {
+    /// Writes the window's rows and, when given, `(consumer, state)` into
+    /// `bus_progress`: one transaction, so both are stored or neither.
+    fn write(
+        &mut self,
+        tasks: &[TaskSpec],
+        w: &WindowResult,
+        progress: Option<(&str, &str)>,
+    ) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         {
             // Rows go in groups of ROWS_PER_INSERT: one statement per row
@@ -293,6 +322,13 @@ impl SqliteSink {
                     one.raw_execute()?;
                 }
             }
+        }
+        if let Some((consumer, state)) = progress {
+            tx.prepare_cached(
+                "INSERT INTO bus_progress (engine_id, consumer, state, updated_at_ns) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (engine_id, consumer) DO UPDATE SET state = excluded.state, updated_at_ns = excluded.updated_at_ns",
+            )?
+            .execute(params![self.engine_id, consumer, state, now_ns()])?;
         }
         tx.commit()
     }
@@ -403,7 +439,18 @@ impl SqliteSink {
 
 impl WindowSink for SqliteSink {
     fn window(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
-        self.write(tasks, w).map_err(|e| self.sink_error(e))
+        self.write(tasks, w, None).map_err(|e| self.sink_error(e))
+    }
+
+    fn window_with_progress(
+        &mut self,
+        tasks: &[TaskSpec],
+        w: &WindowResult,
+        consumer: &str,
+        progress: &str,
+    ) -> Result<(), SinkError> {
+        self.write(tasks, w, Some((consumer, progress)))
+            .map_err(|e| self.sink_error(e))
     }
 
     fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {

@@ -244,9 +244,6 @@ fn core_nats_probe_to_two_engines_matches_the_truth_exactly() {
 }
 
 #[test]
-#[ignore = "fails about 1 run in 6: an engine killed between storing a window and acking its \
-            batches counts them again after restart; closing it needs the applied batch ids \
-            stored in the window's transaction (issue 4, open). Run with --ignored."]
 fn jetstream_engine_killed_mid_stream_and_restarted_still_counts_exactly() {
     let server = NatsServer::start(true);
     let dir = tempfile::tempdir().unwrap();

@@ -34,6 +34,27 @@
 //! [`ClickHouseStore::with_spool_dir`] says otherwise) and are replayed in
 //! order when the server answers. `finish_run` waits until everything queued
 //! is in ClickHouse or the spool.
+//!
+//! # Bus progress (JetStream engines)
+//!
+//! ClickHouse 18.16 has no transactions, so
+//! [`WindowSink::window_with_progress`] cannot store a window's rows and the
+//! engine's progress atomically as SQLite does. The sink queues the
+//! window's `exact_rows` batches and then one `bus_progress` row (a
+//! `ReplacingMergeTree(version)` by `(engine_id, consumer)`), and the writer
+//! inserts (or spools, and replays) batches strictly in queue order, so the
+//! guarantee is: **progress is written after the rows it covers**. A crash
+//! between the two leaves rows whose progress is missing; the restarted
+//! engine loads the older progress, takes the redelivered batches as new
+//! and counts that window's batches twice — it errs towards double
+//! counting, never towards skipping batches whose rows are not stored. Two
+//! exceptions, both logged: a batch ClickHouse *refuses* (not an outage) is
+//! set aside in the spool's rejected directory and the queue goes on, so a
+//! later progress row may cover rows that sit there instead of in the
+//! table; and a progress row still in the spool of a server that is down
+//! when the engine restarts is not seen by
+//! [`ClickHouseStore::load_progress`] (which flushes the spool first), so
+//! the engine starts from the older progress (double counting again).
 
 mod rows;
 pub mod schema;
@@ -42,7 +63,7 @@ mod writer;
 
 pub use writer::FlushReport;
 
-use self::rows::{Batch, RunRow, TaskRow};
+use self::rows::{Batch, ProgressRow, RunRow, TaskRow};
 use self::writer::{Command, WriterConfig, WriterHandle, MAX_BATCH_ROWS};
 use crate::url::ClickHouseUrl;
 use crate::{RunRecord, StoreError};
@@ -410,7 +431,42 @@ impl ClickHouseStore {
             run_id: run_id as u64,
             engine_id: engine_id.to_string(),
             url: self.url.to_string(),
+            progress_version: 0,
         })
+    }
+
+    /// The progress `engine_id`'s sink last stored for `consumer` (newest
+    /// version), if any. Flushes the writer first, so that progress rows
+    /// waiting in this store's spool reach the server before it is read;
+    /// when the server cannot take them, warns and reads what the server
+    /// has (older progress: the caller may count some batches twice).
+    pub fn load_progress(
+        &self,
+        engine_id: &str,
+        consumer: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let report = self.flush()?;
+        if report.spooled_batches > 0 {
+            tracing::warn!(
+                message = "loading bus progress while ClickHouse rows wait in the spool; the progress read may be older than the rows stored",
+                url = %self.url,
+                spool = %self.spool_dir.display(),
+                batches = report.spooled_batches,
+            );
+        }
+        let rows: Vec<(u64, String)> = self.fetch_all(
+            self.client
+                .query(
+                    "SELECT count(), argMax(state, version) FROM bus_progress \
+                     WHERE engine_id = ? AND consumer = ?",
+                )
+                .bind(engine_id)
+                .bind(consumer),
+        )?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|(n, state)| (n > 0).then_some(state)))
     }
 }
 
@@ -449,6 +505,10 @@ impl crate::Store for ClickHouseStore {
     fn sink(&self, run_id: i64, engine_id: &str) -> Result<Box<dyn WindowSink>, StoreError> {
         Ok(Box::new(ClickHouseStore::sink(self, run_id, engine_id)?))
     }
+
+    fn load_progress(&self, engine_id: &str, consumer: &str) -> Result<Option<String>, StoreError> {
+        ClickHouseStore::load_progress(self, engine_id, consumer)
+    }
 }
 
 /// Turns merged windows into owned rows on the collector thread and hands
@@ -459,6 +519,8 @@ pub struct ClickHouseSink {
     run_id: u64,
     engine_id: String,
     url: String,
+    /// Version of the last `bus_progress` row queued.
+    progress_version: u64,
 }
 
 impl ClickHouseSink {
@@ -480,6 +542,29 @@ impl WindowSink for ClickHouseSink {
             self.send(batch)?;
         }
         Ok(())
+    }
+
+    /// Queues the window's rows, then the progress row: the writer inserts
+    /// in queue order, so the progress never reaches the server before the
+    /// rows it covers (see the module documentation for what a crash
+    /// between them does).
+    fn window_with_progress(
+        &mut self,
+        tasks: &[TaskSpec],
+        window: &WindowResult,
+        consumer: &str,
+        progress: &str,
+    ) -> Result<(), SinkError> {
+        self.window(tasks, window)?;
+        let now = now_ns();
+        self.progress_version = now.max(self.progress_version + 1);
+        self.send(Batch::Progress(vec![ProgressRow {
+            engine_id: self.engine_id.clone(),
+            consumer: consumer.to_string(),
+            version: self.progress_version,
+            state: progress.to_string(),
+            updated_at_ns: now as i64,
+        }]))
     }
 
     fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {

@@ -80,6 +80,18 @@ pub(crate) struct SketchRow {
     pub error_bound: u64,
 }
 
+/// One row of `bus_progress` (a `ReplacingMergeTree(version)` by
+/// `(engine_id, consumer)`: the newest version is the engine's progress).
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub(crate) struct ProgressRow {
+    pub engine_id: String,
+    pub consumer: String,
+    /// Wall-clock ns, strictly increasing per sink.
+    pub version: u64,
+    pub state: String,
+    pub updated_at_ns: i64,
+}
+
 /// Rows for one table: the unit the writer inserts, retries and spools.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -88,6 +100,7 @@ pub(crate) enum Batch {
     Tasks(Vec<TaskRow>),
     ExactRows(Vec<ExactRow>),
     SketchRows(Vec<SketchRow>),
+    Progress(Vec<ProgressRow>),
 }
 
 impl Batch {
@@ -98,6 +111,7 @@ impl Batch {
             Batch::Tasks(r) => r.len(),
             Batch::ExactRows(r) => r.len(),
             Batch::SketchRows(r) => r.len(),
+            Batch::Progress(r) => r.len(),
         }
     }
 
@@ -108,6 +122,7 @@ impl Batch {
             Batch::Tasks(_) => "tasks",
             Batch::ExactRows(_) => "exact_rows",
             Batch::SketchRows(_) => "sketch_rows",
+            Batch::Progress(_) => "bus_progress",
         }
     }
 
@@ -122,6 +137,7 @@ impl Batch {
             (Batch::Tasks(a), Batch::Tasks(b)) => a.extend(b),
             (Batch::ExactRows(a), Batch::ExactRows(b)) => a.extend(b),
             (Batch::SketchRows(a), Batch::SketchRows(b)) => a.extend(b),
+            (Batch::Progress(a), Batch::Progress(b)) => a.extend(b),
             (_, other) => return Err(other),
         }
         Ok(())

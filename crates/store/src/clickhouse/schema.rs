@@ -8,7 +8,7 @@
 //! [`super::ClickHouseStore::set_retention_ttl`]).
 
 /// Newest schema version this build writes into `schema_version`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Holds one row per applied migration; `max(version)` is the schema's version.
 pub const SCHEMA_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
@@ -18,8 +18,9 @@ pub const SCHEMA_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_versio
 
 /// `MIGRATIONS[v]` brings version `v` to `v + 1`; every statement is
 /// idempotent (`IF NOT EXISTS`) so two processes migrating at once agree.
-pub const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE IF NOT EXISTS runs (
+pub const MIGRATIONS: &[&[&str]] = &[
+    &[
+        "CREATE TABLE IF NOT EXISTS runs (
     run_id         UInt64,
     version        UInt64,
     engine_id      String,
@@ -33,14 +34,14 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
     bytes          UInt64,
     decoded        String
 ) ENGINE = ReplacingMergeTree(version) ORDER BY run_id",
-    "CREATE TABLE IF NOT EXISTS tasks (
+        "CREATE TABLE IF NOT EXISTS tasks (
     run_id    UInt64,
     name      String,
     kind      String,
     key       String,
     window_ns Int64
 ) ENGINE = MergeTree() ORDER BY (run_id, name)",
-    "CREATE TABLE IF NOT EXISTS exact_rows (
+        "CREATE TABLE IF NOT EXISTS exact_rows (
     run_id          UInt64,
     engine_id       String,
     task            String,
@@ -60,7 +61,7 @@ pub const MIGRATIONS: &[&[&str]] = &[&[
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMMDD(window_start)
 ORDER BY (task, window_start, src_ip, dst_ip, src_port, dst_port, protocol, vlan)",
-    "CREATE TABLE IF NOT EXISTS sketch_rows (
+        "CREATE TABLE IF NOT EXISTS sketch_rows (
     run_id          UInt64,
     engine_id       String,
     task            String,
@@ -80,7 +81,16 @@ ORDER BY (task, window_start, src_ip, dst_ip, src_port, dst_port, protocol, vlan
 ) ENGINE = MergeTree()
 PARTITION BY toYYYYMMDD(period_start)
 ORDER BY (task, period_start, measure, src_ip, dst_ip, src_port, dst_port, protocol, vlan)",
-]];
+    ],
+    // Version 2: what each engine applied from the bus (see `crate::schema`).
+    &["CREATE TABLE IF NOT EXISTS bus_progress (
+    engine_id     String,
+    consumer      String,
+    version       UInt64,
+    state         String,
+    updated_at_ns Int64
+) ENGINE = ReplacingMergeTree(version) ORDER BY (engine_id, consumer)"],
+];
 
 /// Tables partitioned by day (retention drops their partitions), with the
 /// `DateTime` column the partition key is computed from.

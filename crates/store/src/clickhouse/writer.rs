@@ -532,6 +532,7 @@ async fn insert(
         Batch::Tasks(rows) => write_all(client, "tasks", rows, config).await,
         Batch::ExactRows(rows) => write_all(client, "exact_rows", rows, config).await,
         Batch::SketchRows(rows) => write_all(client, "sketch_rows", rows, config).await,
+        Batch::Progress(rows) => write_all(client, "bus_progress", rows, config).await,
     }
 }
 

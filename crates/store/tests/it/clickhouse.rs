@@ -122,6 +122,7 @@ fn windows_sum_to_the_truth_runs_never_overwrite_and_reopening_migrates_nothing(
     assert_eq!(
         tables,
         [
+            "bus_progress",
             "exact_rows",
             "runs",
             "schema_version",
@@ -130,12 +131,16 @@ fn windows_sum_to_the_truth_runs_never_overwrite_and_reopening_migrates_nothing(
         ]
     );
     let versions: Vec<u32> = store
-        .fetch_all(store.client().query("SELECT version FROM schema_version"))
+        .fetch_all(
+            store
+                .client()
+                .query("SELECT version FROM schema_version ORDER BY version"),
+        )
         .unwrap();
     assert_eq!(
         versions,
-        [netspectra_store::clickhouse::schema::SCHEMA_VERSION],
-        "three opens, one migration"
+        (1..=netspectra_store::clickhouse::schema::SCHEMA_VERSION).collect::<Vec<_>>(),
+        "three opens, each migration once"
     );
 
     let truth = truth_by_window_and_source(&records);
@@ -499,4 +504,60 @@ fn opening_in_a_runtime_works_a_newer_schema_is_refused_and_databases_are_indepe
     // A second database on the same server is created and migrated on its own.
     let other = ClickHouseStore::open(&url(&server.url_for("netspectra_other"))).unwrap();
     assert_eq!(other.runs().unwrap(), []);
+}
+
+/// Stores each window with a progress string naming the window's ordinal.
+struct WithProgress {
+    inner: Box<dyn WindowSink>,
+    windows: u64,
+}
+
+impl WindowSink for WithProgress {
+    fn window(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
+        self.windows += 1;
+        let progress = format!("{{\"through\":{}}}", self.windows);
+        self.inner.window_with_progress(tasks, w, "js", &progress)
+    }
+}
+
+#[test]
+fn bus_progress_is_stored_after_the_rows_and_the_newest_is_loaded() {
+    let server = ClickHouseServer::start();
+    let spool = tempfile::tempdir().unwrap();
+    let mut store = open(&server, spool.path());
+    assert_eq!(store.load_progress("e1", "js").unwrap(), None);
+    let plan = EnginePlan::from_config(&Config::default(), 1).unwrap();
+    let run = |store: &mut ClickHouseStore, n: u64| {
+        let run = store
+            .begin_run("e1", "test", &json!(["mem"]), &plan.tasks, plan.window_ns)
+            .unwrap();
+        let sink = WithProgress {
+            inner: Store::sink(&*store, run, "e1").unwrap(),
+            windows: 0,
+        };
+        let mut input = Engine::start(plan.clone(), Box::new(sink)).unwrap();
+        for r in super::recs(n) {
+            input.push(&r);
+        }
+        input.finish().unwrap();
+        store
+            .finish_run(run, "complete", &json!(["mem"]), n, 0, &json!({}))
+            .unwrap();
+    };
+    // 200 s at one packet a second: 4 windows of 60 s.
+    run(&mut store, 200);
+    assert_eq!(
+        store.load_progress("e1", "js").unwrap().as_deref(),
+        Some("{\"through\":4}")
+    );
+    // A later run replaces it (newest version wins, merged or not).
+    run(&mut store, 70);
+    drop(store);
+    let store = netspectra_store::open(&StoreUrl::parse(&server.url()).unwrap()).unwrap();
+    assert_eq!(
+        store.load_progress("e1", "js").unwrap().as_deref(),
+        Some("{\"through\":2}")
+    );
+    assert_eq!(store.load_progress("e1", "other").unwrap(), None);
+    assert_eq!(store.load_progress("e2", "js").unwrap(), None);
 }

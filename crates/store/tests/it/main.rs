@@ -148,6 +148,11 @@ fn a_version_1_store_is_migrated_in_place() {
         .query_row("SELECT COUNT(*) FROM sketch_rows", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 0);
+    let n: i64 = store
+        .connection()
+        .query_row("SELECT COUNT(*) FROM bus_progress", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 0, "version 3 added bus_progress");
 }
 
 #[test]
@@ -177,3 +182,146 @@ fn a_file_that_is_not_a_database_is_refused() {
     assert!(e.contains("not.db"), "{e}");
 }
 mod clickhouse;
+
+/// Stores each window with a progress string naming the window's ordinal.
+struct WithProgress {
+    inner: netspectra_store::SqliteSink,
+    windows: u64,
+}
+
+impl netspectra_engine::WindowSink for WithProgress {
+    fn window(
+        &mut self,
+        tasks: &[netspectra_engine::TaskSpec],
+        w: &netspectra_engine::WindowResult,
+    ) -> Result<(), netspectra_engine::SinkError> {
+        self.windows += 1;
+        let progress = format!("{{\"through\":{}}}", self.windows);
+        self.inner.window_with_progress(tasks, w, "js", &progress)
+    }
+}
+
+/// Runs `records` through the default tasks with [`WithProgress`]; returns
+/// the run id and whether the engine finished without a sink error.
+fn analyze_with_progress(
+    store: &mut SqliteStore,
+    engine_id: &str,
+    records: &[PacketRecord],
+) -> (i64, bool) {
+    let plan = EnginePlan::from_config(&Config::default(), 2).unwrap();
+    let run = store
+        .begin_run(
+            engine_id,
+            "test",
+            &json!(["mem"]),
+            &plan.tasks,
+            plan.window_ns,
+        )
+        .unwrap();
+    let sink = WithProgress {
+        inner: store.sink(run, engine_id).unwrap(),
+        windows: 0,
+    };
+    let mut input = Engine::start(plan, Box::new(sink)).unwrap();
+    for r in records {
+        input.push(r);
+    }
+    (run, input.finish().is_ok())
+}
+
+fn window_starts(store: &SqliteStore, run: i64) -> Vec<i64> {
+    store
+        .connection()
+        .prepare(
+            "SELECT DISTINCT window_start FROM exact_rows WHERE run_id = ?1 ORDER BY window_start",
+        )
+        .unwrap()
+        .query_map([run], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[test]
+fn bus_progress_round_trips_and_is_replaced_per_engine_and_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.load_progress("e1", "js").unwrap(), None);
+    // 200 s of packets: windows of 60 s → 4 windows.
+    let (run, ok) = analyze_with_progress(&mut store, "e1", &recs(200));
+    assert!(ok);
+    assert_eq!(window_starts(&store, run).len(), 4);
+    assert_eq!(
+        store.load_progress("e1", "js").unwrap().as_deref(),
+        Some("{\"through\":4}")
+    );
+    assert_eq!(store.load_progress("e1", "other").unwrap(), None);
+    assert_eq!(store.load_progress("e2", "js").unwrap(), None);
+    // Another run of the same engine replaces the row (one per engine and
+    // consumer); another engine gets its own. Also through the trait and a
+    // reopened file.
+    let (_, ok) = analyze_with_progress(&mut store, "e1", &recs(70));
+    assert!(ok);
+    let (_, ok) = analyze_with_progress(&mut store, "e2", &recs(10));
+    assert!(ok);
+    drop(store);
+    let store = SqliteStore::open(&path).unwrap();
+    let by_trait: &dyn netspectra_store::Store = &store;
+    assert_eq!(
+        by_trait.load_progress("e1", "js").unwrap().as_deref(),
+        Some("{\"through\":2}")
+    );
+    assert_eq!(
+        by_trait.load_progress("e2", "js").unwrap().as_deref(),
+        Some("{\"through\":1}")
+    );
+    let n: i64 = store
+        .connection()
+        .query_row("SELECT COUNT(*) FROM bus_progress", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn bus_progress_is_written_in_the_window_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    // The progress of the third window fails after that window's rows were
+    // inserted: the rows must go with it.
+    store
+        .connection()
+        .execute_batch(
+            "CREATE TRIGGER fail_progress BEFORE UPDATE ON bus_progress \
+             WHEN NEW.state = '{\"through\":3}' BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+    let (run, ok) = analyze_with_progress(&mut store, "e1", &recs(200));
+    assert!(!ok, "the sink error reaches the engine");
+    assert_eq!(
+        window_starts(&store, run),
+        [0, 60_000_000_000],
+        "the failed window left no row"
+    );
+    assert_eq!(
+        store.load_progress("e1", "js").unwrap().as_deref(),
+        Some("{\"through\":2}")
+    );
+    // And the other way: rows that fail leave the progress as it was.
+    store
+        .connection()
+        .execute_batch(
+            "DROP TRIGGER fail_progress; \
+             CREATE TRIGGER fail_rows BEFORE INSERT ON exact_rows \
+             WHEN NEW.window_start >= 60000000000 BEGIN SELECT RAISE(ABORT, 'injected'); END;",
+        )
+        .unwrap();
+    let (run, ok) = analyze_with_progress(&mut store, "e1", &recs(200));
+    assert!(!ok);
+    assert_eq!(window_starts(&store, run), [0]);
+    assert_eq!(
+        store.load_progress("e1", "js").unwrap().as_deref(),
+        Some("{\"through\":1}")
+    );
+}
