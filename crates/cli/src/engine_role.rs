@@ -28,6 +28,7 @@
 //! SIGTERM/SIGINT (or `--idle-exit`): stop consuming, apply what was
 //! already received, flush the open window, ack, mark the run complete.
 
+use crate::telemetry;
 use crate::Outcome;
 use anyhow::Context;
 use clap::Args;
@@ -104,6 +105,10 @@ pub struct EngineArgs {
     /// Summary format on stdout.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     format: String,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 /// Mirrors `EngineInput`'s window cuts (same rules, same order of records)
@@ -253,6 +258,7 @@ impl WindowSink for CommitSink {
             None => self.inner.window(tasks, window)?,
         }
         self.next_window += 1;
+        metrics::counter!("netspectra_engine_windows_total").increment(1);
         tracing::debug!(
             message = "window written",
             start_ns = window.start_ns,
@@ -290,6 +296,28 @@ struct Consumed {
     interop_other_shards: u64,
     /// Batches whose packets went into two windows (probe not aligned).
     split_batches: u64,
+    /// Newest packet timestamp applied (ns since the epoch; 0: none yet).
+    newest_ts_ns: u64,
+}
+
+/// How often the consuming loop refreshes metrics and readiness.
+const EXPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// Mirrors the loop's counts into the metrics; lag is now − the newest
+/// packet timestamp applied.
+fn export(c: &Consumed) {
+    telemetry::mirror("netspectra_engine_packets_total", c.packets);
+    telemetry::mirror("netspectra_engine_bytes_total", c.bytes);
+    telemetry::mirror("netspectra_engine_batches_total", c.batches);
+    telemetry::mirror("netspectra_engine_duplicate_batches_total", c.duplicates);
+    telemetry::mirror("netspectra_engine_bad_messages_total", c.bad);
+    if c.newest_ts_ns > 0 {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let lag = now_ns.saturating_sub(u128::from(c.newest_ts_ns)) as f64 / 1e9;
+        metrics::gauge!("netspectra_engine_lag_seconds").set(lag);
+    }
 }
 
 pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
@@ -300,6 +328,8 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
             args.engines
         );
     }
+    let telemetry = telemetry::from_arg(args.metrics.as_deref())?;
+    telemetry.set_ready(false, "opening the store");
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -423,8 +453,13 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    telemetry.set_ready(false, "connecting to NATS");
     let (mut consumer, mut rx) = rt.block_on(Consumer::start(&ccfg))?;
     let counters = consumer.counters();
+    metrics::counter!("netspectra_engine_windows_total").increment(0);
+    export(&Consumed::default());
+    crate::probe::export_bus(&telemetry, &counters, &url);
+    let mut last_export = Instant::now();
     let acks = {
         let _guard = rt.enter();
         AckQueue::spawn(written_rx, ack_wait)
@@ -448,6 +483,11 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     let mut first_message: Option<Instant> = None;
     let mut last_applied = Instant::now();
     loop {
+        if last_export.elapsed() >= EXPORT_EVERY {
+            last_export = Instant::now();
+            export(&c);
+            crate::probe::export_bus(&telemetry, &counters, &url);
+        }
         if stop.load(Ordering::Relaxed) {
             tracing::info!(message = "stop signal: flushing", engine = %engine_id);
             break;
@@ -510,6 +550,9 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
         );
     }
     drop(rx);
+    export(&c);
+    crate::probe::export_bus(&telemetry, &counters, &url);
+    telemetry.set_ready(false, "stopping: flushing the last window");
     let finished = engine.finish().context("engine failed");
     if finished.is_ok() {
         // Every window (and sketch period) has been written.
@@ -593,12 +636,15 @@ fn apply(
                     if dedupe.accept(h.probe_id, h.shard, h.seq) {
                         c.batches += 1;
                         let mut first_window = None;
+                        let mut newest = c.newest_ts_ns;
                         for r in recs.iter() {
                             tracker.observe(r.ts_ns);
                             first_window.get_or_insert(tracker.index);
                             engine.push(r);
                             c.bytes += u64::from(r.wire_len);
+                            newest = newest.max(r.ts_ns);
                         }
+                        c.newest_ts_ns = newest;
                         c.packets += recs.len() as u64;
                         if let Some(log) = log {
                             // Before any later packet is pushed, hence
@@ -653,6 +699,7 @@ fn apply(
                     c.packets += 1;
                     c.bytes += u64::from(r.wire_len);
                     c.interop_packets += 1;
+                    c.newest_ts_ns = c.newest_ts_ns.max(r.ts_ns);
                 } else {
                     c.interop_other_shards += 1;
                 }

@@ -9,6 +9,7 @@ mod gen;
 mod probe;
 mod report;
 mod run;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

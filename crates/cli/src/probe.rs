@@ -6,10 +6,13 @@
 //! tokio runtime (back-pressure: when NATS is slower than the capture, the
 //! loop waits rather than buffering without bound).
 
+use crate::telemetry::{self, Telemetry};
 use crate::Outcome;
 use anyhow::{bail, Context};
 use clap::Args;
-use netspectra_bus::{BatchLimits, Batcher, BusConfig, PublishStats, Publisher, SealedBatch};
+use netspectra_bus::{
+    BatchLimits, Batcher, BusConfig, BusCounters, PublishStats, Publisher, SealedBatch,
+};
 use netspectra_capture::decode::decode;
 use netspectra_capture::reader::{CaptureReader, RawPacket};
 use netspectra_model::config::Config;
@@ -17,6 +20,7 @@ use netspectra_model::{DecodeCounters, PacketRecord};
 use serde_json::json;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
@@ -74,6 +78,10 @@ pub struct ProbeArgs {
     /// Summary format on stdout.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     format: String,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 /// How often (in packets) the capture loop checks timers and the stop flag.
@@ -96,6 +104,8 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
             bail!("input file {} does not exist", f.display());
         }
     }
+    let telemetry = telemetry::from_arg(args.metrics.as_deref())?;
+    telemetry.set_ready(false, "connecting to NATS");
     let config = match &args.config {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -123,6 +133,12 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
         .context("cannot start the async runtime")?;
     let mut publisher = rt.block_on(Publisher::connect(&bus, &probe_id))?;
     let counters = publisher.counters();
+    let health = Health {
+        telemetry: telemetry.clone(),
+        counters: Arc::clone(&counters),
+        url: bus.url.clone(),
+        last: None,
+    };
     let (tx, mut rx) = mpsc::channel::<SealedBatch>(64);
     let publishing = rt.spawn(async move {
         while let Some(b) = rx.recv().await {
@@ -155,13 +171,18 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
         tx,
         sealed: Vec::new(),
         closed: false,
+        health,
+        captured: (0, 0),
     };
+    out.export(Instant::now());
     let started = Instant::now();
     let captured = match &args.iface {
         Some(iface) => live(&args, iface, &mut out, &stop)?,
         None => files(&args, &mut out, &stop),
     };
+    out.captured = (captured.packets, captured.bytes);
     out.finish();
+    telemetry.set_ready(false, "capture finished; publishing the last batches");
     let stats = rt
         .block_on(publishing)
         .context("publisher task failed")?
@@ -217,6 +238,38 @@ struct Output {
     sealed: Vec<SealedBatch>,
     /// The publisher stopped (it failed; its error is reported at the end).
     closed: bool,
+    health: Health,
+    /// Packets and bytes captured so far (set by the capture loop at its
+    /// polls, exported with the batches).
+    captured: (u64, u64),
+}
+
+/// Readiness and the NATS connection's metrics, refreshed at most every
+/// [`EXPORT_EVERY`].
+struct Health {
+    telemetry: Telemetry,
+    counters: Arc<BusCounters>,
+    url: String,
+    last: Option<Instant>,
+}
+
+/// How often the capture loop refreshes metrics and readiness.
+const EXPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// Mirrors the bus counters into the metrics and readiness (connected to
+/// NATS or not). Shared by the probe and the engine.
+pub(crate) fn export_bus(telemetry: &Telemetry, counters: &BusCounters, url: &str) {
+    let (connects, disconnects, slow) = counters.snapshot();
+    telemetry::mirror("netspectra_nats_connects_total", connects);
+    telemetry::mirror("netspectra_nats_disconnects_total", disconnects);
+    telemetry::mirror("netspectra_nats_slow_consumer_events_total", slow);
+    let connected = connects > disconnects;
+    metrics::gauge!("netspectra_nats_connected").set(if connected { 1.0 } else { 0.0 });
+    if connected {
+        telemetry.set_ready(true, "");
+    } else {
+        telemetry.set_ready(false, &format!("not connected to NATS at {url}"));
+    }
 }
 
 impl Output {
@@ -228,13 +281,35 @@ impl Output {
     }
 
     fn send(&mut self, b: SealedBatch) {
+        metrics::counter!("netspectra_probe_batches_total").increment(1);
+        metrics::counter!("netspectra_probe_packets_total").increment(u64::from(b.packets));
         if !self.closed && self.tx.blocking_send(b).is_err() {
             self.closed = true;
         }
     }
 
+    /// Refreshes metrics and readiness, at most every [`EXPORT_EVERY`].
+    fn export(&mut self, now: Instant) {
+        if self
+            .health
+            .last
+            .is_some_and(|l| now.duration_since(l) < EXPORT_EVERY)
+        {
+            return;
+        }
+        self.health.last = Some(now);
+        telemetry::mirror("netspectra_capture_packets_total", self.captured.0);
+        telemetry::mirror("netspectra_capture_bytes_total", self.captured.1);
+        // Registered at zero so that they are listed before the first batch.
+        metrics::counter!("netspectra_probe_batches_total").increment(0);
+        metrics::counter!("netspectra_probe_packets_total").increment(0);
+        let h = &self.health;
+        export_bus(&h.telemetry, &h.counters, &h.url);
+    }
+
     /// Sends batches whose time limit passed.
     fn poll(&mut self, now: Instant) {
+        self.export(now);
         self.batcher.expired(now, &mut self.sealed);
         for b in std::mem::take(&mut self.sealed) {
             self.send(b);
@@ -246,6 +321,8 @@ impl Output {
         for b in std::mem::take(&mut self.sealed) {
             self.send(b);
         }
+        self.health.last = None;
+        self.export(Instant::now());
     }
 }
 
@@ -289,6 +366,7 @@ fn files(args: &ProbeArgs, out: &mut Output, stop: &AtomicBool) -> Captured {
                         c.decoded.count(&rec);
                         out.push(&rec);
                         if packets % POLL_EVERY == 0 {
+                            out.captured = (c.packets + packets, c.bytes + bytes);
                             out.poll(Instant::now());
                         }
                     }
@@ -344,6 +422,7 @@ fn live(
         .duration
         .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut n = 0u64;
+    let mut last_stats = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) || end.is_some_and(|e| Instant::now() >= e) {
             break;
@@ -357,13 +436,21 @@ fn live(
                 out.push(&rec);
                 n += 1;
                 if n % 64 == 0 {
+                    out.captured = (c.packets, c.bytes);
                     out.poll(Instant::now());
+                    kernel_drops(&mut cap, &mut last_stats);
                 }
             }
-            None => out.poll(Instant::now()),
+            None => {
+                out.captured = (c.packets, c.bytes);
+                out.poll(Instant::now());
+                kernel_drops(&mut cap, &mut last_stats);
+            }
         }
     }
     let stats = cap.stats()?;
+    telemetry::mirror("netspectra_capture_kernel_dropped_total", stats.dropped);
+    telemetry::mirror("netspectra_capture_if_dropped_total", stats.if_dropped);
     if stats.dropped > 0 || stats.if_dropped > 0 {
         tracing::warn!(
             message = "kernel dropped packets",
@@ -375,6 +462,24 @@ fn live(
     c.files
         .push(json!({"iface": iface, "packets": c.packets, "bytes": c.bytes, "error": null}));
     Ok(c)
+}
+
+/// Mirrors the kernel's drop counters into the metrics, at most every
+/// [`EXPORT_EVERY`] (often enough that libpcap's 32-bit counters cannot wrap
+/// twice).
+fn kernel_drops(cap: &mut netspectra_capture::live::LiveCapture, last: &mut Instant) {
+    let now = Instant::now();
+    if now.duration_since(*last) < EXPORT_EVERY {
+        return;
+    }
+    *last = now;
+    match cap.stats() {
+        Ok(s) => {
+            telemetry::mirror("netspectra_capture_kernel_dropped_total", s.dropped);
+            telemetry::mirror("netspectra_capture_if_dropped_total", s.if_dropped);
+        }
+        Err(e) => tracing::debug!(message = "cannot read capture statistics", error = %e),
+    }
 }
 
 fn text_summary(c: &Captured, s: &PublishStats, elapsed: f64) -> String {

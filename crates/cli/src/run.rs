@@ -13,6 +13,7 @@
 
 use crate::common::{self, RunStore};
 use crate::report::{self, FileReport, Report};
+use crate::telemetry;
 use crate::Outcome;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -82,6 +83,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECS", default_value_t = 300, requires = "persist",
           value_parser = clap::value_parser!(u64).range(1..))]
     persist_rotate_secs: u64,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,6 +170,8 @@ struct Captured {
 /// Captures until a stop condition, then reports (exit 0) — or fails (exit 1)
 /// when the interface cannot be opened or the capture breaks.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
+    let telemetry = telemetry::from_arg(args.metrics.as_deref())?;
+    telemetry.set_ready(false, "opening the capture");
     let config = common::load_config(args.config.as_deref())?;
     let plan = EnginePlan::from_config(&config, args.workers.map_or(0, usize::from))?;
     let url = common::store_url(args.no_store, args.store.as_deref(), &config);
@@ -189,6 +196,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let workers = plan.workers;
     let (mut run_store, sink) = RunStore::begin(url, "local", &inputs, &plan.tasks, window_ns)?;
     let mut engine = Engine::start(plan, sink)?;
+    telemetry.set_ready(true, "");
+    export(&Captured::default(), &LiveStats::default());
 
     let link = cap.link_type();
     let mut persist = match &args.persist {
@@ -300,6 +309,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     }
     drop(cap);
     progress.finish_and_clear();
+    export(&got, &stats);
+    telemetry.set_ready(false, "capture stopped; flushing");
     tracing::info!(
         message = "capture stopped",
         reason = why.name(),
@@ -430,6 +441,19 @@ fn refresh(
         got.packets, got.bytes, stats.dropped
     ));
     progress.tick();
+    export(got, stats);
+}
+
+/// Mirrors the loop's counts and the kernel's into the metrics (at each
+/// refresh, never per packet).
+fn export(got: &Captured, stats: &LiveStats) {
+    telemetry::mirror("netspectra_capture_packets_total", got.packets);
+    telemetry::mirror("netspectra_capture_bytes_total", got.bytes);
+    telemetry::mirror("netspectra_capture_kernel_dropped_total", stats.dropped);
+    telemetry::mirror("netspectra_capture_if_dropped_total", stats.if_dropped);
+    // Every packet read is pushed into the engine.
+    telemetry::mirror("netspectra_engine_packets_total", got.packets);
+    telemetry::mirror("netspectra_engine_bytes_total", got.bytes);
 }
 
 fn progress_line() -> ProgressBar {

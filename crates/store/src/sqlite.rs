@@ -439,7 +439,10 @@ impl SqliteSink {
 
 impl WindowSink for SqliteSink {
     fn window(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
-        self.write(tasks, w, None).map_err(|e| self.sink_error(e))
+        let started = std::time::Instant::now();
+        self.write(tasks, w, None).map_err(|e| self.sink_error(e))?;
+        window_written(started);
+        Ok(())
     }
 
     fn window_with_progress(
@@ -449,12 +452,22 @@ impl WindowSink for SqliteSink {
         consumer: &str,
         progress: &str,
     ) -> Result<(), SinkError> {
+        let started = std::time::Instant::now();
         self.write(tasks, w, Some((consumer, progress)))
-            .map_err(|e| self.sink_error(e))
+            .map_err(|e| self.sink_error(e))?;
+        window_written(started);
+        Ok(())
     }
 
     fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {
         self.write_sketch(task, period)
             .map_err(|e| self.sink_error(e))
     }
+}
+
+/// Records a window's write (one transaction) in the metrics.
+fn window_written(started: std::time::Instant) {
+    metrics::histogram!("netspectra_store_write_seconds", "store" => "sqlite")
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!("netspectra_store_windows_total", "store" => "sqlite").increment(1);
 }

@@ -90,6 +90,49 @@ impl NatsServer {
         panic!("nats-server did not come up within 10 s:\n{log}");
     }
 
+    /// Starts a server inside network namespace `ns` (`ip netns exec`), on
+    /// that namespace's loopback, port 4222 (a fresh namespace has every port
+    /// free), and waits until its log says it is ready (at most 10 s). Its
+    /// [`NatsServer::url`] is valid only for processes in the same namespace:
+    /// a namespace's loopback is its own. Drop it before the namespace goes.
+    pub fn start_in_netns(ns: &str, jetstream: bool) -> NatsServer {
+        let bin = nats_server_binary().unwrap_or_else(|| panic!("{MISSING}"));
+        let dir = tempfile::tempdir().expect("temporary directory for nats-server");
+        let port = 4222;
+        let log = dir.path().join("server.log");
+        let mut cmd = crate::netns::VethPair::command(ns, bin.to_str().expect("UTF-8 path"));
+        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+        if jetstream {
+            cmd.arg("-js").arg("-sd").arg(dir.path());
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(&log).expect("nats-server log file"),
+            ));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} in {ns}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("Server is ready") {
+                return NatsServer {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("nats-server in namespace {ns} did not come up within 10 s:\n{text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// `nats://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

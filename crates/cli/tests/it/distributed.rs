@@ -27,27 +27,19 @@ impl Drop for EngineProc {
 }
 
 impl EngineProc {
-    /// Starts `netspectra engine` and returns once it has subscribed.
+    /// Starts `netspectra engine` (one of two, SQLite store `db`) and
+    /// returns once it has subscribed.
     fn start(url: &str, index: u32, db: &Path, extra: &[&str]) -> EngineProc {
         let store = format!("sqlite:{}", db.display());
-        let index = index.to_string();
-        let mut child = bin()
-            .args([
-                "engine",
-                "--nats",
-                url,
-                "--engines",
-                "2",
-                "--engine-index",
-                &index,
-                "--store",
-                &store,
-                "--format",
-                "json",
-                "--workers",
-                "1",
-            ])
-            .args(extra)
+        let mut cmd = bin();
+        cmd.args(engine_args(url, index, 2, &store)).args(extra);
+        EngineProc::spawn(cmd, index)
+    }
+
+    /// Spawns a prepared `netspectra engine` command and returns once it
+    /// has subscribed; its stderr is forwarded with `[engine <label>]`.
+    fn spawn(mut cmd: Command, label: u32) -> EngineProc {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -62,7 +54,7 @@ impl EngineProc {
                         let _ = tx.send(());
                     }
                 }
-                eprintln!("[engine {index}] {line}");
+                eprintln!("[engine {label}] {line}");
             }
         });
         rx.recv_timeout(Duration::from_secs(20))
@@ -85,6 +77,27 @@ impl EngineProc {
         std::io::Read::read_to_string(self.child.stdout.as_mut().unwrap(), &mut out).unwrap();
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("engine summary {out:?}: {e}"))
     }
+}
+
+/// The arguments of engine `index` of `engines` writing to `store`.
+fn engine_args(url: &str, index: u32, engines: u32, store: &str) -> Vec<String> {
+    [
+        "engine",
+        "--nats",
+        url,
+        "--engines",
+        &engines.to_string(),
+        "--engine-index",
+        &index.to_string(),
+        "--store",
+        store,
+        "--format",
+        "json",
+        "--workers",
+        "1",
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 fn probe(url: &str, file: &Path, extra: &[&str]) -> Command {
@@ -420,4 +433,324 @@ fn engines_also_count_go2netspectra_packet_info_messages_once() {
     assert!(parts[0].keys().all(|k| !parts[1].contains_key(k)));
     let merged: BTreeMap<_, _> = parts.into_iter().flatten().collect();
     assert_eq!(merged, expect);
+}
+
+/// Runs `sql` on ClickHouse's HTTP interface (plain HTTP/1.0 over a std
+/// socket) and returns the TabSeparated rows.
+fn clickhouse_rows(port: u16, sql: &str) -> Vec<Vec<String>> {
+    use std::io::{Read, Write};
+    let body = format!("{sql} FORMAT TabSeparated");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, text) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        head.lines().next().is_some_and(|l| l.contains(" 200 ")),
+        "ClickHouse refused `{sql}`: {response}"
+    );
+    text.lines()
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
+}
+
+/// `hex(FixedString(16))` back to canonical IP text.
+fn ip_from_hex(hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    ip_text(&bytes)
+}
+
+/// A 5-tuple as text: `src dst sport dport proto`.
+type FlowText = (String, String, u64, u64, u64);
+
+#[test]
+fn probe_to_two_engines_to_one_clickhouse_matches_the_truth_exactly() {
+    let ch = netspectra_testkit::clickhouse::ClickHouseServer::start();
+    let server = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = crate::gen(dir.path(), "c.pcap", 60_000, 13, "pcap", &[]);
+    // The single offline run the distributed one must equal, flow by flow.
+    let (code, offline) =
+        crate::analyze_json(&[file.to_str().unwrap(), "--no-store", "--top", "0"]);
+    assert_eq!(code, 0);
+    let engines: Vec<_> = (0..2u32)
+        .map(|i| {
+            // Each engine its own working directory: the ClickHouse spool
+            // defaults to ./netspectra-spool/<database>, one writer each.
+            let cwd = dir.path().join(format!("engine-{i}"));
+            std::fs::create_dir(&cwd).unwrap();
+            let mut cmd = bin();
+            cmd.current_dir(&cwd)
+                .args(engine_args(&server.url(), i, 2, &ch.url()))
+                .args(["--idle-exit", "4"]);
+            EngineProc::spawn(cmd, i)
+        })
+        .collect();
+    let out = probe(&server.url(), &file, &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "probe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["published"]["packets"], truth["ip_packets"]);
+    let summaries: Vec<Value> = engines.into_iter().map(EngineProc::wait).collect();
+    for s in &summaries {
+        assert_eq!(s["nats"]["slow_consumer_events"], 0, "{s}");
+        assert_eq!(s["store"], ch.url());
+    }
+    let db = ch.database();
+    let port = ch.http_port();
+
+    // Per source: summed over both engines, equal to the truth; each source
+    // in exactly one engine's rows.
+    let rows = clickhouse_rows(
+        port,
+        &format!(
+            "SELECT hex(src_ip), uniqExact(engine_id), any(engine_id), sum(packets), sum(bytes) \
+             FROM {db}.exact_rows WHERE task = 'per_src_ip' GROUP BY src_ip"
+        ),
+    );
+    let expect = truth["per_src"].as_object().unwrap();
+    assert_eq!(rows.len(), expect.len(), "number of sources");
+    let mut sources_per_engine: BTreeMap<String, usize> = BTreeMap::new();
+    for r in &rows {
+        let src = ip_from_hex(&r[0]);
+        assert_eq!(r[1], "1", "source {src} was counted by both engines");
+        *sources_per_engine.entry(r[2].clone()).or_default() += 1;
+        let t = &expect[src.as_str()];
+        assert_eq!(
+            r[3].parse::<u64>().ok(),
+            t["packets"].as_u64(),
+            "packets of {src}"
+        );
+        assert_eq!(
+            r[4].parse::<u64>().ok(),
+            t["bytes"].as_u64(),
+            "bytes of {src}"
+        );
+    }
+    assert_eq!(
+        sources_per_engine.keys().collect::<Vec<_>>(),
+        ["engine-0", "engine-1"],
+        "both engines got work, and every row carries its engine's id"
+    );
+
+    // Per flow: every 5-tuple's totals equal the offline run's, each flow
+    // in one engine only, and the number of flows is the truth's.
+    let rows = clickhouse_rows(
+        port,
+        &format!(
+            "SELECT hex(src_ip), hex(dst_ip), src_port, dst_port, protocol, \
+             uniqExact(engine_id), sum(packets), sum(bytes) FROM {db}.exact_rows \
+             WHERE task = 'per_flow' GROUP BY src_ip, dst_ip, src_port, dst_port, protocol"
+        ),
+    );
+    let mut stored: BTreeMap<FlowText, (u64, u64)> = BTreeMap::new();
+    for r in &rows {
+        let key = (
+            ip_from_hex(&r[0]),
+            ip_from_hex(&r[1]),
+            r[2].parse().unwrap(),
+            r[3].parse().unwrap(),
+            r[4].parse().unwrap(),
+        );
+        assert_eq!(r[5], "1", "flow {key:?} was counted by both engines");
+        stored.insert(key, (r[6].parse().unwrap(), r[7].parse().unwrap()));
+    }
+    assert_eq!(
+        Some(stored.len() as u64),
+        truth["distinct_flows"].as_u64(),
+        "distinct flows"
+    );
+    let flows = crate::task(&offline, "per_flow")["rows"]
+        .as_array()
+        .unwrap();
+    let reference: BTreeMap<FlowText, (u64, u64)> = flows
+        .iter()
+        .map(|r| {
+            let k = &r["key"];
+            (
+                (
+                    k["SrcIP"].as_str().unwrap().to_string(),
+                    k["DstIP"].as_str().unwrap().to_string(),
+                    k["SrcPort"].as_u64().unwrap(),
+                    k["DstPort"].as_u64().unwrap(),
+                    k["Protocol"].as_u64().unwrap(),
+                ),
+                (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    assert!(
+        stored == reference,
+        "per-flow totals differ from the offline run"
+    );
+    let (p, b) = stored.values().fold((0, 0), |(p, b), v| (p + v.0, b + v.1));
+    assert_eq!(Some(p), truth["ip_packets"].as_u64());
+    assert_eq!(Some(b), truth["ip_bytes"].as_u64());
+
+    // Both runs finished, one per engine, with what each consumed.
+    let runs = clickhouse_rows(
+        port,
+        &format!("SELECT engine_id, status, packets FROM {db}.runs FINAL ORDER BY engine_id"),
+    );
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    for (i, r) in runs.iter().enumerate() {
+        assert_eq!(r[0], format!("engine-{i}"));
+        assert_eq!(r[1], "complete");
+        assert_eq!(
+            Some(r[2].parse::<u64>().unwrap()),
+            summaries[i]["packets"].as_u64()
+        );
+    }
+}
+
+/// Destination port of the live test's datagrams (the probe filters on it).
+const LIVE_PORT: u16 = 40_001;
+/// Ethernet (14) + IPv4 (20) + UDP (8) around each payload.
+const UDP_OVERHEAD: u64 = 42;
+
+/// Whether process `pid` holds a packet socket (`/proc/PID/net/packet`
+/// lists those of its namespace, which holds no other capture).
+fn has_packet_socket(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/net/packet")).is_ok_and(|t| t.lines().count() > 1)
+}
+
+#[test]
+fn probe_iface_on_a_veth_to_an_engine_counts_exactly_the_datagrams_sent() {
+    use netspectra_testkit::netns::VethPair;
+    // Declared first, dropped last: the processes below live in its namespaces.
+    let pair = VethPair::new();
+    // Server, engine and probe all in the capture namespace: its loopback
+    // is its own, the host's is out of reach.
+    let server = NatsServer::start_in_netns(&pair.ns_b, false);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let store = format!("sqlite:{}", db.display());
+    let mut cmd = VethPair::command(&pair.ns_b, env!("CARGO_BIN_EXE_netspectra"));
+    cmd.args(engine_args(&server.url(), 0, 1, &store))
+        .args(["--idle-exit", "8"]);
+    let engine = EngineProc::spawn(cmd, 0);
+    let filter = format!("udp and dst port {LIVE_PORT}");
+    let mut probe = VethPair::command(&pair.ns_b, env!("CARGO_BIN_EXE_netspectra"))
+        .args(["probe", "--iface", &pair.if_b, "--bpf", &filter])
+        .args(["--nats", &server.url(), "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !has_packet_socket(probe.id()) {
+        assert!(
+            probe.try_wait().unwrap().is_none(),
+            "probe exited before capturing"
+        );
+        assert!(Instant::now() < deadline, "probe did not open its capture");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The socket exists; the filter is set right after it.
+    std::thread::sleep(Duration::from_millis(500));
+
+    // K datagrams from three sockets (three flows), lengths chosen here.
+    let sent: Vec<(usize, u64)> = (0..40).map(|i| (i % 3, 5 + 31 * i as u64)).collect();
+    let list: Vec<String> = sent.iter().map(|(s, n)| format!("({s},{n})")).collect();
+    let script = format!(
+        "import socket\n\
+         socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3)]\n\
+         for s in socks: s.bind(('{src}', 0))\n\
+         for i, n in [{list}]: socks[i].sendto(b'x' * n, ('{dst}', {LIVE_PORT}))\n\
+         print(' '.join(str(s.getsockname()[1]) for s in socks))\n",
+        src = pair.ip_a,
+        dst = pair.ip_b,
+        list = list.join(","),
+    );
+    let out = VethPair::exec_in(&pair.ns_a, "python3", &["-c", &script]);
+    assert!(
+        out.status.success(),
+        "the sender needs python3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ports: Vec<u64> = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    // Well past the capture's 100 ms buffer timeout, then stop the probe.
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Command::new("kill")
+        .args(["-TERM", &probe.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = probe.wait().unwrap();
+    assert!(status.success(), "probe failed: {status}");
+    let mut text = String::new();
+    std::io::Read::read_to_string(probe.stdout.as_mut().unwrap(), &mut text).unwrap();
+    let summary: Value = serde_json::from_str(text.trim()).unwrap();
+    let k = sent.len() as u64;
+    let bytes: u64 = sent.iter().map(|(_, n)| n + UDP_OVERHEAD).sum();
+    assert_eq!(summary["packets"], k, "{summary}");
+    assert_eq!(summary["bytes"], bytes);
+    assert_eq!(summary["published"]["packets"], k);
+    assert_eq!(summary["kernel"]["dropped"], 0, "{summary}");
+    let s = engine.wait();
+    assert_eq!(s["packets"], k, "{s}");
+    assert_eq!(s["bytes"], bytes);
+
+    // The store holds exactly what was sent: one source, three flows.
+    let per_src = per_source(&db);
+    assert_eq!(
+        per_src,
+        BTreeMap::from([(pair.ip_a.to_string(), (k, bytes))]),
+        "per_src_ip"
+    );
+    let conn = open_db(&db);
+    let mut stmt = conn
+        .prepare(
+            "SELECT src_port, dst_port, protocol, SUM(packets), SUM(bytes) FROM exact_rows \
+             WHERE task = 'per_flow' GROUP BY src_port, dst_port, protocol",
+        )
+        .unwrap();
+    let flows: Vec<(u64, u64, u64, u64, u64)> = stmt
+        .query_map([], |r| {
+            let n = |i| r.get::<_, i64>(i).map(|v| v as u64);
+            Ok((n(0)?, n(1)?, n(2)?, n(3)?, n(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(flows.len(), ports.len(), "{flows:?}");
+    for (sport, dport, proto, p, b) in flows {
+        let i = ports.iter().position(|&x| x == sport).unwrap();
+        let mine: Vec<u64> = sent
+            .iter()
+            .filter(|(s, _)| *s == i)
+            .map(|(_, n)| n + UDP_OVERHEAD)
+            .collect();
+        assert_eq!((dport, proto), (u64::from(LIVE_PORT), 17));
+        assert_eq!(p, mine.len() as u64, "packets of flow from port {sport}");
+        assert_eq!(
+            b,
+            mine.iter().sum::<u64>(),
+            "bytes of flow from port {sport}"
+        );
+    }
+    let ids: Vec<String> = conn
+        .prepare("SELECT DISTINCT engine_id FROM exact_rows")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids, ["engine-0"]);
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod distributed;
+mod metrics;
 mod sketch;
 
 use serde_json::Value;

@@ -160,6 +160,7 @@ pub(crate) fn spawn(
     let stats = Arc::new(Stats::default());
     stats.spooled_batches.store(spool.len(), Ordering::Relaxed);
     stats.spooled_rows.store(spool.rows(), Ordering::Relaxed);
+    export_spool(spool.len(), spool.rows());
     if !spool.is_empty() {
         tracing::info!(
             message = "ClickHouse spool holds batches from an earlier run; replaying them first",
@@ -314,6 +315,7 @@ impl Writer {
         self.stats
             .spooled_rows
             .store(report.spooled_rows, Ordering::Relaxed);
+        export_spool(report.spooled_batches, report.spooled_rows);
         report
     }
 
@@ -464,6 +466,11 @@ impl Writer {
             let result = self.rt.block_on(insert(&self.client, batch, &self.config));
             let error = match result {
                 Ok(()) => {
+                    // Retries included: the time the rows took to get in.
+                    metrics::histogram!("netspectra_store_write_seconds", "store" => "clickhouse")
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!("netspectra_store_inserted_rows_total", "store" => "clickhouse")
+                        .increment(batch.len() as u64);
                     self.stats
                         .inserted_rows
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -490,6 +497,13 @@ impl Writer {
             attempt += 1;
         }
     }
+}
+
+/// The spool's size in the metrics (a gauge: the writer may run in any
+/// role that stores to ClickHouse).
+fn export_spool(batches: usize, rows: u64) {
+    metrics::gauge!("netspectra_store_spool_batches").set(batches as f64);
+    metrics::gauge!("netspectra_store_spool_rows").set(rows as f64);
 }
 
 /// Errors worth retrying: the network, timeouts, and server answers that
