@@ -423,11 +423,25 @@ fn live(
         .map(|s| Instant::now() + Duration::from_secs_f64(s.max(0.0)));
     let mut n = 0u64;
     let mut last_stats = Instant::now();
+    // After a stop, packets the kernel captured before it are still read
+    // for the capture's delivery delay (as `run` does); later ones are left out.
+    let mut drain: Option<(Instant, u64)> = None;
     loop {
-        if stop.load(Ordering::Relaxed) || end.is_some_and(|e| Instant::now() >= e) {
-            break;
+        let now = Instant::now();
+        match drain {
+            None if stop.load(Ordering::Relaxed) || end.is_some_and(|e| now >= e) => {
+                let stop_ns = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(u64::MAX, |d| d.as_nanos() as u64);
+                let wait =
+                    (cap.max_delay() * 2 + Duration::from_millis(50)).min(Duration::from_secs(1));
+                drain = Some((now + wait, stop_ns));
+            }
+            Some((until, _)) if now >= until => break,
+            _ => {}
         }
         match cap.next_packet()? {
+            Some(p) if drain.is_some_and(|(_, stop_ns)| p.ts_ns > stop_ns) => {}
             Some(p) => {
                 record(&p, &mut rec);
                 c.packets += 1;
