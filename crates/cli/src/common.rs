@@ -54,7 +54,7 @@ impl RunStore {
             };
             return Ok((none, Box::new(NullSink)));
         };
-        let mut store = netspectra_store::open(&StoreUrl::parse(&url_text)?)?;
+        let mut store = netspectra_store::open(&StoreUrl::parse(&url_text)?, engine_id)?;
         let command = std::env::args().collect::<Vec<_>>().join(" ");
         let run_id = store.begin_run(engine_id, &command, inputs, tasks, window_ns)?;
         let sink = store.sink(run_id, engine_id)?;

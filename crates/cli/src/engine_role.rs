@@ -39,7 +39,6 @@ use netspectra_engine::{
     EngineInput, EnginePlan, NullSink, SinkError, SketchPeriod, TaskKind, TaskSpec, WindowResult,
     WindowSink,
 };
-use netspectra_model::config::Config;
 use netspectra_model::time::window_start;
 use netspectra_model::PacketRecord;
 use netspectra_proto::wire;
@@ -330,10 +329,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     }
     let telemetry = telemetry::from_arg(args.metrics.as_deref())?;
     telemetry.set_ready(false, "opening the store");
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = crate::common::load_config(args.config.as_deref())?;
     let plan = EnginePlan::from_config(&config, args.workers.map_or(0, usize::from))?;
     let url = args
         .nats
@@ -376,17 +372,9 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     }
 
     // Store and run.
-    let store_url = if args.no_store {
-        None
-    } else {
-        let u = args
-            .store
-            .clone()
-            .unwrap_or_else(|| config.store.url.clone());
-        (!u.is_empty()).then_some(u)
-    };
+    let store_url = crate::common::store_url(args.no_store, args.store.as_deref(), &config);
     let mut store = match &store_url {
-        Some(u) => Some(netspectra_store::open(&StoreUrl::parse(u)?)?),
+        Some(u) => Some(netspectra_store::open(&StoreUrl::parse(u)?, &engine_id)?),
         None => None,
     };
     let inputs = json!({
@@ -771,7 +759,8 @@ mod tests {
 
     #[test]
     fn the_tracker_counts_windows_as_the_engine_flushes_them() {
-        let mut plan = EnginePlan::from_config(&Config::default(), 1).unwrap();
+        let mut plan =
+            EnginePlan::from_config(&netspectra_model::config::Config::default(), 1).unwrap();
         plan.window_ns = 10;
         plan.period_ns = 30;
         let mut t = WindowTracker::new(&plan);

@@ -15,7 +15,6 @@ use netspectra_bus::{
 };
 use netspectra_capture::decode::decode;
 use netspectra_capture::reader::{CaptureReader, RawPacket};
-use netspectra_model::config::Config;
 use netspectra_model::{DecodeCounters, PacketRecord};
 use serde_json::json;
 use std::path::PathBuf;
@@ -106,10 +105,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
     }
     let telemetry = telemetry::from_arg(args.metrics.as_deref())?;
     telemetry.set_ready(false, "connecting to NATS");
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
-    };
+    let config = crate::common::load_config(args.config.as_deref())?;
     let url = args
         .nats
         .clone()

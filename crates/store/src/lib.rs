@@ -69,11 +69,29 @@ pub trait Store: Send {
     }
 }
 
-/// Opens the store a URL names.
-pub fn open(url: &StoreUrl) -> Result<Box<dyn Store>, StoreError> {
+/// Opens the store a URL names, for the writer `writer_id` (an engine id,
+/// or `local`): a ClickHouse store spools to
+/// `./netspectra-spool/<database>/<writer_id>`, so engines sharing a host and
+/// a database never share a spool, and a restarted engine replays its own.
+pub fn open(url: &StoreUrl, writer_id: &str) -> Result<Box<dyn Store>, StoreError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
-        StoreUrl::ClickHouse(url) => Ok(Box::new(ClickHouseStore::open(url)?)),
+        StoreUrl::ClickHouse(url) => {
+            let dir: String = writer_id
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            let spool = std::path::Path::new("netspectra-spool")
+                .join(&url.database)
+                .join(dir);
+            Ok(Box::new(ClickHouseStore::open(url)?.with_spool_dir(spool)))
+        }
     }
 }
 

@@ -105,7 +105,8 @@ fn windows_sum_to_the_truth_runs_never_overwrite_and_reopening_migrates_nothing(
     let run1 = analyze_into(&mut store, &records, 2);
     drop(store);
     // Through the generic entry point, as the CLI opens it.
-    let mut store = netspectra_store::open(&StoreUrl::parse(&server.url()).unwrap()).unwrap();
+    let mut store =
+        netspectra_store::open(&StoreUrl::parse(&server.url()).unwrap(), "local").unwrap();
     let run2 = analyze_into(&mut *store, &records, 1);
     drop(store);
     assert_ne!(run1, run2);
@@ -553,7 +554,7 @@ fn bus_progress_is_stored_after_the_rows_and_the_newest_is_loaded() {
     // A later run replaces it (newest version wins, merged or not).
     run(&mut store, 70);
     drop(store);
-    let store = netspectra_store::open(&StoreUrl::parse(&server.url()).unwrap()).unwrap();
+    let store = netspectra_store::open(&StoreUrl::parse(&server.url()).unwrap(), "local").unwrap();
     assert_eq!(
         store.load_progress("e1", "js").unwrap().as_deref(),
         Some("{\"through\":2}")
