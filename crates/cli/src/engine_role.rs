@@ -492,20 +492,10 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
         };
         last_message = Instant::now();
         first_message.get_or_insert(last_message);
-        apply(
-            d,
-            &mut c,
-            &mut dedupe,
-            log,
-            &mut recs,
-            &mut tracker,
-            &mut engine,
-            &ack_tx,
-            &shards,
-            args.shards,
-        );
-        // Drain what is already queued without going back to the runtime.
-        while let Ok(d) = rx.try_recv() {
+        // This message, then what is already queued, without going back to
+        // the runtime.
+        let queued = std::iter::from_fn(|| rx.try_recv().ok());
+        for d in std::iter::once(d).chain(queued) {
             apply(
                 d,
                 &mut c,
