@@ -268,37 +268,7 @@ pub struct BatchHeader<'a> {
 /// Reads only the header of a batch (skips the packets without decoding
 /// them): enough to decide whether it was already applied.
 pub fn decode_batch_header(buf: &[u8]) -> Result<BatchHeader<'_>, WireError> {
-    let mut r = Reader::new(buf);
-    let mut h = BatchHeader {
-        probe_id: "",
-        shard: 0,
-        seq: 0,
-        packets: 0,
-    };
-    while !r.done() {
-        let (field, wt) = r.key()?;
-        match field {
-            1 => {
-                expect(1, wt, LEN)?;
-                h.probe_id = std::str::from_utf8(r.bytes()?).map_err(|_| WireError::BadUtf8)?;
-            }
-            2 => {
-                expect(2, wt, VARINT)?;
-                h.shard = r.varint()? as u32;
-            }
-            3 => {
-                expect(3, wt, VARINT)?;
-                h.seq = r.varint()?;
-            }
-            4 => {
-                expect(4, wt, LEN)?;
-                r.bytes()?;
-                h.packets += 1;
-            }
-            _ => r.skip(wt)?,
-        }
-    }
-    Ok(h)
+    walk_batch(buf, |_| Ok(()))
 }
 
 /// Decodes a whole batch: appends its packets to `out` (not cleared) and
@@ -306,6 +276,17 @@ pub fn decode_batch_header(buf: &[u8]) -> Result<BatchHeader<'_>, WireError> {
 pub fn decode_batch<'a>(
     buf: &'a [u8],
     out: &mut Vec<PacketRecord>,
+) -> Result<BatchHeader<'a>, WireError> {
+    walk_batch(buf, |packet| {
+        out.push(decode_packet(packet)?);
+        Ok(())
+    })
+}
+
+/// Reads a batch's fields, handing each encoded packet to `on_packet`.
+fn walk_batch<'a>(
+    buf: &'a [u8],
+    mut on_packet: impl FnMut(&'a [u8]) -> Result<(), WireError>,
 ) -> Result<BatchHeader<'a>, WireError> {
     let mut r = Reader::new(buf);
     let mut h = BatchHeader {
@@ -331,7 +312,7 @@ pub fn decode_batch<'a>(
             }
             4 => {
                 expect(4, wt, LEN)?;
-                out.push(decode_packet(r.bytes()?)?);
+                on_packet(r.bytes()?)?;
                 h.packets += 1;
             }
             _ => r.skip(wt)?,
