@@ -106,18 +106,10 @@ impl BusConfig {
 
     /// The durable consumer of a shard: `<prefix>-shard-<s>`.
     pub fn consumer_name(&self, shard: u32) -> String {
-        let p: String = self
-            .prefix
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        format!("{p}-shard-{shard}")
+        format!(
+            "{}-shard-{shard}",
+            netspectra_model::safe_name(&self.prefix)
+        )
     }
 }
 

@@ -46,7 +46,7 @@ use netspectra_store::StoreUrl;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -363,13 +363,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
         ack_wait,
         queue: 256,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
-            .context("cannot install signal handler")?;
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("cannot install signal handler")?;
-    }
+    let stop = crate::common::stop_flag()?;
 
     // Store and run.
     let store_url = crate::common::store_url(args.no_store, args.store.as_deref(), &config);

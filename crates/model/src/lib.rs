@@ -24,3 +24,17 @@ pub mod time;
 
 pub use dimension::{Dimension, FlowKey};
 pub use record::{DecodeCounters, Malformed, PacketRecord, L3};
+
+/// `name` with every character other than ASCII letters, digits, `-` and `_`
+/// replaced by `_`: safe as a file name component and a NATS consumer name.
+pub fn safe_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}

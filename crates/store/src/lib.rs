@@ -77,19 +77,9 @@ pub fn open(url: &StoreUrl, writer_id: &str) -> Result<Box<dyn Store>, StoreErro
     match url {
         StoreUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
         StoreUrl::ClickHouse(url) => {
-            let dir: String = writer_id
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
             let spool = std::path::Path::new("netspectra-spool")
                 .join(&url.database)
-                .join(dir);
+                .join(netspectra_model::safe_name(writer_id));
             Ok(Box::new(ClickHouseStore::open(url)?.with_spool_dir(spool)))
         }
     }
