@@ -1,7 +1,9 @@
-//! `netspectra analyze`: capture files → decode → engine → store → report.
+//! `netspectra analyze`: capture files → decode → engine → store → report
+//! (→ with `--serve`, the query API over the store until Ctrl-C).
 
 use crate::common::{self, RunStore};
 use crate::report::{self, FileReport, Report};
+use crate::serve::{self, ServeArgs};
 use crate::Outcome;
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -36,12 +38,14 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "URL", conflicts_with = "no_store")]
     store: Option<String>,
     /// Keep results in memory only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "serve")]
     no_store: bool,
     /// Run an exact computation beside every sketch task and report its
     /// accuracy (precision, recall, F1, relative error, worst misses).
     #[arg(long)]
     verify: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -64,6 +68,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
     let mut plan = EnginePlan::from_config(&config, args.workers.map_or(0, usize::from))?;
     plan.verify = args.verify;
     let url = common::store_url(args.no_store, args.store.as_deref(), &config);
+    let serve = args.serve.plan(&config, url.as_deref())?;
     let inputs = serde_json::Value::from(
         args.files
             .iter()
@@ -119,6 +124,14 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
     match args.format {
         OutputFormat::Json => println!("{}", report::json(&report)),
         OutputFormat::Table => print!("{}", report::table(&report)),
+    }
+    if let Some(plan) = serve {
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let stop = common::stop_flag()?;
+        let store = serve::store_text(&plan.url);
+        let api = serve::Api::start(plan)?;
+        eprintln!("serving {} from {store}; stop with Ctrl-C", api.describe());
+        api.serve_until(&stop)?;
     }
     Ok(if damaged {
         Outcome::Damaged

@@ -55,7 +55,7 @@ impl RunStore {
             return Ok((none, Box::new(NullSink)));
         };
         let mut store = netspectra_store::open(&StoreUrl::parse(&url_text)?, engine_id)?;
-        let command = std::env::args().collect::<Vec<_>>().join(" ");
+        let command = recorded_command(std::env::args());
         let run_id = store.begin_run(engine_id, &command, inputs, tasks, window_ns)?;
         let sink = store.sink(run_id, engine_id)?;
         let run = RunStore {
@@ -69,6 +69,18 @@ impl RunStore {
     /// Store URL and run id, for the report.
     pub fn describe(&self) -> Option<(String, i64)> {
         self.url.clone().zip(self.run_id)
+    }
+
+    /// Marks a run that failed before anything was read (`failed`, no
+    /// totals); a failure to record it is only logged.
+    pub fn abandon(&mut self) {
+        if let (Some(store), Some(id)) = (&mut self.store, self.run_id) {
+            let empty = Value::Array(Vec::new());
+            let none = Value::Object(serde_json::Map::new());
+            if let Err(e) = store.finish_run(id, "failed", &empty, 0, 0, &none) {
+                tracing::warn!(message = "cannot record the failed run", run_id = id, error = %e);
+            }
+        }
     }
 
     /// Records the run's outcome and totals from its report.
@@ -87,6 +99,26 @@ impl RunStore {
     }
 }
 
+/// The command line as the store records it, with the value of `--token`
+/// (the query API's secret) left out.
+pub fn recorded_command(args: impl IntoIterator<Item = String>) -> String {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for arg in args {
+        if std::mem::take(&mut hide_next) {
+            out.push("***".to_string());
+        } else if arg == "--token" {
+            hide_next = true;
+            out.push(arg);
+        } else if arg.starts_with("--token=") {
+            out.push("--token=***".to_string());
+        } else {
+            out.push(arg);
+        }
+    }
+    out.join(" ")
+}
+
 /// A flag raised by SIGINT or SIGTERM; a second signal exits at once
 /// (status 1) in case the shutdown hangs.
 pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
@@ -98,4 +130,35 @@ pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
             .context("cannot install signal handler")?;
     }
     Ok(stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recorded_command;
+
+    #[test]
+    fn the_token_is_not_recorded() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            recorded_command(args(&[
+                "netspectra",
+                "analyze",
+                "x.pcap",
+                "--serve",
+                "--token",
+                "s3cret"
+            ])),
+            "netspectra analyze x.pcap --serve --token ***"
+        );
+        assert_eq!(
+            recorded_command(args(&[
+                "netspectra",
+                "run",
+                "--token=s3cret",
+                "--iface",
+                "lo"
+            ])),
+            "netspectra run --token=*** --iface lo"
+        );
+    }
 }

@@ -7,8 +7,10 @@ mod common;
 mod engine_role;
 mod gen;
 mod probe;
+mod query;
 mod report;
 mod run;
+mod serve;
 mod telemetry;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +20,10 @@ use std::process::ExitCode;
 const EXIT_USAGE: u8 = 1;
 /// Exit status when some input was damaged but results were produced.
 const EXIT_DAMAGED: u8 = 2;
+/// Exit status of `query` when the API refused the request (HTTP 4xx: a bad
+/// parameter, an unknown task, a missing token): the request, not the
+/// client or the server, is at fault, as with damaged input.
+const EXIT_REFUSED: u8 = 2;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +52,10 @@ enum Command {
     Probe(probe::ProbeArgs),
     /// Consume packet batches from NATS and write snapshots to a store.
     Engine(engine_role::EngineArgs),
+    /// Serve the query API (gRPC and HTTP/JSON) from a store until Ctrl-C.
+    Api(serve::ApiArgs),
+    /// Ask the query API over HTTP: tasks, aggregate, top, trace, heavy hitters, super-spreaders, time series, runs.
+    Query(query::QueryArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,13 +85,19 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Probe(args) => probe::run(args),
         Command::Engine(args) => engine_role::run(args),
+        Command::Api(args) => serve::run(args),
+        Command::Query(args) => query::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Damaged) => ExitCode::from(EXIT_DAMAGED),
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_USAGE)
+            if e.downcast_ref::<query::Refused>().is_some() {
+                ExitCode::from(EXIT_REFUSED)
+            } else {
+                ExitCode::from(EXIT_USAGE)
+            }
         }
     }
 }

@@ -188,7 +188,7 @@ pub fn json(r: &Report) -> Value {
 }
 
 /// Groups digits in thousands: 1234567 → 1,234,567.
-fn num(n: u64) -> String {
+pub(crate) fn num(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -201,7 +201,7 @@ fn num(n: u64) -> String {
 }
 
 /// Renders rows of cells as left/right aligned columns (numbers right).
-fn columns(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
+pub(crate) fn columns(header: &[&str], rows: &[Vec<String>], right: &[bool]) -> String {
     let mut width: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in width.iter_mut().zip(row) {

@@ -10,9 +10,14 @@
 //! stamped after the stop are left out); then the open window is flushed and
 //! stored, so what was captured before the stop is counted. A second SIGINT/SIGTERM exits
 //! at once (status 1) in case the shutdown hangs.
+//!
+//! With `--serve`, the query API answers from the store while the run goes
+//! on (on its own thread and runtime) and stops after the last window is
+//! stored.
 
 use crate::common::{self, RunStore};
 use crate::report::{self, FileReport, Report};
+use crate::serve::{self, ServeArgs};
 use crate::telemetry;
 use crate::Outcome;
 use anyhow::Context;
@@ -53,7 +58,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "URL", conflicts_with = "no_store")]
     store: Option<String>,
     /// Keep results in memory only.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "serve")]
     no_store: bool,
     /// Engine workers (default: config `aggregator.num_workers`, else one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -87,6 +92,8 @@ pub struct RunArgs {
     /// address (e.g. `127.0.0.1:9464`).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<String>,
+    #[command(flatten)]
+    serve: ServeArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -178,6 +185,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     if let Some(url) = &url {
         StoreUrl::parse(url)?;
     }
+    let serve = args.serve.plan(&config, url.as_deref())?;
 
     // Open the interface before anything is stored: a missing interface or
     // a bad filter is a usage error that leaves no run behind.
@@ -195,6 +203,23 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let window_ns = plan.window_ns;
     let workers = plan.workers;
     let (mut run_store, sink) = RunStore::begin(url, "local", &inputs, &plan.tasks, window_ns)?;
+    // Started once the store exists (a new SQLite file is created by the run).
+    let api = match serve {
+        Some(serve) => {
+            let store = serve::store_text(&serve.url);
+            match serve::Api::start(serve) {
+                Ok(api) => {
+                    eprintln!("serving {} from {store} while capturing", api.describe());
+                    Some(api)
+                }
+                Err(e) => {
+                    run_store.abandon();
+                    return Err(e);
+                }
+            }
+        }
+        None => None,
+    };
     let mut engine = Engine::start(plan, sink)?;
     telemetry.set_ready(true, "");
     export(&Captured::default(), &LiveStats::default());
@@ -403,6 +428,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
                 stats.if_dropped,
                 why.name()
             );
+        }
+    }
+    if let Some(api) = api {
+        if let Err(e) = api.stop() {
+            tracing::warn!(message = "query API failed", error = %format!("{e:#}"));
         }
     }
     match error {

@@ -441,6 +441,9 @@ pub struct ApiConfig {
     pub grpc_listen_addr: String,
     /// HTTP listen address.
     pub http_listen_addr: String,
+    /// Bearer token both protocols require (empty: none). Use `${VAR}` to
+    /// keep it out of the file.
+    pub token: String,
 }
 
 /// `ai` (Go2NetSpectra shape).

@@ -68,9 +68,83 @@ pub fn mask(ip: &IpBytes, prefix: u8) -> IpBytes {
     out
 }
 
+/// An address range given as `addr` or `addr/len`: the inclusive bounds of
+/// every address it covers, in the 16-byte form (so a store compares bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// Lowest address covered (the network address).
+    pub first: IpBytes,
+    /// Highest address covered.
+    pub last: IpBytes,
+}
+
+/// Text that is neither an address nor `address/prefix-length`.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid IP address or CIDR `{0}`: use e.g. `10.0.0.1`, `10.0.0.0/8` or `2001:db8::/32`")]
+pub struct BadCidr(pub String);
+
+impl std::str::FromStr for Cidr {
+    type Err = BadCidr;
+
+    /// A bare address covers itself; the prefix length counts within the
+    /// address's family (`/0`–`/32` for IPv4, `/0`–`/128` for IPv6).
+    fn from_str(text: &str) -> Result<Cidr, BadCidr> {
+        let err = || BadCidr(text.to_string());
+        let (addr, prefix) = match text.trim().split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().map_err(|_| err())?)),
+            None => (text.trim(), None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| err())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        if prefix > max {
+            return Err(err());
+        }
+        let first = mask(&from_std(addr), prefix);
+        let host_bits = u32::from(max - prefix);
+        let host = if host_bits == 128 {
+            u128::MAX
+        } else {
+            (1u128 << host_bits) - 1
+        };
+        let last = (u128::from_be_bytes(first) | host).to_be_bytes();
+        Ok(Cidr { first, last })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cidrs_cover_their_family_only() {
+        let c: Cidr = "10.1.2.3/8".parse().unwrap();
+        assert_eq!(to_string(&c.first), "10.0.0.0");
+        assert_eq!(to_string(&c.last), "10.255.255.255");
+        let one: Cidr = "192.168.1.1".parse().unwrap();
+        assert_eq!(one.first, one.last);
+        let all4: Cidr = "0.0.0.0/0".parse().unwrap();
+        assert_eq!(to_string(&all4.last), "255.255.255.255");
+        assert!(is_v4(&all4.last));
+        let v6: Cidr = "2001:db8::/32".parse().unwrap();
+        assert_eq!(
+            to_string(&v6.last),
+            "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"
+        );
+        let all6: Cidr = "::/0".parse().unwrap();
+        assert_eq!(all6.last, [0xff; 16]);
+        for bad in [
+            "",
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "::/129",
+            "x",
+            "10.0.0.1/",
+            "1.2.3.4/-1",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn renders_both_families_canonically() {

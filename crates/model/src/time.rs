@@ -73,6 +73,103 @@ pub fn format_rfc3339_ns(ts_ns: u64) -> String {
     out
 }
 
+/// Text that is not an RFC 3339 timestamp.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("invalid timestamp `{0}`: use RFC 3339, e.g. `2026-01-01T00:00:00Z` or `2026-01-01T08:00:00.5+08:00`")]
+pub struct BadTimestamp(pub String);
+
+/// Parses RFC 3339 (`2026-01-01T00:00:00Z`, optional fraction up to ns,
+/// `Z` or `±hh:mm`; `t`/space for `T`) into ns since the epoch. Times before
+/// 1970 are rejected: nothing in a store is older.
+pub fn parse_rfc3339_ns(text: &str) -> Result<u64, BadTimestamp> {
+    let err = || BadTimestamp(text.to_string());
+    let b = text.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<i64, BadTimestamp> {
+        let s = b.get(r).ok_or_else(err)?;
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return Err(err());
+        }
+        Ok(s.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(err());
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > i64::from(days_in_month(year, month as u32))
+        || hour > 23
+        || min > 59
+        || sec > 60
+    {
+        return Err(err());
+    }
+    let mut i = 19;
+    let mut nanos = 0i64;
+    if b[i] == b'.' {
+        let start = i + 1;
+        i = start;
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0 || digits > 9 {
+            return Err(err());
+        }
+        nanos = num(start..i)? * 10i64.pow(9 - digits as u32);
+    }
+    let offset_s = match b.get(i..).ok_or_else(err)? {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
+            if h > 23 || m > 59 {
+                return Err(err());
+            }
+            let s = h * 3600 + m * 60;
+            if *sign == b'+' {
+                s
+            } else {
+                -s
+            }
+        }
+        _ => return Err(err()),
+    };
+    let secs =
+        days_from_civil(year, month as u32, day as u32) * 86_400 + hour * 3600 + min * 60 + sec
+            - offset_s;
+    if secs < 0 {
+        return Err(err());
+    }
+    Ok(secs as u64 * NS_PER_SEC + nanos as u64)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Proleptic Gregorian (year, month, day) to days since 1970-01-01.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
@@ -96,6 +193,34 @@ pub fn window_start(ts_ns: u64, len_ns: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_and_honours_offsets() {
+        for ns in [0u64, 1_767_225_600_123_456_789, 951_782_400 * NS_PER_SEC] {
+            assert_eq!(parse_rfc3339_ns(&format_rfc3339_ns(ns)), Ok(ns));
+        }
+        assert_eq!(
+            parse_rfc3339_ns("2026-01-01T08:00:00+08:00"),
+            parse_rfc3339_ns("2026-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            parse_rfc3339_ns("2026-01-01 00:00:00.5z"),
+            Ok(1_767_225_600 * NS_PER_SEC + 500_000_000)
+        );
+        for bad in [
+            "",
+            "2026-01-01",
+            "2026-13-01T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-01-01T00:00:00",
+            "2026-01-01T00:00:00.Z",
+            "2026-01-01T00:00:00+0800",
+            "1969-12-31T23:59:59Z",
+            "2026-01-01T24:00:00Z",
+        ] {
+            assert!(parse_rfc3339_ns(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_go_durations() {

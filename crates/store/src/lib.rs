@@ -18,6 +18,7 @@
 //! ```
 
 pub mod clickhouse;
+pub mod read;
 pub mod schema;
 mod sqlite;
 mod url;
@@ -111,6 +112,12 @@ pub enum StoreError {
         url: String,
         /// What failed.
         message: String,
+    },
+    /// There is no store to read at this path (readers never create one).
+    #[error("no NetSpectra store at {path}: run `netspectra analyze` (or any role with a store) to create it, or pass --store")]
+    Missing {
+        /// The database file.
+        path: String,
     },
     /// The database was written by a newer schema than this build knows.
     #[error("store {path} has schema version {found}; this build understands up to {supported}: upgrade NetSpectra or use another file")]

@@ -182,28 +182,28 @@ impl SqliteStore {
 
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes FROM runs ORDER BY run_id")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                let inputs: String = r.get(6)?;
-                Ok(RunRecord {
-                    run_id: r.get(0)?,
-                    engine_id: r.get(1)?,
-                    command: r.get(2)?,
-                    started_at_ns: r.get(3)?,
-                    finished_at_ns: r.get(4)?,
-                    status: r.get(5)?,
-                    inputs: serde_json::from_str(&inputs).unwrap_or(Value::Null),
-                    packets: r.get(7)?,
-                    bytes: r.get(8)?,
-                })
-            })
-            .map_err(|e| self.err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+        read_runs(&self.conn).map_err(|e| self.err(e))
     }
+}
+
+/// Every run in the `runs` table, oldest first (shared with the reader).
+pub(crate) fn read_runs(conn: &Connection) -> rusqlite::Result<Vec<RunRecord>> {
+    let mut stmt = conn.prepare_cached("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes FROM runs ORDER BY run_id")?;
+    let rows = stmt.query_map([], |r| {
+        let inputs: String = r.get(6)?;
+        Ok(RunRecord {
+            run_id: r.get(0)?,
+            engine_id: r.get(1)?,
+            command: r.get(2)?,
+            started_at_ns: r.get(3)?,
+            finished_at_ns: r.get(4)?,
+            status: r.get(5)?,
+            inputs: serde_json::from_str(&inputs).unwrap_or(Value::Null),
+            packets: r.get(7)?,
+            bytes: r.get(8)?,
+        })
+    })?;
+    rows.collect()
 }
 
 impl crate::Store for SqliteStore {

@@ -4,6 +4,7 @@
 mod bench;
 mod distributed;
 mod metrics;
+mod query;
 mod sketch;
 
 use serde_json::Value;

@@ -56,10 +56,10 @@
 //! [`ClickHouseStore::load_progress`] (which flushes the spool first), so
 //! the engine starts from the older progress (double counting again).
 
-mod rows;
+pub(crate) mod rows;
 pub mod schema;
 mod spool;
-mod writer;
+pub(crate) mod writer;
 
 pub use writer::FlushReport;
 
@@ -75,6 +75,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 use std::time::Duration;
+
+impl From<RunRow> for RunRecord {
+    fn from(r: RunRow) -> RunRecord {
+        RunRecord {
+            run_id: r.run_id as i64,
+            engine_id: r.engine_id,
+            command: r.command,
+            started_at_ns: r.started_at_ns,
+            finished_at_ns: (r.finished_at_ns != 0).then_some(r.finished_at_ns),
+            status: r.status,
+            inputs: serde_json::from_str(&r.inputs).unwrap_or(Value::Null),
+            packets: r.packets as i64,
+            bytes: r.bytes as i64,
+        }
+    }
+}
 
 /// How long opening may wait for the server (connect, create, migrate).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -209,20 +225,7 @@ impl ClickHouseStore {
             self.client
                 .query("SELECT ?fields FROM runs FINAL ORDER BY run_id"),
         )?;
-        Ok(rows
-            .into_iter()
-            .map(|r| RunRecord {
-                run_id: r.run_id as i64,
-                engine_id: r.engine_id,
-                command: r.command,
-                started_at_ns: r.started_at_ns,
-                finished_at_ns: (r.finished_at_ns != 0).then_some(r.finished_at_ns),
-                status: r.status,
-                inputs: serde_json::from_str(&r.inputs).unwrap_or(Value::Null),
-                packets: r.packets as i64,
-                bytes: r.bytes as i64,
-            })
-            .collect())
+        Ok(rows.into_iter().map(RunRecord::from).collect())
     }
 
     /// Batches waiting in the spool for the server (0 when it has everything).

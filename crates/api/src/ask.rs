@@ -1,0 +1,229 @@
+//! Turning a request's raw parameters into a validated question, the same
+//! way for both protocols: HTTP parses text into [`AskInput`], gRPC fills it
+//! from typed fields, and [`AskInput::validate`] checks everything once.
+
+use crate::error::{bad, ApiError};
+use netspectra_model::ip::Cidr;
+use netspectra_model::time::{format_rfc3339_ns, parse_duration_ns, parse_rfc3339_ns};
+use netspectra_store::read::{Filter, TimeRange};
+
+/// Longest task name accepted (names in configs are short identifiers).
+pub const MAX_TASK_NAME: usize = 256;
+
+/// A question's parameters before validation; `None` = not given.
+#[derive(Clone, Debug, Default)]
+pub struct AskInput {
+    /// Task name (empty = not given).
+    pub task: String,
+    /// Range start, ns.
+    pub from_ns: Option<u64>,
+    /// Range end (exclusive), ns.
+    pub to_ns: Option<u64>,
+    /// Source address or CIDR text.
+    pub src_ip: Option<String>,
+    /// Destination address or CIDR text.
+    pub dst_ip: Option<String>,
+    /// Source port as given (checked to fit 16 bits).
+    pub src_port: Option<u64>,
+    /// Destination port as given.
+    pub dst_port: Option<u64>,
+    /// Protocol number as given (checked to fit 8 bits).
+    pub protocol: Option<u64>,
+    /// Rows wanted; 0 = all (up to the server's maximum).
+    pub limit: u64,
+}
+
+/// A validated question.
+#[derive(Clone, Debug)]
+pub struct Ask {
+    /// Task name, possibly empty where the operation allows it.
+    pub task: String,
+    /// Windows to read.
+    pub range: TimeRange,
+    /// Keys to read.
+    pub filter: Filter,
+    /// Rows to return (already capped by the server's maximum).
+    pub limit: usize,
+    /// Whether the caller asked for "all" (limit 0).
+    pub all: bool,
+}
+
+impl AskInput {
+    /// Checks every parameter; `max_rows` caps the answer's size.
+    pub fn validate(self, max_rows: usize) -> Result<Ask, ApiError> {
+        if self.task.len() > MAX_TASK_NAME {
+            return Err(bad(format!(
+                "task name is {} bytes long; at most {MAX_TASK_NAME} allowed",
+                self.task.len()
+            )));
+        }
+        let range = TimeRange {
+            from_ns: self.from_ns.unwrap_or(TimeRange::ALL.from_ns),
+            to_ns: self
+                .to_ns
+                .unwrap_or(TimeRange::ALL.to_ns)
+                .min(TimeRange::ALL.to_ns),
+        };
+        if range.from_ns >= range.to_ns {
+            return Err(bad(format!(
+                "empty or inverted time range: from {} is not before to {}",
+                format_rfc3339_ns(range.from_ns),
+                format_rfc3339_ns(range.to_ns)
+            )));
+        }
+        let cidr = |name: &str, text: Option<String>| -> Result<Option<Cidr>, ApiError> {
+            text.filter(|t| !t.is_empty())
+                .map(|t| t.parse().map_err(|e| bad(format!("{name}: {e}"))))
+                .transpose()
+        };
+        let number = |name: &str, v: Option<u64>, max: u64| -> Result<Option<u64>, ApiError> {
+            match v {
+                Some(n) if n > max => Err(bad(format!("{name}: {n} is out of range (0-{max})"))),
+                other => Ok(other),
+            }
+        };
+        let filter = Filter {
+            src_ip: cidr("src_ip", self.src_ip)?,
+            dst_ip: cidr("dst_ip", self.dst_ip)?,
+            src_port: number("src_port", self.src_port, 65535)?.map(|v| v as u16),
+            dst_port: number("dst_port", self.dst_port, 65535)?.map(|v| v as u16),
+            protocol: number("protocol", self.protocol, 255)?.map(|v| v as u8),
+        };
+        if self.limit as usize > max_rows {
+            return Err(bad(format!(
+                "limit {} exceeds this server's maximum of {max_rows} rows (0 = all, up to the maximum)",
+                self.limit
+            )));
+        }
+        Ok(Ask {
+            task: self.task,
+            range,
+            filter,
+            limit: if self.limit == 0 {
+                max_rows
+            } else {
+                self.limit as usize
+            },
+            all: self.limit == 0,
+        })
+    }
+}
+
+/// Parses a time parameter: RFC 3339, or a bare integer of ns since the epoch.
+pub fn parse_time(name: &str, text: &str) -> Result<u64, ApiError> {
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse()
+            .map_err(|_| bad(format!("{name}: `{text}` is too large")));
+    }
+    parse_rfc3339_ns(text).map_err(|e| bad(format!("{name}: {e}")))
+}
+
+/// `since` (a duration back from `now_ns`) as a range start.
+pub fn parse_since(text: &str, now_ns: u64) -> Result<u64, ApiError> {
+    let d = parse_duration_ns(text).map_err(|e| bad(format!("since: {e}")))?;
+    Ok(now_ns.saturating_sub(d))
+}
+
+/// Parses an unsigned number parameter, naming it when it is not one.
+pub fn parse_number(name: &str, text: &str) -> Result<u64, ApiError> {
+    text.trim()
+        .parse()
+        .map_err(|_| bad(format!("{name}: `{text}` is not a non-negative integer")))
+}
+
+/// Wall-clock now, ns since the epoch.
+pub fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_parameter_is_named() {
+        let cases: Vec<(AskInput, &str)> = vec![
+            (
+                AskInput {
+                    src_ip: Some("10.0.0.300".into()),
+                    ..Default::default()
+                },
+                "src_ip",
+            ),
+            (
+                AskInput {
+                    dst_ip: Some("10.0.0.0/40".into()),
+                    ..Default::default()
+                },
+                "dst_ip",
+            ),
+            (
+                AskInput {
+                    src_port: Some(70000),
+                    ..Default::default()
+                },
+                "src_port",
+            ),
+            (
+                AskInput {
+                    protocol: Some(256),
+                    ..Default::default()
+                },
+                "protocol",
+            ),
+            (
+                AskInput {
+                    from_ns: Some(10),
+                    to_ns: Some(5),
+                    ..Default::default()
+                },
+                "inverted",
+            ),
+            (
+                AskInput {
+                    limit: 1_000_000,
+                    ..Default::default()
+                },
+                "limit",
+            ),
+            (
+                AskInput {
+                    task: "x".repeat(300),
+                    ..Default::default()
+                },
+                "task name",
+            ),
+        ];
+        for (input, word) in cases {
+            let err = input.validate(10_000).unwrap_err();
+            assert!(matches!(err, ApiError::BadRequest(_)));
+            assert!(
+                err.to_string().contains(word),
+                "{err} should mention {word}"
+            );
+        }
+        let ok = AskInput {
+            limit: 0,
+            ..Default::default()
+        }
+        .validate(50)
+        .unwrap();
+        assert_eq!((ok.limit, ok.all), (50, true));
+        assert!(parse_time("from", "2026-01-01T00:00:00Z").is_ok());
+        assert_eq!(
+            parse_time("from", "1700000000000000000").unwrap(),
+            1_700_000_000_000_000_000
+        );
+        assert!(parse_time("from", "yesterday")
+            .unwrap_err()
+            .to_string()
+            .contains("from"));
+        assert_eq!(
+            parse_since("1h", 7_200_000_000_000).unwrap(),
+            3_600_000_000_000
+        );
+    }
+}

@@ -1,0 +1,364 @@
+//! The gRPC face: `netspectra.v1.QueryService` from `query.proto`, plus the
+//! standard `grpc.health.v1` and reflection services.
+
+use crate::ask::AskInput;
+use crate::error::{bad, ApiError};
+use crate::pb;
+use crate::service::{KeyJson, QueryService};
+use netspectra_model::time::parse_rfc3339_ns;
+use netspectra_store::read::Measure;
+use prost_types::Timestamp;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Implements the generated service trait over [`QueryService`].
+pub struct Grpc {
+    service: Arc<QueryService>,
+}
+
+impl Grpc {
+    /// Wraps the shared service.
+    pub fn new(service: Arc<QueryService>) -> Grpc {
+        Grpc { service }
+    }
+}
+
+fn ns(name: &str, t: Option<Timestamp>) -> Result<Option<u64>, ApiError> {
+    t.map(|t| {
+        if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
+            return Err(bad(format!("{name}: timestamp before 1970 or malformed")));
+        }
+        Ok(t.seconds as u64 * 1_000_000_000 + t.nanos as u64)
+    })
+    .transpose()
+}
+
+fn stamp(text: &str) -> Option<Timestamp> {
+    parse_rfc3339_ns(text).ok().map(|ns| Timestamp {
+        seconds: (ns / 1_000_000_000) as i64,
+        nanos: (ns % 1_000_000_000) as i32,
+    })
+}
+
+fn text(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn key_map(key: KeyJson) -> HashMap<String, String> {
+    key.into_iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => (k, s),
+            other => (k, other.to_string()),
+        })
+        .collect()
+}
+
+/// The filter fields every request shares, in one place.
+struct Fields {
+    task: String,
+    start: Option<Timestamp>,
+    end: Option<Timestamp>,
+    src_ip: String,
+    dst_ip: String,
+    src_port: Option<u32>,
+    dst_port: Option<u32>,
+    protocol: Option<u32>,
+    limit: u64,
+}
+
+impl Fields {
+    fn ask(self, service: &QueryService) -> Result<crate::ask::Ask, ApiError> {
+        AskInput {
+            task: self.task,
+            from_ns: ns("start_time", self.start)?,
+            to_ns: ns("end_time", self.end)?,
+            src_ip: text(self.src_ip),
+            dst_ip: text(self.dst_ip),
+            src_port: self.src_port.map(u64::from),
+            dst_port: self.dst_port.map(u64::from),
+            protocol: self.protocol.map(u64::from),
+            limit: self.limit,
+        }
+        .validate(service.limits().max_rows)
+    }
+}
+
+macro_rules! fields {
+    ($r:expr, $limit:expr) => {
+        Fields {
+            task: $r.task_name,
+            start: $r.start_time,
+            end: $r.end_time,
+            src_ip: $r.src_ip,
+            dst_ip: $r.dst_ip,
+            src_port: $r.src_port,
+            dst_port: $r.dst_port,
+            protocol: $r.protocol,
+            limit: $limit,
+        }
+    };
+}
+
+#[tonic::async_trait]
+impl pb::query_service_server::QueryService for Grpc {
+    async fn health_check(
+        &self,
+        _: Request<pb::HealthCheckRequest>,
+    ) -> Result<Response<pb::HealthCheckResponse>, Status> {
+        let status = match self.service.health().await {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("unavailable: {e}"),
+        };
+        Ok(Response::new(pb::HealthCheckResponse { status }))
+    }
+
+    async fn search_tasks(
+        &self,
+        _: Request<pb::SearchTasksRequest>,
+    ) -> Result<Response<pb::SearchTasksResponse>, Status> {
+        let a = self.service.tasks().await?;
+        Ok(Response::new(pb::SearchTasksResponse {
+            task_names: a.task_names,
+            tasks: a
+                .tasks
+                .into_iter()
+                .map(|t| pb::TaskInfo {
+                    name: t.name,
+                    kind: t.kind,
+                    algorithm: t.algorithm.unwrap_or_default(),
+                    key: t.key,
+                    window_ns: t.window_ns,
+                    run_id: t.run_id,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn aggregate_flows(
+        &self,
+        req: Request<pb::AggregationRequest>,
+    ) -> Result<Response<pb::QueryTotalCountsResponse>, Status> {
+        let r = req.into_inner();
+        let ask = fields!(r, 0).ask(&self.service)?;
+        let a = self.service.aggregate(&ask).await?;
+        Ok(Response::new(pb::QueryTotalCountsResponse {
+            summaries: a
+                .summaries
+                .into_iter()
+                .map(|s| pb::TaskSummary {
+                    task_name: s.task_name,
+                    total_bytes: s.total_bytes,
+                    total_packets: s.total_packets,
+                    flow_count: s.flow_count,
+                    first_seen: s.first_seen.as_deref().and_then(stamp),
+                    last_seen: s.last_seen.as_deref().and_then(stamp),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn trace_flow(
+        &self,
+        req: Request<pb::TraceFlowRequest>,
+    ) -> Result<Response<pb::TraceFlowResponse>, Status> {
+        let r = req.into_inner();
+        let mut input = Fields {
+            task: r.task_name,
+            start: r.start_time,
+            end: r.end_time,
+            src_ip: String::new(),
+            dst_ip: String::new(),
+            src_port: None,
+            dst_port: None,
+            protocol: None,
+            limit: 0,
+        };
+        let mut keys: Vec<_> = r.flow_keys.into_iter().collect();
+        keys.sort();
+        for (name, value) in keys {
+            let number = || -> Result<Option<u32>, ApiError> {
+                value
+                    .trim()
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| bad(format!("flow key {name}: `{value}` is not a number")))
+            };
+            match name.to_ascii_lowercase().as_str() {
+                "srcip" | "src_ip" => input.src_ip = value.clone(),
+                "dstip" | "dst_ip" => input.dst_ip = value.clone(),
+                "srcport" | "src_port" => input.src_port = number()?,
+                "dstport" | "dst_port" => input.dst_port = number()?,
+                "protocol" => input.protocol = number()?,
+                _ => {
+                    return Err(bad(format!(
+                    "unsupported flow key `{name}`; use SrcIP, DstIP, SrcPort, DstPort, Protocol"
+                ))
+                    .into())
+                }
+            }
+        }
+        let ask = input.ask(&self.service)?;
+        let l = self.service.trace(&ask).await?.lifecycle;
+        Ok(Response::new(pb::TraceFlowResponse {
+            lifecycle: Some(pb::FlowLifecycle {
+                first_seen: stamp(&l.first_seen),
+                last_seen: stamp(&l.last_seen),
+                total_packets: l.total_packets,
+                total_bytes: l.total_bytes,
+                windows: l.windows,
+            }),
+        }))
+    }
+
+    async fn query_heavy_hitters(
+        &self,
+        req: Request<pb::HeavyHittersRequest>,
+    ) -> Result<Response<pb::HeavyHittersResponse>, Status> {
+        let r = req.into_inner();
+        let by = match r.r#type {
+            0 => Measure::Packets,
+            1 => Measure::Bytes,
+            t => {
+                return Err(bad(format!(
+                    "type {t} is not a measure; use 0 (count) or 1 (size)"
+                ))
+                .into())
+            }
+        };
+        let limit =
+            u64::try_from(r.limit).map_err(|_| bad(format!("limit {} is negative", r.limit)))?;
+        let ask = fields!(r, limit).ask(&self.service)?;
+        let a = self.service.heavy_hitters(&ask, by).await?;
+        Ok(Response::new(pb::HeavyHittersResponse {
+            hitters: a
+                .rows
+                .into_iter()
+                .map(|h| pb::HeavyHitter {
+                    flow: h
+                        .key
+                        .iter()
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}={}",
+                                v.as_str().map_or_else(|| v.to_string(), str::to_string)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    value: h.packets.or(h.bytes).unwrap_or(0),
+                    key: key_map(h.key),
+                    error_bound: h.error_bound,
+                    periods: h.periods,
+                })
+                .collect(),
+            truncated: a.truncated,
+        }))
+    }
+
+    async fn top_keys(
+        &self,
+        req: Request<pb::TopKeysRequest>,
+    ) -> Result<Response<pb::TopKeysResponse>, Status> {
+        let r = req.into_inner();
+        let by = match r.by.to_ascii_lowercase().as_str() {
+            "" | "packets" => Measure::Packets,
+            "bytes" => Measure::Bytes,
+            other => {
+                return Err(bad(format!(
+                    "by `{other}` is not a measure; use packets or bytes"
+                ))
+                .into())
+            }
+        };
+        let limit = u64::from(r.limit);
+        let ask = fields!(r, limit).ask(&self.service)?;
+        let a = self.service.top(&ask, by).await?;
+        Ok(Response::new(pb::TopKeysResponse {
+            rows: a
+                .rows
+                .into_iter()
+                .map(|f| pb::FlowRow {
+                    key: key_map(f.key),
+                    packets: f.packets,
+                    bytes: f.bytes,
+                    first_seen: stamp(&f.first_seen),
+                    last_seen: stamp(&f.last_seen),
+                    windows: f.windows,
+                })
+                .collect(),
+            truncated: a.truncated,
+        }))
+    }
+
+    async fn query_super_spreaders(
+        &self,
+        req: Request<pb::SuperSpreadersRequest>,
+    ) -> Result<Response<pb::SuperSpreadersResponse>, Status> {
+        let r = req.into_inner();
+        let limit = u64::from(r.limit);
+        let ask = fields!(r, limit).ask(&self.service)?;
+        let a = self.service.super_spreaders(&ask).await?;
+        Ok(Response::new(pb::SuperSpreadersResponse {
+            rows: a
+                .rows
+                .into_iter()
+                .map(|s| pb::SuperSpreader {
+                    key: key_map(s.key),
+                    distinct: s.distinct,
+                    error_bound: s.error_bound,
+                    periods: s.periods,
+                })
+                .collect(),
+            truncated: a.truncated,
+        }))
+    }
+
+    async fn time_series(
+        &self,
+        req: Request<pb::TimeSeriesRequest>,
+    ) -> Result<Response<pb::TimeSeriesResponse>, Status> {
+        let r = req.into_inner();
+        let limit = u64::from(r.limit);
+        let ask = fields!(r, limit).ask(&self.service)?;
+        let a = self.service.timeseries(&ask).await?;
+        Ok(Response::new(pb::TimeSeriesResponse {
+            rows: a
+                .rows
+                .into_iter()
+                .map(|p| pb::SeriesPoint {
+                    window_start: stamp(&p.window_start),
+                    window_end: stamp(&p.window_end),
+                    packets: p.packets,
+                    bytes: p.bytes,
+                    keys: p.keys,
+                })
+                .collect(),
+            truncated: a.truncated,
+        }))
+    }
+
+    async fn list_runs(
+        &self,
+        _: Request<pb::ListRunsRequest>,
+    ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        let a = self.service.runs().await?;
+        Ok(Response::new(pb::ListRunsResponse {
+            rows: a
+                .rows
+                .into_iter()
+                .map(|r| pb::Run {
+                    run_id: r.run_id,
+                    engine_id: r.engine_id,
+                    command: r.command,
+                    status: r.status,
+                    started_at: stamp(&r.started_at),
+                    finished_at: r.finished_at.as_deref().and_then(stamp),
+                    packets: r.packets,
+                    bytes: r.bytes,
+                })
+                .collect(),
+        }))
+    }
+}

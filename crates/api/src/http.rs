@@ -1,0 +1,348 @@
+//! The HTTP/JSON face (**contract**): `GET /api/v1/<operation>?<parameters>`,
+//! JSON numbers as numbers, errors as `{"error":{"code","message"}}` with
+//! a 4xx/5xx status, the OpenAPI document at `/api/v1/openapi.json`, and
+//! `/healthz` (the process is up) and `/readyz` (the store answers).
+
+use crate::ask::{now_ns, parse_number, parse_since, parse_time, AskInput};
+use crate::error::{bad, ApiError};
+use crate::service::QueryService;
+use crate::Auth;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use netspectra_store::read::Measure;
+use serde::Deserialize;
+use serde_json::json;
+use std::sync::Arc;
+
+/// Longest URI accepted (parameters travel in the query string).
+const MAX_URI_BYTES: usize = 8 * 1024;
+
+/// Rows returned when a request gives no `limit`.
+const DEFAULT_LIMIT: u64 = 100;
+
+/// The operations' routes, each answered by `GET` (the OpenAPI document
+/// lists the same paths; a test holds them together).
+pub const ROUTES: &[&str] = &[
+    "/api/v1/health",
+    "/api/v1/tasks",
+    "/api/v1/aggregate",
+    "/api/v1/top",
+    "/api/v1/trace",
+    "/api/v1/heavy-hitters",
+    "/api/v1/super-spreaders",
+    "/api/v1/timeseries",
+    "/api/v1/runs",
+];
+
+/// The OpenAPI 3 document served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+#[derive(Clone)]
+struct AppState {
+    service: Arc<QueryService>,
+    auth: Auth,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
+        if let ApiError::Unavailable(e) = &self {
+            tracing::warn!(message = "query failed: store unavailable", error = %e);
+        }
+        let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
+        (status, Json(body)).into_response()
+    }
+}
+
+/// Every parameter any operation takes, as text; unknown names are refused
+/// so a typo is an error rather than a silently ignored filter.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Params {
+    #[serde(alias = "task_name")]
+    task: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    since: Option<String>,
+    src_ip: Option<String>,
+    dst_ip: Option<String>,
+    src_port: Option<String>,
+    dst_port: Option<String>,
+    protocol: Option<String>,
+    limit: Option<String>,
+    by: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+}
+
+/// `Query<Params>` with our JSON error instead of axum's plain-text one.
+struct Q(Params);
+
+impl<S: Send + Sync> FromRequestParts<S> for Q {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Q, ApiError> {
+        Query::<Params>::from_request_parts(parts, state)
+            .await
+            .map(|Query(p)| Q(p))
+            .map_err(|e| bad(format!("bad query string: {}", e.body_text())))
+    }
+}
+
+impl Params {
+    fn ask(self, state: &AppState) -> Result<crate::ask::Ask, ApiError> {
+        let number = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
+            v.as_deref().map(|t| parse_number(name, t)).transpose()
+        };
+        let mut from_ns = self
+            .from
+            .as_deref()
+            .map(|t| parse_time("from", t))
+            .transpose()?;
+        if let Some(since) = self.since.as_deref() {
+            if from_ns.is_some() {
+                return Err(bad("give either `since` or `from`, not both"));
+            }
+            from_ns = Some(parse_since(since, now_ns())?);
+        }
+        AskInput {
+            task: self.task.unwrap_or_default(),
+            from_ns,
+            to_ns: self
+                .to
+                .as_deref()
+                .map(|t| parse_time("to", t))
+                .transpose()?,
+            src_port: number("src_port", &self.src_port)?,
+            dst_port: number("dst_port", &self.dst_port)?,
+            protocol: number("protocol", &self.protocol)?,
+            limit: number("limit", &self.limit)?.unwrap_or(DEFAULT_LIMIT),
+            src_ip: self.src_ip,
+            dst_ip: self.dst_ip,
+        }
+        .validate(state.service.limits().max_rows)
+    }
+
+    /// `by` (`packets`/`bytes`), or for heavy hitters the reference's
+    /// `type` (0 = count, 1 = size).
+    fn measure(&self) -> Result<Measure, ApiError> {
+        let text = match (&self.by, &self.kind) {
+            (Some(_), Some(_)) => return Err(bad("give either `by` or `type`, not both")),
+            (Some(t), None) | (None, Some(t)) => t.as_str(),
+            (None, None) => "packets",
+        };
+        match text.to_ascii_lowercase().as_str() {
+            "packets" | "count" | "0" => Ok(Measure::Packets),
+            "bytes" | "size" | "1" => Ok(Measure::Bytes),
+            other => Err(bad(format!(
+                "by: `{other}` is not a measure; use packets (type 0, count) or bytes (type 1, size)"
+            ))),
+        }
+    }
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    match s.service.health().await {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn tasks(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    no_params(&p)?;
+    Ok(Json(s.service.tasks().await?).into_response())
+}
+
+async fn runs(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    no_params(&p)?;
+    Ok(Json(s.service.runs().await?).into_response())
+}
+
+async fn aggregate(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    p.only("aggregate", &[])?;
+    let ask = p.ask(&s)?;
+    Ok(Json(s.service.aggregate(&ask).await?).into_response())
+}
+
+async fn top(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    p.only("top", &["limit", "by"])?;
+    let by = p.measure()?;
+    let ask = p.ask(&s)?;
+    Ok(Json(s.service.top(&ask, by).await?).into_response())
+}
+
+async fn trace(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    p.only("trace", &[])?;
+    let ask = p.ask(&s)?;
+    Ok(Json(s.service.trace(&ask).await?).into_response())
+}
+
+async fn heavy_hitters(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    p.only("heavy-hitters", &["limit", "by", "type"])?;
+    let by = p.measure()?;
+    let ask = p.ask(&s)?;
+    Ok(Json(s.service.heavy_hitters(&ask, by).await?).into_response())
+}
+
+async fn super_spreaders(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    p.only("super-spreaders", &["limit"])?;
+    let ask = p.ask(&s)?;
+    Ok(Json(s.service.super_spreaders(&ask).await?).into_response())
+}
+
+async fn timeseries(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    p.only("timeseries", &["limit"])?;
+    let ask = p.ask(&s)?;
+    Ok(Json(s.service.timeseries(&ask).await?).into_response())
+}
+
+/// Parameters of the time range and key filter, which every question takes.
+const SCOPE: &[&str] = &[
+    "task", "from", "to", "since", "src_ip", "dst_ip", "src_port", "dst_port", "protocol",
+];
+
+impl Params {
+    /// Refuses parameters the operation would ignore, so a misplaced
+    /// `limit` or `by` is an error rather than a silent no-op.
+    fn only(&self, op: &str, extra: &[&str]) -> Result<(), ApiError> {
+        let given = [
+            ("task", &self.task),
+            ("from", &self.from),
+            ("to", &self.to),
+            ("since", &self.since),
+            ("src_ip", &self.src_ip),
+            ("dst_ip", &self.dst_ip),
+            ("src_port", &self.src_port),
+            ("dst_port", &self.dst_port),
+            ("protocol", &self.protocol),
+            ("limit", &self.limit),
+            ("by", &self.by),
+            ("type", &self.kind),
+        ];
+        let allowed = |name: &str| SCOPE.contains(&name) || extra.contains(&name);
+        match given.iter().find(|(name, v)| v.is_some() && !allowed(name)) {
+            Some((name, _)) => Err(bad(format!("{op} does not take parameter `{name}`"))),
+            None => Ok(()),
+        }
+    }
+}
+
+fn no_params(p: &Params) -> Result<(), ApiError> {
+    let given = [
+        &p.task,
+        &p.from,
+        &p.to,
+        &p.since,
+        &p.src_ip,
+        &p.dst_ip,
+        &p.src_port,
+        &p.dst_port,
+        &p.protocol,
+        &p.limit,
+        &p.by,
+        &p.kind,
+    ];
+    if given.iter().any(|v| v.is_some()) {
+        return Err(bad("this operation takes no parameters"));
+    }
+    Ok(())
+}
+
+async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.service.health().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn fallback(req: Request) -> ApiError {
+    ApiError::NotFound(format!(
+        "no route {} {}; operations: {}",
+        req.method(),
+        req.uri().path(),
+        ROUTES.join(", ")
+    ))
+}
+
+/// Refuses over-long URIs, then checks the bearer token.
+async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    if req.uri().to_string().len() > MAX_URI_BYTES {
+        return (
+            StatusCode::URI_TOO_LONG,
+            Json(json!({"error": {"code": "uri_too_long", "message": format!("request URI longer than {MAX_URI_BYTES} bytes")}})),
+        )
+            .into_response();
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !s.auth.allows(token) {
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+/// The HTTP router: operations behind the token, health and the OpenAPI
+/// document open.
+pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
+    let state = AppState { service, auth };
+    let api = Router::new()
+        .route("/api/v1/tasks", get(tasks))
+        .route("/api/v1/aggregate", get(aggregate))
+        .route("/api/v1/top", get(top))
+        .route("/api/v1/trace", get(trace))
+        .route("/api/v1/heavy-hitters", get(heavy_hitters))
+        .route("/api/v1/super-spreaders", get(super_spreaders))
+        .route("/api/v1/timeseries", get(timeseries))
+        .route("/api/v1/runs", get(runs))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard));
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(16 * 1024))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_routes() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("valid JSON");
+        let mut documented: Vec<&str> = doc["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut served: Vec<&str> = ROUTES.to_vec();
+        served.extend(["/api/v1/openapi.json", "/healthz", "/readyz"]);
+        documented.sort_unstable();
+        served.sort_unstable();
+        assert_eq!(documented, served);
+        assert!(doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|p| p["get"]["operationId"].is_string()));
+    }
+}

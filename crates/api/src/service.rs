@@ -1,0 +1,529 @@
+//! The operations, protocol-neutral: validate against the store's tasks,
+//! ask the [`Reader`], and shape the answer. HTTP serializes these answers
+//! as they are (**contract**: the JSON shapes); gRPC converts them field by
+//! field into the messages of `query.proto`.
+
+use crate::ask::Ask;
+use crate::error::{bad, ApiError};
+use netspectra_model::time::format_rfc3339_ns;
+use netspectra_model::{Dimension, FlowKey};
+use netspectra_store::read::{Measure, Reader, Scope, SketchMeasure, TaskInfo};
+use netspectra_store::RunRecord;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long the task list is reused before it is read again (a task that
+/// is asked for but not in the list forces a fresh read at once).
+const CATALOG_TTL: Duration = Duration::from_secs(2);
+
+/// How large answers may get, and how many are kept.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Rows an answer may hold at most; `limit=0` means this many.
+    pub max_rows: usize,
+    /// Store answers kept until the store changes (0: none).
+    pub cache_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_rows: 10_000,
+            cache_entries: netspectra_store::read::DEFAULT_CACHE_ENTRIES,
+        }
+    }
+}
+
+/// A task with what a client needs to ask about it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TaskView {
+    /// Task name.
+    pub name: String,
+    /// `exact` or `sketch`.
+    pub kind: String,
+    /// Sketch algorithm (`countmin`, `hh`, `superspread`); absent for exact tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// Key dimensions.
+    pub key: Vec<String>,
+    /// Window length, ns.
+    pub window_ns: u64,
+    /// The run that defined the task last.
+    pub run_id: i64,
+    /// `key`, parsed.
+    #[serde(skip)]
+    pub dims: Vec<Dimension>,
+}
+
+/// `tasks`: names first, as the reference's SearchTasks, then details.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TasksAnswer {
+    /// Task names.
+    pub task_names: Vec<String>,
+    /// Tasks in name order.
+    pub tasks: Vec<TaskView>,
+}
+
+/// One exact task's totals.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Summary {
+    /// Task name.
+    pub task_name: String,
+    /// Packets.
+    pub total_packets: u64,
+    /// Bytes.
+    pub total_bytes: u64,
+    /// Distinct keys.
+    pub flow_count: u64,
+    /// First packet (absent when nothing matched).
+    pub first_seen: Option<String>,
+    /// Last packet.
+    pub last_seen: Option<String>,
+}
+
+/// `aggregate`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Summaries {
+    /// One per task.
+    pub summaries: Vec<Summary>,
+}
+
+/// `trace`: sums over every matching row.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Lifecycle {
+    /// First packet.
+    pub first_seen: String,
+    /// Last packet.
+    pub last_seen: String,
+    /// Packets.
+    pub total_packets: u64,
+    /// Bytes.
+    pub total_bytes: u64,
+    /// Rows (window × engine) summed.
+    pub windows: u64,
+}
+
+/// `trace` answer.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TraceAnswer {
+    /// The flow's life.
+    pub lifecycle: Lifecycle,
+}
+
+/// A key as dimension name → value (**contract**: the `key` object of
+/// `analyze --format json` rows).
+pub type KeyJson = Map<String, Value>;
+
+/// One row of `top`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct FlowRow {
+    /// The key.
+    pub key: KeyJson,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// First packet.
+    pub first_seen: String,
+    /// Last packet.
+    pub last_seen: String,
+    /// Rows (window × engine) summed.
+    pub windows: u64,
+}
+
+/// One row of `heavy-hitters`: `packets` or `bytes` holds the estimate.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct HitterRow {
+    /// The key.
+    pub key: KeyJson,
+    /// Estimated packets (by count).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub packets: Option<u64>,
+    /// Estimated bytes (by size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// Bound on the estimate's error.
+    pub error_bound: u64,
+    /// Periods that reported the key.
+    pub periods: u64,
+}
+
+/// One row of `super-spreaders`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct SpreaderRow {
+    /// The key.
+    pub key: KeyJson,
+    /// Estimated distinct elements.
+    pub distinct: u64,
+    /// Bound on the estimate's error.
+    pub error_bound: u64,
+    /// Periods that reported the key.
+    pub periods: u64,
+}
+
+/// One row of `timeseries`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PointRow {
+    /// Window start.
+    pub window_start: String,
+    /// Window end.
+    pub window_end: String,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Distinct keys.
+    pub keys: u64,
+}
+
+/// One row of `runs`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RunRow {
+    /// Run id.
+    pub run_id: i64,
+    /// Engine that wrote it.
+    pub engine_id: String,
+    /// Command or role.
+    pub command: String,
+    /// `running`, `complete`, `damaged` or `failed`.
+    pub status: String,
+    /// Start.
+    pub started_at: String,
+    /// End, once finished.
+    pub finished_at: Option<String>,
+    /// Packets read.
+    pub packets: u64,
+    /// Bytes read.
+    pub bytes: u64,
+    /// Inputs and their outcome.
+    pub inputs: Value,
+}
+
+/// A row-returning answer (**contract**: `{"rows":[…],"truncated":bool}`).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Rows<T> {
+    /// The rows, in the operation's order.
+    pub rows: Vec<T>,
+    /// Whether more rows matched than were returned.
+    pub truncated: bool,
+}
+
+impl<T> Rows<T> {
+    /// Keeps `limit` rows of a fetch of `limit + 1`.
+    fn cut(mut rows: Vec<T>, limit: usize) -> Rows<T> {
+        let truncated = rows.len() > limit;
+        rows.truncate(limit);
+        Rows { rows, truncated }
+    }
+}
+
+struct Catalog {
+    read_at: Instant,
+    tasks: Arc<Vec<TaskView>>,
+}
+
+/// The query operations over one store.
+pub struct QueryService {
+    reader: Reader,
+    limits: Limits,
+    catalog: Mutex<Option<Catalog>>,
+}
+
+fn ts(ns: u64) -> String {
+    format_rfc3339_ns(ns)
+}
+
+fn key_json(task: &TaskView, key: &FlowKey) -> KeyJson {
+    key.render(&task.dims).into_iter().collect()
+}
+
+impl QueryService {
+    /// A service answering from `reader`.
+    pub fn new(reader: Reader, limits: Limits) -> QueryService {
+        QueryService {
+            reader,
+            limits,
+            catalog: Mutex::new(None),
+        }
+    }
+
+    /// The answer-size limits.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// `ok`, or why the store does not answer.
+    pub async fn health(&self) -> Result<(), ApiError> {
+        self.reader.ping().await.map_err(ApiError::from)
+    }
+
+    async fn load_tasks(&self, fresh: bool) -> Result<Arc<Vec<TaskView>>, ApiError> {
+        if !fresh {
+            let guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(c) = guard.as_ref().filter(|c| c.read_at.elapsed() < CATALOG_TTL) {
+                return Ok(c.tasks.clone());
+            }
+        }
+        let mut views = Vec::new();
+        for t in self.reader.tasks().await? {
+            let TaskInfo {
+                name,
+                kind,
+                key,
+                window_ns,
+                run_id,
+            } = t;
+            let algorithm = if kind == "sketch" {
+                self.reader.sketch_algorithm(&name).await?
+            } else {
+                None
+            };
+            views.push(TaskView {
+                key: key.iter().map(|d| d.to_string()).collect(),
+                dims: key,
+                name,
+                kind,
+                algorithm,
+                window_ns,
+                run_id,
+            });
+        }
+        let tasks = Arc::new(views);
+        *self.catalog.lock().unwrap_or_else(|e| e.into_inner()) = Some(Catalog {
+            read_at: Instant::now(),
+            tasks: tasks.clone(),
+        });
+        Ok(tasks)
+    }
+
+    /// The named task, checked to be of a kind the operation reads and to
+    /// have every filtered dimension in its key.
+    async fn task(&self, ask: &Ask, wanted: &[&str], op: &str) -> Result<TaskView, ApiError> {
+        if ask.task.is_empty() {
+            return Err(bad(format!("{op} needs a task (parameter `task`)")));
+        }
+        let mut tasks = self.load_tasks(false).await?;
+        if !tasks.iter().any(|t| t.name == ask.task) {
+            tasks = self.load_tasks(true).await?;
+        }
+        let Some(task) = tasks.iter().find(|t| t.name == ask.task) else {
+            let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+            return Err(bad(format!(
+                "unknown task `{}`; tasks in the store: {}",
+                ask.task,
+                if names.is_empty() {
+                    "none yet".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )));
+        };
+        // A sketch task that has stored no estimate yet has no known
+        // algorithm: any sketch operation answers it (with no rows).
+        let unknown_sketch =
+            task.kind == "sketch" && task.algorithm.is_none() && !wanted.contains(&"exact");
+        let what = task.algorithm.as_deref().unwrap_or(&task.kind);
+        if !wanted.contains(&what) && !unknown_sketch {
+            return Err(bad(format!(
+                "task `{}` is a {what} task; {op} reads {} tasks",
+                task.name,
+                wanted.join(" or ")
+            )));
+        }
+        check_filter(task, ask)?;
+        Ok(task.clone())
+    }
+
+    /// `tasks`.
+    pub async fn tasks(&self) -> Result<TasksAnswer, ApiError> {
+        let tasks = self.load_tasks(true).await?;
+        Ok(TasksAnswer {
+            task_names: tasks.iter().map(|t| t.name.clone()).collect(),
+            tasks: tasks.to_vec(),
+        })
+    }
+
+    /// `aggregate`: one task, or every exact task whose key can honour the filter.
+    pub async fn aggregate(&self, ask: &Ask) -> Result<Summaries, ApiError> {
+        let tasks: Vec<TaskView> = if ask.task.is_empty() {
+            self.load_tasks(true)
+                .await?
+                .iter()
+                .filter(|t| t.kind == "exact" && check_filter(t, ask).is_ok())
+                .cloned()
+                .collect()
+        } else {
+            vec![self.task(ask, &["exact"], "aggregate").await?]
+        };
+        let mut summaries = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            let totals = self.reader.exact_totals(&scope(&t, ask)).await?;
+            let seen = |ns: u64| (totals.keys > 0).then(|| ts(ns));
+            summaries.push(Summary {
+                task_name: t.name,
+                total_packets: totals.packets,
+                total_bytes: totals.bytes,
+                flow_count: totals.keys,
+                first_seen: seen(totals.first_seen),
+                last_seen: seen(totals.last_seen),
+            });
+        }
+        Ok(Summaries { summaries })
+    }
+
+    /// `top`: keys of an exact task by packets or bytes.
+    pub async fn top(&self, ask: &Ask, by: Measure) -> Result<Rows<FlowRow>, ApiError> {
+        let task = self.task(ask, &["exact"], "top").await?;
+        let rows = self
+            .reader
+            .exact_top(&scope(&task, ask), by, ask.limit + 1)
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(|r| FlowRow {
+                key: key_json(&task, &r.key),
+                packets: r.packets,
+                bytes: r.bytes,
+                first_seen: ts(r.first_seen),
+                last_seen: ts(r.last_seen),
+                windows: r.windows,
+            })
+            .collect();
+        Ok(Rows::cut(rows, ask.limit))
+    }
+
+    /// `trace`: one flow (or part of a key) over time.
+    pub async fn trace(&self, ask: &Ask) -> Result<TraceAnswer, ApiError> {
+        let task = self.task(ask, &["exact"], "trace").await?;
+        if ask.filter.dimensions().is_empty() {
+            return Err(bad(
+                "trace needs at least one key field (src_ip, dst_ip, src_port, dst_port, protocol)",
+            ));
+        }
+        let totals = self.reader.exact_trace(&scope(&task, ask)).await?;
+        let t = totals.ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no row of task `{}` matches the key in this time range",
+                task.name
+            ))
+        })?;
+        Ok(TraceAnswer {
+            lifecycle: Lifecycle {
+                first_seen: ts(t.first_seen),
+                last_seen: ts(t.last_seen),
+                total_packets: t.packets,
+                total_bytes: t.bytes,
+                windows: t.keys,
+            },
+        })
+    }
+
+    /// `heavy-hitters`: a Count-Min or bucket task's estimates.
+    pub async fn heavy_hitters(&self, ask: &Ask, by: Measure) -> Result<Rows<HitterRow>, ApiError> {
+        let task = self.task(ask, &["countmin", "hh"], "heavy-hitters").await?;
+        let measure = match by {
+            Measure::Packets => SketchMeasure::Packets,
+            Measure::Bytes => SketchMeasure::Bytes,
+        };
+        let rows = self
+            .reader
+            .sketch_top(&scope(&task, ask), measure, ask.limit + 1)
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(|e| HitterRow {
+                key: key_json(&task, &e.key),
+                packets: (by == Measure::Packets).then_some(e.estimate),
+                bytes: (by == Measure::Bytes).then_some(e.estimate),
+                error_bound: e.error_bound,
+                periods: e.periods,
+            })
+            .collect();
+        Ok(Rows::cut(rows, ask.limit))
+    }
+
+    /// `super-spreaders`: a SuperSpread task's estimates.
+    pub async fn super_spreaders(&self, ask: &Ask) -> Result<Rows<SpreaderRow>, ApiError> {
+        let task = self.task(ask, &["superspread"], "super-spreaders").await?;
+        let rows = self
+            .reader
+            .sketch_top(&scope(&task, ask), SketchMeasure::Distinct, ask.limit + 1)
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(|e| SpreaderRow {
+                key: key_json(&task, &e.key),
+                distinct: e.estimate,
+                error_bound: e.error_bound,
+                periods: e.periods,
+            })
+            .collect();
+        Ok(Rows::cut(rows, ask.limit))
+    }
+
+    /// `timeseries`: an exact task per window.
+    pub async fn timeseries(&self, ask: &Ask) -> Result<Rows<PointRow>, ApiError> {
+        let task = self.task(ask, &["exact"], "timeseries").await?;
+        let rows = self
+            .reader
+            .exact_series(&scope(&task, ask), ask.limit + 1)
+            .await?;
+        let rows = rows
+            .into_iter()
+            .map(|p| PointRow {
+                window_start: ts(p.window_start),
+                window_end: ts(p.window_end),
+                packets: p.packets,
+                bytes: p.bytes,
+                keys: p.keys,
+            })
+            .collect();
+        Ok(Rows::cut(rows, ask.limit))
+    }
+
+    /// `runs`: every run, oldest first.
+    pub async fn runs(&self) -> Result<Rows<RunRow>, ApiError> {
+        let runs = self.reader.runs().await?;
+        let rows: Vec<RunRow> = runs.into_iter().map(run_row).collect();
+        Ok(Rows {
+            rows,
+            truncated: false,
+        })
+    }
+}
+
+fn run_row(r: RunRecord) -> RunRow {
+    let ns = |v: i64| ts(v.max(0) as u64);
+    RunRow {
+        run_id: r.run_id,
+        engine_id: r.engine_id,
+        command: r.command,
+        status: r.status,
+        started_at: ns(r.started_at_ns),
+        finished_at: r.finished_at_ns.map(ns),
+        packets: r.packets.max(0) as u64,
+        bytes: r.bytes.max(0) as u64,
+        inputs: r.inputs,
+    }
+}
+
+fn scope<'a>(task: &'a TaskView, ask: &'a Ask) -> Scope<'a> {
+    Scope {
+        task: &task.name,
+        range: ask.range,
+        filter: &ask.filter,
+    }
+}
+
+fn check_filter(task: &TaskView, ask: &Ask) -> Result<(), ApiError> {
+    match ask.filter.unsupported_by(&task.dims) {
+        Some(name) => Err(bad(format!(
+            "task `{}` is keyed by {}; it cannot be filtered by {name}",
+            task.name,
+            task.key.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}

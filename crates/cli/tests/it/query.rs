@@ -1,0 +1,365 @@
+//! The query API end to end: `analyze` stores a generated capture, `api`
+//! (or `analyze --serve`, `run --serve`) serves it, `query` asks. Answers
+//! are checked against `analyze --format json` of the same capture.
+//!
+//! The `run --serve` test needs root (live capture on `lo`); it fails,
+//! never skips, without it.
+
+use netspectra_testkit::free_port;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A spawned server, killed when dropped (a failed assertion never leaves
+/// one running).
+struct Server {
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`.
+    base: String,
+}
+
+impl Server {
+    /// Starts `netspectra ARGS --http 127.0.0.1:<free port> --grpc off`.
+    fn start(args: &[&str]) -> Server {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let child = super::bin()
+            .args(args)
+            .args(["--http", &addr, "--grpc", "off"])
+            .env_remove("NETSPECTRA_API_TOKEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start netspectra");
+        Server {
+            child: Some(child),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    /// Polls `path` until it answers 200; panics (with the server's
+    /// stderr) if it exits or takes longer than 60 s.
+    fn wait_for(&mut self, path: &str) -> String {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let url = format!("{}{path}", self.base);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                let out = self.child.take().unwrap().wait_with_output().unwrap();
+                panic!(
+                    "server exited ({status}) before {url} answered: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            match client.get(&url).send() {
+                Ok(r) if r.status().is_success() => return r.text().unwrap(),
+                Ok(r) => last = format!("HTTP {}", r.status()),
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{url} did not answer within 60 s; last: {last}");
+    }
+
+    /// SIGTERM (the graceful stop), then the exit status and output.
+    fn terminate(mut self) -> Output {
+        let child = self.child.take().unwrap();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait_with_output().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `netspectra query ARGS --api BASE`, the environment's token and URL left out.
+fn query(base: &str, args: &[&str]) -> Output {
+    super::bin()
+        .arg("query")
+        .args(args)
+        .args(["--api", base])
+        .env_remove("NETSPECTRA_API_TOKEN")
+        .env_remove("NETSPECTRA_API")
+        .output()
+        .expect("run netspectra query")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A generated capture analyzed into a SQLite store: (capture, store URL,
+/// the `analyze --format json --top 0` report).
+fn stored(dir: &Path) -> (PathBuf, String, Value) {
+    let (file, _) = super::gen(dir, "q.pcap", 4_000, 11, "pcap", &[]);
+    let url = format!("sqlite:{}", dir.join("ns.db").display());
+    let (code, report) =
+        super::analyze_json(&[file.to_str().unwrap(), "--store", &url, "--top", "0"]);
+    assert_eq!(code, 0);
+    (file, url, report)
+}
+
+/// Rows as key (its JSON text) → (packets, bytes).
+fn by_key(rows: &Value) -> BTreeMap<String, (u64, u64)> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"].to_string(),
+                (r["packets"].as_u64().unwrap(), r["bytes"].as_u64().unwrap()),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn query_answers_match_analyze_and_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, url, report) = stored(dir.path());
+    let mut api = Server::start(&["api", "--store", &url]);
+    api.wait_for("/healthz");
+    let base = api.base.clone();
+
+    for task in ["per_src_ip", "per_flow"] {
+        let o = query(
+            &base,
+            &[
+                "top", "--task", task, "--limit", "0", "--by", "bytes", "--format", "json",
+            ],
+        );
+        assert!(o.status.success(), "query top: {}", stderr(&o));
+        let body = stdout(&o);
+        assert_eq!(body.matches('\n').count(), 1, "one line: {body}");
+        let answer: Value = serde_json::from_str(&body).expect("the body is JSON");
+        assert_eq!(answer["truncated"], false);
+        let expect = super::task(&report, task);
+        assert_eq!(
+            by_key(&answer["rows"]),
+            by_key(&expect["rows"]),
+            "top {task} rows equal analyze's"
+        );
+        // Ranked by bytes, as asked.
+        let bytes: Vec<u64> = answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["bytes"].as_u64().unwrap())
+            .collect();
+        assert!(bytes.windows(2).all(|w| w[0] >= w[1]));
+    }
+
+    // The default limit is 20 rows, and the answer says more matched.
+    let o = query(&base, &["top", "--task", "per_flow", "--format", "json"]);
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(answer["rows"].as_array().unwrap().len(), 20);
+    assert_eq!(answer["truncated"], true);
+
+    // Tasks: every task analyze reported.
+    let o = query(&base, &["tasks"]);
+    assert!(o.status.success(), "query tasks: {}", stderr(&o));
+    let table = stdout(&o);
+    for t in report["tasks"].as_array().unwrap() {
+        let name = t["name"].as_str().unwrap();
+        assert!(table.contains(name), "{name} missing from\n{table}");
+    }
+    let o = query(&base, &["tasks", "--format", "json"]);
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        answer["task_names"].as_array().unwrap().len(),
+        report["tasks"].as_array().unwrap().len()
+    );
+
+    // The table shows key dimensions first, then the numbers.
+    let o = query(&base, &["top", "--task", "per_src_ip", "--limit", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[..3], ["SrcIP", "packets", "bytes"], "{table}");
+    let top_src = super::task(&report, "per_src_ip")["rows"][0]["key"]["SrcIP"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(table.contains(&top_src), "{table}");
+
+    // Every other operation answers in table form.
+    for args in [
+        vec!["aggregate"],
+        vec!["aggregate", "--task", "per_flow", "--src-ip", "10.0.0.0/8"],
+        vec!["trace", "--task", "per_src_ip", "--src-ip", &top_src],
+        vec!["heavy-hitters", "--task", "per_src_ip_hh", "--by", "bytes"],
+        vec!["timeseries", "--task", "per_dst_ip"],
+        vec!["runs"],
+    ] {
+        let o = query(&base, &args);
+        assert!(o.status.success(), "query {args:?}: {}", stderr(&o));
+        assert!(!o.stdout.is_empty(), "query {args:?} printed nothing");
+    }
+
+    // A bad parameter: refused (4xx), exit 2, the parameter named.
+    let o = query(
+        &base,
+        &["top", "--task", "per_src_ip", "--src-ip", "10.0.0.300"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.starts_with("error: ") && err.contains("src_ip"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+    let o = query(&base, &["top", "--task", "no_such_task"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no_such_task"), "{}", stderr(&o));
+
+    // Stopped by SIGTERM: a graceful stop, exit 0.
+    let out = api.terminate();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_token_is_required_when_the_server_has_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, url, _) = stored(dir.path());
+    let mut api = Server::start(&["api", "--store", &url, "--token", "s3cret"]);
+    api.wait_for("/healthz");
+    let o = query(&api.base, &["tasks"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("token"), "{}", stderr(&o));
+    let o = query(&api.base, &["tasks", "--token", "wrong"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = query(&api.base, &["tasks", "--token", "s3cret"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("per_src_ip"));
+    let o = super::bin()
+        .args(["query", "tasks", "--api", &api.base])
+        .env("NETSPECTRA_API_TOKEN", "s3cret")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "token from the environment: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn analyze_serve_answers_after_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = super::gen(dir.path(), "s.pcap", 2_000, 12, "pcap", &[]);
+    let url = format!("sqlite:{}", dir.path().join("serve.db").display());
+    let mut api = Server::start(&[
+        "analyze",
+        file.to_str().unwrap(),
+        "--store",
+        &url,
+        "--format",
+        "json",
+        "--serve",
+    ]);
+    let ready = api.wait_for("/readyz");
+    assert!(ready.contains("ready"), "{ready}");
+    let o = query(
+        &api.base,
+        &["aggregate", "--task", "per_src_ip", "--format", "json"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = api.terminate();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("the report on stdout");
+    let per_src = super::task(&report, "per_src_ip");
+    assert_eq!(answer["summaries"][0]["total_packets"], per_src["packets"]);
+    assert_eq!(answer["summaries"][0]["total_bytes"], per_src["bytes"]);
+}
+
+#[test]
+fn run_serve_answers_while_capturing() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("live.db").display());
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let filter = format!("udp and dst port {}", udp.local_addr().unwrap().port());
+    let mut api = Server::start(&[
+        "run", "--iface", "lo", "--bpf", &filter, "--store", &url, "--serve",
+    ]);
+    api.wait_for("/readyz");
+    let o = query(&api.base, &["runs", "--format", "json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(answer["rows"][0]["status"], "running", "{answer}");
+    let out = api.terminate();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn usage_errors_are_clear() {
+    let dir = tempfile::tempdir().unwrap();
+    // No store at the path.
+    let missing = format!("sqlite:{}", dir.path().join("missing.db").display());
+    let o = super::run(&[
+        "api",
+        "--store",
+        &missing,
+        "--http",
+        "127.0.0.1:0",
+        "--grpc",
+        "off",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no NetSpectra store"), "{}", stderr(&o));
+    assert!(
+        !dir.path().join("missing.db").exists(),
+        "a reader creates nothing"
+    );
+    // A bad listen address.
+    let o = super::run(&["api", "--store", &missing, "--http", "nowhere"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--http `nowhere`"), "{}", stderr(&o));
+    // Nothing listening: the URL is named.
+    let base = format!("http://127.0.0.1:{}", free_port());
+    let o = query(&base, &["tasks"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("cannot reach") && err.contains(&base), "{err}");
+    // No TLS in this build.
+    let o = query("https://127.0.0.1:1", &["tasks"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("no TLS"), "{}", stderr(&o));
+    // --serve needs a store.
+    let (file, _) = super::gen(dir.path(), "u.pcap", 100, 13, "pcap", &[]);
+    let o = super::run(&["analyze", file.to_str().unwrap(), "--no-store", "--serve"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("--serve"), "{}", stderr(&o));
+}

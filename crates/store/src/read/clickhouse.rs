@@ -1,0 +1,173 @@
+//! Reading the ClickHouse store over its HTTP interface, on the caller's
+//! tokio runtime. Values are bound by the client (`?` + `.bind()`), which
+//! escapes them: 18.16 has no server-side query parameters.
+
+use super::sql::{Param, Query};
+use super::{KeyedRow, NumberRow, TaskInfo};
+use crate::clickhouse::rows::{RunRow, TaskRow};
+use crate::clickhouse::writer::make_client;
+use crate::{ClickHouseUrl, RunRecord, StoreError};
+use netspectra_model::FlowKey;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How long one query may take before the API gives up on it.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A ClickHouse store, read through one pooled HTTP client.
+#[derive(Clone)]
+pub struct ClickHouseReader {
+    url: ClickHouseUrl,
+    client: clickhouse::Client,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct KeyedCh {
+    src_ip: [u8; 16],
+    dst_ip: [u8; 16],
+    src_port: u16,
+    dst_port: u16,
+    protocol: u8,
+    vlan: u16,
+    a: u64,
+    b: u64,
+    t1: i64,
+    t2: i64,
+    n: u64,
+}
+
+#[derive(clickhouse::Row, Deserialize)]
+struct NumberCh {
+    t1: i64,
+    t2: i64,
+    a: u64,
+    b: u64,
+    n: u64,
+}
+
+impl ClickHouseReader {
+    /// A reader for the URL; nothing is contacted until the first query, so
+    /// an API can start (and report not ready) while the server is down.
+    pub fn new(url: &ClickHouseUrl) -> ClickHouseReader {
+        ClickHouseReader {
+            url: url.clone(),
+            client: make_client(url, true),
+        }
+    }
+
+    fn err(&self, message: String) -> StoreError {
+        StoreError::ClickHouse {
+            url: self.url.to_string(),
+            message,
+        }
+    }
+
+    fn query(&self, q: Query) -> clickhouse::query::Query {
+        q.params
+            .into_iter()
+            .fold(self.client.query(&q.text), |query, p| match p {
+                Param::Int(v) => query.bind(v),
+                Param::Text(s) => query.bind(s),
+                Param::Ip(ip) => query.bind(hex(&ip)),
+            })
+    }
+
+    async fn fetch<T>(&self, query: clickhouse::query::Query) -> Result<Vec<T>, StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        match tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all::<T>()).await {
+            Ok(rows) => rows.map_err(|e| self.err(e.to_string())),
+            Err(_) => Err(self.err(format!("no answer within {QUERY_TIMEOUT:?}"))),
+        }
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.fetch::<u8>(self.client.query("SELECT 1"))
+            .await
+            .map(drop)
+    }
+
+    /// Grows with every insert (row counts; retention dropping a day
+    /// also changes it).
+    pub(crate) async fn generation(&self) -> Result<u64, StoreError> {
+        let q = self
+            .client
+            .query("SELECT (SELECT count() FROM exact_rows) + (SELECT count() FROM sketch_rows)");
+        Ok(self.fetch::<u64>(q).await?.first().copied().unwrap_or(0))
+    }
+
+    pub(crate) async fn task_definitions(&self) -> Result<Vec<TaskInfo>, StoreError> {
+        let rows: Vec<TaskRow> = self
+            .fetch(self.client.query("SELECT ?fields FROM tasks"))
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|t| TaskInfo {
+                name: t.name,
+                kind: t.kind,
+                key: serde_json::from_str(&t.key).unwrap_or_default(),
+                window_ns: t.window_ns.max(0) as u64,
+                run_id: t.run_id as i64,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let rows: Vec<RunRow> = self
+            .fetch(
+                self.client
+                    .query("SELECT ?fields FROM runs FINAL ORDER BY run_id"),
+            )
+            .await?;
+        Ok(rows.into_iter().map(RunRecord::from).collect())
+    }
+
+    pub(crate) async fn fetch_text(&self, q: Query) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .fetch::<String>(self.query(q))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    pub(crate) async fn fetch_numbers(&self, q: Query) -> Result<Vec<NumberRow>, StoreError> {
+        let rows: Vec<NumberCh> = self.fetch(self.query(q)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| NumberRow {
+                t1: r.t1.max(0) as u64,
+                t2: r.t2.max(0) as u64,
+                a: r.a,
+                b: r.b,
+                n: r.n,
+            })
+            .collect())
+    }
+
+    pub(crate) async fn fetch_keyed(&self, q: Query) -> Result<Vec<KeyedRow>, StoreError> {
+        let rows: Vec<KeyedCh> = self.fetch(self.query(q)).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| KeyedRow {
+                key: FlowKey {
+                    src_ip: r.src_ip,
+                    dst_ip: r.dst_ip,
+                    src_port: r.src_port,
+                    dst_port: r.dst_port,
+                    protocol: r.protocol,
+                    vlan: r.vlan,
+                },
+                a: r.a,
+                b: r.b,
+                t1: r.t1.max(0) as u64,
+                t2: r.t2.max(0) as u64,
+                n: r.n,
+            })
+            .collect())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

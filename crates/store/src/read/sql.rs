@@ -1,0 +1,301 @@
+//! The read queries, written once and rendered for each backend.
+//!
+//! Both backends hold the same logical tables (see [`crate::schema`]); they
+//! differ in column names for times (SQLite keeps ns in `window_start`,
+//! ClickHouse in `window_start_ns` beside a `DateTime` it partitions and
+//! sorts by), in how a 16-byte address is bound, and in whether an empty
+//! `sum()` is NULL. Every value is a [`Param`], bound by the backend's
+//! client: nothing from a request is ever part of the SQL text.
+
+use super::{Measure, Scope, SketchMeasure, TimeRange};
+use netspectra_model::ip::IpBytes;
+
+/// Which SQL to write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    ClickHouse,
+}
+
+/// A value bound to one `?`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Param {
+    Int(i64),
+    Text(String),
+    Ip(IpBytes),
+}
+
+/// SQL text with `?` placeholders and their values, in order.
+#[derive(Clone, Debug)]
+pub(crate) struct Query {
+    pub text: String,
+    pub params: Vec<Param>,
+}
+
+/// Key columns, in the order [`super::KeyedRow`] reads them.
+const KEY: &str = "src_ip, dst_ip, src_port, dst_port, protocol, vlan";
+
+/// The two tables a question reads, with their per-dialect time columns.
+#[derive(Clone, Copy)]
+enum Table {
+    Exact,
+    Sketch,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::Exact => "exact_rows",
+            Table::Sketch => "sketch_rows",
+        }
+    }
+
+    /// Start (ns), end (ns) and, on ClickHouse, the `DateTime` sort column.
+    fn times(self, d: Dialect) -> (&'static str, &'static str, &'static str) {
+        match (self, d) {
+            (Table::Exact, Dialect::Sqlite) => ("window_start", "window_end", ""),
+            (Table::Exact, Dialect::ClickHouse) => {
+                ("window_start_ns", "window_end_ns", "window_start")
+            }
+            (Table::Sketch, Dialect::Sqlite) => ("period_start", "period_end", ""),
+            (Table::Sketch, Dialect::ClickHouse) => {
+                ("period_start_ns", "period_end_ns", "period_start")
+            }
+        }
+    }
+}
+
+struct Builder {
+    dialect: Dialect,
+    text: String,
+    params: Vec<Param>,
+}
+
+impl Builder {
+    fn new(dialect: Dialect) -> Builder {
+        Builder {
+            dialect,
+            text: String::with_capacity(512),
+            params: Vec::new(),
+        }
+    }
+
+    fn sql(&mut self, s: &str) -> &mut Builder {
+        self.text.push_str(s);
+        self
+    }
+
+    fn param(&mut self, p: Param) -> &mut Builder {
+        let placeholder = match (&p, self.dialect) {
+            (Param::Ip(_), Dialect::ClickHouse) => "toFixedString(unhex(?), 16)",
+            _ => "?",
+        };
+        self.text.push_str(placeholder);
+        self.params.push(p);
+        self
+    }
+
+    /// An aggregate that is 0, not NULL, over no rows (ClickHouse already is).
+    fn zero_if_empty(&mut self, aggregate: &str) -> &mut Builder {
+        match self.dialect {
+            Dialect::Sqlite => self.sql("coalesce(").sql(aggregate).sql(", 0)"),
+            Dialect::ClickHouse => self.sql(aggregate),
+        }
+    }
+
+    /// `FROM table WHERE …` for a scope: task, time range, filter.
+    fn scope_where(&mut self, table: Table, scope: &Scope<'_>) -> &mut Builder {
+        let (start, _, sort_time) = table.times(self.dialect);
+        self.sql(" FROM ").sql(table.name()).sql(" WHERE task = ");
+        self.param(Param::Text(scope.task.to_string()));
+        let TimeRange { from_ns, to_ns } = scope.range;
+        self.sql(" AND ").sql(start).sql(" >= ").param(int(from_ns));
+        self.sql(" AND ").sql(start).sql(" < ").param(int(to_ns));
+        if self.dialect == Dialect::ClickHouse {
+            // Lets ClickHouse skip partitions and granules by its sort key.
+            let secs = |ns: u64| int((ns / 1_000_000_000).min(u64::from(u32::MAX)));
+            self.sql(" AND ").sql(sort_time).sql(" >= toDateTime(");
+            self.param(secs(from_ns)).sql(")");
+            self.sql(" AND ").sql(sort_time).sql(" <= toDateTime(");
+            self.param(secs(to_ns)).sql(")");
+        }
+        let f = scope.filter;
+        for (column, cidr) in [("src_ip", f.src_ip), ("dst_ip", f.dst_ip)] {
+            if let Some(c) = cidr {
+                self.sql(" AND ")
+                    .sql(column)
+                    .sql(" >= ")
+                    .param(Param::Ip(c.first));
+                self.sql(" AND ")
+                    .sql(column)
+                    .sql(" <= ")
+                    .param(Param::Ip(c.last));
+            }
+        }
+        let numbers = [
+            ("src_port", f.src_port.map(i64::from)),
+            ("dst_port", f.dst_port.map(i64::from)),
+            ("protocol", f.protocol.map(i64::from)),
+        ];
+        for (column, value) in numbers {
+            if let Some(v) = value {
+                self.sql(" AND ")
+                    .sql(column)
+                    .sql(" = ")
+                    .param(Param::Int(v));
+            }
+        }
+        self
+    }
+
+    fn limit(&mut self, limit: usize) -> &mut Builder {
+        self.sql(" LIMIT ")
+            .param(Param::Int(i64::try_from(limit).unwrap_or(i64::MAX)))
+    }
+
+    fn build(&mut self) -> Query {
+        Query {
+            text: std::mem::take(&mut self.text),
+            params: std::mem::take(&mut self.params),
+        }
+    }
+}
+
+fn int(v: u64) -> Param {
+    Param::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Numbers: first seen, last seen, packets, bytes, distinct keys.
+pub(crate) fn exact_totals(d: Dialect, scope: &Scope<'_>) -> Query {
+    let mut b = Builder::new(d);
+    b.sql("SELECT ");
+    b.zero_if_empty("min(f)").sql(", ");
+    b.zero_if_empty("max(l)").sql(", ");
+    b.zero_if_empty("sum(p)").sql(", ");
+    b.zero_if_empty("sum(b)").sql(", count(*) FROM (SELECT min(first_seen) AS f, max(last_seen) AS l, sum(packets) AS p, sum(bytes) AS b");
+    b.scope_where(Table::Exact, scope);
+    b.sql(" GROUP BY ").sql(KEY).sql(")");
+    b.build()
+}
+
+/// Keyed: packets, bytes, first seen, last seen, windows.
+pub(crate) fn exact_top(d: Dialect, scope: &Scope<'_>, by: Measure, limit: usize) -> Query {
+    let mut b = Builder::new(d);
+    b.sql("SELECT ").sql(KEY);
+    b.sql(", sum(packets) AS p, sum(bytes) AS b, min(first_seen) AS f, max(last_seen) AS l, count(*) AS n");
+    b.scope_where(Table::Exact, scope);
+    let order = match by {
+        Measure::Packets => "p DESC, b DESC, ",
+        Measure::Bytes => "b DESC, p DESC, ",
+    };
+    b.sql(" GROUP BY ")
+        .sql(KEY)
+        .sql(" ORDER BY ")
+        .sql(order)
+        .sql(KEY);
+    b.limit(limit);
+    b.build()
+}
+
+/// Numbers: first seen, last seen, packets, bytes, matching rows.
+pub(crate) fn exact_trace(d: Dialect, scope: &Scope<'_>) -> Query {
+    let mut b = Builder::new(d);
+    b.sql("SELECT ");
+    b.zero_if_empty("min(first_seen)").sql(", ");
+    b.zero_if_empty("max(last_seen)").sql(", ");
+    b.zero_if_empty("sum(packets)").sql(", ");
+    b.zero_if_empty("sum(bytes)").sql(", count(*)");
+    b.scope_where(Table::Exact, scope);
+    b.build()
+}
+
+/// Numbers per window: start, end, packets, bytes, distinct keys.
+pub(crate) fn exact_series(d: Dialect, scope: &Scope<'_>, limit: usize) -> Query {
+    let (start, end, _) = Table::Exact.times(d);
+    let mut b = Builder::new(d);
+    b.sql("SELECT s, max(e), sum(p), sum(b), count(*) FROM (SELECT ")
+        .sql(start)
+        .sql(" AS s, max(")
+        .sql(end)
+        .sql(") AS e, sum(packets) AS p, sum(bytes) AS b");
+    b.scope_where(Table::Exact, scope);
+    b.sql(" GROUP BY ").sql(start).sql(", ").sql(KEY);
+    b.sql(") GROUP BY s ORDER BY s");
+    b.limit(limit);
+    b.build()
+}
+
+/// Keyed: estimate, error bound, first period start, last period end, periods.
+pub(crate) fn sketch_top(
+    d: Dialect,
+    scope: &Scope<'_>,
+    measure: SketchMeasure,
+    limit: usize,
+) -> Query {
+    let (start, end, _) = Table::Sketch.times(d);
+    let combine = match measure {
+        SketchMeasure::Distinct => "max",
+        SketchMeasure::Packets | SketchMeasure::Bytes => "sum",
+    };
+    let mut b = Builder::new(d);
+    b.sql("SELECT ").sql(KEY).sql(", ");
+    b.sql(combine).sql("(estimate) AS a, ");
+    b.sql(combine).sql("(error_bound) AS b, min(");
+    b.sql(start)
+        .sql(") AS f, max(")
+        .sql(end)
+        .sql(") AS l, count(*) AS n");
+    b.scope_where(Table::Sketch, scope);
+    b.sql(" AND measure = ")
+        .param(Param::Text(measure.name().to_string()));
+    b.sql(" GROUP BY ")
+        .sql(KEY)
+        .sql(" ORDER BY a DESC, ")
+        .sql(KEY);
+    b.limit(limit);
+    b.build()
+}
+
+/// Text: the algorithm of any one stored estimate of the task.
+pub(crate) fn sketch_algorithm(d: Dialect, task: &str) -> Query {
+    let mut b = Builder::new(d);
+    b.sql("SELECT algorithm FROM sketch_rows WHERE task = ")
+        .param(Param::Text(task.to_string()))
+        .sql(" LIMIT 1");
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::read::Filter;
+
+    #[test]
+    fn values_are_placeholders_never_text() {
+        let hostile = "x' OR 1=1; DROP TABLE runs; --";
+        let filter = Filter {
+            src_ip: Some("10.0.0.0/8".parse().unwrap()),
+            dst_port: Some(443),
+            ..Filter::default()
+        };
+        let scope = Scope {
+            task: hostile,
+            range: TimeRange::ALL,
+            filter: &filter,
+        };
+        for d in [Dialect::Sqlite, Dialect::ClickHouse] {
+            for q in [
+                exact_totals(d, &scope),
+                exact_top(d, &scope, Measure::Bytes, 10),
+                exact_trace(d, &scope),
+                exact_series(d, &scope, 10),
+                sketch_top(d, &scope, SketchMeasure::Distinct, 10),
+                sketch_algorithm(d, hostile),
+            ] {
+                assert!(!q.text.contains("DROP"), "{}", q.text);
+                assert_eq!(q.text.matches('?').count(), q.params.len(), "{}", q.text);
+                assert!(q.params.contains(&Param::Text(hostile.to_string())));
+            }
+        }
+    }
+}

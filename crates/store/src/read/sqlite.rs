@@ -1,0 +1,218 @@
+//! Reading the SQLite store: read-only connections from a small pool, each
+//! query on tokio's blocking pool so the API's event loop never waits on disk.
+
+use super::sql::{Param, Query};
+use super::{KeyedRow, NumberRow, TaskInfo};
+use crate::schema::SCHEMA_VERSION;
+use crate::{RunRecord, StoreError};
+use netspectra_model::FlowKey;
+use rusqlite::{Connection, OpenFlags, Row};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Connections kept for reuse; more are opened under load and closed after.
+const POOL_SIZE: usize = 8;
+
+/// A read-only view of a SQLite store file.
+#[derive(Clone)]
+pub struct SqliteReader {
+    path: Arc<PathBuf>,
+    idle: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteReader {
+    /// Opens an existing store; fails when the file is missing, is not a
+    /// NetSpectra store, or was written by a newer schema.
+    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        let reader = SqliteReader {
+            path: Arc::new(path.to_path_buf()),
+            idle: Arc::new(Mutex::new(Vec::new())),
+        };
+        let conn = reader.connect()?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| reader.err(e))?;
+        if version == 0 {
+            return Err(StoreError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: path.display().to_string(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        reader.put_back(conn);
+        Ok(reader)
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn connect(&self) -> Result<Connection, StoreError> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&*self.path, flags).map_err(|e| self.err(e))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(|e| self.err(e))?;
+        conn.pragma_update(None, "query_only", true)
+            .map_err(|e| self.err(e))?;
+        Ok(conn)
+    }
+
+    fn put_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < POOL_SIZE {
+            idle.push(conn);
+        }
+    }
+
+    /// Runs `f` on a pooled connection on the blocking pool.
+    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = this.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let conn = match taken {
+                Some(c) => c,
+                None => this.connect()?,
+            };
+            let out = f(&conn).map_err(|e| this.err(e));
+            this.put_back(conn);
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?
+    }
+
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
+        self.with_conn(|c| c.query_row("SELECT count(*) FROM runs", [], |_| Ok(())))
+            .await
+    }
+
+    /// Grows with every row inserted (rows are only ever appended).
+    pub(crate) async fn generation(&self) -> Result<u64, StoreError> {
+        self.with_conn(|c| {
+            c.query_row(
+                "SELECT coalesce((SELECT max(rowid) FROM exact_rows), 0) + coalesce((SELECT max(rowid) FROM sketch_rows), 0)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .await
+        .map(|g| g.max(0) as u64)
+    }
+
+    pub(crate) async fn task_definitions(&self) -> Result<Vec<TaskInfo>, StoreError> {
+        self.with_conn(|c| {
+            let mut stmt = c.prepare("SELECT name, kind, key, window_ns, run_id FROM tasks")?;
+            let rows = stmt.query_map([], |r| {
+                let key: String = r.get(2)?;
+                Ok(TaskInfo {
+                    name: r.get(0)?,
+                    kind: r.get(1)?,
+                    key: serde_json::from_str(&key).unwrap_or_default(),
+                    window_ns: r.get::<_, i64>(3)? as u64,
+                    run_id: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.with_conn(crate::sqlite::read_runs).await
+    }
+
+    pub(crate) async fn fetch_text(&self, q: Query) -> Result<Option<String>, StoreError> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&q.text)?;
+            let mut rows = stmt.query(rusqlite::params_from_iter(q.params.iter().map(bind)))?;
+            rows.next()?.map(|r| r.get(0)).transpose()
+        })
+        .await
+    }
+
+    pub(crate) async fn fetch_numbers(&self, q: Query) -> Result<Vec<NumberRow>, StoreError> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&q.text)?;
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(q.params.iter().map(bind)), |r| {
+                    Ok(NumberRow {
+                        t1: unsigned(r, 0)?,
+                        t2: unsigned(r, 1)?,
+                        a: unsigned(r, 2)?,
+                        b: unsigned(r, 3)?,
+                        n: unsigned(r, 4)?,
+                    })
+                })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    pub(crate) async fn fetch_keyed(&self, q: Query) -> Result<Vec<KeyedRow>, StoreError> {
+        self.with_conn(move |c| {
+            let mut stmt = c.prepare_cached(&q.text)?;
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(q.params.iter().map(bind)), |r| {
+                    Ok(KeyedRow {
+                        key: FlowKey {
+                            src_ip: address(r, 0)?,
+                            dst_ip: address(r, 1)?,
+                            src_port: r.get::<_, Option<u16>>(2)?.unwrap_or(0),
+                            dst_port: r.get::<_, Option<u16>>(3)?.unwrap_or(0),
+                            protocol: r.get::<_, Option<u8>>(4)?.unwrap_or(0),
+                            vlan: r.get::<_, Option<u16>>(5)?.unwrap_or(0),
+                        },
+                        a: unsigned(r, 6)?,
+                        b: unsigned(r, 7)?,
+                        t1: unsigned(r, 8)?,
+                        t2: unsigned(r, 9)?,
+                        n: unsigned(r, 10)?,
+                    })
+                })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+fn bind(p: &Param) -> rusqlite::types::Value {
+    use rusqlite::types::Value;
+    match p {
+        Param::Int(v) => Value::Integer(*v),
+        Param::Text(s) => Value::Text(s.clone()),
+        Param::Ip(ip) => Value::Blob(ip.to_vec()),
+    }
+}
+
+/// Counters and ns times are stored as INTEGER (i64); none is negative.
+fn unsigned(r: &Row<'_>, i: usize) -> rusqlite::Result<u64> {
+    Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
+}
+
+/// A 16-byte address column; NULL (dimension not in the key) is zero.
+fn address(r: &Row<'_>, i: usize) -> rusqlite::Result<[u8; 16]> {
+    let bytes: Option<Vec<u8>> = r.get(i)?;
+    Ok(bytes
+        .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+        .unwrap_or_default())
+}
