@@ -2,8 +2,10 @@
 //! every few seconds, and a top-keys answer over a million rows costs
 //! SQLite seconds. Each entry belongs to a *generation* of the store (a
 //! number that grows with every insert, read cheaply before each question),
-//! so a cached answer is never stale: new rows start a new generation and
-//! empty the cache.
+//! so new rows start a new generation and empty the cache. On SQLite the
+//! generation is read for every question (a cached answer is never stale);
+//! ClickHouse's is trusted for a second, so an answer may lag an insert by
+//! that much (its writers batch inserts for longer).
 
 use super::sql::Query;
 use super::{KeyedRow, NumberRow};

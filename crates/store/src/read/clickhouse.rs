@@ -9,16 +9,22 @@ use crate::clickhouse::writer::make_client;
 use crate::{ClickHouseUrl, RunRecord, StoreError};
 use netspectra_model::FlowKey;
 use serde::Deserialize;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// How long one query may take before the API gives up on it.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a read generation is trusted before asking again: a round trip
+/// per question would cap cached answers at a few hundred a second, and the
+/// writers batch their inserts for longer than this anyway.
+const GENERATION_TTL: Duration = Duration::from_secs(1);
+
 /// A ClickHouse store, read through one pooled HTTP client.
-#[derive(Clone)]
 pub struct ClickHouseReader {
     url: ClickHouseUrl,
     client: clickhouse::Client,
+    generation: Mutex<Option<(Instant, u64)>>,
 }
 
 #[derive(clickhouse::Row, Deserialize)]
@@ -52,6 +58,7 @@ impl ClickHouseReader {
         ClickHouseReader {
             url: url.clone(),
             client: make_client(url, true),
+            generation: Mutex::new(None),
         }
     }
 
@@ -89,12 +96,18 @@ impl ClickHouseReader {
     }
 
     /// Grows with every insert (row counts; retention dropping a day
-    /// also changes it).
+    /// also changes it); read at most once per [`GENERATION_TTL`].
     pub(crate) async fn generation(&self) -> Result<u64, StoreError> {
+        let recent = *self.generation.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, g)) = recent.filter(|(at, _)| at.elapsed() < GENERATION_TTL) {
+            return Ok(g);
+        }
         let q = self
             .client
             .query("SELECT (SELECT count() FROM exact_rows) + (SELECT count() FROM sketch_rows)");
-        Ok(self.fetch::<u64>(q).await?.first().copied().unwrap_or(0))
+        let g = self.fetch::<u64>(q).await?.first().copied().unwrap_or(0);
+        *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), g));
+        Ok(g)
     }
 
     pub(crate) async fn task_definitions(&self) -> Result<Vec<TaskInfo>, StoreError> {
