@@ -4,8 +4,7 @@
 use crate::ask::AskInput;
 use crate::error::{bad, ApiError};
 use crate::pb;
-use crate::service::{KeyJson, QueryService};
-use netspectra_model::time::parse_rfc3339_ns;
+use crate::service::{KeyJson, QueryService, Time};
 use netspectra_store::read::Measure;
 use prost_types::Timestamp;
 use serde_json::Value;
@@ -35,10 +34,10 @@ fn ns(name: &str, t: Option<Timestamp>) -> Result<Option<u64>, ApiError> {
     .transpose()
 }
 
-fn stamp(text: &str) -> Option<Timestamp> {
-    parse_rfc3339_ns(text).ok().map(|ns| Timestamp {
-        seconds: (ns / 1_000_000_000) as i64,
-        nanos: (ns % 1_000_000_000) as i32,
+fn stamp(t: Time) -> Option<Timestamp> {
+    Some(Timestamp {
+        seconds: (t.0 / 1_000_000_000) as i64,
+        nanos: (t.0 % 1_000_000_000) as i32,
     })
 }
 
@@ -152,8 +151,8 @@ impl pb::query_service_server::QueryService for Grpc {
                     total_bytes: s.total_bytes,
                     total_packets: s.total_packets,
                     flow_count: s.flow_count,
-                    first_seen: s.first_seen.as_deref().and_then(stamp),
-                    last_seen: s.last_seen.as_deref().and_then(stamp),
+                    first_seen: s.first_seen.and_then(stamp),
+                    last_seen: s.last_seen.and_then(stamp),
                 })
                 .collect(),
         }))
@@ -203,8 +202,8 @@ impl pb::query_service_server::QueryService for Grpc {
         let l = self.service.trace(&ask).await?.lifecycle;
         Ok(Response::new(pb::TraceFlowResponse {
             lifecycle: Some(pb::FlowLifecycle {
-                first_seen: stamp(&l.first_seen),
-                last_seen: stamp(&l.last_seen),
+                first_seen: stamp(l.first_seen),
+                last_seen: stamp(l.last_seen),
                 total_packets: l.total_packets,
                 total_bytes: l.total_bytes,
                 windows: l.windows,
@@ -283,8 +282,8 @@ impl pb::query_service_server::QueryService for Grpc {
                     key: key_map(f.key),
                     packets: f.packets,
                     bytes: f.bytes,
-                    first_seen: stamp(&f.first_seen),
-                    last_seen: stamp(&f.last_seen),
+                    first_seen: stamp(f.first_seen),
+                    last_seen: stamp(f.last_seen),
                     windows: f.windows,
                 })
                 .collect(),
@@ -328,8 +327,8 @@ impl pb::query_service_server::QueryService for Grpc {
                 .rows
                 .into_iter()
                 .map(|p| pb::SeriesPoint {
-                    window_start: stamp(&p.window_start),
-                    window_end: stamp(&p.window_end),
+                    window_start: stamp(p.window_start),
+                    window_end: stamp(p.window_end),
                     packets: p.packets,
                     bytes: p.bytes,
                     keys: p.keys,
@@ -353,8 +352,8 @@ impl pb::query_service_server::QueryService for Grpc {
                     engine_id: r.engine_id,
                     command: r.command,
                     status: r.status,
-                    started_at: stamp(&r.started_at),
-                    finished_at: r.finished_at.as_deref().and_then(stamp),
+                    started_at: stamp(r.started_at),
+                    finished_at: r.finished_at.and_then(stamp),
                     packets: r.packets,
                     bytes: r.bytes,
                 })

@@ -154,49 +154,49 @@ async fn health(State(s): State<AppState>) -> Response {
 }
 
 async fn tasks(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    no_params(&p)?;
+    p.only("tasks", false, &[])?;
     Ok(Json(s.service.tasks().await?).into_response())
 }
 
 async fn runs(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    no_params(&p)?;
+    p.only("runs", false, &[])?;
     Ok(Json(s.service.runs().await?).into_response())
 }
 
 async fn aggregate(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("aggregate", &[])?;
+    p.only("aggregate", true, &[])?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.aggregate(&ask).await?).into_response())
 }
 
 async fn top(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("top", &["limit", "by"])?;
+    p.only("top", true, &["limit", "by"])?;
     let by = p.measure()?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.top(&ask, by).await?).into_response())
 }
 
 async fn trace(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("trace", &[])?;
+    p.only("trace", true, &[])?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.trace(&ask).await?).into_response())
 }
 
 async fn heavy_hitters(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("heavy-hitters", &["limit", "by", "type"])?;
+    p.only("heavy-hitters", true, &["limit", "by", "type"])?;
     let by = p.measure()?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.heavy_hitters(&ask, by).await?).into_response())
 }
 
 async fn super_spreaders(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("super-spreaders", &["limit"])?;
+    p.only("super-spreaders", true, &["limit"])?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.super_spreaders(&ask).await?).into_response())
 }
 
 async fn timeseries(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("timeseries", &["limit"])?;
+    p.only("timeseries", true, &["limit"])?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.timeseries(&ask).await?).into_response())
 }
@@ -209,7 +209,8 @@ const SCOPE: &[&str] = &[
 impl Params {
     /// Refuses parameters the operation would ignore, so a misplaced
     /// `limit` or `by` is an error rather than a silent no-op.
-    fn only(&self, op: &str, extra: &[&str]) -> Result<(), ApiError> {
+    /// `scoped`: whether the operation takes [`SCOPE`]; `extra`: what else.
+    fn only(&self, op: &str, scoped: bool, extra: &[&str]) -> Result<(), ApiError> {
         let given = [
             ("task", &self.task),
             ("from", &self.from),
@@ -224,33 +225,12 @@ impl Params {
             ("by", &self.by),
             ("type", &self.kind),
         ];
-        let allowed = |name: &str| SCOPE.contains(&name) || extra.contains(&name);
+        let allowed = |name: &str| (scoped && SCOPE.contains(&name)) || extra.contains(&name);
         match given.iter().find(|(name, v)| v.is_some() && !allowed(name)) {
             Some((name, _)) => Err(bad(format!("{op} does not take parameter `{name}`"))),
             None => Ok(()),
         }
     }
-}
-
-fn no_params(p: &Params) -> Result<(), ApiError> {
-    let given = [
-        &p.task,
-        &p.from,
-        &p.to,
-        &p.since,
-        &p.src_ip,
-        &p.dst_ip,
-        &p.src_port,
-        &p.dst_port,
-        &p.protocol,
-        &p.limit,
-        &p.by,
-        &p.kind,
-    ];
-    if given.iter().any(|v| v.is_some()) {
-        return Err(bad("this operation takes no parameters"));
-    }
-    Ok(())
 }
 
 async fn healthz() -> Response {

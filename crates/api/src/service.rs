@@ -78,9 +78,9 @@ pub struct Summary {
     /// Distinct keys.
     pub flow_count: u64,
     /// First packet (absent when nothing matched).
-    pub first_seen: Option<String>,
+    pub first_seen: Option<Time>,
     /// Last packet.
-    pub last_seen: Option<String>,
+    pub last_seen: Option<Time>,
 }
 
 /// `aggregate`.
@@ -94,9 +94,9 @@ pub struct Summaries {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Lifecycle {
     /// First packet.
-    pub first_seen: String,
+    pub first_seen: Time,
     /// Last packet.
-    pub last_seen: String,
+    pub last_seen: Time,
     /// Packets.
     pub total_packets: u64,
     /// Bytes.
@@ -110,6 +110,16 @@ pub struct Lifecycle {
 pub struct TraceAnswer {
     /// The flow's life.
     pub lifecycle: Lifecycle,
+}
+
+/// A time, ns since the epoch; JSON shows it as RFC 3339 UTC with ns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Time(pub u64);
+
+impl Serialize for Time {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&format_rfc3339_ns(self.0))
+    }
 }
 
 /// A key as dimension name → value (**contract**: the `key` object of
@@ -126,9 +136,9 @@ pub struct FlowRow {
     /// Bytes.
     pub bytes: u64,
     /// First packet.
-    pub first_seen: String,
+    pub first_seen: Time,
     /// Last packet.
-    pub last_seen: String,
+    pub last_seen: Time,
     /// Rows (window × engine) summed.
     pub windows: u64,
 }
@@ -167,9 +177,9 @@ pub struct SpreaderRow {
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct PointRow {
     /// Window start.
-    pub window_start: String,
+    pub window_start: Time,
     /// Window end.
-    pub window_end: String,
+    pub window_end: Time,
     /// Packets.
     pub packets: u64,
     /// Bytes.
@@ -190,9 +200,9 @@ pub struct RunRow {
     /// `running`, `complete`, `damaged` or `failed`.
     pub status: String,
     /// Start.
-    pub started_at: String,
+    pub started_at: Time,
     /// End, once finished.
-    pub finished_at: Option<String>,
+    pub finished_at: Option<Time>,
     /// Packets read.
     pub packets: u64,
     /// Bytes read.
@@ -231,8 +241,8 @@ pub struct QueryService {
     catalog: Mutex<Option<Catalog>>,
 }
 
-fn ts(ns: u64) -> String {
-    format_rfc3339_ns(ns)
+fn ts(ns: u64) -> Time {
+    Time(ns)
 }
 
 fn key_json(task: &TaskView, key: &FlowKey) -> KeyJson {

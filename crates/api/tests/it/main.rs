@@ -11,14 +11,19 @@ use netspectra_store::read::Reader;
 use netspectra_store::{ClickHouseStore, SqliteStore, StoreUrl};
 use netspectra_testkit::clickhouse::ClickHouseServer;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sqlite_answers_match_the_truth_over_http_and_grpc() {
-    let data = fixture::Data::generate();
+/// A SQLite store in a temporary directory holding `data`.
+fn sqlite_with(data: &fixture::Data) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ns.db");
     let mut store = SqliteStore::open(&path).unwrap();
     data.write(&mut store);
-    drop(store);
+    (dir, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_answers_match_the_truth_over_http_and_grpc() {
+    let data = fixture::Data::generate();
+    let (_dir, path) = sqlite_with(&data);
     let reader = Reader::open(&StoreUrl::Sqlite(path)).unwrap();
     let answers = suite::check_everything(reader, &data).await;
     assert!(answers.len() >= 15, "{} answers", answers.len());
@@ -27,11 +32,7 @@ async fn sqlite_answers_match_the_truth_over_http_and_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clickhouse_answers_match_the_truth_and_sqlite() {
     let data = fixture::Data::generate();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ns.db");
-    let mut sqlite = SqliteStore::open(&path).unwrap();
-    data.write(&mut sqlite);
-    drop(sqlite);
+    let (dir, path) = sqlite_with(&data);
 
     let server = ClickHouseServer::start();
     let url = match StoreUrl::parse(&server.url()).unwrap() {
@@ -70,11 +71,7 @@ async fn clickhouse_answers_match_the_truth_and_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configured_token_is_required_except_for_health() {
     let data = fixture::Data::small();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ns.db");
-    let mut store = SqliteStore::open(&path).unwrap();
-    data.write(&mut store);
-    drop(store);
+    let (_dir, path) = sqlite_with(&data);
     let reader = Reader::open(&StoreUrl::Sqlite(path)).unwrap();
     suite::check_auth(reader).await;
 }

@@ -102,6 +102,20 @@ fn key_text(key: &Value) -> Value {
     )
 }
 
+/// An HTTP answer's rows with every key value as text, as gRPC carries them.
+fn rows_with_text_keys(http: &Value) -> Vec<Value> {
+    http["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r["key"] = key_text(&r["key"]);
+            r
+        })
+        .collect()
+}
+
 fn map_json(m: &HashMap<String, String>) -> Value {
     Value::Object(m.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
 }
@@ -433,17 +447,7 @@ async fn check_grpc_matches_http(
     let http = answer(answers, "/api/v1/top?task=per_src_ip&by=bytes&limit=10");
     let grpc_rows: Vec<Value> = top.rows.iter().map(|r| json!({"key": map_json(&r.key), "packets": r.packets, "bytes": r.bytes,
         "first_seen": stamp_text(&r.first_seen), "last_seen": stamp_text(&r.last_seen), "windows": r.windows})).collect();
-    let http_rows: Vec<Value> = http["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r["key"] = key_text(&r["key"]);
-            r
-        })
-        .collect();
-    assert_eq!(grpc_rows, http_rows);
+    assert_eq!(grpc_rows, rows_with_text_keys(http));
     assert_eq!(json!(top.truncated), http["truncated"]);
 
     let agg = g
@@ -531,17 +535,7 @@ async fn check_grpc_matches_http(
         "error_bound": h.error_bound, "periods": h.periods})
         })
         .collect();
-    let http_rows: Vec<Value> = http["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r["key"] = key_text(&r["key"]);
-            r
-        })
-        .collect();
-    assert_eq!(grpc_rows, http_rows);
+    assert_eq!(grpc_rows, rows_with_text_keys(http));
     assert!(
         hh.hitters[0].flow.starts_with("SrcIP="),
         "{}",
@@ -569,17 +563,7 @@ async fn check_grpc_matches_http(
         "error_bound": r.error_bound, "periods": r.periods})
         })
         .collect();
-    let http_rows: Vec<Value> = http["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r["key"] = key_text(&r["key"]);
-            r
-        })
-        .collect();
-    assert_eq!(grpc_rows, http_rows);
+    assert_eq!(grpc_rows, rows_with_text_keys(http));
 
     let runs = g
         .list_runs(pb::ListRunsRequest {})
@@ -601,7 +585,8 @@ async fn check_hostile_input(api: &mut Api) {
     let before = api.get("/api/v1/aggregate").await;
     let runs_before = api.get("/api/v1/runs").await;
     let long = "a".repeat(10_000);
-    let cases: Vec<(String, u16, &str)> = vec![
+    let cases: Vec<(String, u16, &str)> =
+        vec![
         (
             "/api/v1/top?task=per_src_ip'%20OR%20'1'='1".into(),
             400,
@@ -662,7 +647,7 @@ async fn check_hostile_input(api: &mut Api) {
             400,
             "at least one key field",
         ),
-        ("/api/v1/tasks?task=x".into(), 400, "no parameters"),
+        ("/api/v1/tasks?task=x".into(), 400, "does not take parameter `task`"),
         (
             "/api/v1/aggregate?limit=5".into(),
             400,
