@@ -3,6 +3,7 @@
 //! from typed fields, and [`AskInput::validate`] checks everything once.
 
 use crate::error::{bad, ApiError};
+use crate::service::Limits;
 use netspectra_model::ip::Cidr;
 use netspectra_model::time::{format_rfc3339_ns, parse_duration_ns, parse_rfc3339_ns};
 use netspectra_store::read::{Filter, TimeRange};
@@ -29,8 +30,9 @@ pub struct AskInput {
     pub dst_port: Option<u64>,
     /// Protocol number as given (checked to fit 8 bits).
     pub protocol: Option<u64>,
-    /// Rows wanted; 0 = all (up to the server's maximum).
-    pub limit: u64,
+    /// Rows wanted; 0 = all (up to the server's maximum); None = the
+    /// server's default.
+    pub limit: Option<u64>,
 }
 
 /// A validated question.
@@ -44,13 +46,12 @@ pub struct Ask {
     pub filter: Filter,
     /// Rows to return (already capped by the server's maximum).
     pub limit: usize,
-    /// Whether the caller asked for "all" (limit 0).
-    pub all: bool,
 }
 
 impl AskInput {
-    /// Checks every parameter; `max_rows` caps the answer's size.
-    pub fn validate(self, max_rows: usize) -> Result<Ask, ApiError> {
+    /// Checks every parameter against the server's limits.
+    pub fn validate(self, limits: Limits) -> Result<Ask, ApiError> {
+        let max_rows = limits.max_rows;
         if self.task.len() > MAX_TASK_NAME {
             return Err(bad(format!(
                 "task name is {} bytes long; at most {MAX_TASK_NAME} allowed",
@@ -89,22 +90,21 @@ impl AskInput {
             dst_port: number("dst_port", self.dst_port, 65535)?.map(|v| v as u16),
             protocol: number("protocol", self.protocol, 255)?.map(|v| v as u8),
         };
-        if self.limit as usize > max_rows {
-            return Err(bad(format!(
-                "limit {} exceeds this server's maximum of {max_rows} rows (0 = all, up to the maximum)",
-                self.limit
-            )));
-        }
+        let limit = match self.limit {
+            None => limits.default_rows.min(max_rows),
+            Some(0) => max_rows,
+            Some(n) if n > max_rows as u64 => {
+                return Err(bad(format!(
+                    "limit {n} exceeds this server's maximum of {max_rows} rows (0 = all, up to the maximum)"
+                )))
+            }
+            Some(n) => n as usize,
+        };
         Ok(Ask {
             task: self.task,
             range,
             filter,
-            limit: if self.limit == 0 {
-                max_rows
-            } else {
-                self.limit as usize
-            },
-            all: self.limit == 0,
+            limit,
         })
     }
 }
@@ -119,10 +119,13 @@ pub fn parse_time(name: &str, text: &str) -> Result<u64, ApiError> {
     parse_rfc3339_ns(text).map_err(|e| bad(format!("{name}: {e}")))
 }
 
-/// `since` (a duration back from `now_ns`) as a range start.
+/// `since` (a duration back from `now_ns`) as a range start, rounded down
+/// to the second so that a dashboard repeating the question within a
+/// second asks the same one (and hits the answer cache).
 pub fn parse_since(text: &str, now_ns: u64) -> Result<u64, ApiError> {
     let d = parse_duration_ns(text).map_err(|e| bad(format!("since: {e}")))?;
-    Ok(now_ns.saturating_sub(d))
+    let from = now_ns.saturating_sub(d);
+    Ok(from - from % 1_000_000_000)
 }
 
 /// Parses an unsigned number parameter, naming it when it is not one.
@@ -184,7 +187,7 @@ mod tests {
             ),
             (
                 AskInput {
-                    limit: 1_000_000,
+                    limit: Some(1_000_000),
                     ..Default::default()
                 },
                 "limit",
@@ -198,20 +201,24 @@ mod tests {
             ),
         ];
         for (input, word) in cases {
-            let err = input.validate(10_000).unwrap_err();
+            let err = input.validate(Limits::default()).unwrap_err();
             assert!(matches!(err, ApiError::BadRequest(_)));
             assert!(
                 err.to_string().contains(word),
                 "{err} should mention {word}"
             );
         }
-        let ok = AskInput {
-            limit: 0,
+        let limits = Limits {
+            max_rows: 50,
+            ..Limits::default()
+        };
+        let all = AskInput {
+            limit: Some(0),
             ..Default::default()
-        }
-        .validate(50)
-        .unwrap();
-        assert_eq!((ok.limit, ok.all), (50, true));
+        };
+        assert_eq!(all.validate(limits).unwrap().limit, 50);
+        let default = AskInput::default().validate(Limits::default()).unwrap();
+        assert_eq!(default.limit, Limits::default().default_rows);
         assert!(parse_time("from", "2026-01-01T00:00:00Z").is_ok());
         assert_eq!(
             parse_time("from", "1700000000000000000").unwrap(),
@@ -222,7 +229,7 @@ mod tests {
             .to_string()
             .contains("from"));
         assert_eq!(
-            parse_since("1h", 7_200_000_000_000).unwrap(),
+            parse_since("1h", 7_200_500_000_000).unwrap(),
             3_600_000_000_000
         );
     }

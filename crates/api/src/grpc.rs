@@ -5,6 +5,7 @@ use crate::ask::AskInput;
 use crate::error::{bad, ApiError};
 use crate::pb;
 use crate::service::{KeyJson, QueryService, Time};
+use crate::Auth;
 use netspectra_store::read::Measure;
 use prost_types::Timestamp;
 use serde_json::Value;
@@ -12,24 +13,33 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-/// Implements the generated service trait over [`QueryService`].
+/// Implements the generated service trait over [`QueryService`]. Every
+/// method but `HealthCheck` checks the bearer token itself (an interceptor
+/// cannot tell the methods apart).
 pub struct Grpc {
     service: Arc<QueryService>,
+    auth: Auth,
 }
 
 impl Grpc {
     /// Wraps the shared service.
-    pub fn new(service: Arc<QueryService>) -> Grpc {
-        Grpc { service }
+    pub fn new(service: Arc<QueryService>, auth: Auth) -> Grpc {
+        Grpc { service, auth }
     }
 }
 
 fn ns(name: &str, t: Option<Timestamp>) -> Result<Option<u64>, ApiError> {
     t.map(|t| {
-        if t.seconds < 0 || !(0..1_000_000_000).contains(&t.nanos) {
-            return Err(bad(format!("{name}: timestamp before 1970 or malformed")));
-        }
-        Ok(t.seconds as u64 * 1_000_000_000 + t.nanos as u64)
+        u64::try_from(t.seconds)
+            .ok()
+            .filter(|_| (0..1_000_000_000).contains(&t.nanos))
+            .and_then(|s| s.checked_mul(1_000_000_000))
+            .and_then(|ns| ns.checked_add(t.nanos as u64))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{name}: timestamp before 1970, after 2554 or malformed"
+                ))
+            })
     })
     .transpose()
 }
@@ -64,7 +74,7 @@ struct Fields {
     src_port: Option<u32>,
     dst_port: Option<u32>,
     protocol: Option<u32>,
-    limit: u64,
+    limit: Option<u64>,
 }
 
 impl Fields {
@@ -80,7 +90,7 @@ impl Fields {
             protocol: self.protocol.map(u64::from),
             limit: self.limit,
         }
-        .validate(service.limits().max_rows)
+        .validate(service.limits())
     }
 }
 
@@ -115,8 +125,9 @@ impl pb::query_service_server::QueryService for Grpc {
 
     async fn search_tasks(
         &self,
-        _: Request<pb::SearchTasksRequest>,
+        req: Request<pb::SearchTasksRequest>,
     ) -> Result<Response<pb::SearchTasksResponse>, Status> {
+        self.auth.check(&req)?;
         let a = self.service.tasks().await?;
         Ok(Response::new(pb::SearchTasksResponse {
             task_names: a.task_names,
@@ -139,8 +150,9 @@ impl pb::query_service_server::QueryService for Grpc {
         &self,
         req: Request<pb::AggregationRequest>,
     ) -> Result<Response<pb::QueryTotalCountsResponse>, Status> {
+        self.auth.check(&req)?;
         let r = req.into_inner();
-        let ask = fields!(r, 0).ask(&self.service)?;
+        let ask = fields!(r, None).ask(&self.service)?;
         let a = self.service.aggregate(&ask).await?;
         Ok(Response::new(pb::QueryTotalCountsResponse {
             summaries: a
@@ -162,6 +174,7 @@ impl pb::query_service_server::QueryService for Grpc {
         &self,
         req: Request<pb::TraceFlowRequest>,
     ) -> Result<Response<pb::TraceFlowResponse>, Status> {
+        self.auth.check(&req)?;
         let r = req.into_inner();
         let mut input = Fields {
             task: r.task_name,
@@ -172,7 +185,7 @@ impl pb::query_service_server::QueryService for Grpc {
             src_port: None,
             dst_port: None,
             protocol: None,
-            limit: 0,
+            limit: None,
         };
         let mut keys: Vec<_> = r.flow_keys.into_iter().collect();
         keys.sort();
@@ -215,6 +228,7 @@ impl pb::query_service_server::QueryService for Grpc {
         &self,
         req: Request<pb::HeavyHittersRequest>,
     ) -> Result<Response<pb::HeavyHittersResponse>, Status> {
+        self.auth.check(&req)?;
         let r = req.into_inner();
         let by = match r.r#type {
             0 => Measure::Packets,
@@ -226,8 +240,10 @@ impl pb::query_service_server::QueryService for Grpc {
                 .into())
             }
         };
-        let limit =
-            u64::try_from(r.limit).map_err(|_| bad(format!("limit {} is negative", r.limit)))?;
+        let limit = r
+            .limit
+            .map(|l| u64::try_from(l).map_err(|_| bad(format!("limit {l} is negative"))))
+            .transpose()?;
         let ask = fields!(r, limit).ask(&self.service)?;
         let a = self.service.heavy_hitters(&ask, by).await?;
         Ok(Response::new(pb::HeavyHittersResponse {
@@ -260,6 +276,7 @@ impl pb::query_service_server::QueryService for Grpc {
         &self,
         req: Request<pb::TopKeysRequest>,
     ) -> Result<Response<pb::TopKeysResponse>, Status> {
+        self.auth.check(&req)?;
         let r = req.into_inner();
         let by = match r.by.to_ascii_lowercase().as_str() {
             "" | "packets" => Measure::Packets,
@@ -271,7 +288,7 @@ impl pb::query_service_server::QueryService for Grpc {
                 .into())
             }
         };
-        let limit = u64::from(r.limit);
+        let limit = r.limit.map(u64::from);
         let ask = fields!(r, limit).ask(&self.service)?;
         let a = self.service.top(&ask, by).await?;
         Ok(Response::new(pb::TopKeysResponse {
@@ -295,8 +312,9 @@ impl pb::query_service_server::QueryService for Grpc {
         &self,
         req: Request<pb::SuperSpreadersRequest>,
     ) -> Result<Response<pb::SuperSpreadersResponse>, Status> {
+        self.auth.check(&req)?;
         let r = req.into_inner();
-        let limit = u64::from(r.limit);
+        let limit = r.limit.map(u64::from);
         let ask = fields!(r, limit).ask(&self.service)?;
         let a = self.service.super_spreaders(&ask).await?;
         Ok(Response::new(pb::SuperSpreadersResponse {
@@ -318,8 +336,9 @@ impl pb::query_service_server::QueryService for Grpc {
         &self,
         req: Request<pb::TimeSeriesRequest>,
     ) -> Result<Response<pb::TimeSeriesResponse>, Status> {
+        self.auth.check(&req)?;
         let r = req.into_inner();
-        let limit = u64::from(r.limit);
+        let limit = r.limit.map(u64::from);
         let ask = fields!(r, limit).ask(&self.service)?;
         let a = self.service.timeseries(&ask).await?;
         Ok(Response::new(pb::TimeSeriesResponse {
@@ -340,8 +359,9 @@ impl pb::query_service_server::QueryService for Grpc {
 
     async fn list_runs(
         &self,
-        _: Request<pb::ListRunsRequest>,
+        req: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
+        self.auth.check(&req)?;
         let a = self.service.runs().await?;
         Ok(Response::new(pb::ListRunsResponse {
             rows: a

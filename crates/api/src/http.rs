@@ -22,9 +22,6 @@ use std::sync::Arc;
 /// Longest URI accepted (parameters travel in the query string).
 const MAX_URI_BYTES: usize = 8 * 1024;
 
-/// Rows returned when a request gives no `limit`.
-const DEFAULT_LIMIT: u64 = 100;
-
 /// The operations' routes, each answered by `GET` (the OpenAPI document
 /// lists the same paths; a test holds them together).
 pub const ROUTES: &[&str] = &[
@@ -121,11 +118,11 @@ impl Params {
             src_port: number("src_port", &self.src_port)?,
             dst_port: number("dst_port", &self.dst_port)?,
             protocol: number("protocol", &self.protocol)?,
-            limit: number("limit", &self.limit)?.unwrap_or(DEFAULT_LIMIT),
+            limit: number("limit", &self.limit)?,
             src_ip: self.src_ip,
             dst_ip: self.dst_ip,
         }
-        .validate(state.service.limits().max_rows)
+        .validate(state.service.limits())
     }
 
     /// `by` (`packets`/`bytes`), or for heavy hitters the reference's
@@ -257,6 +254,17 @@ async fn fallback(req: Request) -> ApiError {
     ))
 }
 
+async fn method_not_allowed(req: Request) -> Response {
+    let body = json!({"error": {"code": "method_not_allowed",
+        "message": format!("{} is not allowed on {}; every operation is a GET", req.method(), req.uri().path())}});
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET")],
+        Json(body),
+    )
+        .into_response()
+}
+
 /// Refuses over-long URIs, then checks the bearer token.
 async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response {
     if req.uri().to_string().len() > MAX_URI_BYTES {
@@ -297,6 +305,7 @@ pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
         .route("/readyz", get(readyz))
         .merge(api)
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(16 * 1024))
         .with_state(state)
 }

@@ -66,17 +66,39 @@ impl Auth {
         }
     }
 
-    /// Whether an `Authorization` header value is acceptable.
+    /// Whether an `Authorization` header value is acceptable (the scheme
+    /// is case-insensitive, RFC 7235).
     pub fn allows(&self, header: Option<&str>) -> bool {
         let Some(want) = &self.token else {
             return true;
         };
-        let given = header.and_then(|h| h.strip_prefix("Bearer ")).unwrap_or("");
+        let given = header
+            .and_then(|h| h.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, token)| token);
         // Same work whatever the first differing byte: no timing oracle.
         let (a, b) = (want.as_bytes(), given.as_bytes());
         a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
     }
 }
+
+impl Auth {
+    /// [`Auth::allows`] for a gRPC request's `authorization` metadata.
+    pub fn check<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        if self.allows(header) {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized.into())
+        }
+    }
+}
+
+/// How often gRPC health (`grpc.health.v1`) re-checks the store.
+const HEALTH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What to serve.
 #[derive(Clone, Default)]
@@ -148,6 +170,34 @@ impl Running {
     }
 }
 
+/// Keeps `grpc.health.v1` telling the truth: the query service (and the
+/// server as a whole) is SERVING while the store answers, NOT_SERVING
+/// otherwise, re-checked every few seconds until `stopped`.
+async fn report_health(
+    reporter: tonic_health::server::HealthReporter,
+    service: Arc<QueryService>,
+    stopped: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    use tonic_health::ServingStatus;
+    let name = <pb::query_service_server::QueryServiceServer<grpc::Grpc> as tonic::server::NamedService>::NAME;
+    let watch = async {
+        loop {
+            let status = match service.health().await {
+                Ok(()) => ServingStatus::Serving,
+                Err(_) => ServingStatus::NotServing,
+            };
+            reporter.set_service_status(name, status).await;
+            reporter.set_service_status("", status).await;
+            tokio::time::sleep(HEALTH_EVERY).await;
+        }
+    };
+    tokio::select! {
+        () = watch => {}
+        () = stopped => {}
+    }
+    Ok(())
+}
+
 /// Binds the requested listeners and serves the API on the current tokio
 /// runtime until [`Running::stop`].
 pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, ServeError> {
@@ -191,9 +241,11 @@ pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, Ser
         let listener = bind(addr, "gRPC").await?;
         running.grpc_addr = listener.local_addr().ok();
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<pb::query_service_server::QueryServiceServer<grpc::Grpc>>()
-            .await;
+        running.tasks.push(tokio::spawn(report_health(
+            health,
+            service.clone(),
+            until_stopped(),
+        )));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .build_v1()
@@ -201,20 +253,14 @@ pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, Ser
                 what: "gRPC",
                 message: format!("reflection: {e}"),
             })?;
-        let query = pb::query_service_server::QueryServiceServer::new(grpc::Grpc::new(service))
-            .max_decoding_message_size(MAX_GRPC_REQUEST);
-        let check = move |req: tonic::Request<()>| {
-            let header = req
-                .metadata()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok());
-            if auth.allows(header) {
-                Ok(req)
-            } else {
-                Err(ApiError::Unauthorized.into())
-            }
-        };
-        let query = tonic::service::interceptor::InterceptedService::new(query, check);
+        let reflection_auth = auth.clone();
+        let reflection = tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            move |req: tonic::Request<()>| reflection_auth.check(&req).map(|()| req),
+        );
+        let query =
+            pb::query_service_server::QueryServiceServer::new(grpc::Grpc::new(service, auth))
+                .max_decoding_message_size(MAX_GRPC_REQUEST);
         let shutdown = until_stopped();
         running.tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()

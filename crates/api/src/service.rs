@@ -23,6 +23,8 @@ const CATALOG_TTL: Duration = Duration::from_secs(2);
 pub struct Limits {
     /// Rows an answer may hold at most; `limit=0` means this many.
     pub max_rows: usize,
+    /// Rows an answer holds when the request gives no limit.
+    pub default_rows: usize,
     /// Store answers kept until the store changes (0: none).
     pub cache_entries: usize,
 }
@@ -31,6 +33,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_rows: 10_000,
+            default_rows: 100,
             cache_entries: netspectra_store::read::DEFAULT_CACHE_ENTRIES,
         }
     }
@@ -241,10 +244,6 @@ pub struct QueryService {
     catalog: Mutex<Option<Catalog>>,
 }
 
-fn ts(ns: u64) -> Time {
-    Time(ns)
-}
-
 fn key_json(task: &TaskView, key: &FlowKey) -> KeyJson {
     key.render(&task.dims).into_iter().collect()
 }
@@ -370,7 +369,7 @@ impl QueryService {
         let mut summaries = Vec::with_capacity(tasks.len());
         for t in tasks {
             let totals = self.reader.exact_totals(&scope(&t, ask)).await?;
-            let seen = |ns: u64| (totals.keys > 0).then(|| ts(ns));
+            let seen = |ns: u64| (totals.keys > 0).then_some(Time(ns));
             summaries.push(Summary {
                 task_name: t.name,
                 total_packets: totals.packets,
@@ -396,8 +395,8 @@ impl QueryService {
                 key: key_json(&task, &r.key),
                 packets: r.packets,
                 bytes: r.bytes,
-                first_seen: ts(r.first_seen),
-                last_seen: ts(r.last_seen),
+                first_seen: Time(r.first_seen),
+                last_seen: Time(r.last_seen),
                 windows: r.windows,
             })
             .collect();
@@ -421,8 +420,8 @@ impl QueryService {
         })?;
         Ok(TraceAnswer {
             lifecycle: Lifecycle {
-                first_seen: ts(t.first_seen),
-                last_seen: ts(t.last_seen),
+                first_seen: Time(t.first_seen),
+                last_seen: Time(t.last_seen),
                 total_packets: t.packets,
                 total_bytes: t.bytes,
                 windows: t.keys,
@@ -483,8 +482,8 @@ impl QueryService {
         let rows = rows
             .into_iter()
             .map(|p| PointRow {
-                window_start: ts(p.window_start),
-                window_end: ts(p.window_end),
+                window_start: Time(p.window_start),
+                window_end: Time(p.window_end),
                 packets: p.packets,
                 bytes: p.bytes,
                 keys: p.keys,
@@ -505,7 +504,7 @@ impl QueryService {
 }
 
 fn run_row(r: RunRecord) -> RunRow {
-    let ns = |v: i64| ts(v.max(0) as u64);
+    let ns = |v: i64| Time(v.max(0) as u64);
     RunRow {
         run_id: r.run_id,
         engine_id: r.engine_id,

@@ -99,8 +99,9 @@ impl RunStore {
     }
 }
 
-/// The command line as the store records it, with the value of `--token`
-/// (the query API's secret) left out.
+/// The command line as the store records it (and the query API's `runs`
+/// shows it): the value of `--token` and any password in a URL
+/// (`clickhouse://user:secret@host`, `nats://user:secret@host`) left out.
 pub fn recorded_command(args: impl IntoIterator<Item = String>) -> String {
     let mut out = Vec::new();
     let mut hide_next = false;
@@ -113,10 +114,33 @@ pub fn recorded_command(args: impl IntoIterator<Item = String>) -> String {
         } else if arg.starts_with("--token=") {
             out.push("--token=***".to_string());
         } else {
-            out.push(arg);
+            out.push(without_url_password(&arg));
         }
     }
     out.join(" ")
+}
+
+/// `scheme://user:pass@rest` → `scheme://user:***@rest`; other text as is.
+fn without_url_password(arg: &str) -> String {
+    let Some(scheme_end) = arg.find("://") else {
+        return arg.to_string();
+    };
+    let auth_start = scheme_end + 3;
+    let authority_end = arg[auth_start..]
+        .find('/')
+        .map_or(arg.len(), |i| auth_start + i);
+    let Some(at) = arg[auth_start..authority_end].rfind('@') else {
+        return arg.to_string();
+    };
+    let user_info = &arg[auth_start..auth_start + at];
+    match user_info.split_once(':') {
+        Some((user, _)) => format!(
+            "{}{user}:***{}",
+            &arg[..auth_start],
+            &arg[auth_start + at..]
+        ),
+        None => arg.to_string(),
+    }
 }
 
 /// A flag raised by SIGINT or SIGTERM; a second signal exits at once
@@ -159,6 +183,18 @@ mod tests {
                 "lo"
             ])),
             "netspectra run --token=*** --iface lo"
+        );
+        assert_eq!(
+            recorded_command(args(&[
+                "netspectra",
+                "engine",
+                "--store=clickhouse://ns:p@ss:w0rd@db:8123/ns",
+                "--nats",
+                "nats://a:b@n:4222",
+                "--store",
+                "clickhouse://db:8123/x@y"
+            ])),
+            "netspectra engine --store=clickhouse://ns:***@db:8123/ns --nats nats://a:***@n:4222 --store clickhouse://db:8123/x@y"
         );
     }
 }

@@ -379,7 +379,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
         "jetstream": args.jetstream,
         "interop_subject": args.interop_subject,
     });
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let command = crate::common::recorded_command(std::env::args());
     // JetStream: resume from the batches this engine id has stored.
     let consumer_name = progress_consumer(&args.prefix);
     let mut dedupe = Dedupe::default();

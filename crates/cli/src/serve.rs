@@ -32,7 +32,7 @@ const POLL: Duration = Duration::from_millis(100);
 
 /// Where the query API listens and who may ask (`netspectra api`, and
 /// `analyze`/`run` with `--serve`).
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Default)]
 pub struct ListenArgs {
     /// gRPC listen address: `host:port`, `:port` (every interface) or `off`
     /// (default: config `api.grpc_listen_addr`, else `:50051`).
@@ -49,7 +49,7 @@ pub struct ListenArgs {
 }
 
 /// `--serve` and its listeners: the same flags for `analyze` and `run`.
-#[derive(Args, Clone, Debug, Default)]
+#[derive(Args, Clone, Default)]
 pub struct ServeArgs {
     /// Serve the query API (gRPC and HTTP) from the store: `analyze` after
     /// its report until Ctrl-C, `run` while it captures.
@@ -374,6 +374,7 @@ pub fn run(args: ApiArgs) -> anyhow::Result<Outcome> {
         Limits {
             max_rows: usize::try_from(args.max_rows).unwrap_or(usize::MAX),
             cache_entries: args.cache_entries,
+            ..Limits::default()
         },
     )?;
     let url = StoreUrl::parse(&store)?;

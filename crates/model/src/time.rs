@@ -80,7 +80,7 @@ pub struct BadTimestamp(pub String);
 
 /// Parses RFC 3339 (`2026-01-01T00:00:00Z`, optional fraction up to ns,
 /// `Z` or `±hh:mm`; `t`/space for `T`) into ns since the epoch. Times before
-/// 1970 are rejected: nothing in a store is older.
+/// 1970 or after 2554 (the end of 64-bit ns) are rejected.
 pub fn parse_rfc3339_ns(text: &str) -> Result<u64, BadTimestamp> {
     let err = || BadTimestamp(text.to_string());
     let b = text.trim().as_bytes();
@@ -144,10 +144,11 @@ pub fn parse_rfc3339_ns(text: &str) -> Result<u64, BadTimestamp> {
     let secs =
         days_from_civil(year, month as u32, day as u32) * 86_400 + hour * 3600 + min * 60 + sec
             - offset_s;
-    if secs < 0 {
-        return Err(err());
-    }
-    Ok(secs as u64 * NS_PER_SEC + nanos as u64)
+    u64::try_from(secs)
+        .ok()
+        .and_then(|s| s.checked_mul(NS_PER_SEC))
+        .and_then(|ns| ns.checked_add(nanos as u64))
+        .ok_or_else(err)
 }
 
 fn days_in_month(year: i64, month: u32) -> u32 {
@@ -216,6 +217,7 @@ mod tests {
             "2026-01-01T00:00:00.Z",
             "2026-01-01T00:00:00+0800",
             "1969-12-31T23:59:59Z",
+            "2600-01-01T00:00:00Z",
             "2026-01-01T24:00:00Z",
         ] {
             assert!(parse_rfc3339_ns(bad).is_err(), "{bad}");

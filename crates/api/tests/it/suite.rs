@@ -438,7 +438,7 @@ async fn check_grpc_matches_http(
         .top_keys(pb::TopKeysRequest {
             task_name: "per_src_ip".into(),
             by: "bytes".into(),
-            limit: 10,
+            limit: Some(10),
             ..Default::default()
         })
         .await
@@ -517,7 +517,7 @@ async fn check_grpc_matches_http(
         .query_heavy_hitters(pb::HeavyHittersRequest {
             task_name: "per_src_ip_hh".into(),
             r#type: 1,
-            limit: 5,
+            limit: Some(5),
             ..Default::default()
         })
         .await
@@ -545,7 +545,7 @@ async fn check_grpc_matches_http(
     let ss = g
         .query_super_spreaders(pb::SuperSpreadersRequest {
             task_name: "per_src_ip_spread".into(),
-            limit: 2,
+            limit: Some(2),
             ..Default::default()
         })
         .await
@@ -673,6 +673,16 @@ async fn check_hostile_input(api: &mut Api) {
         );
         assert!(body["error"]["code"].is_string());
     }
+    let resp = api
+        .http
+        .post(format!("{}/api/v1/aggregate", api.base))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
     let g = &mut api.grpc;
     let err = g
         .top_keys(pb::TopKeysRequest {
@@ -710,6 +720,15 @@ async fn check_hostile_input(api: &mut Api) {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // Requests are a few fields: a 100 KB one is refused before decoding.
+    let err = g
+        .top_keys(pb::TopKeysRequest {
+            task_name: "x".repeat(100_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::OutOfRange, "{err}");
     assert_eq!(
         api.get("/api/v1/aggregate").await,
         before,
@@ -757,7 +776,7 @@ pub async fn check_auth(reader: Reader) {
         .top_keys(req(
             pb::TopKeysRequest {
                 task_name: "per_src_ip".into(),
-                limit: 3,
+                limit: Some(3),
                 ..Default::default()
             },
             Some("s3cret"),
@@ -772,7 +791,7 @@ pub async fn check_auth(reader: Reader) {
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: String::new(),
@@ -784,6 +803,54 @@ pub async fn check_auth(reader: Reader) {
         status.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
+    // Reflection describes the schema: it takes the token like the queries.
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let refused = reflection
+        .server_reflection_info(tokio_stream::iter([ask.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut answers = reflection
+        .server_reflection_info(req(tokio_stream::iter([ask]), Some("s3cret")))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) = answers
+        .message()
+        .await
+        .unwrap()
+        .and_then(|a| a.message_response)
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"netspectra.v1.QueryService"), "{names:?}");
+    // The service's own HealthCheck is a health endpoint: open.
+    let health = api
+        .grpc
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(health.status, "ok");
+    // The scheme is case-insensitive (RFC 7235).
+    let resp = api
+        .http
+        .get(format!("{}/api/v1/tasks", api.base))
+        .header("authorization", "bearer s3cret")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
     api.stop().await;
 }
 
@@ -805,6 +872,23 @@ pub async fn check_not_ready(reader: Reader) {
         health.status.starts_with("unavailable"),
         "{}",
         health.status
+    );
+    let channel = Channel::from_shared(format!("http://{}", api.running.grpc_addr.unwrap()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "netspectra.v1.QueryService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
     );
     api.stop().await;
 }

@@ -1,8 +1,8 @@
 //! Answers kept until the store changes: dashboards ask the same questions
 //! every few seconds, and a top-keys answer over a million rows costs
 //! SQLite seconds. Each entry belongs to a *generation* of the store (a
-//! number that grows with every insert, read cheaply before each question),
-//! so new rows start a new generation and empty the cache. On SQLite the
+//! number that changes with every insert or deletion, read cheaply before
+//! each question), so any change empties the cache. On SQLite the
 //! generation is read for every question (a cached answer is never stale);
 //! ClickHouse's is trusted for a second, so an answer may lag an insert by
 //! that much (its writers batch inserts for longer).
@@ -15,6 +15,11 @@ use std::sync::{Arc, Mutex};
 /// Answers kept by default.
 pub const DEFAULT_ENTRIES: usize = 256;
 
+/// Rows kept in all answers together, whatever the entry count: bounds the
+/// cache's memory (a row is under 100 bytes).
+const MAX_ROWS: usize = 1_000_000;
+
+/// One cached answer, of whichever kind the query returned.
 #[derive(Clone)]
 pub(crate) enum Cached {
     Keyed(Arc<Vec<KeyedRow>>),
@@ -22,10 +27,21 @@ pub(crate) enum Cached {
     Text(Option<String>),
 }
 
+impl Cached {
+    fn rows(&self) -> usize {
+        match self {
+            Cached::Keyed(v) => v.len(),
+            Cached::Numbers(v) => v.len(),
+            Cached::Text(_) => 1,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     generation: u64,
     entries: HashMap<String, Cached>,
+    rows: usize,
 }
 
 /// At most `capacity` answers of the current generation (0 = no caching).
@@ -35,6 +51,7 @@ pub(crate) struct ResultCache {
 }
 
 impl ResultCache {
+    /// A cache of at most `capacity` answers (0: caching off).
     pub fn new(capacity: usize) -> ResultCache {
         ResultCache {
             capacity,
@@ -42,6 +59,7 @@ impl ResultCache {
         }
     }
 
+    /// Whether answers are kept at all.
     pub fn enabled(&self) -> bool {
         self.capacity > 0
     }
@@ -51,6 +69,7 @@ impl ResultCache {
         format!("{}\u{0}{:?}", q.text, q.params)
     }
 
+    /// The answer to `key` if it was cached in this generation.
     pub fn get(&self, generation: u64, key: &str) -> Option<Cached> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         (inner.generation == generation)
@@ -58,22 +77,21 @@ impl ResultCache {
             .flatten()
     }
 
+    /// Keeps an answer read in `generation`; a different generation than
+    /// the cache holds (newer, or after a deletion) empties it first.
     pub fn put(&self, generation: u64, key: String, value: Cached) {
-        if !self.enabled() {
+        if !self.enabled() || value.rows() > MAX_ROWS {
             return;
         }
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.generation != generation {
-            if generation < inner.generation {
-                return; // answered from an older state than the cache holds
-            }
+        let full = inner.entries.len() >= self.capacity || inner.rows + value.rows() > MAX_ROWS;
+        if inner.generation != generation || full {
+            // Crude but bounded: a full cache starts over.
             inner.generation = generation;
             inner.entries.clear();
+            inner.rows = 0;
         }
-        if inner.entries.len() >= self.capacity {
-            // Crude but bounded: a full cache starts over.
-            inner.entries.clear();
-        }
+        inner.rows += value.rows();
         inner.entries.insert(key, value);
     }
 }

@@ -21,7 +21,7 @@ const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 const GENERATION_TTL: Duration = Duration::from_secs(1);
 
 /// A ClickHouse store, read through one pooled HTTP client.
-pub struct ClickHouseReader {
+pub(crate) struct ClickHouseReader {
     url: ClickHouseUrl,
     client: clickhouse::Client,
     generation: Mutex<Option<(Instant, u64)>>,
@@ -54,10 +54,12 @@ struct NumberCh {
 impl ClickHouseReader {
     /// A reader for the URL; nothing is contacted until the first query, so
     /// an API can start (and report not ready) while the server is down.
-    pub fn new(url: &ClickHouseUrl) -> ClickHouseReader {
+    pub(crate) fn new(url: &ClickHouseUrl) -> ClickHouseReader {
         ClickHouseReader {
             url: url.clone(),
-            client: make_client(url, true),
+            // The server gives up too, not only the client.
+            client: make_client(url, true)
+                .with_setting("max_execution_time", QUERY_TIMEOUT.as_secs().to_string()),
             generation: Mutex::new(None),
         }
     }
@@ -95,17 +97,25 @@ impl ClickHouseReader {
             .map(drop)
     }
 
-    /// Grows with every insert (row counts; retention dropping a day
-    /// also changes it); read at most once per [`GENERATION_TTL`].
+    /// Changes with every insert and every dropped partition: the active
+    /// parts' row count and newest modification time (metadata only, no
+    /// data read); read at most once per [`GENERATION_TTL`].
     pub(crate) async fn generation(&self) -> Result<u64, StoreError> {
         let recent = *self.generation.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((_, g)) = recent.filter(|(at, _)| at.elapsed() < GENERATION_TTL) {
             return Ok(g);
         }
-        let q = self
-            .client
-            .query("SELECT (SELECT count() FROM exact_rows) + (SELECT count() FROM sketch_rows)");
-        let g = self.fetch::<u64>(q).await?.first().copied().unwrap_or(0);
+        let q = self.client.query(
+            "SELECT sum(rows), toUInt64(max(modification_time)) FROM system.parts \
+             WHERE active AND database = currentDatabase() AND table IN ('exact_rows', 'sketch_rows')",
+        );
+        let (rows, modified) = self
+            .fetch::<(u64, u64)>(q)
+            .await?
+            .first()
+            .copied()
+            .unwrap_or_default();
+        let g = rows.rotate_left(32) ^ modified;
         *self.generation.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), g));
         Ok(g)
     }

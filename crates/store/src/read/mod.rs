@@ -4,7 +4,8 @@
 //! Every question is asked of one task over a [`TimeRange`] of windows (or
 //! sketch periods) with a [`Filter`] on key dimensions. Rows are deltas per
 //! window and per engine, so answers are sums grouped by key: they merge
-//! across windows, engines and runs without double counting. The SQL is
+//! across windows, engines and runs (runs add up: two analyses of the same
+//! capture count its traffic twice). The SQL is
 //! written once ([`sql`]) and rendered per backend; values always travel as
 //! bound parameters, never spliced into the text.
 //!
@@ -35,8 +36,8 @@ use netspectra_model::{Dimension, FlowKey};
 use std::sync::Arc;
 
 pub use self::cache::DEFAULT_ENTRIES as DEFAULT_CACHE_ENTRIES;
-pub use self::clickhouse::ClickHouseReader;
-pub use self::sqlite::SqliteReader;
+use self::clickhouse::ClickHouseReader;
+use self::sqlite::SqliteReader;
 
 /// Windows (or sketch periods) whose start lies in `[from_ns, to_ns)`.
 /// Answers are window-granular: a window counts whole or not at all.

@@ -256,12 +256,15 @@ pub(crate) fn sketch_top(
     b.build()
 }
 
-/// Text: the algorithm of any one stored estimate of the task.
+/// Text: the algorithm of the task's newest stored estimate.
 pub(crate) fn sketch_algorithm(d: Dialect, task: &str) -> Query {
+    let (start, _, _) = Table::Sketch.times(d);
     let mut b = Builder::new(d);
     b.sql("SELECT algorithm FROM sketch_rows WHERE task = ")
         .param(Param::Text(task.to_string()))
-        .sql(" LIMIT 1");
+        .sql(" ORDER BY ")
+        .sql(start)
+        .sql(" DESC LIMIT 1");
     b.build()
 }
 

@@ -10,20 +10,23 @@ use rusqlite::{Connection, OpenFlags, Row};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Connections kept for reuse; more are opened under load and closed after.
-const POOL_SIZE: usize = 8;
+/// Queries running at once (each holds a connection and a blocking
+/// thread); more wait their turn, so a burst of heavy questions cannot
+/// occupy every thread or open unbounded connections.
+const POOL_SIZE: usize = 4;
 
 /// A read-only view of a SQLite store file.
 #[derive(Clone)]
-pub struct SqliteReader {
+pub(crate) struct SqliteReader {
     path: Arc<PathBuf>,
     idle: Arc<Mutex<Vec<Connection>>>,
+    running: Arc<tokio::sync::Semaphore>,
 }
 
 impl SqliteReader {
     /// Opens an existing store; fails when the file is missing, is not a
     /// NetSpectra store, or was written by a newer schema.
-    pub fn open(path: &Path) -> Result<SqliteReader, StoreError> {
+    pub(crate) fn open(path: &Path) -> Result<SqliteReader, StoreError> {
         if !path.exists() {
             return Err(StoreError::Missing {
                 path: path.display().to_string(),
@@ -32,6 +35,7 @@ impl SqliteReader {
         let reader = SqliteReader {
             path: Arc::new(path.to_path_buf()),
             idle: Arc::new(Mutex::new(Vec::new())),
+            running: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
         };
         let conn = reader.connect()?;
         let version: i64 = conn
@@ -84,7 +88,9 @@ impl SqliteReader {
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     {
         let this = self.clone();
+        let permit = self.running.clone().acquire_owned().await;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let taken = this.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match taken {
                 Some(c) => c,
