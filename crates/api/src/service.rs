@@ -521,6 +521,7 @@ fn run_row(r: RunRecord) -> RunRow {
 fn scope<'a>(task: &'a TaskView, ask: &'a Ask) -> Scope<'a> {
     Scope {
         task: &task.name,
+        key: &task.dims,
         range: ask.range,
         filter: &ask.filter,
     }

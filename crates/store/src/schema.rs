@@ -12,6 +12,12 @@
 //! replaced in the same transaction as each window's `exact_rows`, so a
 //! restarted engine skips exactly the batches whose rows are stored.
 
+/// How `tasks.key` holds a task's key (both backends): a JSON array of
+/// dimension names, e.g. `["SrcIP","DstPort"]`.
+pub fn key_text(key: &[netspectra_model::Dimension]) -> String {
+    serde_json::Value::from(key.iter().map(|d| d.to_string()).collect::<Vec<_>>()).to_string()
+}
+
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 3;
 

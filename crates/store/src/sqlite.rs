@@ -119,10 +119,9 @@ impl SqliteStore {
             )?;
             let run_id = tx.last_insert_rowid();
             for t in tasks {
-                let key: Vec<String> = t.key.iter().map(|d| d.to_string()).collect();
                 tx.execute(
                     "INSERT INTO tasks (run_id, name, kind, key, window_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![run_id, t.name, t.kind.name(), Value::from(key).to_string(), window_ns as i64],
+                    params![run_id, t.name, t.kind.name(), crate::schema::key_text(&t.key), window_ns as i64],
                 )?;
             }
             tx.commit()?;

@@ -94,8 +94,14 @@ impl Data {
 
     /// Runs the default tasks in two engines (`e0`, `e1`), one run each.
     pub fn write(&self, store: &mut dyn Store) {
+        self.write_with(store, |_| {});
+    }
+
+    /// As [`Data::write`], each plan first changed by `change`.
+    pub fn write_with(&self, store: &mut dyn Store, change: impl Fn(&mut EnginePlan)) {
         for engine in 0..2 {
             let mut plan = EnginePlan::from_config(&Config::default(), 2).unwrap();
+            change(&mut plan);
             plan.window_ns = WINDOW_NS;
             plan.period_ns = PERIOD_NS;
             for task in &mut plan.tasks {

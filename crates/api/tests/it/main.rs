@@ -126,3 +126,48 @@ async fn cached_answers_follow_new_rows() {
     );
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redefined_task_answers_from_its_current_definition_only() {
+    let data = fixture::Data::small();
+    let (_dir, path) = sqlite_with(&data);
+    // Later runs key `per_src_ip` by destination instead.
+    let mut store = SqliteStore::open(&path).unwrap();
+    data.write_with(&mut store, |plan| {
+        for t in plan.tasks.iter_mut().filter(|t| t.name == "per_src_ip") {
+            t.key = vec![netspectra_model::Dimension::DstIp];
+        }
+    });
+    let api = suite::Api::start(Reader::open(&StoreUrl::Sqlite(path)).unwrap(), None).await;
+    let (_, tasks) = api.get("/api/v1/tasks").await;
+    let def = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "per_src_ip")
+        .unwrap()
+        .clone();
+    assert_eq!(def["key"], serde_json::json!(["DstIP"]));
+    let (status, agg) = api.get("/api/v1/aggregate?task=per_src_ip").await;
+    assert_eq!(status, 200, "{agg}");
+    let destinations: std::collections::BTreeSet<_> =
+        data.records.iter().map(|r| r.dst_ip).collect();
+    assert_eq!(
+        agg["summaries"][0]["total_packets"],
+        serde_json::json!(data.records.len())
+    );
+    assert_eq!(
+        agg["summaries"][0]["flow_count"],
+        serde_json::json!(destinations.len())
+    );
+    let (_, top) = api.get("/api/v1/top?task=per_src_ip&limit=3").await;
+    assert!(
+        top["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["key"]["DstIP"].is_string()),
+        "{top}"
+    );
+    api.stop().await;
+}

@@ -367,8 +367,7 @@ impl ClickHouseStore {
                 run_id,
                 name: t.name.clone(),
                 kind: t.kind.name().to_string(),
-                key: Value::from(t.key.iter().map(|d| d.to_string()).collect::<Vec<_>>())
-                    .to_string(),
+                key: crate::schema::key_text(&t.key),
                 window_ns: window_ns as i64,
             })
             .collect();

@@ -16,7 +16,8 @@
 //!
 //! let reader = Reader::open(&StoreUrl::parse("sqlite:netspectra.db")?)?;
 //! let filter = Filter { src_ip: Some("10.0.0.0/8".parse().unwrap()), ..Filter::default() };
-//! let scope = Scope { task: "per_src_ip", range: TimeRange::ALL, filter: &filter };
+//! let key = [netspectra_model::Dimension::SrcIp];
+//! let scope = Scope { task: "per_src_ip", key: &key, range: TimeRange::ALL, filter: &filter };
 //! for row in reader.exact_top(&scope, Measure::Bytes, 10).await? {
 //!     println!("{:?} {} packets {} bytes", row.key, row.packets, row.bytes);
 //! }
@@ -120,6 +121,10 @@ impl Filter {
 pub struct Scope<'a> {
     /// Task name.
     pub task: &'a str,
+    /// The task's key as the question understands it: only runs that
+    /// defined the task with this key are read, so rows of an older
+    /// definition (another key under the same name) never mix in.
+    pub key: &'a [Dimension],
     /// Which windows.
     pub range: TimeRange,
     /// Which keys.

@@ -108,6 +108,11 @@ impl Builder {
         let (start, _, sort_time) = table.times(self.dialect);
         self.sql(" FROM ").sql(table.name()).sql(" WHERE task = ");
         self.param(Param::Text(scope.task.to_string()));
+        self.sql(" AND run_id IN (SELECT run_id FROM tasks WHERE name = ");
+        self.param(Param::Text(scope.task.to_string()));
+        self.sql(" AND key = ");
+        self.param(Param::Text(crate::schema::key_text(scope.key)));
+        self.sql(")");
         let TimeRange { from_ns, to_ns } = scope.range;
         self.sql(" AND ").sql(start).sql(" >= ").param(int(from_ns));
         self.sql(" AND ").sql(start).sql(" < ").param(int(to_ns));
@@ -283,6 +288,7 @@ mod tests {
         };
         let scope = Scope {
             task: hostile,
+            key: &[],
             range: TimeRange::ALL,
             filter: &filter,
         };
