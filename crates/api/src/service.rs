@@ -14,9 +14,13 @@ use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long the task list is reused before it is read again (a task that
-/// is asked for but not in the list forces a fresh read at once).
+/// How long the task list is reused before it is read again.
 const CATALOG_TTL: Duration = Duration::from_secs(2);
+
+/// How old a task list may be when it lacks the task asked for, or for the
+/// `tasks` operation: new tasks show at once, yet a stream of unknown
+/// names cannot make every request re-read the list.
+const CATALOG_FRESH: Duration = Duration::from_millis(250);
 
 /// How large answers may get, and how many are kept.
 #[derive(Clone, Copy, Debug)]
@@ -268,10 +272,11 @@ impl QueryService {
         self.reader.ping().await.map_err(ApiError::from)
     }
 
-    async fn load_tasks(&self, fresh: bool) -> Result<Arc<Vec<TaskView>>, ApiError> {
-        if !fresh {
+    /// The task list, read again when older than `max_age`.
+    async fn load_tasks(&self, max_age: Duration) -> Result<Arc<Vec<TaskView>>, ApiError> {
+        {
             let guard = self.catalog.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(c) = guard.as_ref().filter(|c| c.read_at.elapsed() < CATALOG_TTL) {
+            if let Some(c) = guard.as_ref().filter(|c| c.read_at.elapsed() < max_age) {
                 return Ok(c.tasks.clone());
             }
         }
@@ -313,9 +318,9 @@ impl QueryService {
         if ask.task.is_empty() {
             return Err(bad(format!("{op} needs a task (parameter `task`)")));
         }
-        let mut tasks = self.load_tasks(false).await?;
+        let mut tasks = self.load_tasks(CATALOG_TTL).await?;
         if !tasks.iter().any(|t| t.name == ask.task) {
-            tasks = self.load_tasks(true).await?;
+            tasks = self.load_tasks(CATALOG_FRESH).await?;
         }
         let Some(task) = tasks.iter().find(|t| t.name == ask.task) else {
             let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
@@ -347,7 +352,7 @@ impl QueryService {
 
     /// `tasks`.
     pub async fn tasks(&self) -> Result<TasksAnswer, ApiError> {
-        let tasks = self.load_tasks(true).await?;
+        let tasks = self.load_tasks(CATALOG_FRESH).await?;
         Ok(TasksAnswer {
             task_names: tasks.iter().map(|t| t.name.clone()).collect(),
             tasks: tasks.to_vec(),
@@ -357,7 +362,7 @@ impl QueryService {
     /// `aggregate`: one task, or every exact task whose key can honour the filter.
     pub async fn aggregate(&self, ask: &Ask) -> Result<Summaries, ApiError> {
         let tasks: Vec<TaskView> = if ask.task.is_empty() {
-            self.load_tasks(true)
+            self.load_tasks(CATALOG_FRESH)
                 .await?
                 .iter()
                 .filter(|t| t.kind == "exact" && check_filter(t, ask).is_ok())

@@ -32,7 +32,7 @@ mod sqlite;
 use self::cache::{Cached, ResultCache};
 use self::sql::Query;
 use crate::{RunRecord, StoreError, StoreUrl};
-use netspectra_model::ip::Cidr;
+use netspectra_model::ip::{self, Cidr};
 use netspectra_model::{Dimension, FlowKey};
 use std::sync::Arc;
 
@@ -59,9 +59,9 @@ impl TimeRange {
 }
 
 /// Conditions on key dimensions; `None` leaves a dimension free. A task can
-/// only be filtered on dimensions of its key (see [`Filter::dimensions`]);
-/// on a `SrcNet/N` task an address filter applies to the stored network
-/// address.
+/// only be filtered on dimensions of its key (see [`Filter::unsupported_by`]);
+/// on a `SrcNet/N` task an address filter matches the networks it overlaps
+/// ([`Filter::for_key`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Source address or network.
@@ -97,6 +97,28 @@ impl Filter {
             out.push("Protocol");
         }
         out
+    }
+
+    /// The filter as it applies to rows of a task keyed by `key`: on a
+    /// `SrcNet/N` (`DstNet/N`) task the stored address is the network, so an
+    /// address range becomes the range of the networks it overlaps (a host
+    /// filter finds its /N network instead of nothing).
+    pub fn for_key(&self, key: &[Dimension]) -> Filter {
+        let widen = |c: Option<Cidr>, p: u8| {
+            c.map(|c| Cidr {
+                first: ip::mask(&c.first, p),
+                last: ip::mask(&c.last, p),
+            })
+        };
+        let mut f = self.clone();
+        for d in key {
+            match *d {
+                Dimension::SrcNet(p) => f.src_ip = widen(f.src_ip, p),
+                Dimension::DstNet(p) => f.dst_ip = widen(f.dst_ip, p),
+                _ => {}
+            }
+        }
+        f
     }
 
     /// The first constrained dimension that `key` cannot answer, if any.
@@ -492,4 +514,30 @@ pub(crate) struct NumberRow {
     pub(crate) a: u64,
     pub(crate) b: u64,
     pub(crate) n: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_tasks_match_the_networks_an_address_filter_overlaps() {
+        let host = Filter {
+            src_ip: Some("10.1.2.3".parse().unwrap()),
+            dst_ip: Some("10.9.0.0/16".parse().unwrap()),
+            ..Filter::default()
+        };
+        let on_nets = host.for_key(&[Dimension::SrcNet(24), Dimension::DstNet(8)]);
+        let src = on_nets.src_ip.unwrap();
+        assert_eq!(
+            (ip::to_string(&src.first), ip::to_string(&src.last)),
+            ("10.1.2.0".into(), "10.1.2.0".into())
+        );
+        let dst = on_nets.dst_ip.unwrap();
+        assert_eq!(
+            (ip::to_string(&dst.first), ip::to_string(&dst.last)),
+            ("10.0.0.0".into(), "10.0.0.0".into())
+        );
+        assert_eq!(host.for_key(&[Dimension::SrcIp, Dimension::DstIp]), host);
+    }
 }

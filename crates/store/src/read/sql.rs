@@ -124,7 +124,7 @@ impl Builder {
             self.sql(" AND ").sql(sort_time).sql(" <= toDateTime(");
             self.param(secs(to_ns)).sql(")");
         }
-        let f = scope.filter;
+        let f = &scope.filter.for_key(scope.key);
         for (column, cidr) in [("src_ip", f.src_ip), ("dst_ip", f.dst_ip)] {
             if let Some(c) = cidr {
                 self.sql(" AND ")
