@@ -205,6 +205,7 @@ fn query_answers_match_analyze_and_errors_exit_2() {
         vec!["aggregate", "--task", "per_flow", "--src-ip", "10.0.0.0/8"],
         vec!["trace", "--task", "per_src_ip", "--src-ip", &top_src],
         vec!["heavy-hitters", "--task", "per_src_ip_hh", "--by", "bytes"],
+        vec!["super-spreaders", "--task", "per_src_ip_spread"],
         vec!["timeseries", "--task", "per_dst_ip"],
         vec!["runs"],
     ] {

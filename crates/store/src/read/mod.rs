@@ -6,7 +6,7 @@
 //! window and per engine, so answers are sums grouped by key: they merge
 //! across windows, engines and runs (runs add up: two analyses of the same
 //! capture count its traffic twice). The SQL is
-//! written once ([`sql`]) and rendered per backend; values always travel as
+//! written once (module `sql`) and rendered per backend; values always travel as
 //! bound parameters, never spliced into the text.
 //!
 //! ```no_run
@@ -267,7 +267,7 @@ pub struct SketchEstimate {
 }
 
 /// A read-only connection to a store, for the query API, with a cache of
-/// answers that lasts until the store changes ([`cache`]).
+/// answers that lasts until the store changes (module `cache`).
 pub struct Reader {
     backend: Backend,
     cache: ResultCache,
