@@ -1,9 +1,12 @@
-//! The gRPC face: `netspectra.v1.QueryService` from `query.proto`, plus the
-//! standard `grpc.health.v1` and reflection services.
+//! The gRPC face: `netspectra.v1.QueryService` from `query.proto`,
+//! Go2NetSpectra's `v1.QueryService` answered by the same code
+//! ([`Reference`]), and the standard `grpc.health.v1` and reflection
+//! services.
 
 use crate::ask::AskInput;
 use crate::error::{bad, ApiError};
 use crate::pb;
+use crate::pb::query_service_server::QueryService as Native;
 use crate::service::{KeyJson, QueryService, Time};
 use crate::Auth;
 use netspectra_store::read::Measure;
@@ -62,6 +65,17 @@ fn key_map(key: KeyJson) -> HashMap<String, String> {
             other => (k, other.to_string()),
         })
         .collect()
+}
+
+/// The reference's `HeavyHitter.flow`: `SrcIP=10.0.0.1,DstPort=443`.
+fn flow_text(key: &KeyJson) -> String {
+    key.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The filter fields every request shares, in one place.
@@ -231,11 +245,12 @@ impl pb::query_service_server::QueryService for Grpc {
         self.auth.check(&req)?;
         let r = req.into_inner();
         let by = match r.r#type {
-            0 => Measure::Packets,
-            1 => Measure::Bytes,
+            0 => Some(Measure::Packets),
+            1 => Some(Measure::Bytes),
+            2 => None,
             t => {
                 return Err(bad(format!(
-                    "type {t} is not a measure; use 0 (count) or 1 (size)"
+                    "type {t} is not a measure; use 0 (count), 1 (size) or 2 (super-spreaders)"
                 ))
                 .into())
             }
@@ -245,30 +260,37 @@ impl pb::query_service_server::QueryService for Grpc {
             .map(|l| u64::try_from(l).map_err(|_| bad(format!("limit {l} is negative"))))
             .transpose()?;
         let ask = fields!(r, limit).ask(&self.service)?;
-        let a = self.service.heavy_hitters(&ask, by).await?;
+        // (key, estimate, error bound, periods) whatever the sketch.
+        let (rows, truncated) = match by {
+            Some(by) => {
+                let a = self.service.heavy_hitters(&ask, by).await?;
+                let rows = a.rows.into_iter().map(|h| {
+                    let value = h.packets.or(h.bytes).unwrap_or(0);
+                    (h.key, value, h.error_bound, h.periods)
+                });
+                (rows.collect::<Vec<_>>(), a.truncated)
+            }
+            None => {
+                let a = self.service.super_spreaders(&ask).await?;
+                let rows = a
+                    .rows
+                    .into_iter()
+                    .map(|s| (s.key, s.distinct, s.error_bound, s.periods));
+                (rows.collect::<Vec<_>>(), a.truncated)
+            }
+        };
         Ok(Response::new(pb::HeavyHittersResponse {
-            hitters: a
-                .rows
+            hitters: rows
                 .into_iter()
-                .map(|h| pb::HeavyHitter {
-                    flow: h
-                        .key
-                        .iter()
-                        .map(|(k, v)| {
-                            format!(
-                                "{k}={}",
-                                v.as_str().map_or_else(|| v.to_string(), str::to_string)
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    value: h.packets.or(h.bytes).unwrap_or(0),
-                    key: key_map(h.key),
-                    error_bound: h.error_bound,
-                    periods: h.periods,
+                .map(|(key, value, error_bound, periods)| pb::HeavyHitter {
+                    flow: flow_text(&key),
+                    value,
+                    key: key_map(key),
+                    error_bound,
+                    periods,
                 })
                 .collect(),
-            truncated: a.truncated,
+            truncated,
         }))
     }
 
@@ -379,5 +401,48 @@ impl pb::query_service_server::QueryService for Grpc {
                 })
                 .collect(),
         }))
+    }
+}
+
+/// Go2NetSpectra's `v1.QueryService`: its five methods answered by the
+/// same implementation (same messages on the wire, see
+/// `go2netspectra/v1/query.proto`), so the reference's clients work as is.
+pub struct Reference(pub Arc<Grpc>);
+
+#[tonic::async_trait]
+impl crate::go2netspectra::query_service_server::QueryService for Reference {
+    async fn health_check(
+        &self,
+        req: Request<pb::HealthCheckRequest>,
+    ) -> Result<Response<pb::HealthCheckResponse>, Status> {
+        Native::health_check(&*self.0, req).await
+    }
+
+    async fn search_tasks(
+        &self,
+        req: Request<pb::SearchTasksRequest>,
+    ) -> Result<Response<pb::SearchTasksResponse>, Status> {
+        Native::search_tasks(&*self.0, req).await
+    }
+
+    async fn aggregate_flows(
+        &self,
+        req: Request<pb::AggregationRequest>,
+    ) -> Result<Response<pb::QueryTotalCountsResponse>, Status> {
+        Native::aggregate_flows(&*self.0, req).await
+    }
+
+    async fn trace_flow(
+        &self,
+        req: Request<pb::TraceFlowRequest>,
+    ) -> Result<Response<pb::TraceFlowResponse>, Status> {
+        Native::trace_flow(&*self.0, req).await
+    }
+
+    async fn query_heavy_hitters(
+        &self,
+        req: Request<pb::HeavyHittersRequest>,
+    ) -> Result<Response<pb::HeavyHittersResponse>, Status> {
+        Native::query_heavy_hitters(&*self.0, req).await
     }
 }

@@ -49,6 +49,16 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("query_descriptor");
 }
 
+/// Go2NetSpectra's `v1.QueryService`, over the messages of [`pb`].
+#[allow(missing_docs, clippy::all)]
+pub mod go2netspectra {
+    tonic::include_proto!("v1");
+
+    /// The encoded descriptors, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("go2netspectra_descriptor");
+}
+
 /// Largest gRPC request accepted (requests are a few fields).
 const MAX_GRPC_REQUEST: usize = 64 * 1024;
 
@@ -248,6 +258,7 @@ pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, Ser
         )));
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(go2netspectra::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| ServeError::Failed {
                 what: "gRPC",
@@ -258,15 +269,20 @@ pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, Ser
             reflection,
             move |req: tonic::Request<()>| reflection_auth.check(&req).map(|()| req),
         );
-        let query =
-            pb::query_service_server::QueryServiceServer::new(grpc::Grpc::new(service, auth))
-                .max_decoding_message_size(MAX_GRPC_REQUEST);
+        let native = Arc::new(grpc::Grpc::new(service, auth));
+        let reference = go2netspectra::query_service_server::QueryServiceServer::new(
+            grpc::Reference(native.clone()),
+        )
+        .max_decoding_message_size(MAX_GRPC_REQUEST);
+        let query = pb::query_service_server::QueryServiceServer::from_arc(native)
+            .max_decoding_message_size(MAX_GRPC_REQUEST);
         let shutdown = until_stopped();
         running.tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(query)
+                .add_service(reference)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     shutdown,

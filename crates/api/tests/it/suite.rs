@@ -565,6 +565,45 @@ async fn check_grpc_matches_http(
         .collect();
     assert_eq!(grpc_rows, rows_with_text_keys(http));
 
+    // Go2NetSpectra's clients call `v1.QueryService`: the same answers.
+    let addr = format!("http://{}", api.running.grpc_addr.unwrap());
+    let mut reference =
+        netspectra_api::go2netspectra::query_service_client::QueryServiceClient::connect(addr)
+            .await
+            .unwrap();
+    let agg = pb::AggregationRequest {
+        task_name: "per_src_ip".into(),
+        ..Default::default()
+    };
+    let theirs = reference
+        .aggregate_flows(agg.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let ours = g.aggregate_flows(agg).await.unwrap().into_inner();
+    assert_eq!(theirs, ours);
+    assert_eq!(theirs.summaries.len(), 1);
+    let spread = reference
+        .query_heavy_hitters(pb::HeavyHittersRequest {
+            task_name: "per_src_ip_spread".into(),
+            r#type: 2,
+            limit: Some(2),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let values: Vec<u64> = spread.hitters.iter().map(|h| h.value).collect();
+    let distinct: Vec<u64> = ss.rows.iter().map(|r| r.distinct).collect();
+    assert_eq!(values, distinct, "type 2 answers the super-spreaders");
+    let status = reference
+        .health_check(pb::HealthCheckRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(status, "ok");
+
     let runs = g
         .list_runs(pb::ListRunsRequest {})
         .await
