@@ -252,7 +252,8 @@ impl Api {
     /// Asks the servers to finish the requests in flight and stop; waits
     /// for them (at most a few seconds).
     pub fn stop(mut self) -> anyhow::Result<()> {
-        self.shutdown().map_err(|e| flat(&e).context("query API"))
+        self.shutdown()
+            .map_err(|e| anyhow::Error::new(e).context("query API"))
     }
 
     fn shutdown(&mut self) -> Result<(), ServeError> {
@@ -276,12 +277,6 @@ impl Drop for Api {
             tracing::warn!(message = "query API failed", error = %e);
         }
     }
-}
-
-/// An error as its message alone: the API's and the store's errors already
-/// include their cause, which `{:#}` would otherwise print twice.
-fn flat(e: &dyn std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
 }
 
 /// The API thread: a runtime, the reader, the servers; reports the bound
@@ -311,14 +306,14 @@ fn serve_thread(
         let reader = match Reader::open(&url) {
             Ok(r) => r,
             Err(e) => {
-                let _ = ready.send(Err(flat(&e)));
+                let _ = ready.send(Err(e.into()));
                 return Ok(());
             }
         };
         let running = match netspectra_api::serve(reader, options).await {
             Ok(r) => r,
             Err(e) => {
-                let _ = ready.send(Err(flat(&e)));
+                let _ = ready.send(Err(e.into()));
                 return Ok(());
             }
         };

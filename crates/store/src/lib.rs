@@ -98,12 +98,13 @@ pub enum StoreError {
         reason: String,
     },
     /// SQLite reported an error.
-    #[error("SQLite store {path}: {source}")]
+    #[error("SQLite store {path}: {error}")]
     Sqlite {
         /// The database file.
         path: String,
-        /// The cause.
-        source: rusqlite::Error,
+        /// The cause (in the message, so not also a `source`: `{:#}`
+        /// would print it twice).
+        error: rusqlite::Error,
     },
     /// The ClickHouse server could not be reached or refused a request.
     #[error("ClickHouse store {url}: {message}")]

@@ -40,9 +40,9 @@ pub struct SqliteStore {
 }
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
-    let err = |source| StoreError::Sqlite {
+    let err = |error| StoreError::Sqlite {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let conn = Connection::open(path).map_err(err)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))
@@ -58,9 +58,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the store file and brings its schema up to date.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let mut conn = open_conn(path)?;
-        let store_err = |source| StoreError::Sqlite {
+        let store_err = |error| StoreError::Sqlite {
             path: path.display().to_string(),
-            source,
+            error,
         };
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -87,10 +87,10 @@ impl SqliteStore {
         })
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
+    fn err(&self, error: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.display().to_string(),
-            source,
+            error,
         }
     }
 
@@ -110,7 +110,7 @@ impl SqliteStore {
     ) -> Result<i64, StoreError> {
         let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
             path: self.path.display().to_string(),
-            source: e,
+            error: e,
         })?;
         let run_id = (|| {
             tx.execute(

@@ -57,10 +57,10 @@ impl SqliteReader {
         Ok(reader)
     }
 
-    fn err(&self, source: rusqlite::Error) -> StoreError {
+    fn err(&self, error: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.display().to_string(),
-            source,
+            error,
         }
     }
 
@@ -103,7 +103,7 @@ impl SqliteReader {
         .await
         .map_err(|e| StoreError::Sqlite {
             path: self.path.display().to_string(),
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            error: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?
     }
 
