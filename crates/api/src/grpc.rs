@@ -152,7 +152,7 @@ impl pb::query_service_server::QueryService for Grpc {
                     name: t.name,
                     kind: t.kind,
                     algorithm: t.algorithm.unwrap_or_default(),
-                    key: t.key,
+                    key: t.key.iter().map(|d| d.to_string()).collect(),
                     window_ns: t.window_ns,
                     run_id: t.run_id,
                 })

@@ -53,15 +53,12 @@ pub struct TaskView {
     /// Sketch algorithm (`countmin`, `hh`, `superspread`); absent for exact tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<String>,
-    /// Key dimensions.
-    pub key: Vec<String>,
+    /// Key dimensions (serialized by name: `["SrcIP"]`).
+    pub key: Vec<Dimension>,
     /// Window length, ns.
     pub window_ns: u64,
     /// The run that defined the task last.
     pub run_id: i64,
-    /// `key`, parsed.
-    #[serde(skip)]
-    pub dims: Vec<Dimension>,
 }
 
 /// `tasks`: names first, as the reference's SearchTasks, then details.
@@ -249,7 +246,7 @@ pub struct QueryService {
 }
 
 fn key_json(task: &TaskView, key: &FlowKey) -> KeyJson {
-    key.render(&task.dims).into_iter().collect()
+    key.render(&task.key).into_iter().collect()
 }
 
 impl QueryService {
@@ -295,8 +292,7 @@ impl QueryService {
                 None
             };
             views.push(TaskView {
-                key: key.iter().map(|d| d.to_string()).collect(),
-                dims: key,
+                key,
                 name,
                 kind,
                 algorithm,
@@ -526,19 +522,22 @@ fn run_row(r: RunRecord) -> RunRow {
 fn scope<'a>(task: &'a TaskView, ask: &'a Ask) -> Scope<'a> {
     Scope {
         task: &task.name,
-        key: &task.dims,
+        key: &task.key,
         range: ask.range,
         filter: &ask.filter,
     }
 }
 
 fn check_filter(task: &TaskView, ask: &Ask) -> Result<(), ApiError> {
-    match ask.filter.unsupported_by(&task.dims) {
-        Some(name) => Err(bad(format!(
-            "task `{}` is keyed by {}; it cannot be filtered by {name}",
-            task.name,
-            task.key.join(", ")
-        ))),
+    match ask.filter.unsupported_by(&task.key) {
+        Some(name) => {
+            let key: Vec<String> = task.key.iter().map(|d| d.to_string()).collect();
+            Err(bad(format!(
+                "task `{}` is keyed by {}; it cannot be filtered by {name}",
+                task.name,
+                key.join(", ")
+            )))
+        }
         None => Ok(()),
     }
 }

@@ -45,7 +45,7 @@ pub struct Data {
     pub records: Vec<PacketRecord>,
 }
 
-pub fn window(ts: u64) -> u64 {
+fn window(ts: u64) -> u64 {
     ts - ts % WINDOW_NS
 }
 

@@ -231,6 +231,20 @@ pub struct Totals {
     pub last_seen: u64,
 }
 
+impl From<&NumberRow> for Totals {
+    /// The unkeyed queries select first seen, last seen, packets, bytes and
+    /// a count (keys, or matching rows for a trace).
+    fn from(n: &NumberRow) -> Totals {
+        Totals {
+            first_seen: n.t1,
+            last_seen: n.t2,
+            packets: n.a,
+            bytes: n.b,
+            keys: n.n,
+        }
+    }
+}
+
 /// One window of a time series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SeriesPoint {
@@ -400,13 +414,7 @@ impl Reader {
     pub async fn exact_totals(&self, scope: &Scope<'_>) -> Result<Totals, StoreError> {
         let q = sql::exact_totals(self.dialect(), scope);
         let row = self.numbers(q).await?;
-        Ok(row.first().map_or(Totals::default(), |n| Totals {
-            first_seen: n.t1,
-            last_seen: n.t2,
-            packets: n.a,
-            bytes: n.b,
-            keys: n.n,
-        }))
+        Ok(row.first().map_or(Totals::default(), Totals::from))
     }
 
     /// The `limit` keys with most packets or bytes; ties in key order.
@@ -436,13 +444,7 @@ impl Reader {
     pub async fn exact_trace(&self, scope: &Scope<'_>) -> Result<Option<Totals>, StoreError> {
         let q = sql::exact_trace(self.dialect(), scope);
         let row = self.numbers(q).await?;
-        Ok(row.first().filter(|n| n.n > 0).map(|n| Totals {
-            first_seen: n.t1,
-            last_seen: n.t2,
-            packets: n.a,
-            bytes: n.b,
-            keys: n.n,
-        }))
+        Ok(row.first().filter(|n| n.n > 0).map(Totals::from))
     }
 
     /// Packets, bytes and keys per window, oldest first, at most `limit`.
