@@ -2,11 +2,11 @@
 //! (→ with `--serve`, the query API over the store until Ctrl-C).
 
 use crate::common::{self, RunStore};
-use crate::report::{self, FileReport, Report};
+use crate::report::{self, FileReport, OutputFormat, Report};
 use crate::serve::{self, ServeArgs};
 use crate::Outcome;
 use anyhow::{bail, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use netspectra_capture::decode::decode;
 use netspectra_capture::reader::CaptureReader;
@@ -46,12 +46,6 @@ pub struct AnalyzeArgs {
     verify: bool,
     #[command(flatten)]
     serve: ServeArgs,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum OutputFormat {
-    Table,
-    Json,
 }
 
 /// Records are decoded into one reused value; progress is refreshed every

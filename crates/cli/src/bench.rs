@@ -14,8 +14,9 @@
 //! 3. The engine runs the default tasks end to end with 1 and N workers,
 //!    3 runs each, median.
 
+use crate::report::OutputFormat;
 use anyhow::{anyhow, bail, ensure, Context};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use netspectra_capture::decode::decode;
 use netspectra_capture::gen::{generate, truth_path, GenOptions};
 use netspectra_capture::reader::CaptureReader;
@@ -47,17 +48,11 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
-    format: BenchFormat,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
     /// Benchmark on this pcap/pcapng capture instead of a generated trace.
     #[arg(long, value_name = "CAPTURE")]
     file: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum BenchFormat {
-    Table,
-    Json,
 }
 
 /// Runs of each micro-measurement (median reported).
@@ -162,8 +157,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         cpu: cpu_model(),
     };
     match args.format {
-        BenchFormat::Json => println!("{}", to_json(&results)),
-        BenchFormat::Table => print!("{}", to_table(&results)),
+        OutputFormat::Json => println!("{}", to_json(&results)),
+        OutputFormat::Table => print!("{}", to_table(&results)),
     }
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! (HTTP 4xx: a bad parameter, an unknown task, a missing token, nothing
 //! found), 1 when no answer could be had (unreachable, HTTP 5xx).
 
-use crate::report::{columns, num};
+use crate::report::{columns, num, OutputFormat};
 use crate::Outcome;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
@@ -37,8 +37,8 @@ pub struct QueryArgs {
     #[arg(long, value_name = "URL")]
     api: Option<String>,
     /// Output: aligned columns, or the API's JSON answer as received.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
+    format: OutputFormat,
     /// Bearer token (default: env NETSPECTRA_API_TOKEN).
     #[arg(long, value_name = "T")]
     token: Option<String>,
@@ -120,12 +120,6 @@ impl Op {
             Op::Top | Op::HeavyHitters | Op::SuperSpreaders | Op::Timeseries
         )
     }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Format {
-    Table,
-    Json,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -221,13 +215,13 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     }
     let mut out = std::io::stdout().lock();
     match args.format {
-        Format::Json => {
+        OutputFormat::Json => {
             out.write_all(&body)?;
             if !body.ends_with(b"\n") {
                 out.write_all(b"\n")?;
             }
         }
-        Format::Table => {
+        OutputFormat::Table => {
             let answer: Value = serde_json::from_slice(&body).with_context(|| {
                 format!("the answer from {url} is not JSON: is {base} a NetSpectra API?")
             })?;

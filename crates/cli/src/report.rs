@@ -7,6 +7,14 @@ use serde_json::{json, Map, Value};
 use std::fmt::Write;
 use std::time::Duration;
 
+/// `--format` of every command that prints a result: aligned columns, or
+/// JSON (each command's JSON is its contract).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
 /// Outcome of reading one input file.
 pub struct FileReport {
     pub path: String,

@@ -16,12 +16,12 @@
 //! stored.
 
 use crate::common::{self, RunStore};
-use crate::report::{self, FileReport, Report};
+use crate::report::{self, FileReport, OutputFormat, Report};
 use crate::serve::{self, ServeArgs};
 use crate::telemetry;
 use crate::Outcome;
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use netspectra_capture::decode::decode;
 use netspectra_capture::live::{LiveCapture, LiveOptions, LiveStats};
@@ -94,12 +94,6 @@ pub struct RunArgs {
     metrics: Option<String>,
     #[command(flatten)]
     serve: ServeArgs,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum OutputFormat {
-    Table,
-    Json,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
