@@ -151,8 +151,9 @@ fn require_ip() {
     }
 }
 
-/// Panics unless the effective user is root (namespaces and raw capture need it).
-fn require_root() {
+/// Panics unless the effective user is root (namespaces and raw capture
+/// need it): such tests fail, never skip.
+pub fn require_root() {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
         .lines()

@@ -4,21 +4,7 @@
 
 use netspectra_capture::live::{interfaces, LiveCapture, LiveOptions};
 use netspectra_capture::reader::CaptureError;
-
-/// Opening a capture needs root (or CAP_NET_RAW); the tests fail, never skip.
-fn require_root() {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|rest| rest.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u32>().ok());
-    assert_eq!(
-        euid,
-        Some(0),
-        "live-capture tests need root, as CI runs them"
-    );
-}
+use netspectra_testkit::netns::require_root;
 
 fn open_err(opts: &LiveOptions) -> String {
     match LiveCapture::open(opts) {
