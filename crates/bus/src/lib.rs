@@ -31,6 +31,7 @@
 
 mod batch;
 mod consume;
+pub mod progress;
 mod publish;
 
 pub use batch::{BatchLimits, Batcher, SealedBatch, DEFAULT_ALIGN_NS, MAX_PACKET_WIRE};

@@ -5,11 +5,12 @@
 //! - [`decode`]: a frame to a [`netspectra_model::PacketRecord`], allocation-free.
 //! - [`writer`]: pcap and pcapng writers (generator, probe persistence).
 //! - [`gen`]: deterministic synthetic traffic with independently computed truth.
+//! - [`live`]: live capture through libpcap, loaded at run time.
+//! - [`persist`]: rotating pcap files of captured packets, off the capture thread.
 
 pub mod decode;
 pub mod gen;
 pub mod link;
-#[cfg(feature = "live")]
 pub mod live;
 pub mod persist;
 pub mod reader;

@@ -1,4 +1,12 @@
-//! Live capture from a network interface through libpcap (feature `live`).
+//! Live capture from a network interface through libpcap.
+//!
+//! libpcap is loaded at run time (`dlopen`, once per process, see
+//! [`libpcap_available`]), not linked: the crate builds without libpcap's
+//! development files and binaries start without the library. Only live
+//! capture needs it; when it is missing, opening a capture fails with a
+//! [`CaptureError::Live`] naming the package to install. The environment
+//! variable `NETSPECTRA_LIBPCAP` names a library (path or soname) to load
+//! instead of `libpcap.so.1`, `libpcap.so.0.8`, `libpcap.so`.
 //!
 //! [`LiveCapture`] hands out the same [`RawPacket`] as the file readers, so
 //! everything downstream (decode, engine, probe batching) is shared between
@@ -34,6 +42,8 @@
 //! [`IDLE_SLEEP`] then returns `Ok(None)`; callers check their stop
 //! conditions and call again. One `LiveCapture` is read by one thread (it is
 //! `Send`, not `Sync`).
+
+mod ffi;
 
 use crate::link::LinkType;
 use crate::reader::{CaptureError, RawPacket};
@@ -105,85 +115,80 @@ pub struct LiveStats {
 
 /// An open live capture on one interface.
 pub struct LiveCapture {
-    cap: pcap::Capture<pcap::Active>,
+    handle: ffi::Handle,
     iface: String,
     link: LinkType,
     /// Whether libpcap hands out nanoseconds in `tv_usec`.
     nanos: bool,
     max_delay: std::time::Duration,
     /// libpcap's last (32-bit) counters and our 64-bit totals.
-    last: pcap::Stat,
+    last: ffi::Stat,
     totals: LiveStats,
 }
+
+// One thread reads a capture, possibly not the one that opened it.
+const _: () = {
+    const fn assert_send<T: Send>() {}
+    assert_send::<LiveCapture>();
+};
 
 /// How long an empty read sleeps before [`LiveCapture::next_packet`] returns
 /// `Ok(None)`: short enough that the kernel ring does not fill meanwhile at
 /// line rate, long enough that an idle capture costs next to no CPU.
 pub const IDLE_SLEEP: std::time::Duration = std::time::Duration::from_millis(1);
 
-/// Whether this platform's libpcap delivers nanosecond timestamps on live
-/// captures when asked (Linux does; elsewhere we keep microseconds).
-const NANOS: bool = cfg!(target_os = "linux");
-
 impl LiveCapture {
     /// Opens `opts.iface` and applies the filter.
     ///
-    /// Errors say what to do: a missing interface lists the ones that exist,
-    /// a permission error says to run as root or grant `CAP_NET_RAW`, a bad
-    /// filter quotes libpcap's message.
+    /// Errors say what to do: a missing libpcap names the package to
+    /// install, a missing interface lists the ones that exist, a permission
+    /// error says to run as root or grant `CAP_NET_RAW`, a bad filter quotes
+    /// libpcap's message.
     pub fn open(opts: &LiveOptions) -> Result<Self, CaptureError> {
         let iface = opts.iface.as_str();
         let err = |reason: String| CaptureError::Live {
             iface: iface.to_string(),
             reason,
         };
-        let inactive = pcap::Capture::from_device(iface)
-            .map_err(|e| err(format!("cannot create capture: {}", pcap_message(&e))))?
-            .snaplen(opts.snaplen)
-            .promisc(opts.promisc)
-            .buffer_size(opts.buffer_bytes)
-            .timeout(opts.timeout_ms)
-            .immediate_mode(opts.immediate);
-        let inactive = if NANOS {
-            inactive.precision(pcap::Precision::Nano)
-        } else {
-            inactive
-        };
-        let mut cap = inactive
-            .open()
-            .map_err(|e| open_error(iface, &e))?
-            .setnonblock()
-            .map_err(|e| {
-                err(format!(
-                    "cannot make the capture non-blocking: {}",
-                    pcap_message(&e)
-                ))
-            })?;
+        let lib = ffi::lib().map_err(|e| err(e.to_string()))?;
+        let mut handle = ffi::Handle::create(lib, iface)
+            .map_err(|e| err(format!("cannot create capture: {e}")))?;
+        handle.configure(
+            opts.snaplen,
+            opts.promisc,
+            opts.buffer_bytes,
+            opts.timeout_ms,
+            opts.immediate,
+        );
+        // Negative: an error. Positive: a warning (say, promiscuous mode not
+        // supported), the capture works all the same.
+        let status = handle.activate();
+        if status < 0 {
+            return Err(open_error(iface, status, &handle.error_text(status)));
+        }
+        handle
+            .set_nonblocking()
+            .map_err(|e| err(format!("cannot make the capture non-blocking: {e}")))?;
         if let Some(expr) = &opts.bpf {
-            cap.filter(expr, true).map_err(|e| {
+            handle.set_filter(expr).map_err(|e| {
                 err(format!(
-                    "bad BPF filter `{expr}`: {} (see `man pcap-filter`)",
-                    pcap_message(&e)
+                    "bad BPF filter `{expr}`: {e} (see `man pcap-filter`)"
                 ))
             })?;
         }
-        let dlt = cap.get_datalink().0;
-        let link = LinkType(u32::try_from(dlt).unwrap_or(u32::MAX));
+        let link = LinkType(u32::try_from(handle.datalink()).unwrap_or(u32::MAX));
+        let nanos = handle.nanos();
         Ok(LiveCapture {
-            cap,
+            handle,
             iface: iface.to_string(),
             link,
-            nanos: NANOS,
+            nanos,
             max_delay: if opts.immediate {
                 std::time::Duration::ZERO
             } else {
                 std::time::Duration::from_millis(u64::try_from(opts.timeout_ms).unwrap_or(0))
             },
-            last: pcap::Stat {
-                received: 0,
-                dropped: 0,
-                if_dropped: 0,
-            },
+            last: ffi::Stat::default(),
             totals: LiveStats::default(),
         })
     }
@@ -214,34 +219,31 @@ impl LiveCapture {
     /// (microsecond resolution where libpcap cannot give more).
     #[inline]
     pub fn next_packet(&mut self) -> Result<Option<RawPacket<'_>>, CaptureError> {
-        match self.cap.next_packet() {
-            Ok(p) => {
-                // `time_t` and `suseconds_t` are i64 here but narrower on
-                // some targets: widen without a lossy cast.
-                #[allow(clippy::useless_conversion)]
-                let (sec, frac) = (
-                    i64::from(p.header.ts.tv_sec),
-                    i64::from(p.header.ts.tv_usec),
-                );
-                let frac_ns = if self.nanos { frac } else { frac * 1000 };
-                let ts = i128::from(sec) * 1_000_000_000 + i128::from(frac_ns);
-                let data = p.data;
-                Ok(Some(RawPacket {
-                    ts_ns: ts.clamp(0, i128::from(u64::MAX)) as u64,
+        let reason = match self.handle.next() {
+            ffi::Next::Packet {
+                sec,
+                frac,
+                len,
+                data,
+            } => {
+                return Ok(Some(RawPacket {
+                    ts_ns: timestamp_ns(sec, frac, self.nanos),
                     link_type: self.link,
-                    wire_len: p.header.len.max(data.len() as u32),
+                    wire_len: len.max(data.len() as u32),
                     data,
                 }))
             }
-            Err(pcap::Error::TimeoutExpired) => {
+            ffi::Next::Timeout => {
                 std::thread::sleep(IDLE_SLEEP);
-                Ok(None)
+                return Ok(None);
             }
-            Err(e) => Err(CaptureError::Live {
-                iface: self.iface.clone(),
-                reason: format!("read failed: {}", pcap_message(&e)),
-            }),
-        }
+            ffi::Next::Eof => "the capture was ended (no more packets)".to_string(),
+            ffi::Next::Error(msg) => msg,
+        };
+        Err(CaptureError::Live {
+            iface: self.iface.clone(),
+            reason: format!("read failed: {reason}"),
+        })
     }
 
     /// Counters since the capture was opened: received, dropped by the
@@ -252,9 +254,9 @@ impl LiveCapture {
     /// Takes `&mut self` because libpcap's `pcap_stats` needs the handle
     /// exclusively.
     pub fn stats(&mut self) -> Result<LiveStats, CaptureError> {
-        let now = self.cap.stats().map_err(|e| CaptureError::Live {
+        let now = self.handle.stats().map_err(|e| CaptureError::Live {
             iface: self.iface.clone(),
-            reason: format!("cannot read statistics: {}", pcap_message(&e)),
+            reason: format!("cannot read statistics: {e}"),
         })?;
         self.totals.received += u64::from(now.received.wrapping_sub(self.last.received));
         self.totals.dropped += u64::from(now.dropped.wrapping_sub(self.last.dropped));
@@ -264,31 +266,43 @@ impl LiveCapture {
     }
 }
 
+/// Nanoseconds since the Unix epoch of a libpcap timestamp: `sec` seconds
+/// plus `frac` nanoseconds (`nanos`) or microseconds, clamped to `u64`.
+fn timestamp_ns(sec: i64, frac: i64, nanos: bool) -> u64 {
+    let unit = if nanos { 1 } else { 1000 };
+    let ts = i128::from(sec) * 1_000_000_000 + i128::from(frac) * unit;
+    ts.clamp(0, i128::from(u64::MAX)) as u64
+}
+
+/// Whether libpcap can be loaded: `Ok` once it is (the first call loads it,
+/// once per process), otherwise the [`CaptureError::Live`] every live
+/// capture would fail with, naming the package to install.
+pub fn libpcap_available() -> Result<(), CaptureError> {
+    ffi::lib().map(|_| ()).map_err(|e| CaptureError::Live {
+        iface: "*".into(),
+        reason: e.to_string(),
+    })
+}
+
 /// Names of the interfaces libpcap can capture on, for error messages and
 /// `--iface` help.
 pub fn interfaces() -> Result<Vec<String>, CaptureError> {
-    pcap::Device::list()
-        .map(|list| list.into_iter().map(|d| d.name).collect())
-        .map_err(|e| CaptureError::Live {
-            iface: "*".into(),
-            reason: format!("cannot list interfaces: {}", pcap_message(&e)),
-        })
+    let err = |reason: String| CaptureError::Live {
+        iface: "*".into(),
+        reason,
+    };
+    let lib = ffi::lib().map_err(|e| err(e.to_string()))?;
+    lib.interfaces()
+        .map_err(|e| err(format!("cannot list interfaces: {e}")))
 }
 
-/// libpcap's own text, without the crate's `libpcap error: ` prefix.
-fn pcap_message(e: &pcap::Error) -> String {
-    match e {
-        pcap::Error::PcapError(msg) => msg.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Turns an activation failure into an error saying what to do.
-fn open_error(iface: &str, e: &pcap::Error) -> CaptureError {
-    let msg = pcap_message(e);
+/// Turns an activation failure (`status` < 0, libpcap's message `msg`) into
+/// an error saying what to do.
+fn open_error(iface: &str, status: i32, msg: &str) -> CaptureError {
     let lower = msg.to_lowercase();
     let known = interfaces().ok();
-    let missing = lower.contains("no such device")
+    let missing = status == ffi::PCAP_ERROR_NO_SUCH_DEVICE
+        || lower.contains("no such device")
         || known
             .as_ref()
             .is_some_and(|list| !list.iter().any(|n| n == iface));
@@ -298,7 +312,9 @@ fn open_error(iface: &str, e: &pcap::Error) -> CaptureError {
             _ => "none found".to_string(),
         };
         format!("no such interface (available: {available}); libpcap: {msg}")
-    } else if lower.contains("permission")
+    } else if status == ffi::PCAP_ERROR_PERM_DENIED
+        || status == ffi::PCAP_ERROR_PROMISC_PERM_DENIED
+        || lower.contains("permission")
         || lower.contains("not permitted")
         || lower.contains("access denied")
     {
@@ -312,5 +328,30 @@ fn open_error(iface: &str, e: &pcap::Error) -> CaptureError {
     CaptureError::Live {
         iface: iface.to_string(),
         reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_convert_micro_and_nanoseconds() {
+        assert_eq!(timestamp_ns(0, 0, true), 0);
+        assert_eq!(timestamp_ns(1, 500, true), 1_000_000_500);
+        assert_eq!(timestamp_ns(1, 500, false), 1_000_500_000);
+        let sec = 1_767_225_600; // 2026-01-01T00:00:00Z
+        assert_eq!(
+            timestamp_ns(sec, 999_999_999, true),
+            1_767_225_600_999_999_999
+        );
+        assert_eq!(timestamp_ns(sec, 999_999, false), 1_767_225_600_999_999_000);
+    }
+
+    #[test]
+    fn timestamps_out_of_range_are_clamped() {
+        assert_eq!(timestamp_ns(-1, 0, true), 0);
+        assert_eq!(timestamp_ns(0, -5, false), 0);
+        assert_eq!(timestamp_ns(i64::MAX, i64::MAX, false), u64::MAX);
     }
 }

@@ -1,17 +1,16 @@
-//! `netspectra`: one binary, a subcommand per role. Thin: parsing, wiring and
-//! output live here; the work is done by the library crates.
+//! `netspectra`: one binary, a subcommand per role. Thin: it turns flags and
+//! configuration into the role types of `netspectra-node`, renders what
+//! they return and maps errors to exit codes; the work is done there.
 
 mod analyze;
 mod bench;
-mod common;
-mod engine_role;
+mod engine;
 mod gen;
 mod probe;
 mod query;
 mod report;
 mod run;
 mod serve;
-mod telemetry;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -51,7 +50,7 @@ enum Command {
     /// Capture (live or from files) and publish packet batches to NATS.
     Probe(probe::ProbeArgs),
     /// Consume packet batches from NATS and write snapshots to a store.
-    Engine(engine_role::EngineArgs),
+    Engine(engine::EngineArgs),
     /// Serve the query API (gRPC and HTTP/JSON) from a store until Ctrl-C.
     Api(serve::ApiArgs),
     /// Ask the query API over HTTP: tasks, aggregate, top, trace, heavy hitters, super-spreaders, time series, runs.
@@ -84,7 +83,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args).map(|()| Outcome::Clean),
         Command::Run(args) => run::run(args),
         Command::Probe(args) => probe::run(args),
-        Command::Engine(args) => engine_role::run(args),
+        Command::Engine(args) => engine::run(args),
         Command::Api(args) => serve::run(args),
         Command::Query(args) => query::run(args),
     };

@@ -191,7 +191,7 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
     let token = args
         .token
         .clone()
-        .or_else(|| std::env::var(crate::serve::TOKEN_ENV).ok())
+        .or_else(|| std::env::var(netspectra_node::api::TOKEN_ENV).ok())
         .filter(|t| !t.is_empty());
     let client = reqwest::blocking::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)

@@ -1,11 +1,11 @@
 //! What `analyze` prints: the JSON object (**contract**) and the table.
 
-use netspectra_engine::{EngineOutput, Estimate, FlowCounters, SketchReport, TaskKind, TaskTotals};
+use netspectra_engine::{Estimate, SketchReport, TaskKind, TaskTotals};
 use netspectra_model::time::format_rfc3339_ns;
-use netspectra_model::{DecodeCounters, FlowKey};
+use netspectra_model::FlowKey;
+use netspectra_node::report::Report;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
-use std::time::Duration;
 
 /// `--format` of every command that prints a result: aligned columns, or
 /// JSON (each command's JSON is its contract).
@@ -13,62 +13,6 @@ use std::time::Duration;
 pub enum OutputFormat {
     Table,
     Json,
-}
-
-/// Outcome of reading one input file.
-pub struct FileReport {
-    pub path: String,
-    /// `pcap` / `pcapng`, or None when the file could not be opened as a capture.
-    pub format: Option<String>,
-    pub link_types: Vec<String>,
-    pub packets: u64,
-    pub bytes: u64,
-    pub error: Option<String>,
-}
-
-/// Everything a finished analysis reports.
-pub struct Report {
-    pub files: Vec<FileReport>,
-    pub packets: u64,
-    pub bytes: u64,
-    pub decoded: DecodeCounters,
-    pub elapsed: Duration,
-    pub workers: usize,
-    pub window_ns: u64,
-    /// Store URL and run id, when results were stored.
-    pub store: Option<(String, i64)>,
-    pub engine: EngineOutput,
-    /// Rows shown per task; 0 = all.
-    pub top: usize,
-}
-
-impl Report {
-    /// The rows to print: the prefix that `TaskTotals::top` ranked.
-    fn shown<'a>(&self, task: &'a TaskTotals) -> &'a [(FlowKey, FlowCounters)] {
-        if self.top == 0 {
-            &task.rows
-        } else {
-            &task.rows[..task.rows.len().min(self.top)]
-        }
-    }
-}
-
-pub fn files_json(files: &[FileReport]) -> Value {
-    Value::from(
-        files
-            .iter()
-            .map(|f| {
-                json!({
-                    "path": f.path,
-                    "format": f.format,
-                    "link_types": f.link_types,
-                    "packets": f.packets,
-                    "bytes": f.bytes,
-                    "error": f.error,
-                })
-            })
-            .collect::<Vec<_>>(),
-    )
 }
 
 fn key_json(task: &TaskTotals, key: &FlowKey) -> Value {
@@ -181,7 +125,7 @@ pub fn json(r: &Report) -> Value {
         })
         .collect();
     json!({
-        "files": files_json(&r.files),
+        "files": serde_json::to_value(&r.files).unwrap_or_default(),
         "packets": r.packets,
         "bytes": r.bytes,
         "decoded": r.decoded,

@@ -1,10 +1,42 @@
-//! Live capture errors: what an operator sees for a missing interface or a
-//! bad filter. (Capturing real traffic is tested through the binary, in a
-//! network namespace: `crates/cli/tests/it/run.rs`.)
+//! Live capture errors: what an operator sees for a missing libpcap, a
+//! missing interface or a bad filter. (Capturing real traffic is tested
+//! through the binary, in a network namespace: `crates/cli/tests/it/run.rs`.)
 
-use netspectra_capture::live::{interfaces, LiveCapture, LiveOptions};
+use netspectra_capture::live::{interfaces, libpcap_available, LiveCapture, LiveOptions};
 use netspectra_capture::reader::CaptureError;
 use netspectra_testkit::netns::require_root;
+use std::process::Command;
+
+/// Set in the environment of a test re-executed by [`in_own_process`].
+const CHILD: &str = "NETSPECTRA_CAPTURE_TEST_CHILD";
+
+/// libpcap is loaded once per process, so a test of how loading fails needs
+/// a process of its own: in the test process this re-executes the test
+/// binary to run only `test` (of this module), with `env` set, checks that
+/// it ran and passed, and returns true (the caller returns); in that child
+/// it returns false and the caller runs its body.
+fn in_own_process(test: &str, env: &[(&str, &str)]) -> bool {
+    if std::env::var_os(CHILD).is_some() {
+        return false;
+    }
+    // "it::live" → "live::<test>", the name libtest filters on.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{module}::{test}");
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([name.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD, "1")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} failed in its own process ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
 
 fn open_err(opts: &LiveOptions) -> String {
     match LiveCapture::open(opts) {
@@ -17,8 +49,49 @@ fn open_err(opts: &LiveOptions) -> String {
 }
 
 #[test]
+fn without_libpcap_opening_says_which_package_to_install() {
+    let path = "/nonexistent/libpcap.so";
+    if in_own_process(
+        "without_libpcap_opening_says_which_package_to_install",
+        &[("NETSPECTRA_LIBPCAP", path)],
+    ) {
+        return;
+    }
+    // No root needed: loading fails before any interface is touched.
+    let msg = open_err(&LiveOptions::new("lo"));
+    assert!(msg.contains("live capture on lo"), "{msg}");
+    assert!(msg.contains("libpcap is not installed"), "{msg}");
+    assert!(msg.contains("apt-get install libpcap"), "{msg}");
+    assert!(msg.contains("dnf install libpcap"), "{msg}");
+    assert!(
+        msg.contains(path) && msg.contains("NETSPECTRA_LIBPCAP"),
+        "{msg}"
+    );
+    // Every entry point says the same, and keeps saying it.
+    for e in [interfaces().unwrap_err(), libpcap_available().unwrap_err()] {
+        assert!(matches!(e, CaptureError::Live { .. }), "{e:?}");
+        assert!(e.to_string().contains("apt-get install libpcap"), "{e}");
+    }
+    assert_eq!(open_err(&LiveOptions::new("lo")), msg);
+}
+
+#[test]
+fn a_library_that_is_not_libpcap_is_refused_by_name() {
+    if in_own_process(
+        "a_library_that_is_not_libpcap_is_refused_by_name",
+        &[("NETSPECTRA_LIBPCAP", "libc.so.6")],
+    ) {
+        return;
+    }
+    let msg = open_err(&LiveOptions::new("lo"));
+    assert!(msg.contains("libc.so.6 lacks pcap_create"), "{msg}");
+    assert!(msg.contains("apt-get install libpcap"), "{msg}");
+}
+
+#[test]
 fn a_missing_interface_is_named_with_the_ones_that_exist() {
     require_root();
+    libpcap_available().unwrap();
     let msg = open_err(&LiveOptions::new("nsnope0"));
     assert!(msg.contains("nsnope0"), "{msg}");
     assert!(msg.contains("no such interface"), "{msg}");

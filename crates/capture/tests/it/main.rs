@@ -1,6 +1,5 @@
 //! Integration tests of the capture crate.
 mod decode;
 mod gen;
-#[cfg(feature = "live")]
 mod live;
 mod reader;

@@ -12,7 +12,7 @@
 //!
 //! Other paths are `404`, other methods `405`.
 
-use anyhow::Context;
+use crate::error::{Context, NodeError};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -66,7 +66,7 @@ impl Telemetry {
 }
 
 /// `--metrics ADDR` when given, else [`Telemetry::off`].
-pub fn from_arg(addr: Option<&str>) -> anyhow::Result<Telemetry> {
+pub fn from_arg(addr: Option<&str>) -> Result<Telemetry, NodeError> {
     match addr {
         Some(a) => serve(a),
         None => Ok(Telemetry::off()),
@@ -76,16 +76,16 @@ pub fn from_arg(addr: Option<&str>) -> anyhow::Result<Telemetry> {
 /// Binds `addr` (`host:port`), installs the global Prometheus recorder and
 /// serves `/metrics`, `/healthz` and `/readyz` from a background thread.
 /// Not ready until [`Telemetry::set_ready`] says so.
-pub fn serve(addr: &str) -> anyhow::Result<Telemetry> {
+pub fn serve(addr: &str) -> Result<Telemetry, NodeError> {
     let addrs: Vec<SocketAddr> = addr
         .to_socket_addrs()
-        .with_context(|| format!("--metrics `{addr}` is not a host:port address"))?
+        .context(format!("--metrics `{addr}` is not a host:port address"))?
         .collect();
     let listener =
-        TcpListener::bind(&addrs[..]).with_context(|| format!("cannot serve metrics on {addr}"))?;
+        TcpListener::bind(&addrs[..]).context(format!("cannot serve metrics on {addr}"))?;
     let local = listener
         .local_addr()
-        .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        .context(format!("cannot serve metrics on {addr}"))?;
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .context("metrics buckets")?

@@ -1,18 +1,16 @@
 //! Wiring every role repeats: configuration, the result store and its run,
-//! and the stop flag raised by SIGINT/SIGTERM.
+//! and what of the command line is recorded.
 
-use crate::report::{self, Report};
-use anyhow::Context;
+use crate::error::NodeError;
+use crate::report::Report;
 use netspectra_engine::{NullSink, TaskSpec, WindowSink};
 use netspectra_model::config::Config;
 use netspectra_store::{Store, StoreUrl};
 use serde_json::Value;
 use std::path::Path;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 /// The configuration file, or the built-in defaults without one.
-pub fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+pub fn load_config(path: Option<&Path>) -> Result<Config, NodeError> {
     Ok(match path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
@@ -45,7 +43,7 @@ impl RunStore {
         inputs: &Value,
         tasks: &[TaskSpec],
         window_ns: u64,
-    ) -> anyhow::Result<(RunStore, Box<dyn WindowSink>)> {
+    ) -> Result<(RunStore, Box<dyn WindowSink>), NodeError> {
         let Some(url_text) = url else {
             let none = RunStore {
                 store: None,
@@ -84,16 +82,11 @@ impl RunStore {
     }
 
     /// Records the run's outcome and totals from its report.
-    pub fn finish(&mut self, status: &str, report: &Report) -> anyhow::Result<()> {
+    pub fn finish(&mut self, status: &str, report: &Report) -> Result<(), NodeError> {
         if let (Some(store), Some(id)) = (&mut self.store, self.run_id) {
-            store.finish_run(
-                id,
-                status,
-                &report::files_json(&report.files),
-                report.packets,
-                report.bytes,
-                &serde_json::to_value(&report.decoded)?,
-            )?;
+            let files = serde_json::to_value(&report.files).unwrap_or_default();
+            let decoded = serde_json::to_value(&report.decoded).unwrap_or_default();
+            store.finish_run(id, status, &files, report.packets, report.bytes, &decoded)?;
         }
         Ok(())
     }
@@ -121,7 +114,7 @@ pub fn recorded_command(args: impl IntoIterator<Item = String>) -> String {
 }
 
 /// `scheme://user:pass@rest` → `scheme://user:***@rest`; other text as is.
-fn without_url_password(arg: &str) -> String {
+pub fn without_url_password(arg: &str) -> String {
     let Some(scheme_end) = arg.find("://") else {
         return arg.to_string();
     };
@@ -141,19 +134,6 @@ fn without_url_password(arg: &str) -> String {
         ),
         None => arg.to_string(),
     }
-}
-
-/// A flag raised by SIGINT or SIGTERM; a second signal exits at once
-/// (status 1) in case the shutdown hangs.
-pub fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&stop))
-            .context("cannot install signal handler")?;
-        signal_hook::flag::register(sig, Arc::clone(&stop))
-            .context("cannot install signal handler")?;
-    }
-    Ok(stop)
 }
 
 #[cfg(test)]

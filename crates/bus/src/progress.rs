@@ -1,0 +1,97 @@
+//! The engine's JetStream progress as the store keeps it (`bus_progress.state`):
+//! which batches it has applied, so a restarted engine skips redeliveries of
+//! batches whose windows were already stored.
+//!
+//! Format (**contract** of the store's `bus_progress` table):
+//! `{"format":1,"applied":[{"probe":P,"shard":S,"ranges":[[first,last],…]},…]}`.
+//!
+//! ```
+//! use netspectra_bus::{progress, Dedupe};
+//! let mut d = Dedupe::default();
+//! assert!(d.accept("probe-a", 3, 7));
+//! let back = progress::decode(&progress::encode(&d)).unwrap();
+//! assert!(!back.clone().accept("probe-a", 3, 7), "already applied");
+//! ```
+
+use crate::Dedupe;
+use serde_json::{json, Value};
+
+/// The stored progress cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressError {
+    /// Not JSON at all.
+    #[error("progress is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Written by a newer NetSpectra.
+    #[error("unknown progress format {0}")]
+    Format(Value),
+    /// JSON, but not of the expected shape.
+    #[error("malformed progress {0}")]
+    Malformed(String),
+}
+
+/// Name of the `bus_progress` consumer a JetStream engine stores its
+/// progress under.
+pub fn consumer_name(prefix: &str) -> String {
+    format!("jetstream:{prefix}")
+}
+
+/// The applied batches of `d` as stored.
+pub fn encode(d: &Dedupe) -> String {
+    let applied: Vec<Value> = d
+        .ranges()
+        .map(|(probe, shard, ranges)| json!({"probe": probe, "shard": shard, "ranges": ranges}))
+        .collect();
+    json!({"format": 1, "applied": applied}).to_string()
+}
+
+/// Reads [`encode`]'s output back.
+pub fn decode(state: &str) -> Result<Dedupe, ProgressError> {
+    let v: Value = serde_json::from_str(state)?;
+    if v["format"].as_u64() != Some(1) {
+        return Err(ProgressError::Format(v["format"].clone()));
+    }
+    let bad = || ProgressError::Malformed(state.chars().take(200).collect());
+    let mut d = Dedupe::default();
+    for e in v["applied"].as_array().ok_or_else(bad)? {
+        let probe = e["probe"].as_str().ok_or_else(bad)?;
+        let shard = e["shard"]
+            .as_u64()
+            .and_then(|s| u32::try_from(s).ok())
+            .ok_or_else(bad)?;
+        for r in e["ranges"].as_array().ok_or_else(bad)? {
+            let (Some(first), Some(last)) = (r[0].as_u64(), r[1].as_u64()) else {
+                return Err(bad());
+            };
+            d.mark_applied(probe, shard, first, last);
+        }
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_round_trips_through_json() {
+        let mut d = Dedupe::default();
+        for seq in [1u64, 2, 3, 9, 10] {
+            assert!(d.accept("probe-a", 4, seq));
+        }
+        assert!(d.accept("probe-b", 0, 7));
+        let back = decode(&encode(&d)).unwrap();
+        let sorted = |d: &Dedupe| {
+            let mut v: Vec<_> = d
+                .ranges()
+                .map(|(p, s, r)| (p.to_string(), s, r.to_vec()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&back), sorted(&d));
+        assert!(decode("{\"format\":2,\"applied\":[]}").is_err());
+        assert!(decode("{\"format\":1,\"applied\":[{\"probe\":\"p\"}]}").is_err());
+        assert!(decode("not json").is_err());
+    }
+}

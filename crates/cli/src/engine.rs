@@ -1,0 +1,114 @@
+//! `netspectra engine`: flags → [`netspectra_node::engine::EngineRole`],
+//! and its summary.
+
+use crate::Outcome;
+use clap::Args;
+use netspectra_bus::{BusConfig, ConsumerConfig};
+use netspectra_node::engine::{static_shards, EngineConfig, EngineRole};
+use netspectra_node::{setup, Shutdown};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Arguments of `netspectra engine`.
+#[derive(Args)]
+pub struct EngineArgs {
+    /// NATS URL (default: config `probe.nats_url`, else nats://127.0.0.1:4222).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Result store: `sqlite:PATH` or a path (default: config `store.url`).
+    #[arg(long, value_name = "URL", conflicts_with = "no_store")]
+    store: Option<String>,
+    /// Keep results in memory only (benchmarks).
+    #[arg(long)]
+    no_store: bool,
+    /// YAML configuration (tasks, windows, workers).
+    #[arg(long, value_name = "F")]
+    config: Option<PathBuf>,
+    /// This engine's index among `--engines` (it owns shards s with s % E == I).
+    #[arg(long, value_name = "I", default_value_t = 0)]
+    engine_index: u32,
+    /// Number of engines sharing the shards.
+    #[arg(long, value_name = "E", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    engines: u32,
+    /// Consume from the JetStream stream with durable consumers (at-least-once).
+    #[arg(long)]
+    jetstream: bool,
+    /// Id written on every stored row (default: `engine-<index>`).
+    #[arg(long, value_name = "ID")]
+    engine_id: Option<String>,
+    /// Also consume Go2NetSpectra probes' one-packet messages from this
+    /// subject (e.g. `gons.packets.raw`); each engine keeps the packets of
+    /// its own shards, so none is counted twice.
+    #[arg(long, value_name = "S")]
+    interop_subject: Option<String>,
+    /// Stop after this many seconds without a message.
+    #[arg(long, value_name = "SECS")]
+    idle_exit: Option<f64>,
+    /// Subject prefix (as the probes').
+    #[arg(long, value_name = "P", default_value = netspectra_bus::DEFAULT_PREFIX)]
+    prefix: String,
+    /// Number of shards (as the probes').
+    #[arg(long, value_name = "N", default_value_t = netspectra_bus::DEFAULT_SHARDS,
+          value_parser = clap::value_parser!(u32).range(1..=65536))]
+    shards: u32,
+    /// Engine workers (default: config `aggregator.num_workers`, else one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
+    /// JetStream: seconds before the server redelivers an unacknowledged
+    /// batch (set when the durable consumers are created).
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    ack_wait: f64,
+    /// Summary format on stdout.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    format: String,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
+}
+
+pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
+    let shards = static_shards(args.engine_index, args.engines, args.shards)?;
+    let config = setup::load_config(args.config.as_deref())?;
+    let url = args
+        .nats
+        .clone()
+        .or_else(|| (!config.probe.nats_url.is_empty()).then(|| config.probe.nats_url.clone()))
+        .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string());
+    let engine_id = args
+        .engine_id
+        .clone()
+        .unwrap_or_else(|| format!("engine-{}", args.engine_index));
+    let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
+    let engine = EngineRole::start(EngineConfig {
+        config,
+        workers: args.workers.map_or(0, usize::from),
+        consumer: ConsumerConfig {
+            bus: BusConfig {
+                url,
+                prefix: args.prefix.clone(),
+                shards: args.shards,
+                jetstream: args.jetstream,
+                name: format!("engine {engine_id}"),
+            },
+            shards,
+            interop_subject: args.interop_subject.clone(),
+            ack_wait: Duration::from_secs_f64(args.ack_wait.max(0.1)),
+            queue: 256,
+        },
+        engine_id,
+        store,
+        idle_exit: args.idle_exit.map(|s| Duration::from_secs_f64(s.max(0.0))),
+        metrics: args.metrics.clone(),
+    })?;
+    let stop = Shutdown::on_signals()?;
+    eprintln!("{}", engine.describe());
+    let summary = engine.wait(&stop)?;
+    if args.format == "json" {
+        println!("{}", summary.json());
+    } else {
+        println!("{}", summary.text());
+    }
+    Ok(Outcome::Clean)
+}

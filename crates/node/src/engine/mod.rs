@@ -1,0 +1,649 @@
+//! The engine role (`netspectra engine`): consume the owned shards from NATS → the same
+//! engine as `analyze` → windows in the store, every row tagged with the
+//! engine id.
+//!
+//! ```text
+//!  tokio (1 thread): one pull/subscription task per owned shard ──► bounded queue
+//!  this thread: decode batch ─► Dedupe ─► EngineInput::push  ─► workers ─► collector ─► store
+//!                                 └─► (window index, acker) ─► AckQueue ◄── windows written
+//! ```
+//!
+//! JetStream acks follow the store: a batch is acknowledged only once every
+//! window holding its packets has been written (and, at a period's end, the
+//! period's sketch rows too). A SIGKILLed engine therefore loses nothing it
+//! had not stored — the server redelivers those batches to its successor.
+//! It counts nothing twice either: each window is stored together with the
+//! engine's progress (`bus_progress`: the `Dedupe` ranges of every batch
+//! whose packets are in that window or an earlier one; in the same
+//! transaction on SQLite, after the rows on ClickHouse), and an engine
+//! starting with `--jetstream` seeds its `Dedupe` with the progress stored
+//! under its engine id, so batches whose window was written but whose acks
+//! had not reached the server are skipped (and acked) when redelivered.
+//! Exceptions: a batch whose packets span a window cut (`split_batches`,
+//! warned about: the probe aligns batches to the windows) is recorded with
+//! its last window, so a crash between the two windows counts its first
+//! part twice; and a period's sketch rows, written after the window that
+//! ends it, are lost if the engine dies in between (exact rows stay right).
+//!
+//! SIGTERM/SIGINT (or `--idle-exit`): stop consuming, apply what was
+//! already received, flush the open window, ack, mark the run complete.
+
+mod commit;
+
+use crate::error::{Context, NodeError};
+use crate::setup::{recorded_command, without_url_password};
+use crate::telemetry::{self, Telemetry};
+use crate::Shutdown;
+use commit::{Applied, AppliedLog, CommitSink, Progress};
+use netspectra_bus::{
+    progress, shard_of, AckQueue, AckStats, BusCounters, Consumer, ConsumerConfig, Dedupe,
+    Delivery, Source,
+};
+use netspectra_engine::{EngineInput, EnginePlan, NullSink, TaskKind, WindowSink};
+use netspectra_model::config::Config;
+use netspectra_model::time::window_start;
+use netspectra_model::PacketRecord;
+use netspectra_proto::wire;
+use netspectra_store::{Store, StoreUrl};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, watch};
+
+/// Everything an engine needs.
+pub struct EngineConfig {
+    /// Tasks, windows and workers.
+    pub config: Config,
+    /// Engine workers (0: `aggregator.num_workers`, and 0 there: one per core).
+    pub workers: usize,
+    /// NATS, the shards consumed, interop subject, ack wait.
+    pub consumer: ConsumerConfig,
+    /// Id written on every stored row (and the JetStream progress's owner).
+    pub engine_id: String,
+    /// Store URL (`None`: results in memory only).
+    pub store: Option<String>,
+    /// Stop after this long without a message.
+    pub idle_exit: Option<Duration>,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address.
+    pub metrics: Option<String>,
+}
+
+/// The shards engine `index` of `engines` owns (`s % engines == index`),
+/// or why that static assignment is not possible.
+pub fn static_shards(index: u32, engines: u32, shards: u32) -> Result<Vec<u32>, NodeError> {
+    if index >= engines {
+        return Err(NodeError::invalid(format!(
+            "--engine-index {index} must be below --engines {engines}"
+        )));
+    }
+    let owned = netspectra_bus::owned_shards(index, engines, shards);
+    if owned.is_empty() {
+        return Err(NodeError::invalid(format!(
+            "engine {index} of {engines} owns no shard of {shards}: use fewer engines or more shards"
+        )));
+    }
+    Ok(owned)
+}
+
+/// Mirrors `EngineInput`'s window cuts (same rules, same order of records)
+/// to know which window each record went into. Windows are numbered from 0
+/// in the order the engine flushes (and the store writes) them.
+struct WindowTracker {
+    window_ns: u64,
+    period_ns: u64,
+    window: Option<(u64, u64)>,
+    period: Option<(u64, u64)>,
+    index: u64,
+}
+
+impl WindowTracker {
+    fn new(plan: &EnginePlan) -> Self {
+        WindowTracker {
+            window_ns: plan.window_ns,
+            period_ns: plan.period_ns,
+            window: None,
+            period: None,
+            index: 0,
+        }
+    }
+
+    /// Accounts a record about to be pushed (IP records only).
+    #[inline]
+    fn observe(&mut self, ts: u64) {
+        match self.window {
+            Some((start, end)) if ts >= start && ts < end => {}
+            Some((start, _)) if ts < start => {}
+            _ => self.advance(ts),
+        }
+    }
+
+    fn advance(&mut self, ts: u64) {
+        let period_over = self.period.is_none_or(|(_, end)| ts >= end);
+        if self.window.is_some() {
+            self.index += 1;
+        }
+        if period_over {
+            let start = window_start(ts, self.period_ns);
+            self.period = Some((start, start.saturating_add(self.period_ns)));
+        }
+        let (ps, pe) = self.period.expect("period is open");
+        let start = window_start(ts, self.window_ns).max(ps);
+        let end = start.saturating_add(self.window_ns).min(pe);
+        self.window = Some((start, end));
+    }
+}
+
+/// What the consuming loop counted.
+#[derive(Default)]
+struct Consumed {
+    packets: u64,
+    bytes: u64,
+    batches: u64,
+    duplicates: u64,
+    bad: u64,
+    interop_packets: u64,
+    interop_other_shards: u64,
+    /// Batches whose packets went into two windows (probe not aligned).
+    split_batches: u64,
+    /// Newest packet timestamp applied (ns since the epoch; 0: none yet).
+    newest_ts_ns: u64,
+}
+
+/// How often the consuming loop refreshes metrics and readiness.
+const EXPORT_EVERY: Duration = Duration::from_millis(250);
+
+/// Mirrors the loop's counts into the metrics; lag is now − the newest
+/// packet timestamp applied.
+fn export(c: &Consumed) {
+    telemetry::mirror("netspectra_engine_packets_total", c.packets);
+    telemetry::mirror("netspectra_engine_bytes_total", c.bytes);
+    telemetry::mirror("netspectra_engine_batches_total", c.batches);
+    telemetry::mirror("netspectra_engine_duplicate_batches_total", c.duplicates);
+    telemetry::mirror("netspectra_engine_bad_messages_total", c.bad);
+    if c.newest_ts_ns > 0 {
+        let now_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let lag = now_ns.saturating_sub(u128::from(c.newest_ts_ns)) as f64 / 1e9;
+        metrics::gauge!("netspectra_engine_lag_seconds").set(lag);
+    }
+}
+
+/// The engine role.
+pub struct EngineRole;
+
+/// A started engine: store open, run begun, consuming from NATS.
+pub struct RunningEngine {
+    cfg: EngineConfig,
+    telemetry: Telemetry,
+    rt: tokio::runtime::Runtime,
+    consumer: Consumer,
+    rx: mpsc::Receiver<Delivery>,
+    counters: Arc<BusCounters>,
+    acks: AckQueue,
+    ack_tx: mpsc::UnboundedSender<(u64, netspectra_bus::Acker)>,
+    written_tx: watch::Sender<u64>,
+    engine: EngineInput,
+    tracker: WindowTracker,
+    dedupe: Dedupe,
+    applied_log: Option<AppliedLog>,
+    store: Option<Box<dyn Store>>,
+    run_id: Option<i64>,
+    inputs: Value,
+}
+
+impl EngineRole {
+    /// Opens the store, begins the run (resuming JetStream progress stored
+    /// under this engine id), connects to NATS and starts consuming.
+    pub fn start(cfg: EngineConfig) -> Result<RunningEngine, NodeError> {
+        let telemetry = telemetry::from_arg(cfg.metrics.as_deref())?;
+        telemetry.set_ready(false, "opening the store");
+        let plan = EnginePlan::from_config(&cfg.config, cfg.workers)?;
+        let bus = &cfg.consumer.bus;
+        let engine_id = &cfg.engine_id;
+        let mut store = match &cfg.store {
+            Some(u) => Some(netspectra_store::open(&StoreUrl::parse(u)?, engine_id)?),
+            None => None,
+        };
+        let inputs = json!({
+            "nats": without_url_password(&bus.url),
+            "prefix": bus.prefix,
+            "shards": bus.shards,
+            "owned_shards": cfg.consumer.shards,
+            "jetstream": bus.jetstream,
+            "interop_subject": cfg.consumer.interop_subject,
+        });
+        let command = recorded_command(std::env::args());
+        // JetStream: resume from the batches this engine id has stored.
+        let consumer_name = progress::consumer_name(&bus.prefix);
+        let mut dedupe = Dedupe::default();
+        if let (true, Some(s)) = (bus.jetstream, &store) {
+            if let Some(state) = s.load_progress(engine_id, &consumer_name)? {
+                dedupe = progress::decode(&state).context(format!(
+                    "the stored progress of engine {engine_id} ({consumer_name}) cannot be read; \
+                     delete its row from bus_progress to start over (redelivered batches \
+                     would then be counted again)"
+                ))?;
+                let (keys, ranges) = dedupe
+                    .ranges()
+                    .fold((0usize, 0usize), |(k, r), (_, _, rs)| (k + 1, r + rs.len()));
+                tracing::info!(message = "resuming from stored progress", engine = %engine_id,
+                               consumer = %consumer_name, shards = keys, ranges);
+            }
+        }
+        let applied_log: Option<AppliedLog> =
+            (bus.jetstream && store.is_some()).then(|| Arc::new(Mutex::new(VecDeque::new())));
+        let (written_tx, written_rx) = watch::channel(0u64);
+        let mut run_id = None;
+        let inner: Box<dyn WindowSink> = match &mut store {
+            Some(s) => {
+                let id = s.begin_run(engine_id, &command, &inputs, &plan.tasks, plan.window_ns)?;
+                run_id = Some(id);
+                s.sink(id, engine_id)?
+            }
+            None => Box::new(NullSink),
+        };
+        let sink = CommitSink {
+            inner,
+            written: written_tx.clone(),
+            sketch_tasks: plan
+                .tasks
+                .iter()
+                .filter(|t| matches!(t.kind, TaskKind::Sketch(_)))
+                .count(),
+            period_ns: plan.period_ns,
+            awaiting_sketches: 0,
+            next_window: 0,
+            progress: applied_log.as_ref().map(|log| Progress {
+                consumer: consumer_name.clone(),
+                log: Arc::clone(log),
+                stored: dedupe.clone(),
+            }),
+        };
+
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ns-engine-io")
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        telemetry.set_ready(false, "connecting to NATS");
+        let (consumer, rx) = rt.block_on(Consumer::start(&cfg.consumer))?;
+        let counters = consumer.counters();
+        metrics::counter!("netspectra_engine_windows_total").increment(0);
+        export(&Consumed::default());
+        crate::probe::export_bus(&telemetry, &counters, &bus.url);
+        let acks = {
+            let _guard = rt.enter();
+            AckQueue::spawn(written_rx, cfg.consumer.ack_wait)
+        };
+        let ack_tx = acks.sender();
+        let tracker = WindowTracker::new(&plan);
+        let engine = netspectra_engine::Engine::start(plan, Box::new(sink))?;
+        Ok(RunningEngine {
+            cfg,
+            telemetry,
+            rt,
+            consumer,
+            rx,
+            counters,
+            acks,
+            ack_tx,
+            written_tx,
+            engine,
+            tracker,
+            dedupe,
+            applied_log,
+            store,
+            run_id,
+            inputs,
+        })
+    }
+}
+
+impl RunningEngine {
+    /// `netspectra engine ID: consuming shards [...] of N from URL`, for the
+    /// user (and the tests waiting for an engine to be subscribed).
+    pub fn describe(&self) -> String {
+        let bus = &self.cfg.consumer.bus;
+        format!(
+            "netspectra engine {}: consuming shards {:?} of {} from {}{}",
+            self.cfg.engine_id,
+            self.cfg.consumer.shards,
+            bus.shards,
+            without_url_password(&bus.url),
+            if bus.jetstream { " (JetStream)" } else { "" }
+        )
+    }
+
+    /// Consumes until `shutdown` (or `idle_exit` without a message), then
+    /// applies what was received, flushes the open window, acks and marks
+    /// the run complete.
+    pub fn wait(self, shutdown: &Shutdown) -> Result<EngineSummary, NodeError> {
+        let RunningEngine {
+            cfg,
+            telemetry,
+            rt,
+            mut consumer,
+            mut rx,
+            counters,
+            acks,
+            ack_tx,
+            written_tx,
+            mut engine,
+            mut tracker,
+            mut dedupe,
+            applied_log,
+            mut store,
+            run_id,
+            inputs,
+        } = self;
+        let url = cfg.consumer.bus.url.clone();
+        let shards = cfg.consumer.shards.clone();
+        let shard_count = cfg.consumer.bus.shards;
+        let engine_id = cfg.engine_id.clone();
+        let mut last_export = Instant::now();
+        let started = Instant::now();
+        let mut c = Consumed::default();
+        let log = applied_log.as_deref();
+        let mut recs: Vec<PacketRecord> = Vec::with_capacity(1024);
+        let mut last_message = Instant::now();
+        let poll = Duration::from_millis(100);
+        let mut first_message: Option<Instant> = None;
+        let mut last_applied = Instant::now();
+        let mut apply_one = |d: Delivery,
+                             c: &mut Consumed,
+                             engine: &mut EngineInput,
+                             tracker: &mut WindowTracker| {
+            apply(
+                d,
+                c,
+                &mut dedupe,
+                log,
+                &mut recs,
+                tracker,
+                engine,
+                &ack_tx,
+                &shards,
+                shard_count,
+            )
+        };
+        loop {
+            if last_export.elapsed() >= EXPORT_EVERY {
+                last_export = Instant::now();
+                export(&c);
+                crate::probe::export_bus(&telemetry, &counters, &url);
+            }
+            if shutdown.is_triggered() {
+                tracing::info!(message = "stop signal: flushing", engine = %engine_id);
+                break;
+            }
+            if cfg.idle_exit.is_some_and(|i| last_message.elapsed() >= i) {
+                tracing::info!(message = "idle: stopping", engine = %engine_id);
+                break;
+            }
+            let got = rt.block_on(async { tokio::time::timeout(poll, rx.recv()).await });
+            let d = match got {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(_) => continue,
+            };
+            last_message = Instant::now();
+            first_message.get_or_insert(last_message);
+            // This message, then what is already queued, without going back
+            // to the runtime.
+            let queued = std::iter::from_fn(|| rx.try_recv().ok());
+            for d in std::iter::once(d).chain(queued) {
+                apply_one(d, &mut c, &mut engine, &mut tracker);
+            }
+            last_applied = Instant::now();
+        }
+        // Stop consuming; apply what was already received.
+        consumer.stop();
+        while let Ok(d) = rx.try_recv() {
+            apply_one(d, &mut c, &mut engine, &mut tracker);
+        }
+        drop(rx);
+        export(&c);
+        crate::probe::export_bus(&telemetry, &counters, &url);
+        telemetry.set_ready(false, "stopping: flushing the last window");
+        let finished = engine.finish().context("engine failed");
+        if finished.is_ok() {
+            // Every window (and sketch period) has been written.
+            written_tx.send_replace(u64::MAX);
+        }
+        drop(ack_tx);
+        let ack_stats = rt.block_on(acks.finish());
+        let output = finished?;
+        let (connects, disconnects, slow) = counters.snapshot();
+        let decoded = json!({
+            "batches": c.batches,
+            "duplicate_batches": c.duplicates,
+            "bad_messages": c.bad,
+            "interop_packets": c.interop_packets,
+            "slow_consumer_events": slow,
+        });
+        if let (Some(s), Some(id)) = (&mut store, run_id) {
+            s.finish_run(id, "complete", &inputs, c.packets, c.bytes, &decoded)?;
+        }
+        // From the first message to the last one applied: the consuming rate.
+        let busy = first_message.map_or(0.0, |f| last_applied.duration_since(f).as_secs_f64());
+        tracing::info!(message = "engine done", engine = %engine_id, packets = c.packets,
+                       batches = c.batches, duplicates = c.duplicates, windows = output.windows);
+        Ok(EngineSummary {
+            engine_id,
+            run_id,
+            store: cfg.store.as_deref().map(without_url_password),
+            shards,
+            jetstream: cfg.consumer.bus.jetstream,
+            consumed: c,
+            windows: output.windows,
+            late_packets: output.late_packets,
+            acks: ack_stats,
+            reconnects: connects.saturating_sub(1),
+            disconnects,
+            slow_consumer_events: slow,
+            elapsed_s: started.elapsed().as_secs_f64(),
+            busy_s: busy,
+        })
+    }
+}
+
+/// What an engine did.
+pub struct EngineSummary {
+    engine_id: String,
+    run_id: Option<i64>,
+    store: Option<String>,
+    shards: Vec<u32>,
+    jetstream: bool,
+    consumed: Consumed,
+    windows: u64,
+    late_packets: u64,
+    acks: AckStats,
+    reconnects: u64,
+    disconnects: u64,
+    slow_consumer_events: u64,
+    elapsed_s: f64,
+    busy_s: f64,
+}
+
+impl EngineSummary {
+    /// The summary `engine --format json` prints.
+    pub fn json(&self) -> Value {
+        let c = &self.consumed;
+        json!({
+            "engine_id": self.engine_id,
+            "run_id": self.run_id,
+            "store": self.store,
+            "shards": self.shards,
+            "jetstream": self.jetstream,
+            "packets": c.packets,
+            "bytes": c.bytes,
+            "batches": c.batches,
+            "duplicate_batches": c.duplicates,
+            "bad_messages": c.bad,
+            "interop_packets": c.interop_packets,
+            "interop_other_shards": c.interop_other_shards,
+            "split_batches": c.split_batches,
+            "windows": self.windows,
+            "late_packets": self.late_packets,
+            "acks": {"acked": self.acks.acked, "progress": self.acks.progress,
+                     "unacked": self.acks.unacked, "failed": self.acks.failed},
+            "nats": {"reconnects": self.reconnects, "disconnects": self.disconnects,
+                     "slow_consumer_events": self.slow_consumer_events},
+            "elapsed_s": self.elapsed_s,
+            "busy_s": self.busy_s,
+            "mpps": c.packets as f64 / self.busy_s.max(1e-9) / 1e6,
+        })
+    }
+
+    /// The summary `engine` prints by default.
+    pub fn text(&self) -> String {
+        let c = &self.consumed;
+        format!(
+            "engine {}: {} packets ({} bytes) from {} batches ({} duplicates skipped, {} bad), {} windows stored; first to last message {:.2} s ({:.2} Mpps)",
+            self.engine_id, c.packets, c.bytes, c.batches, c.duplicates, c.bad, self.windows, self.busy_s,
+            c.packets as f64 / self.busy_s.max(1e-9) / 1e6
+        )
+    }
+}
+
+/// Applies one delivery: decode, dedupe, push; hands its acker to the ack
+/// queue with the window its last packet went into.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn apply(
+    d: Delivery,
+    c: &mut Consumed,
+    dedupe: &mut Dedupe,
+    log: Option<&Mutex<VecDeque<Applied>>>,
+    recs: &mut Vec<PacketRecord>,
+    tracker: &mut WindowTracker,
+    engine: &mut EngineInput,
+    ack_tx: &mpsc::UnboundedSender<(u64, netspectra_bus::Acker)>,
+    owned: &[u32],
+    shards: u32,
+) {
+    match d.source {
+        Source::Batch => {
+            recs.clear();
+            match wire::decode_batch(&d.payload, recs) {
+                Ok(h) => {
+                    if dedupe.accept(h.probe_id, h.shard, h.seq) {
+                        c.batches += 1;
+                        let mut first_window = None;
+                        let mut newest = c.newest_ts_ns;
+                        for r in recs.iter() {
+                            tracker.observe(r.ts_ns);
+                            first_window.get_or_insert(tracker.index);
+                            engine.push(r);
+                            c.bytes += u64::from(r.wire_len);
+                            newest = newest.max(r.ts_ns);
+                        }
+                        c.newest_ts_ns = newest;
+                        c.packets += recs.len() as u64;
+                        if let Some(log) = log {
+                            // Before any later packet is pushed, hence
+                            // before this window can be flushed.
+                            log.lock().unwrap_or_else(|e| e.into_inner()).push_back((
+                                tracker.index,
+                                Arc::from(h.probe_id),
+                                h.shard,
+                                h.seq,
+                            ));
+                        }
+                        if first_window.is_some_and(|w| w != tracker.index) {
+                            // Part of this batch is in a window that will be
+                            // stored before the batch is acked.
+                            if c.split_batches == 0 {
+                                tracing::warn!(
+                                    message = "a batch spans a window cut: \
+                                    a crash could count part of it twice; give probes the \
+                                    engines' config or a --batch-align that divides the window",
+                                    shard = h.shard,
+                                    seq = h.seq
+                                );
+                            }
+                            c.split_batches += 1;
+                        }
+                        tracing::debug!(
+                            message = "batch applied",
+                            shard = h.shard,
+                            seq = h.seq,
+                            window = tracker.index
+                        );
+                    } else {
+                        c.duplicates += 1;
+                        tracing::debug!(
+                            message = "duplicate batch skipped",
+                            shard = h.shard,
+                            seq = h.seq
+                        );
+                    }
+                }
+                Err(e) => {
+                    c.bad += 1;
+                    tracing::warn!(message = "undecodable batch skipped", error = %e);
+                }
+            }
+        }
+        Source::Interop => match wire::decode_packet(&d.payload) {
+            Ok(r) => {
+                if owned.contains(&shard_of(&r, shards)) {
+                    tracker.observe(r.ts_ns);
+                    engine.push(&r);
+                    c.packets += 1;
+                    c.bytes += u64::from(r.wire_len);
+                    c.interop_packets += 1;
+                    c.newest_ts_ns = c.newest_ts_ns.max(r.ts_ns);
+                } else {
+                    c.interop_other_shards += 1;
+                }
+            }
+            Err(e) => {
+                c.bad += 1;
+                tracing::debug!(message = "undecodable interop message skipped", error = %e);
+            }
+        },
+    }
+    if let Some(acker) = d.acker {
+        // Acked once the window now open (holding the batch's last packet,
+        // or, for a duplicate, later than the original) is written.
+        let _ = ack_tx.send((tracker.index, acker));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tracker_counts_windows_as_the_engine_flushes_them() {
+        let mut plan =
+            EnginePlan::from_config(&netspectra_model::config::Config::default(), 1).unwrap();
+        plan.window_ns = 10;
+        plan.period_ns = 30;
+        let mut t = WindowTracker::new(&plan);
+        let mut idx = Vec::new();
+        for ts in [5, 7, 3, 12, 29, 31, 95, 94, 40] {
+            t.observe(ts);
+            idx.push(t.index);
+        }
+        // 5,7 in [0,10); 3 in it too; 12 → [10,20); 29 → [20,30); 31 → [30,40);
+        // 95 → [90,100); 94 same; 40 is late (counted in the open window).
+        assert_eq!(idx, [0, 0, 0, 1, 2, 3, 4, 4, 4]);
+        // The engine agrees: it flushes one window per index step, plus the
+        // last one at finish.
+        let mut input = netspectra_engine::Engine::start(plan, Box::new(NullSink)).unwrap();
+        for ts in [5, 7, 3, 12, 29, 31, 95, 94, 40] {
+            input.push(&PacketRecord {
+                l3: netspectra_model::L3::Ipv4,
+                ts_ns: ts,
+                wire_len: 1,
+                ..Default::default()
+            });
+        }
+        assert_eq!(input.finish().unwrap().windows, 5);
+    }
+}
