@@ -13,11 +13,12 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # System packages the build and the tests need: a C compiler (bundled
-# SQLite), libpcap (live capture), iproute2 (veth pairs in network
+# SQLite), the libpcap runtime library (live capture opens it at run time;
+# the build needs no libpcap-dev), iproute2 (veth pairs in network
 # namespaces), ClickHouse (store tests), python3-pip (for nats-server).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
-[ -e /usr/include/pcap.h ] || [ -e /usr/include/pcap/pcap.h ] || need_apt+=(libpcap-dev)
+ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(LIBPCAP)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server clickhouse-client)
 command -v pip3 >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
@@ -26,8 +27,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
         echo "error: missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
         exit 1
     fi
-    log "installing ${need_apt[*]}"
     apt-get update -qq
+    # The runtime library's name depends on the release (t64 from Debian 13).
+    libpcap=libpcap0.8
+    apt-cache show libpcap0.8t64 >/dev/null 2>&1 && libpcap=libpcap0.8t64
+    need_apt=("${need_apt[@]/LIBPCAP/$libpcap}")
+    log "installing ${need_apt[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 

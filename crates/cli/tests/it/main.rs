@@ -2,6 +2,7 @@
 //! which is computed from the generator's own choices, never by decoding.
 
 mod bench;
+mod docs;
 mod distributed;
 mod metrics;
 mod query;
