@@ -2,76 +2,27 @@
 //! window (and, at a period's end, the merged sketches) to the sink, and
 //! keeps run totals.
 
-use crate::exact::FlowCounters;
-use crate::plan::{TaskKind, TaskSpec};
-use crate::sketch::{merge_period, SketchAccumulator, SketchPart, SketchPeriod};
+use crate::sketch::{merge_period, SketchAccumulator, SketchPart};
 use crate::table::FlowTable;
 use crate::worker::{TaskPart, WindowPart};
 use crate::{EngineOutput, TaskTotals};
 use crossbeam_channel::Receiver;
+use netspectra_model::task::{TaskKind, TaskSpec};
+use netspectra_model::window::{FlowCounters, SinkError, TaskRows, WindowResult, WindowSink};
 use netspectra_model::FlowKey;
 use std::collections::BTreeMap;
 
-/// A sink could not store a window.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
+/// A window's merged tables, one per task (empty for sketch tasks), lent to
+/// the sink as the window's rows.
+struct WindowTables(Vec<FlowTable>);
 
-/// Where merged results go (a store, a bus, a test). Called on the collector
-/// thread, in time order.
-pub trait WindowSink: Send {
-    /// Stores one merged window of exact rows.
-    fn window(&mut self, tasks: &[TaskSpec], window: &WindowResult) -> Result<(), SinkError>;
-
-    /// Stores one merged window together with a consumer's progress: an
-    /// opaque string (JSON) the caller builds, saying which input it has
-    /// applied up to and including this window, kept per `consumer` and
-    /// replaced by each call. A sink that can should write both atomically
-    /// (the SQLite store does: one transaction) or at least never the
-    /// progress before the rows it covers; the default ignores the progress.
-    fn window_with_progress(
-        &mut self,
-        tasks: &[TaskSpec],
-        window: &WindowResult,
-        _consumer: &str,
-        _progress: &str,
-    ) -> Result<(), SinkError> {
-        self.window(tasks, window)
+impl TaskRows for WindowTables {
+    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (&FlowKey, &FlowCounters)> + '_> {
+        Box::new(self.0[task].iter())
     }
 
-    /// Stores one sketch task's merged result for a period.
-    fn sketch_period(&mut self, _task: &TaskSpec, _period: &SketchPeriod) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
-/// A sink that keeps nothing (`--no-store`).
-pub struct NullSink;
-
-impl WindowSink for NullSink {
-    fn window(&mut self, _: &[TaskSpec], _: &WindowResult) -> Result<(), SinkError> {
-        Ok(())
-    }
-}
-
-/// One window's exact rows, merged over all workers: per-window deltas.
-pub struct WindowResult {
-    /// Window start (ns, inclusive).
-    pub start_ns: u64,
-    /// Window end (ns, exclusive).
-    pub end_ns: u64,
-    tables: Vec<FlowTable>,
-}
-
-impl WindowResult {
-    /// The rows of task `i` (configuration order; none for sketch tasks).
-    pub fn rows(&self, task: usize) -> impl Iterator<Item = (&FlowKey, &FlowCounters)> {
-        self.tables[task].iter()
-    }
-
-    /// Number of rows of task `i`.
-    pub fn row_count(&self, task: usize) -> usize {
-        self.tables[task].len()
+    fn row_count(&self, task: usize) -> usize {
+        self.0[task].len()
     }
 }
 
@@ -128,16 +79,13 @@ pub(crate) fn run(
             continue;
         }
         let done = pending.remove(&part.start_ns).expect("entry exists");
-        let window = WindowResult {
-            start_ns: part.start_ns,
-            end_ns: done.end_ns,
-            tables: done.tables,
-        };
+        let tables = WindowTables(done.tables);
         windows += 1;
         if sink_error.is_none() {
+            let window = WindowResult::new(part.start_ns, done.end_ns, &tables);
             record(sink.window(&tasks, &window), &mut sink_error);
         }
-        for (into, from) in totals.iter_mut().zip(window.tables) {
+        for (into, from) in totals.iter_mut().zip(tables.0) {
             into.absorb(from);
         }
         if let Some((start, end)) = done.period {
@@ -145,13 +93,13 @@ pub(crate) fn run(
                 let Some(acc) = &mut sketch_totals[i] else {
                     continue;
                 };
-                let period = merge_period(&tasks[i], start, end, parts);
+                let (period, truth) = merge_period(&tasks[i], start, end, parts);
                 sketch_volume[i].0 += period.packets;
                 sketch_volume[i].1 += period.bytes;
                 if sink_error.is_none() {
                     record(sink.sketch_period(&tasks[i], &period), &mut sink_error);
                 }
-                acc.add(period);
+                acc.add(&period, truth);
             }
         }
     }

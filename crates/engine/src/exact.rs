@@ -1,51 +1,8 @@
 //! Exact accounting: one flow table per task, owned by one worker.
 
 use crate::table::{hash_key, FlowTable};
+use netspectra_model::window::FlowCounters;
 use netspectra_model::{Dimension, FlowKey, PacketRecord};
-/// Counters of one key. Merging is associative and commutative, which is what
-/// makes results independent of how packets were spread over workers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowCounters {
-    /// Packets.
-    pub packets: u64,
-    /// Bytes on the wire.
-    pub bytes: u64,
-    /// Earliest packet timestamp (ns).
-    pub first_seen: u64,
-    /// Latest packet timestamp (ns) — the maximum, not the last processed.
-    pub last_seen: u64,
-}
-
-impl FlowCounters {
-    /// Counters of a single packet.
-    #[inline]
-    pub fn one(ts_ns: u64, bytes: u32) -> FlowCounters {
-        FlowCounters {
-            packets: 1,
-            bytes: u64::from(bytes),
-            first_seen: ts_ns,
-            last_seen: ts_ns,
-        }
-    }
-
-    /// Adds one packet.
-    #[inline]
-    pub fn add(&mut self, ts_ns: u64, bytes: u32) {
-        self.packets += 1;
-        self.bytes += u64::from(bytes);
-        self.first_seen = self.first_seen.min(ts_ns);
-        self.last_seen = self.last_seen.max(ts_ns);
-    }
-
-    /// Adds another key's counters (same key, other worker or window).
-    #[inline]
-    pub fn merge(&mut self, o: &FlowCounters) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        self.first_seen = self.first_seen.min(o.first_seen);
-        self.last_seen = self.last_seen.max(o.last_seen);
-    }
-}
 
 /// How many packets ahead of the one being counted the table prefetches.
 /// Enough to cover a memory access, few enough that lines stay cached.

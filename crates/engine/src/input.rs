@@ -1,11 +1,13 @@
 //! The producer side: cuts packet time into windows and shards records to workers.
 
-use crate::collector::{self, WindowSink};
-use crate::plan::{EnginePlan, TaskKind};
+use crate::collector;
+use crate::plan::EnginePlan;
 use crate::worker::{self, Slot, ToWorker};
 use crate::{EngineError, EngineOutput};
 use crossbeam_channel::{bounded, Receiver, Sender};
+use netspectra_model::task::TaskKind;
 use netspectra_model::time::window_start;
+use netspectra_model::window::WindowSink;
 use netspectra_model::{Dimension, FlowKey, PacketRecord};
 use std::hash::BuildHasher as _;
 use std::thread::JoinHandle;

@@ -34,11 +34,18 @@ mod sketch;
 mod table;
 mod worker;
 
-pub use collector::{NullSink, SinkError, WindowResult, WindowSink};
-pub use exact::{ExactTable, FlowCounters};
+pub use exact::ExactTable;
 pub use input::{Engine, EngineInput};
-pub use plan::{EnginePlan, SketchParams, TaskKind, TaskSpec};
-pub use sketch::{Estimate, SetAccuracy, SketchPeriod, SketchReport, VerifyReport};
+pub use plan::EnginePlan;
+pub use sketch::{SetAccuracy, SketchReport, VerifyReport};
+
+// The types the engine shares with the stores live in `netspectra_model`
+// (so a store does not depend on the engine); they are re-exported here
+// under their usual names.
+pub use netspectra_model::task::{SketchParams, TaskKind, TaskSpec};
+pub use netspectra_model::window::{
+    Estimate, FlowCounters, NullSink, SinkError, SketchPeriod, TaskRows, WindowResult, WindowSink,
+};
 
 use netspectra_model::FlowKey;
 

@@ -8,29 +8,16 @@
 //! worker each, so distinct counts are never split and results do not depend
 //! on the worker count.
 
-use crate::exact::FlowCounters;
-use crate::plan::{SketchParams, TaskSpec};
 use crate::table::{hash_key, FlowTable};
 use crate::worker::Slot;
 use netspectra_model::config::SketchAlgorithm;
+use netspectra_model::task::{SketchParams, TaskSpec};
+use netspectra_model::window::{Estimate, FlowCounters, SketchPeriod};
 use netspectra_model::{Dimension, FlowKey};
 use netspectra_sketch::{
     CountMin, CountMinParams, HeavyBucket, HeavyBucketParams, SuperSpread, SuperSpreadParams,
 };
 use std::collections::{HashMap, HashSet};
-
-/// One estimate as reported: the key, the estimate and how far off it may be.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Estimate {
-    /// The key.
-    pub key: FlowKey,
-    /// Estimated packets, bytes or distinct elements.
-    pub estimate: u64,
-    /// Bound on the estimate's error: Count-Min one-sided `ε·N`
-    /// (probability `1 − e^−d`); heavy-hitter buckets the expected `N/w`
-    /// undercount; SuperSpread two standard errors.
-    pub error_bound: u64,
-}
 
 /// Count-Min sketches by packets and by bytes.
 type CountMinPair = (Box<CountMin<FlowKey>>, Box<CountMin<FlowKey>>);
@@ -229,29 +216,9 @@ fn fresh_shadow(algorithm: SketchAlgorithm) -> Shadow {
     }
 }
 
-/// One sketch task's merged result for one period.
-pub struct SketchPeriod {
-    /// Period start (ns).
-    pub start_ns: u64,
-    /// Period end (ns, exclusive).
-    pub end_ns: u64,
-    /// Heavy hitters by packets (Count-Min, hh).
-    pub heavy_packets: Vec<Estimate>,
-    /// Heavy hitters by bytes (Count-Min, hh).
-    pub heavy_bytes: Vec<Estimate>,
-    /// Super-spreaders (SuperSpread).
-    pub spreaders: Vec<Estimate>,
-    /// Bytes allocated by the task's sketches, summed over workers.
-    pub memory_bytes: usize,
-    /// Packets the task saw.
-    pub packets: u64,
-    /// Bytes the task saw.
-    pub bytes: u64,
-    truth: Option<Truth>,
-}
-
-/// Exact values of a period, from the shadow.
-struct Truth {
+/// Exact values of a period, from the shadow (verify mode only): kept
+/// beside the [`SketchPeriod`] the sink sees, for the run's accuracy report.
+pub(crate) struct Truth {
     packets: HashMap<FlowKey, u64>,
     bytes: HashMap<FlowKey, u64>,
     distinct: HashMap<FlowKey, u64>,
@@ -263,13 +230,14 @@ fn ranked(mut v: Vec<Estimate>, limit: usize) -> Vec<Estimate> {
     v
 }
 
-/// Merges the workers' parts of one period.
+/// Merges the workers' parts of one period; with them, in verify mode, the
+/// exact values of the period.
 pub(crate) fn merge_period(
     spec: &TaskSpec,
     start_ns: u64,
     end_ns: u64,
     parts: Vec<SketchPart>,
-) -> SketchPeriod {
+) -> (SketchPeriod, Option<Truth>) {
     let p = spec.sketch.as_ref().expect("sketch task has parameters");
     let memory_bytes = parts.iter().map(|x| x.state.memory_bytes()).sum();
     let packets = parts.iter().map(|x| x.packets).sum();
@@ -331,7 +299,7 @@ pub(crate) fn merge_period(
         heavy_packets = list(&mp, p.count_threshold);
         heavy_bytes = list(&mb, p.size_threshold);
     }
-    SketchPeriod {
+    let period = SketchPeriod {
         start_ns,
         end_ns,
         heavy_packets: ranked(heavy_packets, p.report),
@@ -340,8 +308,8 @@ pub(crate) fn merge_period(
         memory_bytes,
         packets,
         bytes,
-        truth: (!shadows.is_empty()).then(|| truth_of(shadows)),
-    }
+    };
+    (period, (!shadows.is_empty()).then(|| truth_of(shadows)))
 }
 
 fn truth_of(shadows: Vec<Shadow>) -> Truth {
@@ -442,7 +410,7 @@ impl SketchAccumulator {
         }
     }
 
-    pub(crate) fn add(&mut self, period: SketchPeriod) {
+    pub(crate) fn add(&mut self, period: &SketchPeriod, truth: Option<Truth>) {
         self.periods += 1;
         self.memory_bytes = self.memory_bytes.max(period.memory_bytes);
         for (into, list) in [
@@ -461,7 +429,7 @@ impl SketchAccumulator {
                 *v = (e.estimate, e.error_bound);
             }
         }
-        if let Some(t) = period.truth {
+        if let Some(t) = truth {
             let acc = self.truth.get_or_insert_with(|| Truth {
                 packets: HashMap::new(),
                 bytes: HashMap::new(),

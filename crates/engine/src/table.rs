@@ -7,7 +7,7 @@
 //! slot keeps the key's full hash, so growing and merging never rehash.
 //! Linear probing, load factor ≤ 0.7, power-of-two capacity.
 
-use crate::exact::FlowCounters;
+use netspectra_model::window::FlowCounters;
 use netspectra_model::FlowKey;
 use netspectra_sketch::prefetch;
 

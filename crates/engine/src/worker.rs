@@ -1,10 +1,11 @@
 //! A worker: owns one state per task outright, so the hot path takes no lock.
 
 use crate::exact::ExactTable;
-use crate::plan::{EnginePlan, TaskKind};
+use crate::plan::EnginePlan;
 use crate::sketch::{SketchPart, SketchTask};
 use crate::table::FlowTable;
 use crossbeam_channel::{Receiver, Sender};
+use netspectra_model::task::TaskKind;
 use netspectra_model::PacketRecord;
 
 /// A record and the tasks (bit i = task i) this worker applies to it.

@@ -5,6 +5,24 @@
 //! nanoseconds since the Unix epoch ([`time`]); the whole pipeline is driven
 //! by one [`config::Config`].
 //!
+//! Modules:
+//!
+//! - [`record`]: [`PacketRecord`], one decoded packet.
+//! - [`dimension`]: [`Dimension`]s and the [`FlowKey`] a task projects a
+//!   record onto.
+//! - [`ip`]: addresses as 16 bytes, IPv4 stored IPv4-mapped.
+//! - [`time`]: timestamps (ns since the Unix epoch) and durations as
+//!   people write them.
+//! - [`config`]: the configuration (YAML), validated at load.
+//! - [`task`]: the configured tasks as they run ([`task::TaskSpec`],
+//!   [`task::TaskKind`], resolved [`task::SketchParams`];
+//!   [`task::configured_tasks`] lists them from a configuration).
+//! - [`window`]: what a run produces and where it goes — a window's exact
+//!   rows ([`window::WindowResult`] of [`window::FlowCounters`]), a sketch
+//!   task's [`window::SketchPeriod`] of [`window::Estimate`]s, and the
+//!   [`window::WindowSink`] a store implements. The engine produces them,
+//!   the stores keep them, neither depends on the other.
+//!
 //! ```
 //! use netspectra_model::{Dimension, FlowKey, PacketRecord, ip};
 //!
@@ -20,7 +38,9 @@ pub mod config;
 pub mod dimension;
 pub mod ip;
 pub mod record;
+pub mod task;
 pub mod time;
+pub mod window;
 
 pub use dimension::{Dimension, FlowKey};
 pub use record::{DecodeCounters, Malformed, PacketRecord, L3};

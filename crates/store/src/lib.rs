@@ -27,7 +27,8 @@ pub use clickhouse::{ClickHouseSink, ClickHouseStore, FlushReport};
 pub use sqlite::{RunRecord, SqliteSink, SqliteStore};
 pub use url::{ClickHouseUrl, StoreUrl};
 
-use netspectra_engine::{TaskSpec, WindowSink};
+use netspectra_model::task::TaskSpec;
+use netspectra_model::window::WindowSink;
 use serde_json::Value;
 
 /// What every backend offers a role that writes results: runs that never

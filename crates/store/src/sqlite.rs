@@ -2,8 +2,9 @@
 
 use crate::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::StoreError;
-use netspectra_engine::{
-    Estimate, SinkError, SketchPeriod, TaskKind, TaskSpec, WindowResult, WindowSink,
+use netspectra_model::task::{TaskKind, TaskSpec};
+use netspectra_model::window::{
+    Estimate, FlowCounters, SinkError, SketchPeriod, WindowResult, WindowSink,
 };
 use netspectra_model::Dimension;
 use rusqlite::{params, Connection};
@@ -359,7 +360,7 @@ struct ExactRow<'a> {
     window: (u64, u64),
     cols: &'a Columns,
     key: &'a netspectra_model::FlowKey,
-    counters: &'a netspectra_engine::FlowCounters,
+    counters: &'a FlowCounters,
 }
 
 impl ExactRow<'_> {

@@ -3,7 +3,8 @@
 //! Field order is the tables' column order (see [`super::schema`]); the
 //! insert names its columns, so the order is a convenience, not a contract.
 
-use netspectra_engine::{Estimate, SketchPeriod, TaskKind, TaskSpec, WindowResult};
+use netspectra_model::task::{TaskKind, TaskSpec};
+use netspectra_model::window::{Estimate, SketchPeriod, WindowResult};
 use netspectra_model::FlowKey;
 use serde::{Deserialize, Serialize};
 

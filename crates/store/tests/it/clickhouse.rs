@@ -3,10 +3,9 @@
 //! overwrite each other, reopening is a no-op migration, and an outage in
 //! the middle of a run loses nothing and duplicates nothing.
 
-use netspectra_engine::{
-    Engine, EnginePlan, SinkError, SketchPeriod, TaskSpec, WindowResult, WindowSink,
-};
-use netspectra_model::config::Config;
+use crate::drive::{Drive, Plan};
+use netspectra_model::task::TaskSpec;
+use netspectra_model::window::{SinkError, SketchPeriod, WindowResult, WindowSink};
 use netspectra_model::{ip, PacketRecord};
 use netspectra_store::{ClickHouseStore, ClickHouseUrl, Store, StoreError, StoreUrl};
 use netspectra_testkit::clickhouse::ClickHouseServer;
@@ -35,24 +34,23 @@ fn hex(ip: &[u8; 16]) -> String {
 }
 
 /// Runs the default tasks over `records` into `store` through the `Store` trait.
-fn analyze_into(store: &mut dyn Store, records: &[PacketRecord], workers: usize) -> i64 {
-    let plan = EnginePlan::from_config(&Config::default(), workers).unwrap();
+fn analyze_into(store: &mut dyn Store, records: &[PacketRecord]) -> i64 {
+    let plan = Plan::default_tasks();
     let run = store
         .begin_run("e1", "test", &json!(["mem"]), &plan.tasks, plan.window_ns)
         .unwrap();
-    let mut input = Engine::start(plan, store.sink(run, "e1").unwrap()).unwrap();
+    let mut input = Drive::start(&plan, store.sink(run, "e1").unwrap());
     for r in records {
         input.push(r);
     }
     let out = input.finish().unwrap();
-    let bytes = out.tasks[0].bytes;
     store
         .finish_run(
             run,
             "complete",
             &json!(["mem"]),
             out.packets,
-            bytes,
+            out.bytes,
             &json!({}),
         )
         .unwrap();
@@ -102,12 +100,12 @@ fn windows_sum_to_the_truth_runs_never_overwrite_and_reopening_migrates_nothing(
 
     let mut store = open(&server, spool.path());
     assert!(store.server_version().split('.').count() >= 3);
-    let run1 = analyze_into(&mut store, &records, 2);
+    let run1 = analyze_into(&mut store, &records);
     drop(store);
     // Through the generic entry point, as the CLI opens it.
     let mut store =
         netspectra_store::open(&StoreUrl::parse(&server.url()).unwrap(), "local").unwrap();
-    let run2 = analyze_into(&mut *store, &records, 1);
+    let run2 = analyze_into(&mut *store, &records);
     drop(store);
     assert_ne!(run1, run2);
 
@@ -236,7 +234,7 @@ fn windows_sum_to_the_truth_runs_never_overwrite_and_reopening_migrates_nothing(
         "3 exact + 2 sketch default tasks: {tasks:?}"
     );
     assert!(tasks.contains(&("per_src_ip".into(), "exact".into(), "[\"SrcIP\"]".into())));
-    // Sketch estimates per period: 3 sources → Count-Min is exact.
+    // Sketch estimates per period.
     let (estimate, bound): (u64, u64) = store
         .fetch_all(
             store
@@ -256,7 +254,7 @@ fn windows_sum_to_the_truth_runs_never_overwrite_and_reopening_migrates_nothing(
     assert_eq!(store.pending_spooled_batches(), 0);
 }
 
-/// Counts the windows the engine handed over, then passes them on.
+/// Counts the windows handed over, then passes them on.
 struct Counting {
     inner: Box<dyn WindowSink>,
     windows: Arc<AtomicUsize>,
@@ -289,7 +287,7 @@ fn a_server_outage_mid_run_spools_rows_and_replays_them_exactly_once() {
     let records = super::recs(600); // ten 60 s windows
     let mut store = open(&server, spool.path());
 
-    let plan = EnginePlan::from_config(&Config::default(), 2).unwrap();
+    let plan = Plan::default_tasks();
     let run = store
         .begin_run("e1", "test", &json!(["mem"]), &plan.tasks, plan.window_ns)
         .unwrap();
@@ -298,7 +296,7 @@ fn a_server_outage_mid_run_spools_rows_and_replays_them_exactly_once() {
         inner: Box::new(store.sink(run, "e1").unwrap()),
         windows: windows.clone(),
     };
-    let mut input = Engine::start(plan, Box::new(sink)).unwrap();
+    let mut input = Drive::start(&plan, Box::new(sink));
 
     // Windows 0 and 1 reach the server.
     for r in &records[..130] {
@@ -310,7 +308,7 @@ fn a_server_outage_mid_run_spools_rows_and_replays_them_exactly_once() {
     assert_eq!(store.flush().unwrap().spooled_batches, 0);
     assert_eq!(stored_by_window_and_source(&store, run).len(), 2 * 3);
 
-    // The server goes away; windows 2-5 go to the spool, the engine goes on.
+    // The server goes away; windows 2-5 go to the spool, the run goes on.
     server.stop();
     for r in &records[130..400] {
         input.push(r);
@@ -383,7 +381,7 @@ fn spooled_rows_left_by_a_stopped_writer_are_replayed_by_the_next_one() {
     let records = super::recs(200);
     let mut store = open(&server, spool.path()).with_retry_deadline(Duration::from_millis(300));
     server.stop();
-    let run = analyze_into(&mut store, &records, 2);
+    let run = analyze_into(&mut store, &records);
     let spooled = store.pending_spooled_batches();
     assert!(spooled > 0);
     drop(store); // leaves the spool on disk
@@ -408,7 +406,7 @@ fn old_days_are_dropped_by_partition() {
     let server = ClickHouseServer::start();
     let spool = tempfile::tempdir().unwrap();
     let mut store = open(&server, spool.path());
-    let run = analyze_into(&mut store, &super::recs(200), 1);
+    let run = analyze_into(&mut store, &super::recs(200));
     let count = |store: &ClickHouseStore| -> u64 {
         store
             .fetch_all::<u64>(
@@ -527,7 +525,7 @@ fn bus_progress_is_stored_after_the_rows_and_the_newest_is_loaded() {
     let spool = tempfile::tempdir().unwrap();
     let mut store = open(&server, spool.path());
     assert_eq!(store.load_progress("e1", "js").unwrap(), None);
-    let plan = EnginePlan::from_config(&Config::default(), 1).unwrap();
+    let plan = Plan::default_tasks();
     let run = |store: &mut ClickHouseStore, n: u64| {
         let run = store
             .begin_run("e1", "test", &json!(["mem"]), &plan.tasks, plan.window_ns)
@@ -536,7 +534,7 @@ fn bus_progress_is_stored_after_the_rows_and_the_newest_is_loaded() {
             inner: Store::sink(&*store, run, "e1").unwrap(),
             windows: 0,
         };
-        let mut input = Engine::start(plan.clone(), Box::new(sink)).unwrap();
+        let mut input = Drive::start(&plan, Box::new(sink));
         for r in super::recs(n) {
             input.push(&r);
         }

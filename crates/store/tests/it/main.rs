@@ -1,8 +1,11 @@
 //! SQLite store: schema versioning, runs that never overwrite each other,
-//! window rows that sum to the engine's totals.
+//! window rows that sum to the run's totals.
 
-use netspectra_engine::{Engine, EnginePlan};
-use netspectra_model::config::Config;
+mod drive;
+
+use drive::{Drive, Plan};
+use netspectra_model::task::TaskSpec;
+use netspectra_model::window::{SinkError, WindowResult, WindowSink};
 use netspectra_model::{ip, PacketRecord, L3};
 use netspectra_store::{SqliteStore, StoreError};
 use serde_json::json;
@@ -23,8 +26,8 @@ fn recs(n: u64) -> Vec<PacketRecord> {
         .collect()
 }
 
-fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord], workers: usize) -> i64 {
-    let plan = EnginePlan::from_config(&Config::default(), workers).unwrap();
+fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord]) -> i64 {
+    let plan = Plan::default_tasks();
     let run = store
         .begin_run(
             "local",
@@ -34,7 +37,7 @@ fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord], workers: usiz
             plan.window_ns,
         )
         .unwrap();
-    let mut input = Engine::start(plan, Box::new(store.sink(run, "local").unwrap())).unwrap();
+    let mut input = Drive::start(&plan, Box::new(store.sink(run, "local").unwrap()));
     for r in records {
         input.push(r);
     }
@@ -45,7 +48,7 @@ fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord], workers: usiz
             "complete",
             &json!(["mem"]),
             out.packets,
-            out.tasks[0].bytes,
+            out.bytes,
             &json!({}),
         )
         .unwrap();
@@ -59,10 +62,10 @@ fn windows_sum_to_totals_and_runs_never_overwrite() {
     let records = recs(200);
     let total_bytes: i64 = records.iter().map(|r| i64::from(r.wire_len)).sum();
     let mut store = SqliteStore::open(&path).unwrap();
-    let run1 = analyze_into(&mut store, &records, 2);
+    let run1 = analyze_into(&mut store, &records);
     drop(store);
     let mut store = SqliteStore::open(&path).unwrap();
-    let run2 = analyze_into(&mut store, &records, 1);
+    let run2 = analyze_into(&mut store, &records);
     assert_ne!(run1, run2);
     let conn = store.connection();
     for run in [run1, run2] {
@@ -108,7 +111,7 @@ fn windows_sum_to_totals_and_runs_never_overwrite() {
         )
         .unwrap();
     assert_eq!(tasks, 5, "3 exact + 2 sketch default tasks");
-    // Sketch estimates are stored per period: 3 sources → Count-Min is exact.
+    // Sketch estimates are stored per period.
     let (estimate, bound): (i64, i64) = conn
         .query_row(
             "SELECT SUM(estimate), MAX(error_bound) FROM sketch_rows WHERE run_id = ?1 AND task = 'per_src_ip_hh' AND measure = 'packets' AND src_ip = ?2",
@@ -189,12 +192,8 @@ struct WithProgress {
     windows: u64,
 }
 
-impl netspectra_engine::WindowSink for WithProgress {
-    fn window(
-        &mut self,
-        tasks: &[netspectra_engine::TaskSpec],
-        w: &netspectra_engine::WindowResult,
-    ) -> Result<(), netspectra_engine::SinkError> {
+impl WindowSink for WithProgress {
+    fn window(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
         self.windows += 1;
         let progress = format!("{{\"through\":{}}}", self.windows);
         self.inner.window_with_progress(tasks, w, "js", &progress)
@@ -202,13 +201,13 @@ impl netspectra_engine::WindowSink for WithProgress {
 }
 
 /// Runs `records` through the default tasks with [`WithProgress`]; returns
-/// the run id and whether the engine finished without a sink error.
+/// the run id and whether the run finished without a sink error.
 fn analyze_with_progress(
     store: &mut SqliteStore,
     engine_id: &str,
     records: &[PacketRecord],
 ) -> (i64, bool) {
-    let plan = EnginePlan::from_config(&Config::default(), 2).unwrap();
+    let plan = Plan::default_tasks();
     let run = store
         .begin_run(
             engine_id,
@@ -222,7 +221,7 @@ fn analyze_with_progress(
         inner: store.sink(run, engine_id).unwrap(),
         windows: 0,
     };
-    let mut input = Engine::start(plan, Box::new(sink)).unwrap();
+    let mut input = Drive::start(&plan, Box::new(sink));
     for r in records {
         input.push(r);
     }
@@ -298,7 +297,7 @@ fn bus_progress_is_written_in_the_window_transaction() {
         )
         .unwrap();
     let (run, ok) = analyze_with_progress(&mut store, "e1", &recs(200));
-    assert!(!ok, "the sink error reaches the engine");
+    assert!(!ok, "the sink error reaches the caller");
     assert_eq!(
         window_starts(&store, run),
         [0, 60_000_000_000],
