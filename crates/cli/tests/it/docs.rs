@@ -6,7 +6,11 @@ use std::path::Path;
 use std::process::Command;
 
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
 }
 
 #[test]
@@ -21,7 +25,8 @@ fn the_architecture_crate_graph_is_current_and_one_way() {
     );
     let graph = String::from_utf8(out.stdout).unwrap();
     let doc = std::fs::read_to_string(repo().join("docs/ARCHITECTURE.md")).unwrap();
-    let block = format!("<!-- crate-graph:start -->\n```text\n{graph}```\n<!-- crate-graph:end -->");
+    let block =
+        format!("<!-- crate-graph:start -->\n```text\n{graph}```\n<!-- crate-graph:end -->");
     assert!(
         doc.contains(&block),
         "docs/ARCHITECTURE.md's crate graph is stale: run scripts/crate-graph.sh --write\n{graph}"
@@ -59,6 +64,9 @@ fn the_binary_does_not_link_libpcap() {
         .expect("run ldd");
     let libs = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{libs}");
-    assert!(libs.contains("libc.so"), "ldd listed nothing useful: {libs}");
+    assert!(
+        libs.contains("libc.so"),
+        "ldd listed nothing useful: {libs}"
+    );
     assert!(!libs.contains("pcap"), "the binary links libpcap:\n{libs}");
 }

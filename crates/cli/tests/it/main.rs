@@ -2,8 +2,8 @@
 //! which is computed from the generator's own choices, never by decoding.
 
 mod bench;
-mod docs;
 mod distributed;
+mod docs;
 mod metrics;
 mod query;
 mod sketch;
