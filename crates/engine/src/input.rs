@@ -63,6 +63,7 @@ impl Engine {
             all_tasks,
             packets: 0,
             late: 0,
+            windows_flushed: 0,
             broken: None,
         })
     }
@@ -85,6 +86,8 @@ pub struct EngineInput {
     all_tasks: u64,
     packets: u64,
     late: u64,
+    /// Windows flushed so far: the index of the open window.
+    windows_flushed: u64,
     broken: Option<usize>,
 }
 
@@ -148,6 +151,7 @@ impl EngineInput {
         let period_over = self.period.is_none_or(|(_, end)| ts >= end);
         if self.window.is_some() {
             self.flush_window(period_over);
+            self.windows_flushed += 1;
         }
         if period_over {
             let start = window_start(ts, self.plan.period_ns);
@@ -198,6 +202,14 @@ impl EngineInput {
                 },
             );
         }
+    }
+
+    /// The index of the window the last IP record went into, windows being
+    /// numbered from 0 in the order they are flushed (and stored). A consumer
+    /// that must know which stored window holds a record (the engine role's
+    /// JetStream acks) reads it here rather than re-deriving the cuts.
+    pub fn window_index(&self) -> u64 {
+        self.windows_flushed
     }
 
     /// IP records accepted so far.

@@ -267,3 +267,31 @@ fn sketch_periods_reach_the_sink_and_verify_compares_them_with_the_truth() {
         assert_eq!(measures, want);
     }
 }
+
+#[test]
+fn the_window_index_numbers_windows_as_they_are_flushed() {
+    let mut plan = EnginePlan::from_config(&Config::default(), 1).unwrap();
+    plan.window_ns = 10;
+    plan.period_ns = 30;
+    let mut input = netspectra_engine::Engine::start(plan, Box::new(NullSink)).unwrap();
+    let mut idx = Vec::new();
+    // 5,7 in [0,10); 3 in it too; 12 → [10,20); 29 → [20,30); 31 → [30,40);
+    // 95 → [90,100); 94 same; 40 is late (counted in the open window). A
+    // non-IP record never moves the index.
+    for ts in [5, 7, 3, 12, 29, 31, 95, 94, 40] {
+        input.push(&PacketRecord {
+            l3: L3::Ipv4,
+            ts_ns: ts,
+            wire_len: 1,
+            ..Default::default()
+        });
+        input.push(&PacketRecord {
+            ts_ns: 1_000,
+            ..Default::default()
+        });
+        idx.push(input.window_index());
+    }
+    assert_eq!(idx, [0, 0, 0, 1, 2, 3, 4, 4, 4]);
+    // One window per index step, plus the open one flushed at the end.
+    assert_eq!(input.finish().unwrap().windows, 5);
+}

@@ -51,7 +51,7 @@ pub(crate) struct CommitSink {
     pub(crate) period_ns: u64,
     pub(crate) awaiting_sketches: usize,
     /// Index of the next window to be written (the windows' flush order,
-    /// as `WindowTracker` numbers them).
+    /// `EngineInput::window_index`).
     pub(crate) next_window: u64,
     pub(crate) progress: Option<Progress>,
 }

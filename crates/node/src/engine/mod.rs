@@ -41,7 +41,6 @@ use netspectra_bus::{
 };
 use netspectra_engine::{EngineInput, EnginePlan, NullSink, TaskKind, WindowSink};
 use netspectra_model::config::Config;
-use netspectra_model::time::window_start;
 use netspectra_model::PacketRecord;
 use netspectra_proto::wire;
 use netspectra_store::{Store, StoreUrl};
@@ -84,54 +83,6 @@ pub fn static_shards(index: u32, engines: u32, shards: u32) -> Result<Vec<u32>, 
         )));
     }
     Ok(owned)
-}
-
-/// Mirrors `EngineInput`'s window cuts (same rules, same order of records)
-/// to know which window each record went into. Windows are numbered from 0
-/// in the order the engine flushes (and the store writes) them.
-struct WindowTracker {
-    window_ns: u64,
-    period_ns: u64,
-    window: Option<(u64, u64)>,
-    period: Option<(u64, u64)>,
-    index: u64,
-}
-
-impl WindowTracker {
-    fn new(plan: &EnginePlan) -> Self {
-        WindowTracker {
-            window_ns: plan.window_ns,
-            period_ns: plan.period_ns,
-            window: None,
-            period: None,
-            index: 0,
-        }
-    }
-
-    /// Accounts a record about to be pushed (IP records only).
-    #[inline]
-    fn observe(&mut self, ts: u64) {
-        match self.window {
-            Some((start, end)) if ts >= start && ts < end => {}
-            Some((start, _)) if ts < start => {}
-            _ => self.advance(ts),
-        }
-    }
-
-    fn advance(&mut self, ts: u64) {
-        let period_over = self.period.is_none_or(|(_, end)| ts >= end);
-        if self.window.is_some() {
-            self.index += 1;
-        }
-        if period_over {
-            let start = window_start(ts, self.period_ns);
-            self.period = Some((start, start.saturating_add(self.period_ns)));
-        }
-        let (ps, pe) = self.period.expect("period is open");
-        let start = window_start(ts, self.window_ns).max(ps);
-        let end = start.saturating_add(self.window_ns).min(pe);
-        self.window = Some((start, end));
-    }
 }
 
 /// What the consuming loop counted.
@@ -185,7 +136,6 @@ pub struct RunningEngine {
     ack_tx: mpsc::UnboundedSender<(u64, netspectra_bus::Acker)>,
     written_tx: watch::Sender<u64>,
     engine: EngineInput,
-    tracker: WindowTracker,
     dedupe: Dedupe,
     applied_log: Option<AppliedLog>,
     store: Option<Box<dyn Store>>,
@@ -279,7 +229,6 @@ impl EngineRole {
             AckQueue::spawn(written_rx, cfg.consumer.ack_wait)
         };
         let ack_tx = acks.sender();
-        let tracker = WindowTracker::new(&plan);
         let engine = netspectra_engine::Engine::start(plan, Box::new(sink))?;
         Ok(RunningEngine {
             cfg,
@@ -292,7 +241,6 @@ impl EngineRole {
             ack_tx,
             written_tx,
             engine,
-            tracker,
             dedupe,
             applied_log,
             store,
@@ -332,7 +280,6 @@ impl RunningEngine {
             ack_tx,
             written_tx,
             mut engine,
-            mut tracker,
             mut dedupe,
             applied_log,
             mut store,
@@ -352,17 +299,13 @@ impl RunningEngine {
         let poll = Duration::from_millis(100);
         let mut first_message: Option<Instant> = None;
         let mut last_applied = Instant::now();
-        let mut apply_one = |d: Delivery,
-                             c: &mut Consumed,
-                             engine: &mut EngineInput,
-                             tracker: &mut WindowTracker| {
+        let mut apply_one = |d: Delivery, c: &mut Consumed, engine: &mut EngineInput| {
             apply(
                 d,
                 c,
                 &mut dedupe,
                 log,
                 &mut recs,
-                tracker,
                 engine,
                 &ack_tx,
                 &shards,
@@ -395,14 +338,14 @@ impl RunningEngine {
             // to the runtime.
             let queued = std::iter::from_fn(|| rx.try_recv().ok());
             for d in std::iter::once(d).chain(queued) {
-                apply_one(d, &mut c, &mut engine, &mut tracker);
+                apply_one(d, &mut c, &mut engine);
             }
             last_applied = Instant::now();
         }
         // Stop consuming; apply what was already received.
         consumer.stop();
         while let Ok(d) = rx.try_recv() {
-            apply_one(d, &mut c, &mut engine, &mut tracker);
+            apply_one(d, &mut c, &mut engine);
         }
         drop(rx);
         export(&c);
@@ -519,7 +462,6 @@ fn apply(
     dedupe: &mut Dedupe,
     log: Option<&Mutex<VecDeque<Applied>>>,
     recs: &mut Vec<PacketRecord>,
-    tracker: &mut WindowTracker,
     engine: &mut EngineInput,
     ack_tx: &mpsc::UnboundedSender<(u64, netspectra_bus::Acker)>,
     owned: &[u32],
@@ -535,9 +477,8 @@ fn apply(
                         let mut first_window = None;
                         let mut newest = c.newest_ts_ns;
                         for r in recs.iter() {
-                            tracker.observe(r.ts_ns);
-                            first_window.get_or_insert(tracker.index);
                             engine.push(r);
+                            first_window.get_or_insert(engine.window_index());
                             c.bytes += u64::from(r.wire_len);
                             newest = newest.max(r.ts_ns);
                         }
@@ -547,13 +488,13 @@ fn apply(
                             // Before any later packet is pushed, hence
                             // before this window can be flushed.
                             log.lock().unwrap_or_else(|e| e.into_inner()).push_back((
-                                tracker.index,
+                                engine.window_index(),
                                 Arc::from(h.probe_id),
                                 h.shard,
                                 h.seq,
                             ));
                         }
-                        if first_window.is_some_and(|w| w != tracker.index) {
+                        if first_window.is_some_and(|w| w != engine.window_index()) {
                             // Part of this batch is in a window that will be
                             // stored before the batch is acked.
                             if c.split_batches == 0 {
@@ -571,7 +512,7 @@ fn apply(
                             message = "batch applied",
                             shard = h.shard,
                             seq = h.seq,
-                            window = tracker.index
+                            window = engine.window_index()
                         );
                     } else {
                         c.duplicates += 1;
@@ -591,7 +532,6 @@ fn apply(
         Source::Interop => match wire::decode_packet(&d.payload) {
             Ok(r) => {
                 if owned.contains(&shard_of(&r, shards)) {
-                    tracker.observe(r.ts_ns);
                     engine.push(&r);
                     c.packets += 1;
                     c.bytes += u64::from(r.wire_len);
@@ -610,40 +550,6 @@ fn apply(
     if let Some(acker) = d.acker {
         // Acked once the window now open (holding the batch's last packet,
         // or, for a duplicate, later than the original) is written.
-        let _ = ack_tx.send((tracker.index, acker));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_tracker_counts_windows_as_the_engine_flushes_them() {
-        let mut plan =
-            EnginePlan::from_config(&netspectra_model::config::Config::default(), 1).unwrap();
-        plan.window_ns = 10;
-        plan.period_ns = 30;
-        let mut t = WindowTracker::new(&plan);
-        let mut idx = Vec::new();
-        for ts in [5, 7, 3, 12, 29, 31, 95, 94, 40] {
-            t.observe(ts);
-            idx.push(t.index);
-        }
-        // 5,7 in [0,10); 3 in it too; 12 → [10,20); 29 → [20,30); 31 → [30,40);
-        // 95 → [90,100); 94 same; 40 is late (counted in the open window).
-        assert_eq!(idx, [0, 0, 0, 1, 2, 3, 4, 4, 4]);
-        // The engine agrees: it flushes one window per index step, plus the
-        // last one at finish.
-        let mut input = netspectra_engine::Engine::start(plan, Box::new(NullSink)).unwrap();
-        for ts in [5, 7, 3, 12, 29, 31, 95, 94, 40] {
-            input.push(&PacketRecord {
-                l3: netspectra_model::L3::Ipv4,
-                ts_ns: ts,
-                wire_len: 1,
-                ..Default::default()
-            });
-        }
-        assert_eq!(input.finish().unwrap().windows, 5);
+        let _ = ack_tx.send((engine.window_index(), acker));
     }
 }
