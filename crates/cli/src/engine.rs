@@ -71,11 +71,7 @@ pub struct EngineArgs {
 pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     let shards = static_shards(args.engine_index, args.engines, args.shards)?;
     let config = setup::load_config(args.config.as_deref())?;
-    let url = args
-        .nats
-        .clone()
-        .or_else(|| (!config.probe.nats_url.is_empty()).then(|| config.probe.nats_url.clone()))
-        .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string());
+    let url = setup::nats_url(args.nats.as_deref(), &config);
     let engine_id = args
         .engine_id
         .clone()

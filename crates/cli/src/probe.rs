@@ -73,11 +73,7 @@ pub struct ProbeArgs {
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let url = args
-        .nats
-        .clone()
-        .or_else(|| (!config.probe.nats_url.is_empty()).then(|| config.probe.nats_url.clone()))
-        .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string());
+    let url = setup::nats_url(args.nats.as_deref(), &config);
     let probe_id = args.probe_id.clone().unwrap_or_else(default_probe_id);
     let align_ns = match &args.batch_align {
         Some(t) if t.trim() == "0" => 0,

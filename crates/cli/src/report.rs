@@ -3,6 +3,7 @@
 use netspectra_engine::{Estimate, SketchReport, TaskKind, TaskTotals};
 use netspectra_model::time::format_rfc3339_ns;
 use netspectra_model::FlowKey;
+pub(crate) use netspectra_node::report::thousands as num;
 use netspectra_node::report::Report;
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
@@ -137,19 +138,6 @@ pub fn json(r: &Report) -> Value {
         "store": r.store.as_ref().map(|(url, run)| json!({"url": url, "run_id": run})),
         "tasks": tasks,
     })
-}
-
-/// Groups digits in thousands: 1234567 → 1,234,567.
-pub(crate) fn num(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Renders rows of cells as left/right aligned columns (numbers right).
@@ -398,18 +386,5 @@ fn bytes_text(n: usize) -> String {
         format!("{:.1} MiB", n as f64 / f64::from(1 << 20))
     } else {
         format!("{:.1} KiB", n as f64 / 1024.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::num;
-
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(num(0), "0");
-        assert_eq!(num(999), "999");
-        assert_eq!(num(1000), "1,000");
-        assert_eq!(num(1234567), "1,234,567");
     }
 }

@@ -15,6 +15,7 @@
 //!    3 runs each, median.
 
 use crate::error::{Context, NodeError};
+use crate::report::thousands;
 use netspectra_capture::decode::decode;
 use netspectra_capture::gen::{generate, truth_path, GenOptions};
 use netspectra_capture::reader::CaptureReader;
@@ -129,7 +130,7 @@ pub fn run(cfg: &BenchConfig, say: &dyn Fn(&str)) -> Result<BenchResults, NodeEr
     }
     say(&format!(
         "trace: {} IP packets ({})",
-        group(recs.len() as u64),
+        thousands(recs.len() as u64),
         trace.source
     ));
 
@@ -177,7 +178,7 @@ fn load_trace(args: &BenchConfig, say: &dyn Fn(&str)) -> Result<Trace, NodeError
     )));
     say(&format!(
         "generating {} packets (seed {}) into {}",
-        group(args.packets),
+        thousands(args.packets),
         args.seed,
         tmp.0.display()
     ));
@@ -530,10 +531,10 @@ fn to_table(r: &BenchResults) -> String {
     let _ = writeln!(
         s,
         "trace: {} packets ({}), {} sources, {} flows",
-        group(r.packets),
+        thousands(r.packets),
         r.source,
-        group(r.sources),
-        group(r.flows)
+        thousands(r.sources),
+        thousands(r.flows)
     );
     let _ = writeln!(
         s,
@@ -585,7 +586,7 @@ fn to_table(r: &BenchResults) -> String {
         s,
         "exact, 5-tuple key: insert {:.1} ns/packet, {} flows, {} (est.)",
         m.exact_flow_insert_ns,
-        group(r.flows),
+        thousands(r.flows),
         mb(mem.exact_flow_bytes_estimated)
     );
     let _ = writeln!(
@@ -636,30 +637,9 @@ fn mb(bytes: u64) -> String {
     }
 }
 
-/// `1234567` → `1,234,567`.
-pub fn group(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn groups_thousands() {
-        assert_eq!(group(0), "0");
-        assert_eq!(group(999), "999");
-        assert_eq!(group(1000), "1,000");
-        assert_eq!(group(1_234_567), "1,234,567");
-    }
 
     #[test]
     fn median_of_odd_and_even() {

@@ -27,6 +27,14 @@ pub fn store_url(no_store: bool, flag: Option<&str>, config: &Config) -> Option<
     (!url.is_empty()).then_some(url)
 }
 
+/// The NATS URL a probe or engine uses: `--nats`, then the config's
+/// `probe.nats_url`, then [`netspectra_bus::DEFAULT_URL`].
+pub fn nats_url(flag: Option<&str>, config: &Config) -> String {
+    flag.map(str::to_string)
+        .or_else(|| (!config.probe.nats_url.is_empty()).then(|| config.probe.nats_url.clone()))
+        .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string())
+}
+
 /// A store with the run this process records in it (or no store at all).
 pub struct RunStore {
     store: Option<Box<dyn Store>>,
