@@ -26,7 +26,7 @@ use async_nats::jetstream::message::Acker;
 use async_nats::jetstream::AckKind;
 use bytes::Bytes;
 use futures::StreamExt;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -72,7 +72,11 @@ pub struct ConsumerConfig {
 /// Running subscriptions; deliveries arrive on the receiver [`Consumer::start`] returns.
 pub struct Consumer {
     client: async_nats::Client,
-    tasks: Vec<JoinHandle<()>>,
+    cfg: ConsumerConfig,
+    stream: Option<async_nats::jetstream::stream::Stream>,
+    tx: mpsc::Sender<Delivery>,
+    shards: BTreeMap<u32, JoinHandle<()>>,
+    interop: Option<JoinHandle<()>>,
     counters: Arc<BusCounters>,
 }
 
@@ -81,29 +85,60 @@ pub struct Consumer {
 const SUBSCRIPTION_CAPACITY: usize = 4096;
 
 impl Consumer {
-    /// Connects and subscribes (JetStream: creates the stream and the
-    /// durable consumers `<prefix>-shard-<s>` if missing). Returns once every
-    /// subscription is registered with the server.
+    /// Connects and subscribes to `cfg.shards` (JetStream: creates the
+    /// stream and the durable consumers `<prefix>-shard-<s>` if missing).
+    /// Returns once every subscription is registered with the server.
     pub async fn start(
         cfg: &ConsumerConfig,
     ) -> Result<(Consumer, mpsc::Receiver<Delivery>), BusError> {
         let counters = Arc::new(BusCounters::default());
         let client = connect(&cfg.bus, SUBSCRIPTION_CAPACITY, counters.clone()).await?;
         let (tx, rx) = mpsc::channel(cfg.queue.max(1));
-        let mut tasks = Vec::new();
-        if cfg.bus.jetstream {
+        let stream = if cfg.bus.jetstream {
             let js = async_nats::jetstream::new(client.clone());
-            let stream = ensure_stream(&js, &cfg.bus).await?;
-            for &shard in &cfg.shards {
-                let name = cfg.bus.consumer_name(shard);
+            Some(ensure_stream(&js, &cfg.bus).await?)
+        } else {
+            None
+        };
+        let mut consumer = Consumer {
+            client,
+            cfg: cfg.clone(),
+            stream,
+            tx,
+            shards: BTreeMap::new(),
+            interop: None,
+            counters,
+        };
+        for &shard in &cfg.shards {
+            consumer.add_shard(shard).await?;
+        }
+        if let Some(subject) = &cfg.interop_subject {
+            let sub = subscribe(&consumer.client, subject).await?;
+            let tx = consumer.tx.clone();
+            consumer.interop = Some(tokio::spawn(forward_core(sub, Source::Interop, tx)));
+        }
+        consumer.flush().await?;
+        Ok((consumer, rx))
+    }
+
+    /// Starts consuming `shard` (no-op if already consuming it).
+    /// Subscriptions are registered once [`Consumer::flush`] returns.
+    pub async fn add_shard(&mut self, shard: u32) -> Result<(), BusError> {
+        if self.shards.contains_key(&shard) {
+            return Ok(());
+        }
+        let bus = &self.cfg.bus;
+        let task = match &self.stream {
+            Some(stream) => {
+                let name = bus.consumer_name(shard);
                 let consumer: pull::Stream = stream
                     .get_or_create_consumer(
                         &name,
                         pull::Config {
                             durable_name: Some(name.clone()),
-                            filter_subject: cfg.bus.subject(shard),
+                            filter_subject: bus.subject(shard),
                             ack_policy: AckPolicy::Explicit,
-                            ack_wait: cfg.ack_wait,
+                            ack_wait: self.cfg.ack_wait,
                             deliver_policy: DeliverPolicy::All,
                             // Acks wait for the window: never stall on them.
                             max_ack_pending: -1,
@@ -123,32 +158,39 @@ impl Consumer {
                         what: format!("pulling from consumer {name}"),
                         source: e.into(),
                     })?;
-                tasks.push(tokio::spawn(forward_jetstream(name, consumer, tx.clone())));
+                tokio::spawn(forward_jetstream(name, consumer, self.tx.clone()))
             }
-        } else {
-            for &shard in &cfg.shards {
-                let subject = cfg.bus.subject(shard);
-                let sub = subscribe(&client, &subject).await?;
-                tasks.push(tokio::spawn(forward_core(sub, Source::Batch, tx.clone())));
+            None => {
+                let sub = subscribe(&self.client, &bus.subject(shard)).await?;
+                tokio::spawn(forward_core(sub, Source::Batch, self.tx.clone()))
             }
+        };
+        self.shards.insert(shard, task);
+        Ok(())
+    }
+
+    /// Stops consuming `shard`. Deliveries already queued stay in the
+    /// receiver; JetStream messages pulled but not yet queued are
+    /// redelivered (to the shard's next consumer) after `ack_wait`.
+    /// Returns once its task is gone, so nothing of `shard` is queued later.
+    pub async fn remove_shard(&mut self, shard: u32) {
+        if let Some(t) = self.shards.remove(&shard) {
+            t.abort();
+            let _ = t.await;
         }
-        if let Some(subject) = &cfg.interop_subject {
-            let sub = subscribe(&client, subject).await?;
-            tasks.push(tokio::spawn(forward_core(sub, Source::Interop, tx.clone())));
-        }
-        // Subscriptions are registered once the server has processed them.
-        client.flush().await.map_err(|e| BusError::Subscribe {
-            subject: format!("{}.packets.*", cfg.bus.prefix),
+    }
+
+    /// The shards being consumed.
+    pub fn shards(&self) -> Vec<u32> {
+        self.shards.keys().copied().collect()
+    }
+
+    /// Waits until the server has processed every subscription change.
+    pub async fn flush(&self) -> Result<(), BusError> {
+        self.client.flush().await.map_err(|e| BusError::Subscribe {
+            subject: format!("{}.packets.*", self.cfg.bus.prefix),
             source: e.into(),
-        })?;
-        Ok((
-            Consumer {
-                client,
-                tasks,
-                counters,
-            },
-            rx,
-        ))
+        })
     }
 
     /// Connection events and drops seen so far.
@@ -156,7 +198,7 @@ impl Consumer {
         self.counters.clone()
     }
 
-    /// The connection (for acks and health checks).
+    /// The connection (for acks, health checks and the cluster bucket).
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
@@ -164,7 +206,10 @@ impl Consumer {
     /// Stops consuming: subscriptions end; deliveries already queued stay
     /// in the receiver.
     pub fn stop(&mut self) {
-        for t in self.tasks.drain(..) {
+        for (_, t) in std::mem::take(&mut self.shards) {
+            t.abort();
+        }
+        if let Some(t) = self.interop.take() {
             t.abort();
         }
     }

@@ -5,7 +5,7 @@
 //!  probe: decode ─► Batcher (per shard: 1024 packets | 512 KiB | 100 ms | aligned slot)
 //!                     └─► Publisher ─► <prefix>.packets.<shard>   (core NATS, or a JetStream
 //!                                                                   stream with Nats-Msg-Id)
-//!  engine I of E: Consumer of shards s with s % E == I ─► Delivery ─► Dedupe ─► engine
+//!  engine: Consumer of the shards it holds leases on ─► Delivery ─► Dedupe ─► engine
 //!                     └─► AckQueue: JetStream acks once the window holding the batch is stored
 //! ```
 //!
@@ -17,10 +17,14 @@
 //! destination) are exact under any split, since the store sums rows over
 //! engines. The cost is balance: one very heavy source lands on one shard.
 //!
-//! **Ownership.** Engine `I` of `E` owns the shards `s` with `s % E == I`
-//! ([`owned_shards`]): each shard has exactly one consumer when every index
-//! runs once, and adding engines (restarting all with the new `E`) spreads
-//! the shards. Dynamic rebalancing is out of scope.
+//! **Ownership.** By default engines find each other ([`cluster`]): each
+//! holds a membership lease in a NATS KV bucket, shards are assigned among
+//! the live members by rendezvous hashing, and an engine consumes a shard
+//! only while it holds that shard's lease, so engines started alike split
+//! the work, and a dead engine's shards move once its leases expire. The
+//! static override: engine `I` of `E` owns the shards `s % E == I`
+//! ([`owned_shards`]). [`lease`] is the same mechanism as a library (leader
+//! election with fencing tokens).
 //!
 //! **Delivery.** Core NATS is at-most-once and fast: a slow engine loses
 //! messages, which are counted ([`BusCounters`]). JetStream is
@@ -30,7 +34,9 @@
 //! ([`Dedupe`]).
 
 mod batch;
+pub mod cluster;
 mod consume;
+pub mod lease;
 pub mod progress;
 mod publish;
 
@@ -185,6 +191,9 @@ pub enum BusError {
         /// The cause.
         source: async_nats::Error,
     },
+    /// Another live engine already uses this id.
+    #[error("engine id '{0}' is in use by a live engine: give each engine its own --engine-id (or leave it unset)")]
+    IdInUse(String),
     /// Subscribing failed.
     #[error("subscribing to {subject}: {source}")]
     Subscribe {

@@ -4,7 +4,7 @@
 use crate::Outcome;
 use clap::Args;
 use netspectra_bus::{BusConfig, ConsumerConfig};
-use netspectra_node::engine::{static_shards, EngineConfig, EngineRole};
+use netspectra_node::engine::{default_engine_id, static_shards, EngineConfig, EngineRole};
 use netspectra_node::{setup, Shutdown};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,17 +24,24 @@ pub struct EngineArgs {
     /// YAML configuration (tasks, windows, workers).
     #[arg(long, value_name = "F")]
     config: Option<PathBuf>,
-    /// This engine's index among `--engines` (it owns shards s with s % E == I).
-    #[arg(long, value_name = "I", default_value_t = 0)]
-    engine_index: u32,
-    /// Number of engines sharing the shards.
-    #[arg(long, value_name = "E", default_value_t = 1,
+    /// Static override: this engine's index among `--engines` (it owns the
+    /// shards s with s % E == I). Without it, engines find each other
+    /// through NATS and share the shards on their own.
+    #[arg(long, value_name = "I", requires = "engines")]
+    engine_index: Option<u32>,
+    /// Static override: the number of engines sharing the shards.
+    #[arg(long, value_name = "E", requires = "engine_index",
           value_parser = clap::value_parser!(u32).range(1..))]
-    engines: u32,
+    engines: Option<u32>,
+    /// Seconds after which a silent engine is taken for dead and its shards
+    /// move to the others (they renew four times per period).
+    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
+    member_ttl: f64,
     /// Consume from the JetStream stream with durable consumers (at-least-once).
     #[arg(long)]
     jetstream: bool,
-    /// Id written on every stored row (default: `engine-<index>`).
+    /// Id written on every stored row, unique per running engine (default:
+    /// `<host>-<pid>`; `engine-<index>` with `--engine-index`).
     #[arg(long, value_name = "ID")]
     engine_id: Option<String>,
     /// Also consume Go2NetSpectra probes' one-packet messages from this
@@ -69,13 +76,23 @@ pub struct EngineArgs {
 }
 
 pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
-    let shards = static_shards(args.engine_index, args.engines, args.shards)?;
+    let shards = match (args.engine_index, args.engines) {
+        (Some(index), Some(engines)) => static_shards(index, engines, args.shards)?,
+        _ => Vec::new(),
+    };
+    let elastic = args
+        .engine_index
+        .is_none()
+        .then(|| Duration::from_secs_f64(args.member_ttl.clamp(1.0, 3600.0)));
     let config = setup::load_config(args.config.as_deref())?;
     let url = setup::nats_url(args.nats.as_deref(), &config);
     let engine_id = args
         .engine_id
         .clone()
-        .unwrap_or_else(|| format!("engine-{}", args.engine_index));
+        .unwrap_or_else(|| match args.engine_index {
+            Some(i) => format!("engine-{i}"),
+            None => default_engine_id(),
+        });
     let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
     let engine = EngineRole::start(EngineConfig {
         config,
@@ -93,6 +110,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
             ack_wait: Duration::from_secs_f64(args.ack_wait.max(0.1)),
             queue: 256,
         },
+        elastic,
         engine_id,
         store,
         idle_exit: args.idle_exit.map(|s| Duration::from_secs_f64(s.max(0.0))),

@@ -69,6 +69,13 @@ pub trait Store: Send {
     ) -> Result<Option<String>, StoreError> {
         Ok(None)
     }
+
+    /// The progress every engine last stored for `consumer`: what an engine
+    /// taking over shards from others seeds its dedupe with (each engine's
+    /// state covers only the batches it applied).
+    fn all_progress(&self, _consumer: &str) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Opens the store a URL names, for the writer `writer_id` (an engine id,

@@ -180,6 +180,19 @@ impl SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    /// The progress every engine last stored for `consumer`.
+    pub fn all_progress(&self, consumer: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state FROM bus_progress WHERE consumer = ?1")
+            .map_err(|e| self.err(e))?;
+        let states = stmt
+            .query_map(params![consumer], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| self.err(e));
+        states
+    }
+
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         read_runs(&self.conn).map_err(|e| self.err(e))
@@ -236,6 +249,10 @@ impl crate::Store for SqliteStore {
 
     fn load_progress(&self, engine_id: &str, consumer: &str) -> Result<Option<String>, StoreError> {
         SqliteStore::load_progress(self, engine_id, consumer)
+    }
+
+    fn all_progress(&self, consumer: &str) -> Result<Vec<String>, StoreError> {
+        SqliteStore::all_progress(self, consumer)
     }
 }
 

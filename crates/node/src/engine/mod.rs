@@ -29,14 +29,16 @@
 //! already received, flush the open window, ack, mark the run complete.
 
 mod commit;
+mod elastic;
 
 use crate::error::{Context, NodeError};
 use crate::setup::{recorded_command, without_url_password};
 use crate::telemetry::{self, Telemetry};
 use crate::Shutdown;
 use commit::{Applied, AppliedLog, CommitSink, Progress};
+use elastic::Elastic;
 use netspectra_bus::{
-    progress, shard_of, AckQueue, AckStats, BusCounters, Consumer, ConsumerConfig, Dedupe,
+    cluster, progress, shard_of, AckQueue, AckStats, BusCounters, Consumer, ConsumerConfig, Dedupe,
     Delivery, Source,
 };
 use netspectra_engine::{EngineInput, EnginePlan, NullSink, TaskKind, WindowSink};
@@ -56,8 +58,13 @@ pub struct EngineConfig {
     pub config: Config,
     /// Engine workers (0: `aggregator.num_workers`, and 0 there: one per core).
     pub workers: usize,
-    /// NATS, the shards consumed, interop subject, ack wait.
+    /// NATS, the shards consumed, interop subject, ack wait. With
+    /// `elastic`, `consumer.shards` is ignored: shards come from the cluster.
     pub consumer: ConsumerConfig,
+    /// Find the other engines and share the shards with them (membership
+    /// lease TTL); `None`: consume exactly `consumer.shards` (the static
+    /// `--engines/--engine-index` override).
+    pub elastic: Option<Duration>,
     /// Id written on every stored row (and the JetStream progress's owner).
     pub engine_id: String,
     /// Store URL (`None`: results in memory only).
@@ -83,6 +90,65 @@ pub fn static_shards(index: u32, engines: u32, shards: u32) -> Result<Vec<u32>, 
         )));
     }
     Ok(owned)
+}
+
+/// An id no other running engine has: `<host name>-<pid>`.
+pub fn default_engine_id() -> String {
+    crate::probe::default_probe_id()
+}
+
+/// The shards an engine consumes and the cluster members it sees, kept
+/// current by the consuming loop (tests and readiness read it).
+#[derive(Clone, Default)]
+pub struct ClusterView(Arc<Mutex<(Vec<u32>, Vec<String>)>>);
+
+impl ClusterView {
+    fn set(&self, shards: &[u32], members: &[String]) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = (shards.to_vec(), members.to_vec());
+    }
+
+    /// The shards consumed now.
+    pub fn shards(&self) -> Vec<u32> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).0.clone()
+    }
+
+    /// The live members seen at the last heartbeat (empty when static).
+    pub fn members(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).1.clone()
+    }
+}
+
+/// Marks as applied, in `dedupe`, the batches of `shards` that any engine
+/// stored with its progress (JetStream with a store; otherwise nothing).
+fn seed(
+    dedupe: &mut Dedupe,
+    store: Option<&dyn Store>,
+    jetstream: bool,
+    consumer_name: &str,
+    shards: &[u32],
+) -> Result<(), NodeError> {
+    let (true, Some(store)) = (jetstream, store) else {
+        return Ok(());
+    };
+    let mut ranges = 0usize;
+    for state in store.all_progress(consumer_name)? {
+        let stored = progress::decode(&state).context(format!(
+            "stored bus progress ({consumer_name}) cannot be read; delete its rows from \
+             bus_progress to start over (redelivered batches would then be counted again)"
+        ))?;
+        for (probe, shard, rs) in stored.ranges() {
+            if shards.contains(&shard) {
+                for &(first, last) in rs {
+                    dedupe.mark_applied(probe, shard, first, last);
+                    ranges += 1;
+                }
+            }
+        }
+    }
+    if ranges > 0 {
+        tracing::info!(message = "resuming from stored progress", consumer = %consumer_name, ?shards, ranges);
+    }
+    Ok(())
 }
 
 /// What the consuming loop counted.
@@ -131,6 +197,8 @@ pub struct RunningEngine {
     rt: tokio::runtime::Runtime,
     consumer: Consumer,
     rx: mpsc::Receiver<Delivery>,
+    elastic: Option<Elastic>,
+    status: ClusterView,
     counters: Arc<BusCounters>,
     acks: AckQueue,
     ack_tx: mpsc::UnboundedSender<(u64, netspectra_bus::Acker)>,
@@ -165,22 +233,17 @@ impl EngineRole {
             "interop_subject": cfg.consumer.interop_subject,
         });
         let command = recorded_command(std::env::args());
-        // JetStream: resume from the batches this engine id has stored.
+        // JetStream: skip the batches whose windows some engine stored.
         let consumer_name = progress::consumer_name(&bus.prefix);
         let mut dedupe = Dedupe::default();
-        if let (true, Some(s)) = (bus.jetstream, &store) {
-            if let Some(state) = s.load_progress(engine_id, &consumer_name)? {
-                dedupe = progress::decode(&state).context(format!(
-                    "the stored progress of engine {engine_id} ({consumer_name}) cannot be read; \
-                     delete its row from bus_progress to start over (redelivered batches \
-                     would then be counted again)"
-                ))?;
-                let (keys, ranges) = dedupe
-                    .ranges()
-                    .fold((0usize, 0usize), |(k, r), (_, _, rs)| (k + 1, r + rs.len()));
-                tracing::info!(message = "resuming from stored progress", engine = %engine_id,
-                               consumer = %consumer_name, shards = keys, ranges);
-            }
+        if cfg.elastic.is_none() {
+            seed(
+                &mut dedupe,
+                store.as_deref(),
+                bus.jetstream,
+                &consumer_name,
+                &cfg.consumer.shards,
+            )?;
         }
         let applied_log: Option<AppliedLog> =
             (bus.jetstream && store.is_some()).then(|| Arc::new(Mutex::new(VecDeque::new())));
@@ -219,7 +282,20 @@ impl EngineRole {
             .build()
             .context("cannot start the async runtime")?;
         telemetry.set_ready(false, "connecting to NATS");
-        let (consumer, rx) = rt.block_on(Consumer::start(&cfg.consumer))?;
+        let mut consumer_cfg = cfg.consumer.clone();
+        if cfg.elastic.is_some() {
+            consumer_cfg.shards.clear();
+        }
+        let (consumer, rx) = rt.block_on(Consumer::start(&consumer_cfg))?;
+        let elastic = match cfg.elastic {
+            Some(ttl) => Some(rt.block_on(async {
+                let bucket = cluster::open_bucket(consumer.client(), bus, ttl).await?;
+                Elastic::join(bucket, bus, engine_id).await
+            })?),
+            None => None,
+        };
+        let status = ClusterView::default();
+        status.set(&consumer.shards(), &[]);
         let counters = consumer.counters();
         metrics::counter!("netspectra_engine_windows_total").increment(0);
         export(&Consumed::default());
@@ -236,6 +312,8 @@ impl EngineRole {
             rt,
             consumer,
             rx,
+            elastic,
+            status,
             counters,
             acks,
             ack_tx,
@@ -251,15 +329,25 @@ impl EngineRole {
 }
 
 impl RunningEngine {
-    /// `netspectra engine ID: consuming shards [...] of N from URL`, for the
-    /// user (and the tests waiting for an engine to be subscribed).
+    /// The shards consumed and the members seen, as they change.
+    pub fn cluster(&self) -> ClusterView {
+        self.status.clone()
+    }
+
+    /// `netspectra engine ID: consuming shards [...] of N from URL` (static)
+    /// or `… sharing N shards with the engines on URL` (elastic), for the user.
     pub fn describe(&self) -> String {
         let bus = &self.cfg.consumer.bus;
+        let what = match self.cfg.elastic {
+            Some(_) => format!("sharing {} shards with the engines on", bus.shards),
+            None => format!(
+                "consuming shards {:?} of {} from",
+                self.cfg.consumer.shards, bus.shards
+            ),
+        };
         format!(
-            "netspectra engine {}: consuming shards {:?} of {} from {}{}",
+            "netspectra engine {}: {what} {}{}",
             self.cfg.engine_id,
-            self.cfg.consumer.shards,
-            bus.shards,
             without_url_password(&bus.url),
             if bus.jetstream { " (JetStream)" } else { "" }
         )
@@ -275,6 +363,8 @@ impl RunningEngine {
             rt,
             mut consumer,
             mut rx,
+            mut elastic,
+            status,
             counters,
             acks,
             ack_tx,
@@ -287,9 +377,14 @@ impl RunningEngine {
             inputs,
         } = self;
         let url = cfg.consumer.bus.url.clone();
-        let shards = cfg.consumer.shards.clone();
+        let mut shards = cfg.consumer.shards.clone();
+        if elastic.is_some() {
+            shards.clear();
+        }
         let shard_count = cfg.consumer.bus.shards;
         let engine_id = cfg.engine_id.clone();
+        let jetstream = cfg.consumer.bus.jetstream;
+        let consumer_name = progress::consumer_name(&cfg.consumer.bus.prefix);
         let mut last_export = Instant::now();
         let started = Instant::now();
         let mut c = Consumed::default();
@@ -299,19 +394,22 @@ impl RunningEngine {
         let poll = Duration::from_millis(100);
         let mut first_message: Option<Instant> = None;
         let mut last_applied = Instant::now();
-        let mut apply_one = |d: Delivery, c: &mut Consumed, engine: &mut EngineInput| {
-            apply(
-                d,
-                c,
-                &mut dedupe,
-                log,
-                &mut recs,
-                engine,
-                &ack_tx,
-                &shards,
-                shard_count,
-            )
-        };
+        let mut cluster_error = false;
+        macro_rules! apply_one {
+            ($d:expr) => {
+                apply(
+                    $d,
+                    &mut c,
+                    &mut dedupe,
+                    log,
+                    &mut recs,
+                    &mut engine,
+                    &ack_tx,
+                    &shards,
+                    shard_count,
+                )
+            };
+        }
         loop {
             if last_export.elapsed() >= EXPORT_EVERY {
                 last_export = Instant::now();
@@ -326,6 +424,63 @@ impl RunningEngine {
                 tracing::info!(message = "idle: stopping", engine = %engine_id);
                 break;
             }
+            if let Some(el) = elastic.as_mut().filter(|e| e.due()) {
+                let written = *written_tx.borrow();
+                let moves = match rt.block_on(el.beat(written)) {
+                    Ok(m) => {
+                        if std::mem::take(&mut cluster_error) {
+                            tracing::info!(message = "cluster heartbeat works again", engine = %engine_id);
+                        }
+                        m
+                    }
+                    Err(error) => {
+                        if !std::mem::replace(&mut cluster_error, true) {
+                            tracing::error!(message = "cluster heartbeat failed; retrying", engine = %engine_id, %error);
+                        }
+                        elastic::Moves::default()
+                    }
+                };
+                for &s in moves.lost.iter().chain(&moves.give_back) {
+                    rt.block_on(consumer.remove_shard(s));
+                }
+                if !moves.lost.is_empty() || !moves.give_back.is_empty() {
+                    // What was received from them is applied before they go.
+                    while let Ok(d) = rx.try_recv() {
+                        apply_one!(d);
+                    }
+                    shards.retain(|s| !moves.lost.contains(s) && !moves.give_back.contains(s));
+                }
+                for &s in &moves.give_back {
+                    el.stopped(s, engine.window_index());
+                    tracing::info!(
+                        message = "giving a shard to another engine",
+                        shard = s,
+                        window = engine.window_index()
+                    );
+                }
+                for &s in &moves.take {
+                    seed(
+                        &mut dedupe,
+                        store.as_deref(),
+                        jetstream,
+                        &consumer_name,
+                        &[s],
+                    )?;
+                    rt.block_on(consumer.add_shard(s))?;
+                    shards.push(s);
+                    tracing::info!(
+                        message = "took a shard",
+                        shard = s,
+                        members = el.members().len()
+                    );
+                }
+                if !moves.take.is_empty() {
+                    rt.block_on(consumer.flush())?;
+                }
+                shards.sort_unstable();
+                metrics::gauge!("netspectra_engine_owned_shards").set(shards.len() as f64);
+                status.set(&shards, el.members());
+            }
             let got = rt.block_on(async { tokio::time::timeout(poll, rx.recv()).await });
             let d = match got {
                 Ok(Some(d)) => d,
@@ -336,16 +491,16 @@ impl RunningEngine {
             first_message.get_or_insert(last_message);
             // This message, then what is already queued, without going back
             // to the runtime.
-            let queued = std::iter::from_fn(|| rx.try_recv().ok());
-            for d in std::iter::once(d).chain(queued) {
-                apply_one(d, &mut c, &mut engine);
+            apply_one!(d);
+            while let Ok(d) = rx.try_recv() {
+                apply_one!(d);
             }
             last_applied = Instant::now();
         }
         // Stop consuming; apply what was already received.
         consumer.stop();
         while let Ok(d) = rx.try_recv() {
-            apply_one(d, &mut c, &mut engine);
+            apply_one!(d);
         }
         drop(rx);
         export(&c);
@@ -359,6 +514,12 @@ impl RunningEngine {
         drop(ack_tx);
         let ack_stats = rt.block_on(acks.finish());
         let output = finished?;
+        if let Some(el) = elastic {
+            // Everything applied is stored and acked: hand over at once.
+            if let Err(error) = rt.block_on(el.leave()) {
+                tracing::warn!(message = "cannot release shard leases; they expire by themselves", %error);
+            }
+        }
         let (connects, disconnects, slow) = counters.snapshot();
         let decoded = json!({
             "batches": c.batches,

@@ -98,6 +98,7 @@ fn engine_config(nats: &NatsServer, db: &Path, idle_exit: Option<Duration>) -> E
             ack_wait: Duration::from_secs(30),
             queue: 256,
         },
+        elastic: None,
         engine_id: "engine-test".into(),
         store: Some(format!("sqlite:{}", db.display())),
         idle_exit,

@@ -4,6 +4,7 @@
 
 mod api;
 mod distributed;
+mod elastic;
 mod live;
 mod offline;
 

@@ -471,6 +471,20 @@ impl ClickHouseStore {
             .next()
             .and_then(|(n, state)| (n > 0).then_some(state)))
     }
+
+    /// The progress every engine last stored for `consumer` (after
+    /// flushing this store's writer, as [`ClickHouseStore::load_progress`]).
+    pub fn all_progress(&self, consumer: &str) -> Result<Vec<String>, StoreError> {
+        self.flush()?;
+        self.fetch_all(
+            self.client
+                .query(
+                    "SELECT argMax(state, version) FROM bus_progress \
+                     WHERE consumer = ? GROUP BY engine_id",
+                )
+                .bind(consumer),
+        )
+    }
 }
 
 impl Drop for ClickHouseStore {
@@ -511,6 +525,10 @@ impl crate::Store for ClickHouseStore {
 
     fn load_progress(&self, engine_id: &str, consumer: &str) -> Result<Option<String>, StoreError> {
         ClickHouseStore::load_progress(self, engine_id, consumer)
+    }
+
+    fn all_progress(&self, consumer: &str) -> Result<Vec<String>, StoreError> {
+        ClickHouseStore::all_progress(self, consumer)
     }
 }
 

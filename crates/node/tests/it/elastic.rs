@@ -1,0 +1,228 @@
+//! Engines started alike share the shards on their own (membership and
+//! shard leases in NATS KV), over a real nats-server: every source's
+//! stored totals equal the generator's truth, whether the engines settle
+//! first (core NATS) or join and leave during the replay (JetStream).
+
+use netspectra_bus::cluster;
+use netspectra_bus::{BatchLimits, BusConfig, ConsumerConfig};
+use netspectra_capture::gen::Truth;
+use netspectra_model::config::{Config, DurationText};
+use netspectra_node::engine::{
+    ClusterView, EngineConfig, EngineRole, EngineSummary, RunningEngine,
+};
+use netspectra_node::probe::{default_align_ns, Probe, ProbeConfig, ProbeInput};
+use netspectra_node::{NodeError, Shutdown};
+use netspectra_testkit::nats::NatsServer;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const TTL: Duration = Duration::from_secs(2);
+
+/// Quarter-second windows in one-second periods: shards move at window
+/// ends, so moves happen several times during a replay of a few seconds.
+fn config() -> Config {
+    let mut c = Config::default();
+    c.aggregator.snapshot_interval = Some(DurationText(250_000_000));
+    c.aggregator.period = DurationText(1_000_000_000);
+    c
+}
+
+fn engine(
+    nats: &NatsServer,
+    db: &Path,
+    id: &str,
+    jetstream: bool,
+) -> Result<RunningEngine, NodeError> {
+    let bus = BusConfig {
+        name: format!("engine {id}"),
+        jetstream,
+        ..BusConfig::new(nats.url())
+    };
+    EngineRole::start(EngineConfig {
+        config: config(),
+        workers: 1,
+        consumer: ConsumerConfig {
+            shards: Vec::new(),
+            bus,
+            interop_subject: None,
+            ack_wait: Duration::from_secs(3),
+            queue: 256,
+        },
+        elastic: Some(TTL),
+        engine_id: id.into(),
+        store: Some(format!("sqlite:{}", db.display())),
+        idle_exit: Some(Duration::from_secs(6)),
+        metrics: None,
+    })
+}
+
+type Running = (
+    ClusterView,
+    Shutdown,
+    JoinHandle<Result<EngineSummary, NodeError>>,
+);
+
+fn spawn(engine: RunningEngine) -> Running {
+    let view = engine.cluster();
+    let stop = Shutdown::new();
+    let s = stop.clone();
+    (view, stop, std::thread::spawn(move || engine.wait(&s)))
+}
+
+/// Replays `path` (at its own pace with `realtime`) from a probe thread.
+fn replay(nats: &NatsServer, path: PathBuf, jetstream: bool, realtime: bool) -> JoinHandle<()> {
+    let url = nats.url();
+    std::thread::spawn(move || {
+        let probe = Probe::start(ProbeConfig {
+            input: ProbeInput::Files {
+                paths: vec![path],
+                realtime,
+            },
+            bus: BusConfig {
+                name: "probe test".into(),
+                jetstream,
+                ..BusConfig::new(url)
+            },
+            probe_id: "probe-elastic".into(),
+            limits: BatchLimits {
+                align_ns: default_align_ns(&config()),
+                ..BatchLimits::default()
+            },
+            metrics: None,
+        })
+        .unwrap();
+        probe.wait(&Shutdown::new()).unwrap();
+    })
+}
+
+/// Waits until every engine consumes exactly the shards rendezvous hashing
+/// gives it among all of `engines` (id, view).
+fn settle(engines: &[(&str, &ClusterView)], shards: u32) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ids: Vec<String> = engines.iter().map(|e| e.0.to_string()).collect();
+    ids.sort();
+    while !engines
+        .iter()
+        .all(|(id, v)| v.members() == ids && v.shards() == cluster::assigned(&ids, id, shards))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "engines did not settle: {:?}",
+            engines
+                .iter()
+                .map(|(id, v)| (id, v.members(), v.shards()))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Packets and bytes per source address, summed over every run and engine.
+fn stored_per_src(db: &Path) -> BTreeMap<String, (u64, u64)> {
+    let c = rusqlite::Connection::open(db).unwrap();
+    let mut stmt = c
+        .prepare(
+            "SELECT src_ip, SUM(packets), SUM(bytes) FROM exact_rows \
+             WHERE task = 'per_src_ip' GROUP BY src_ip",
+        )
+        .unwrap();
+    stmt.query_map([], |r| {
+        let ip: Vec<u8> = r.get(0)?;
+        let ip: [u8; 16] = ip.try_into().expect("16-byte address");
+        Ok((
+            netspectra_model::ip::to_string(&ip),
+            (r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64),
+        ))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
+}
+
+fn assert_exact(db: &Path, truth: &Truth) {
+    let stored = stored_per_src(db);
+    let want: BTreeMap<String, (u64, u64)> = truth
+        .per_src
+        .iter()
+        .map(|(k, v)| (k.clone(), (v.packets, v.bytes)))
+        .collect();
+    let total: u64 = stored.values().map(|v| v.0).sum();
+    assert_eq!(total, truth.ip_packets, "stored packets against the truth");
+    let wrong: Vec<_> = want
+        .iter()
+        .filter(|(k, v)| stored.get(*k) != Some(v))
+        .take(5)
+        .map(|(k, v)| (k, v, stored.get(k)))
+        .collect();
+    assert!(wrong.is_empty(), "sources stored wrong: {wrong:?}");
+}
+
+#[test]
+fn three_engines_started_alike_split_the_shards_and_count_each_packet_once() {
+    let nats = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, truth) = crate::capture(dir.path(), 40_000, 21);
+    let db = dir.path().join("store.db");
+    let ids = ["e-a", "e-b", "e-c"];
+    let engines: Vec<Running> = ids
+        .iter()
+        .map(|id| spawn(engine(&nats, &db, id, false).unwrap()))
+        .collect();
+    let views: Vec<(&str, &ClusterView)> = ids
+        .iter()
+        .copied()
+        .zip(engines.iter().map(|e| &e.0))
+        .collect();
+    settle(&views, netspectra_bus::DEFAULT_SHARDS);
+    // A second engine with a live engine's id is refused, naming the id.
+    let err = engine(&nats, &db, "e-b", false).err().expect("id in use");
+    assert!(err.to_string().contains("'e-b' is in use"), "{err}");
+
+    replay(&nats, path, false, false).join().unwrap();
+    let mut packets = Vec::new();
+    for (_, _, h) in engines {
+        let s = h.join().unwrap().unwrap().json();
+        packets.push(s["packets"].as_u64().unwrap());
+    }
+    assert!(
+        packets.iter().all(|&p| p > 0),
+        "each engine had work: {packets:?}"
+    );
+    assert_eq!(packets.iter().sum::<u64>(), truth.ip_packets, "{packets:?}");
+    assert_exact(&db, &truth);
+}
+
+#[test]
+fn jetstream_engines_joining_and_leaving_mid_replay_lose_and_repeat_nothing() {
+    let nats = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    // About 3 s of traffic, replayed at its pace.
+    let (path, truth) = crate::capture(dir.path(), 300_000, 22);
+    let db = dir.path().join("store.db");
+    // No waiting for anyone: the stream keeps what is not consumed yet.
+    let first: Vec<Running> = ["j-a", "j-b", "j-c"]
+        .iter()
+        .map(|id| spawn(engine(&nats, &db, id, true).unwrap()))
+        .collect();
+    let probe = replay(&nats, path, true, true);
+    std::thread::sleep(Duration::from_millis(700));
+    // A fourth joins mid-replay, and one of the first three stops.
+    let fourth = spawn(engine(&nats, &db, "j-d", true).unwrap());
+    std::thread::sleep(Duration::from_millis(700));
+    first[1].1.trigger();
+    probe.join().unwrap();
+    let mut applied = Vec::new();
+    for (_, _, h) in first.into_iter().chain([fourth]) {
+        let s = h.join().unwrap().unwrap().json();
+        assert_eq!(s["acks"]["unacked"].as_u64(), Some(0), "{s}");
+        applied.push(s["packets"].as_u64().unwrap());
+    }
+    eprintln!("applied per engine: {applied:?}");
+    assert!(
+        applied.iter().all(|&p| p > 0),
+        "every engine had work: {applied:?}"
+    );
+    assert_exact(&db, &truth);
+}
