@@ -204,6 +204,23 @@ impl EngineInput {
         }
     }
 
+    /// Closes the open window once the packet clock `now_ns` has passed its
+    /// end by the plan's grace, so an idle link's last window is stored
+    /// without waiting for a later packet. `now_ns` is packet time: for live
+    /// traffic the wall clock; for a replay, the newest timestamp applied
+    /// plus the wall time since, so a replay's windows follow its packets.
+    /// Opens the window holding `now_ns - grace` (empty until a packet
+    /// arrives); returns whether a window was closed.
+    pub fn tick(&mut self, now_ns: u64) -> bool {
+        match self.window {
+            Some((_, end)) if now_ns >= end.saturating_add(self.plan.grace_ns) => {
+                self.advance(now_ns.saturating_sub(self.plan.grace_ns).max(end));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The index of the window the last IP record went into, windows being
     /// numbered from 0 in the order they are flushed (and stored). A consumer
     /// that must know which stored window holds a record (the engine role's

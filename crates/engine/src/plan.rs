@@ -15,6 +15,9 @@ pub struct EnginePlan {
     pub window_ns: u64,
     /// Period length in nanoseconds of packet time (sketches reset per period).
     pub period_ns: u64,
+    /// How far the packet clock must pass a window's end before
+    /// [`crate::EngineInput::tick`] closes it without a later packet.
+    pub grace_ns: u64,
     /// Records per batch sent to a worker.
     pub batch_size: usize,
     /// Batches buffered per worker before the producer waits.
@@ -72,6 +75,7 @@ impl EnginePlan {
             workers,
             window_ns: cfg.window_ns(),
             period_ns: cfg.aggregator.period.0,
+            grace_ns: cfg.aggregator.grace.0,
             batch_size,
             queue_batches,
             verify: false,

@@ -118,6 +118,10 @@ pub struct AggregatorConfig {
     pub snapshot_interval: Option<DurationText>,
     /// Engine workers; 0 = one per core.
     pub num_workers: usize,
+    /// How long after its end a window of live traffic is closed when no
+    /// later packet arrives (an idle link still gets its windows stored).
+    /// Default `2s`.
+    pub grace: DurationText,
     /// Go2NetSpectra's channel size: packets buffered towards each worker.
     pub size_of_packet_channel: Option<usize>,
     /// Exact (hash-map) tasks.
@@ -133,6 +137,7 @@ impl Default for AggregatorConfig {
             period: DurationText(60 * NS_PER_SEC),
             snapshot_interval: None,
             num_workers: 0,
+            grace: DurationText(2 * NS_PER_SEC),
             size_of_packet_channel: None,
             exact: ExactGroupConfig::default(),
             sketch: SketchGroupConfig::default(),

@@ -307,6 +307,8 @@ impl RunningLive {
                     if let Some(persist) = &mut persist {
                         persist.flush();
                     }
+                    // An idle link: its window is stored at its end + grace.
+                    engine.tick(crate::telemetry::wall_ns());
                     if let Some(s) = &stopping {
                         if Instant::now() >= s.idle_until {
                             // Idle for longer than the delivery delay: everything

@@ -320,3 +320,10 @@ fn describe() {
 pub fn mirror(name: &'static str, value: u64) {
     metrics::counter!(name).absolute(value);
 }
+
+/// The wall clock in ns since the Unix epoch (0 before 1970).
+pub(crate) fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}

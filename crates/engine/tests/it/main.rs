@@ -158,6 +158,37 @@ fn windows_follow_packet_time_and_sum_to_totals() {
 }
 
 #[test]
+fn an_idle_window_closes_at_its_end_plus_grace_without_a_later_packet() {
+    // 100 ms windows, default 2 s grace; packets in the first 50 ms only.
+    let recs = records(50, 7, 1_000_000);
+    let rows: Collected = Arc::default();
+    let mut input = Engine::start(plan(2, "100ms"), Box::new(CollectSink(rows.clone()))).unwrap();
+    for r in &recs {
+        input.push(r);
+    }
+    let start = recs[0].ts_ns - recs[0].ts_ns % 100_000_000;
+    let end = start + 100_000_000;
+    assert!(!input.tick(end), "not before the grace has passed");
+    assert!(!input.tick(end + 1_999_999_999));
+    assert_eq!(input.window_index(), 0);
+    assert!(input.tick(end + 2_000_000_000), "closed at end + grace");
+    assert_eq!(input.window_index(), 1, "the window was flushed");
+    // A later packet lands in a later window; the closed one stays as stored.
+    let mut late = recs[0];
+    late.ts_ns = end + 3_000_000_000;
+    input.push(&late);
+    let out = input.finish().unwrap();
+    assert_eq!(out.tasks[0].packets, 51);
+    let rows = rows.lock().unwrap();
+    let first: u64 = rows
+        .iter()
+        .filter(|r| r.0 == start && r.2 == out.tasks[0].name)
+        .map(|r| r.4.packets)
+        .sum();
+    assert_eq!(first, 50, "the first window holds the 50 early packets");
+}
+
+#[test]
 fn out_of_order_packets_are_counted_in_the_open_window() {
     let mut recs = records(1_000, 3, 1_000_000);
     recs[500].ts_ns = 1; // far in the past

@@ -165,13 +165,29 @@ struct Consumed {
     split_batches: u64,
     /// Newest packet timestamp applied (ns since the epoch; 0: none yet).
     newest_ts_ns: u64,
+    /// Wall clock when it was applied.
+    newest_wall_ns: u64,
+    /// And the same instant on the monotonic clock.
+    newest_at: Option<Instant>,
+}
+
+impl Consumed {
+    /// Notes a packet timestamp applied (keeps the newest and when).
+    fn saw(&mut self, ts_ns: u64) {
+        if ts_ns > self.newest_ts_ns {
+            self.newest_ts_ns = ts_ns;
+            self.newest_wall_ns = telemetry::wall_ns();
+            self.newest_at = Some(Instant::now());
+        }
+    }
 }
 
 /// How often the consuming loop refreshes metrics and readiness.
 const EXPORT_EVERY: Duration = Duration::from_millis(250);
 
-/// Mirrors the loop's counts into the metrics; lag is now − the newest
-/// packet timestamp applied.
+/// Mirrors the loop's counts into the metrics. Lag: how far behind the
+/// wall clock the newest packet applied was when it was applied (so it
+/// stays put on an idle link instead of growing).
 fn export(c: &Consumed) {
     telemetry::mirror("netspectra_engine_packets_total", c.packets);
     telemetry::mirror("netspectra_engine_bytes_total", c.bytes);
@@ -179,10 +195,7 @@ fn export(c: &Consumed) {
     telemetry::mirror("netspectra_engine_duplicate_batches_total", c.duplicates);
     telemetry::mirror("netspectra_engine_bad_messages_total", c.bad);
     if c.newest_ts_ns > 0 {
-        let now_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let lag = now_ns.saturating_sub(u128::from(c.newest_ts_ns)) as f64 / 1e9;
+        let lag = c.newest_wall_ns.saturating_sub(c.newest_ts_ns) as f64 / 1e9;
         metrics::gauge!("netspectra_engine_lag_seconds").set(lag);
     }
 }
@@ -481,6 +494,11 @@ impl RunningEngine {
                 metrics::gauge!("netspectra_engine_owned_shards").set(shards.len() as f64);
                 status.set(&shards, el.members());
             }
+            // The packet clock: the newest timestamp plus the time since.
+            // Closes an idle link's window, and a replay's last one.
+            if let Some(at) = c.newest_at {
+                engine.tick(c.newest_ts_ns + at.elapsed().as_nanos() as u64);
+            }
             let got = rt.block_on(async { tokio::time::timeout(poll, rx.recv()).await });
             let d = match got {
                 Ok(Some(d)) => d,
@@ -643,7 +661,7 @@ fn apply(
                             c.bytes += u64::from(r.wire_len);
                             newest = newest.max(r.ts_ns);
                         }
-                        c.newest_ts_ns = newest;
+                        c.saw(newest);
                         c.packets += recs.len() as u64;
                         if let Some(log) = log {
                             // Before any later packet is pushed, hence
@@ -697,7 +715,7 @@ fn apply(
                     c.packets += 1;
                     c.bytes += u64::from(r.wire_len);
                     c.interop_packets += 1;
-                    c.newest_ts_ns = c.newest_ts_ns.max(r.ts_ns);
+                    c.saw(r.ts_ns);
                 } else {
                     c.interop_other_shards += 1;
                 }

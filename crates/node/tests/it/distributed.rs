@@ -3,7 +3,7 @@
 //! on their shutdown.
 
 use netspectra_bus::{BatchLimits, BusConfig, ConsumerConfig};
-use netspectra_model::config::Config;
+use netspectra_model::config::{Config, DurationText};
 use netspectra_node::engine::{static_shards, EngineConfig, EngineRole};
 use netspectra_node::probe::{default_align_ns, Probe, ProbeConfig, ProbeInput};
 use netspectra_node::Shutdown;
@@ -56,6 +56,50 @@ fn a_probe_replay_reaches_the_engine_exactly() {
         "{engine_summary}"
     );
     assert_eq!(stored(&db), truth.ip_packets);
+}
+
+#[test]
+fn the_last_window_is_stored_at_its_end_plus_grace_while_the_engine_runs() {
+    let nats = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, truth) = crate::capture(dir.path(), 5_000, 12);
+    let db = dir.path().join("engine.db");
+    let mut config = engine_config(&nats, &db, None);
+    // One-second windows: stored within 1 s + the 2 s default grace.
+    config.config.aggregator.snapshot_interval = Some(DurationText(1_000_000_000));
+    let engine = EngineRole::start(config).unwrap();
+    let shutdown = Shutdown::new();
+    let waiting = {
+        let shutdown = shutdown.clone();
+        std::thread::spawn(move || engine.wait(&shutdown))
+    };
+    let probe = Probe::start(ProbeConfig {
+        input: ProbeInput::Files {
+            paths: vec![path],
+            realtime: false,
+        },
+        bus: BusConfig::new(nats.url()),
+        probe_id: "probe-idle".into(),
+        limits: BatchLimits::default(),
+        metrics: None,
+    })
+    .unwrap();
+    probe.wait(&Shutdown::new()).unwrap();
+    let replayed = Instant::now();
+    // No packet follows the replay; the default grace is 2 s.
+    while stored(&db) < truth.ip_packets {
+        assert!(
+            replayed.elapsed() < Duration::from_secs(10),
+            "the idle window was not stored: {} of {}",
+            stored(&db),
+            truth.ip_packets
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!waiting.is_finished(), "stored while the engine still runs");
+    shutdown.trigger();
+    waiting.join().unwrap().unwrap();
+    assert_eq!(stored(&db), truth.ip_packets, "nothing counted twice");
 }
 
 #[test]
