@@ -213,3 +213,70 @@ async fn ack_pending(stream: &async_nats::jetstream::stream::Stream, cfg: &BusCo
     }
     total
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_leader_at_a_time_and_a_dead_leader_is_replaced_within_its_lease() {
+    use netspectra_bus::lease::{Fence, LeaseBucket, Leadership};
+    use std::time::Instant;
+    let nats = NatsServer::start(true);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let ttl = Duration::from_secs(1);
+    let bucket = LeaseBucket::open(&js, "TEST_LEADERS", ttl).await.unwrap();
+    let a = Leadership::spawn(bucket.clone(), "alerter", "a");
+    let b = Leadership::spawn(bucket.clone(), "alerter", "b");
+    let both = |a: &Leadership, b: &Leadership| (a.token(), b.token());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (leader, other, first) = loop {
+        match both(&a, &b) {
+            (Some(_), Some(_)) => panic!("two leaders at once"),
+            (Some(t), None) => break (a, b, t),
+            (None, Some(t)) => break (b, a, t),
+            (None, None) => {
+                assert!(Instant::now() < deadline, "no leader elected");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Held across renewals, by one only.
+    for _ in 0..50 {
+        assert_eq!(leader.token(), Some(first));
+        assert_eq!(other.token(), None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let holder = bucket.holder("alerter").await.unwrap().unwrap();
+    // The leader dies without releasing: the other takes over after the
+    // lease expires, within two TTLs.
+    let killed = Instant::now();
+    leader.abandon();
+    let second = loop {
+        if let Some(t) = other.token() {
+            break t;
+        }
+        assert!(killed.elapsed() < ttl * 2, "no takeover within two TTLs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(killed.elapsed() >= ttl / 2, "not before the old lease could expire");
+    assert!(second > first, "fencing tokens grow: {first} then {second}");
+    assert_ne!(bucket.holder("alerter").await.unwrap().unwrap(), holder);
+    let fence = Fence::default();
+    assert!(fence.admit(second));
+    assert!(!fence.admit(first), "the old leader's late write is refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_id_in_use_is_refused_and_members_are_listed() {
+    use netspectra_bus::cluster::{open_bucket, Membership};
+    let nats = NatsServer::start(true);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let cfg = bus(&nats.url(), true, "members");
+    let bucket = open_bucket(&client, &cfg, Duration::from_secs(2)).await.unwrap();
+    let mut a = Membership::join(bucket.clone(), "host-1").await.unwrap();
+    let _b = Membership::join(bucket.clone(), "host/2").await.unwrap();
+    let err = Membership::join(bucket.clone(), "host-1").await.err().unwrap();
+    assert!(err.to_string().contains("'host-1' is in use"), "{err}");
+    assert_eq!(a.heartbeat().await.unwrap(), vec!["host-1", "host/2"]);
+    a.leave().await.unwrap();
+    let c = Membership::join(bucket, "host-1").await.unwrap();
+    assert_eq!(c.members().await.unwrap(), vec!["host-1", "host/2"]);
+}
