@@ -216,7 +216,7 @@ async fn ack_pending(stream: &async_nats::jetstream::stream::Stream, cfg: &BusCo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_at_a_time_and_a_dead_leader_is_replaced_within_its_lease() {
-    use netspectra_bus::lease::{Fence, LeaseBucket, Leadership};
+    use netspectra_bus::lease::{Fence, Leadership, LeaseBucket};
     use std::time::Instant;
     let nats = NatsServer::start(true);
     let client = async_nats::connect(nats.url()).await.unwrap();
@@ -256,12 +256,18 @@ async fn one_leader_at_a_time_and_a_dead_leader_is_replaced_within_its_lease() {
         assert!(killed.elapsed() < ttl * 2, "no takeover within two TTLs");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    assert!(killed.elapsed() >= ttl / 2, "not before the old lease could expire");
+    assert!(
+        killed.elapsed() >= ttl / 2,
+        "not before the old lease could expire"
+    );
     assert!(second > first, "fencing tokens grow: {first} then {second}");
     assert_ne!(bucket.holder("alerter").await.unwrap().unwrap(), holder);
     let fence = Fence::default();
     assert!(fence.admit(second));
-    assert!(!fence.admit(first), "the old leader's late write is refused");
+    assert!(
+        !fence.admit(first),
+        "the old leader's late write is refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,10 +276,15 @@ async fn a_member_id_in_use_is_refused_and_members_are_listed() {
     let nats = NatsServer::start(true);
     let client = async_nats::connect(nats.url()).await.unwrap();
     let cfg = bus(&nats.url(), true, "members");
-    let bucket = open_bucket(&client, &cfg, Duration::from_secs(2)).await.unwrap();
+    let bucket = open_bucket(&client, &cfg, Duration::from_secs(2))
+        .await
+        .unwrap();
     let mut a = Membership::join(bucket.clone(), "host-1").await.unwrap();
     let _b = Membership::join(bucket.clone(), "host/2").await.unwrap();
-    let err = Membership::join(bucket.clone(), "host-1").await.err().unwrap();
+    let err = Membership::join(bucket.clone(), "host-1")
+        .await
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("'host-1' is in use"), "{err}");
     assert_eq!(a.heartbeat().await.unwrap(), vec!["host-1", "host/2"]);
     a.leave().await.unwrap();

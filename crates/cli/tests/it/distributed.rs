@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 fn bin() -> Command {
@@ -17,6 +18,8 @@ fn bin() -> Command {
 /// An engine process; killed if still running when dropped.
 struct EngineProc {
     child: Child,
+    /// Its stderr lines, with when they arrived.
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
 }
 
 impl Drop for EngineProc {
@@ -46,10 +49,13 @@ impl EngineProc {
             .expect("start engine");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = Arc::clone(&lines);
         std::thread::spawn(move || {
             let mut ready = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("consuming shards") {
+                kept.lock().unwrap().push((Instant::now(), line.clone()));
+                if line.starts_with("netspectra engine ") {
                     if let Some(tx) = ready.take() {
                         let _ = tx.send(());
                     }
@@ -59,7 +65,7 @@ impl EngineProc {
         });
         rx.recv_timeout(Duration::from_secs(20))
             .expect("engine subscribed within 20 s");
-        EngineProc { child }
+        EngineProc { child, lines }
     }
 
     /// Waits for the engine to exit on its own (`--idle-exit`); returns its summary.
@@ -173,20 +179,17 @@ fn rows_stored(db: &Path) -> u64 {
         .unwrap_or(0) as u64
 }
 
-/// Both stores together equal the truth exactly, and no source (hence no
-/// distinct count keyed by source) is split between the engines.
+/// The stores together equal the truth exactly; with one store per
+/// engine, each got work and no source (hence no distinct count keyed by
+/// source) is split between them.
 fn assert_stores_match_truth(dbs: &[PathBuf], truth: &Value) {
     let parts: Vec<_> = dbs.iter().map(|d| per_source(d)).collect();
-    for s in parts[0].keys() {
-        assert!(
-            !parts[1].contains_key(s),
-            "source {s} was counted by both engines"
-        );
+    if let [a, b] = &parts[..] {
+        for s in a.keys() {
+            assert!(!b.contains_key(s), "source {s} was counted by both engines");
+        }
+        assert!(!a.is_empty() && !b.is_empty(), "both engines got work");
     }
-    assert!(
-        !parts[0].is_empty() && !parts[1].is_empty(),
-        "both engines got work"
-    );
     let merged: BTreeMap<_, _> = parts.into_iter().flatten().collect();
     let expect = truth["per_src"].as_object().unwrap();
     assert_eq!(merged.len(), expect.len(), "number of sources");
@@ -340,6 +343,101 @@ fn jetstream_engine_killed_mid_stream_and_restarted_still_counts_exactly() {
     assert_eq!(s1["split_batches"], 0);
     assert_eq!(s1["acks"]["unacked"], 0);
     assert_stores_match_truth(&dbs, &truth);
+}
+
+#[test]
+fn jetstream_engines_started_alike_survive_a_sigkill_and_count_exactly() {
+    let server = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    // ~3 s of packet time replayed at its pace, 100 ms windows.
+    let (file, truth) = crate::gen(dir.path(), "f.pcap", 300_000, 14, "pcap", &[]);
+    let cfg = dir.path().join("ns.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  snapshot_interval: 100ms\n  period: 1s\n",
+    )
+    .unwrap();
+    let db = dir.path().join("fleet.db");
+    let store = format!("sqlite:{}", db.display());
+    let alike = || {
+        let mut cmd = bin();
+        cmd.env("NETSPECTRA_LOG", "info").args([
+            "engine",
+            "--nats",
+            &server.url(),
+            "--store",
+            &store,
+            "--jetstream",
+            "--ack-wait",
+            "2",
+            "--member-ttl",
+            "2",
+            "--idle-exit",
+            "8",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--format",
+            "json",
+            "--workers",
+            "1",
+        ]);
+        cmd
+    };
+    let mut engines: Vec<EngineProc> = (0..3).map(|i| EngineProc::spawn(alike(), i)).collect();
+    let started = Instant::now();
+    let mut probe_child = probe(
+        &server.url(),
+        &file,
+        &[
+            "--jetstream",
+            "--realtime",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    // Kill one once the fleet has settled and stored windows.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows_stored(&db) == 0 || started.elapsed() < Duration::from_millis(1500) {
+        assert!(Instant::now() < deadline, "nothing stored");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let killed_at = Instant::now();
+    drop(engines.remove(1)); // SIGKILL: no flush, no acks, no release
+    assert!(
+        probe_child.try_wait().unwrap().is_none(),
+        "killed mid-stream"
+    );
+    assert!(probe_child.wait().unwrap().success(), "probe failed");
+    let survivors: Vec<(Value, Vec<(Instant, String)>)> = engines
+        .into_iter()
+        .map(|e| {
+            let lines = Arc::clone(&e.lines);
+            let summary = e.wait();
+            let lines = lines.lock().unwrap().clone();
+            (summary, lines)
+        })
+        .collect();
+    // Its shards were taken within two TTLs of the kill.
+    let taken = survivors
+        .iter()
+        .flat_map(|(_, lines)| lines.iter())
+        .filter(|(at, line)| *at > killed_at && line.contains("took a shard"))
+        .map(|(at, _)| at.duration_since(killed_at))
+        .min()
+        .expect("a survivor took the dead engine's shards");
+    eprintln!("failover gap: {taken:?}");
+    assert!(
+        taken <= Duration::from_secs(4),
+        "taken over after {taken:?}"
+    );
+    for (summary, _) in &survivors {
+        assert_eq!(summary["acks"]["unacked"], 0, "{summary}");
+    }
+    assert_stores_match_truth(&[db], &truth);
 }
 
 /// Publishes Go2NetSpectra-style messages (one `PacketInfo` each) with the
