@@ -16,7 +16,10 @@
 use crate::lease::{Lease, LeaseBucket};
 use crate::{BusConfig, BusError};
 use futures::StreamExt;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 /// Default lease TTL: a dead engine's shards move within TTL + TTL/4.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(4);
@@ -82,51 +85,50 @@ pub fn owner(members: &[String], shard: u32) -> Option<&str> {
         .map(String::as_str)
 }
 
-/// This engine's place in the cluster.
+/// This engine's place in the cluster: its membership lease and the shard
+/// leases it holds, all renewed by a background task (so a busy consuming
+/// loop does not lose them), which also notes the leases it lost.
 pub struct Membership {
     bucket: LeaseBucket,
     id: String,
-    lease: Lease,
+    held: Arc<Mutex<Held>>,
+    renewer: JoinHandle<()>,
+}
+
+/// The leases a member holds.
+struct Held {
+    member: Lease,
+    shards: BTreeMap<u32, Lease>,
+    /// Shard leases found lost (taken by another, or not renewed in time).
+    lost: Vec<u32>,
 }
 
 impl Membership {
-    /// Joins: takes the lease `member.<id>`. Fails if a live engine uses
-    /// the same id (ids must be unique; rows and progress carry them).
+    /// Joins: takes the lease `member.<id>` and starts renewing it on the
+    /// current runtime. Fails if a live engine uses the same id (ids must
+    /// be unique; rows and progress carry them).
     pub async fn join(bucket: LeaseBucket, id: &str) -> Result<Membership, BusError> {
-        let key = member_key(id);
-        match bucket.try_acquire(&key, id).await? {
-            Some(lease) => Ok(Membership {
-                bucket,
-                id: id.to_owned(),
-                lease,
-            }),
-            None => Err(BusError::IdInUse(id.to_owned())),
-        }
+        let member = bucket
+            .try_acquire(&member_key(id), id)
+            .await?
+            .ok_or_else(|| BusError::IdInUse(id.to_owned()))?;
+        let held = Arc::new(Mutex::new(Held {
+            member,
+            shards: BTreeMap::new(),
+            lost: Vec::new(),
+        }));
+        let renewer = tokio::spawn(renew(bucket.clone(), id.to_owned(), Arc::clone(&held)));
+        Ok(Membership {
+            bucket,
+            id: id.to_owned(),
+            held,
+            renewer,
+        })
     }
 
     /// This member's id.
     pub fn id(&self) -> &str {
         &self.id
-    }
-
-    /// The bucket (for shard leases).
-    pub fn bucket(&self) -> &LeaseBucket {
-        &self.bucket
-    }
-
-    /// Renews membership (rejoining if the lease was lost, e.g. after a
-    /// long pause) and returns the live members' ids, sorted.
-    pub async fn heartbeat(&mut self) -> Result<Vec<String>, BusError> {
-        if !self.bucket.renew(&mut self.lease, &self.id).await? {
-            tracing::warn!(message = "cluster membership had expired; rejoining", id = %self.id);
-            let key = member_key(&self.id);
-            self.lease = self
-                .bucket
-                .try_acquire(&key, &self.id)
-                .await?
-                .ok_or_else(|| BusError::IdInUse(self.id.clone()))?;
-        }
-        self.members().await
     }
 
     /// The live members' ids, sorted.
@@ -137,9 +139,117 @@ impl Membership {
         Ok(members)
     }
 
-    /// Leaves at once (shards are released separately).
+    /// Takes `shard`'s lease if it is free.
+    pub async fn try_take(&self, shard: u32) -> Result<bool, BusError> {
+        match self.bucket.try_acquire(&shard_key(shard), &self.id).await? {
+            Some(lease) => {
+                self.lock().shards.insert(shard, lease);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// Releases `shard`'s lease so its next owner can take it at once.
+    pub async fn give_back(&self, shard: u32) -> Result<(), BusError> {
+        let lease = self.lock().shards.remove(&shard);
+        match lease {
+            Some(lease) => self.bucket.release_held(lease, &self.id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The shards whose lease is held.
+    pub fn held(&self) -> Vec<u32> {
+        self.lock().shards.keys().copied().collect()
+    }
+
+    /// The shard leases lost since the last call: stop consuming them.
+    pub fn lost(&self) -> Vec<u32> {
+        std::mem::take(&mut self.lock().lost)
+    }
+
+    /// Releases every lease and leaves.
     pub async fn leave(self) -> Result<(), BusError> {
-        self.bucket.release(self.lease).await
+        self.renewer.abort();
+        let (member, shards) = {
+            let mut h = self.lock();
+            (h.member.clone(), std::mem::take(&mut h.shards))
+        };
+        for (_, lease) in shards {
+            self.bucket.release_held(lease, &self.id).await?;
+        }
+        self.bucket.release_held(member, &self.id).await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}
+
+/// Renews the member's leases four times per TTL.
+async fn renew(bucket: LeaseBucket, id: String, held: Arc<Mutex<Held>>) {
+    let ttl = bucket.ttl();
+    let lock = || held.lock().unwrap_or_else(|e| e.into_inner());
+    let mut tick = tokio::time::interval(ttl / 4);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        let mut member = lock().member.clone();
+        let renewed = match bucket.renew(&mut member, &id).await {
+            Ok(true) => Ok(member),
+            // Expired during a long pause: join again.
+            Ok(false) => match bucket.try_acquire(&member_key(&id), &id).await {
+                Ok(Some(lease)) => {
+                    tracing::warn!(message = "cluster membership had expired; rejoined", %id);
+                    Ok(lease)
+                }
+                Ok(None) => Err(BusError::IdInUse(id.clone())),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        match renewed {
+            Ok(lease) => {
+                lock().member = lease;
+                if std::mem::take(&mut failing) {
+                    tracing::info!(message = "cluster leases renew again", %id);
+                }
+            }
+            Err(error) => {
+                if !std::mem::replace(&mut failing, true) {
+                    tracing::error!(message = "cannot renew cluster membership", %id, %error);
+                }
+            }
+        }
+        let shards: Vec<(u32, Lease)> =
+            lock().shards.iter().map(|(&s, l)| (s, l.clone())).collect();
+        for (shard, mut lease) in shards {
+            let result = bucket.renew(&mut lease, &id).await;
+            let mut h = lock();
+            // Given back meanwhile: nothing to update.
+            if h.shards.get(&shard).is_none_or(|l| l.token != lease.token) {
+                continue;
+            }
+            match result {
+                Ok(true) => {
+                    h.shards.insert(shard, lease);
+                }
+                Err(_) if lease.is_fresh(ttl) => {}
+                Ok(false) | Err(_) => {
+                    h.shards.remove(&shard);
+                    h.lost.push(shard);
+                    tracing::error!(message = "shard lease lost: another engine may own it now", shard, %id);
+                }
+            }
+        }
     }
 }
 

@@ -158,6 +158,42 @@ impl LeaseBucket {
         }
     }
 
+    /// Gives `lease` up even if a renewal raced with the release: when the
+    /// revision moved, the entry is deleted if `holder` still holds it.
+    pub async fn release_held(&self, lease: Lease, holder: &str) -> Result<(), BusError> {
+        let duty = lease.duty.clone();
+        let err = |e: kv::UpdateError| self.error(format!("releasing {duty}"), e);
+        match self
+            .kv
+            .delete_expect_revision(&duty, Some(lease.revision))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => {
+                let entry = self
+                    .kv
+                    .entry(&duty)
+                    .await
+                    .map_err(|e| self.error(format!("reading {duty}"), e))?;
+                match entry {
+                    Some(e)
+                        if e.operation == kv::Operation::Put && e.value == holder.as_bytes() =>
+                    {
+                        self.kv
+                            .delete_expect_revision(&duty, Some(e.revision))
+                            .await
+                            .or_else(|e| match e.kind() {
+                                kv::DeleteErrorKind::WrongLastRevision => Ok(()),
+                                _ => Err(err(e)),
+                            })
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Err(e) => Err(err(e)),
+        }
+    }
+
     /// Who holds `duty` now, if anyone.
     pub async fn holder(&self, duty: &str) -> Result<Option<String>, BusError> {
         let entry = self

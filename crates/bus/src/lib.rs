@@ -42,7 +42,7 @@ mod publish;
 
 pub use batch::{BatchLimits, Batcher, SealedBatch, DEFAULT_ALIGN_NS, MAX_PACKET_WIRE};
 pub use consume::{AckQueue, AckStats, Consumer, ConsumerConfig, Dedupe, Delivery, Source};
-pub use publish::{PublishStats, Publisher, ShardStats};
+pub use publish::{PublishHealth, PublishStats, Publisher, RetryPolicy, ShardStats};
 
 /// Acknowledges one JetStream message (what [`Delivery::acker`] holds).
 pub use async_nats::jetstream::message::Acker;
@@ -211,8 +211,23 @@ pub async fn connect(
     subscription_capacity: usize,
     counters: Arc<BusCounters>,
 ) -> Result<async_nats::Client, BusError> {
+    connect_with(cfg, subscription_capacity, counters, false).await
+}
+
+/// [`connect`]; with `in_background`, returns at once and keeps trying to
+/// reach the server (a probe may start before NATS).
+pub(crate) async fn connect_with(
+    cfg: &BusConfig,
+    subscription_capacity: usize,
+    counters: Arc<BusCounters>,
+    in_background: bool,
+) -> Result<async_nats::Client, BusError> {
     let name = cfg.name.clone();
-    let opts = async_nats::ConnectOptions::new()
+    let mut opts = async_nats::ConnectOptions::new();
+    if in_background {
+        opts = opts.retry_on_initial_connect();
+    }
+    let opts = opts
         .name(&cfg.name)
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(5))

@@ -119,6 +119,12 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
     } else {
         print!("{}", summary.text());
     }
+    if summary.dropped_packets() > 0 {
+        anyhow::bail!(
+            "{} captured packets were dropped: NATS could not take them (see the log above)",
+            summary.dropped_packets()
+        );
+    }
     Ok(if summary.damaged() {
         Outcome::Damaged
     } else {

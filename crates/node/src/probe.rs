@@ -10,7 +10,8 @@ use crate::error::{Context, NodeError};
 use crate::telemetry::{self, Telemetry};
 use crate::Shutdown;
 use netspectra_bus::{
-    BatchLimits, Batcher, BusConfig, BusCounters, PublishStats, Publisher, SealedBatch,
+    BatchLimits, Batcher, BusConfig, BusCounters, PublishHealth, PublishStats, Publisher,
+    RetryPolicy, SealedBatch,
 };
 use netspectra_capture::decode::decode;
 use netspectra_capture::live::{LiveCapture, LiveOptions};
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 /// Where the probe's packets come from.
 pub enum ProbeInput {
@@ -78,7 +79,7 @@ pub struct RunningProbe {
     capture: Option<LiveCapture>,
     telemetry: Telemetry,
     rt: tokio::runtime::Runtime,
-    publishing: tokio::task::JoinHandle<Result<PublishStats, netspectra_bus::BusError>>,
+    publishing: tokio::task::JoinHandle<PublishStats>,
     counters: Arc<BusCounters>,
     out: Output,
 }
@@ -109,21 +110,23 @@ impl Probe {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let mut publisher = rt.block_on(Publisher::connect(&config.bus, &config.probe_id))?;
+        // NATS may come up after the probe: batches wait in the
+        // publisher's buffer meanwhile.
+        let publisher = rt.block_on(Publisher::connect_in_background(
+            &config.bus,
+            &config.probe_id,
+        ))?;
         let counters = publisher.counters();
+        let (health_tx, publish_health) = watch::channel(PublishHealth::default());
         let health = Health {
             telemetry: telemetry.clone(),
             counters: Arc::clone(&counters),
             url: config.bus.url.clone(),
+            publish: publish_health,
             last: None,
         };
-        let (tx, mut rx) = mpsc::channel::<SealedBatch>(64);
-        let publishing = rt.spawn(async move {
-            while let Some(b) = rx.recv().await {
-                publisher.publish(b).await?;
-            }
-            publisher.finish().await
-        });
+        let (tx, rx) = mpsc::channel::<SealedBatch>(64);
+        let publishing = rt.spawn(publisher.run(rx, health_tx, RetryPolicy::default()));
         let bus = &config.bus;
         tracing::info!(message = "probe publishing", probe = %config.probe_id, url = %bus.url,
                        prefix = %bus.prefix, shards = bus.shards, jetstream = bus.jetstream);
@@ -194,10 +197,7 @@ impl RunningProbe {
         out.captured = (captured.packets, captured.bytes);
         out.finish();
         telemetry.set_ready(false, "capture finished; publishing the last batches");
-        let stats = rt
-            .block_on(publishing)
-            .context("publisher task failed")?
-            .context("publishing failed")?;
+        let stats = rt.block_on(publishing).context("publisher task failed")?;
         let elapsed = started.elapsed().as_secs_f64();
         let (connects, disconnects, _) = counters.snapshot();
         tracing::info!(
@@ -239,6 +239,11 @@ impl ProbeSummary {
         self.captured.damaged
     }
 
+    /// Packets captured but never published (NATS could not take them).
+    pub fn dropped_packets(&self) -> u64 {
+        self.stats.dropped_packets
+    }
+
     /// The summary `probe --format json` prints.
     pub fn json(&self) -> Value {
         let (c, stats) = (&self.captured, &self.stats);
@@ -256,6 +261,9 @@ impl ProbeSummary {
                 "batches": stats.batches,
                 "bytes": stats.bytes,
                 "duplicates": stats.duplicates,
+                "retries": stats.retries,
+                "dropped_batches": stats.dropped_batches,
+                "dropped_packets": stats.dropped_packets,
                 "per_shard": stats.per_shard.iter().map(|s| json!({"batches": s.batches, "packets": s.packets, "bytes": s.bytes})).collect::<Vec<_>>(),
             },
             "reconnects": self.reconnects,
@@ -297,6 +305,8 @@ struct Health {
     telemetry: Telemetry,
     counters: Arc<BusCounters>,
     url: String,
+    /// The publishing loop's state (failing, dropped).
+    publish: watch::Receiver<PublishHealth>,
     last: Option<Instant>,
 }
 
@@ -352,6 +362,20 @@ impl Output {
         metrics::counter!("netspectra_probe_packets_total").increment(0);
         let h = &self.health;
         export_bus(&h.telemetry, &h.counters, &h.url);
+        let publish = h.publish.borrow();
+        telemetry::mirror(
+            "netspectra_probe_dropped_batches_total",
+            publish.dropped_batches,
+        );
+        telemetry::mirror(
+            "netspectra_probe_dropped_packets_total",
+            publish.dropped_packets,
+        );
+        metrics::gauge!("netspectra_probe_buffered_batches").set(publish.buffered as f64);
+        if let Some(why) = &publish.failing {
+            h.telemetry
+                .set_ready(false, &format!("publishing to NATS fails: {why}"));
+        }
     }
 
     /// Sends batches whose time limit passed.
@@ -557,6 +581,13 @@ fn text_summary(c: &Captured, s: &PublishStats, elapsed: f64) -> String {
             t,
             "  shard {i:>3}: {:>10} packets {:>7} batches {:>12} bytes",
             sh.packets, sh.batches, sh.bytes
+        );
+    }
+    if s.dropped_batches > 0 {
+        let _ = writeln!(
+            t,
+            "  {} batches ({} packets) were DROPPED: NATS could not take them (see the log)",
+            s.dropped_batches, s.dropped_packets
         );
     }
     if s.duplicates > 0 {

@@ -15,6 +15,7 @@ const MISSING: &str =
 pub struct NatsServer {
     child: Child,
     port: u16,
+    jetstream: bool,
     _dir: tempfile::TempDir,
 }
 
@@ -83,6 +84,7 @@ impl NatsServer {
                     return NatsServer {
                         child,
                         port,
+                        jetstream,
                         _dir: dir,
                     };
                 }
@@ -117,6 +119,7 @@ impl NatsServer {
                 return NatsServer {
                     child,
                     port,
+                    jetstream,
                     _dir: dir,
                 };
             }
@@ -128,6 +131,45 @@ impl NatsServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the server (SIGKILL; JetStream's files stay).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and storage, after [`NatsServer::stop`]
+    /// (or to come up on the port of a [`NatsServer::reserve`]); waits until
+    /// it answers (at most 10 s).
+    pub fn start_again(&mut self) {
+        let bin = nats_server_binary().unwrap_or_else(|| panic!("{MISSING}"));
+        self.stop();
+        let mut cmd = Command::new(&bin);
+        server_args(&mut cmd, self.port, self.jetstream, self._dir.path());
+        self.child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answers(self.port) {
+            let log = std::fs::read_to_string(self._dir.path().join("server.log"));
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not come back on port {}:\n{}",
+                self.port,
+                log.unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A server that is not running yet: a free port and a storage
+    /// directory, for clients that must start before NATS does
+    /// ([`NatsServer::start_again`] brings it up).
+    pub fn reserve(jetstream: bool) -> NatsServer {
+        let mut s = NatsServer::start(jetstream);
+        s.stop();
+        s
     }
 
     /// `nats://127.0.0.1:PORT`.

@@ -279,14 +279,23 @@ async fn a_member_id_in_use_is_refused_and_members_are_listed() {
     let bucket = open_bucket(&client, &cfg, Duration::from_secs(2))
         .await
         .unwrap();
-    let mut a = Membership::join(bucket.clone(), "host-1").await.unwrap();
+    let a = Membership::join(bucket.clone(), "host-1").await.unwrap();
     let _b = Membership::join(bucket.clone(), "host/2").await.unwrap();
     let err = Membership::join(bucket.clone(), "host-1")
         .await
         .err()
         .unwrap();
     assert!(err.to_string().contains("'host-1' is in use"), "{err}");
-    assert_eq!(a.heartbeat().await.unwrap(), vec!["host-1", "host/2"]);
+    assert_eq!(a.members().await.unwrap(), vec!["host-1", "host/2"]);
+    // Shard leases: one holder; renewed in the background past the TTL.
+    assert!(a.try_take(3).await.unwrap());
+    assert!(!_b.try_take(3).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(a.held(), vec![3]);
+    assert!(a.lost().is_empty());
+    assert!(!_b.try_take(3).await.unwrap(), "still held after a TTL");
+    a.give_back(3).await.unwrap();
+    assert!(_b.try_take(3).await.unwrap(), "free once given back");
     a.leave().await.unwrap();
     let c = Membership::join(bucket, "host-1").await.unwrap();
     assert_eq!(c.members().await.unwrap(), vec!["host-1", "host/2"]);

@@ -19,7 +19,7 @@
 //! TTL; what it had stored is in its progress and the rest is redelivered.
 
 use netspectra_bus::cluster::{self, Membership};
-use netspectra_bus::lease::{Lease, LeaseBucket};
+use netspectra_bus::lease::LeaseBucket;
 use netspectra_bus::{BusConfig, BusError};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -35,14 +35,13 @@ pub(crate) struct Moves {
     pub(crate) lost: Vec<u32>,
 }
 
-/// This engine's membership and the shard leases it holds.
+/// This engine's membership and the shard moves under way.
 pub(crate) struct Elastic {
     membership: Membership,
     shards: u32,
     jetstream: bool,
     interval: Duration,
     next_beat: Instant,
-    held: BTreeMap<u32, Lease>,
     /// Shards no longer consumed, released once windows up to the given
     /// index are stored.
     leaving: BTreeMap<u32, u64>,
@@ -51,21 +50,21 @@ pub(crate) struct Elastic {
 }
 
 impl Elastic {
-    /// Joins the cluster of `bus` as `id`.
+    /// Joins the cluster of `bus` as `id` (its leases are renewed in the
+    /// background from now on).
     pub(crate) async fn join(
         bucket: LeaseBucket,
         bus: &BusConfig,
         id: &str,
     ) -> Result<Elastic, BusError> {
-        let ttl = bucket.ttl();
+        let interval = bucket.ttl() / 4;
         let membership = Membership::join(bucket, id).await?;
         Ok(Elastic {
             membership,
             shards: bus.shards,
             jetstream: bus.jetstream,
-            interval: ttl / 4,
+            interval,
             next_beat: Instant::now(),
-            held: BTreeMap::new(),
             leaving: BTreeMap::new(),
             members: Vec::new(),
         })
@@ -81,35 +80,18 @@ impl Elastic {
         &self.members
     }
 
-    /// One heartbeat: renew, release what is stored, decide moves.
-    /// `written`: windows stored so far.
+    /// One heartbeat: note lost leases, release what is stored, decide
+    /// moves. `written`: windows stored so far.
     pub(crate) async fn beat(&mut self, written: u64) -> Result<Moves, BusError> {
         self.next_beat = Instant::now() + self.interval;
-        let mut moves = Moves::default();
-        let bucket = self.membership.bucket().clone();
-        let ttl = bucket.ttl();
-        let id = self.membership.id().to_owned();
-        // Renew first: a lease not renewed in time is no longer ours.
-        for (&shard, lease) in self.held.iter_mut() {
-            match bucket.renew(lease, &id).await {
-                Ok(true) => {}
-                Ok(false) => moves.lost.push(shard),
-                Err(error) if !lease.is_fresh(ttl) => {
-                    tracing::warn!(message = "cannot renew a shard lease; giving the shard up", shard, %error);
-                    moves.lost.push(shard);
-                }
-                Err(_) => {}
-            }
-        }
+        let mut moves = Moves {
+            lost: self.membership.lost(),
+            ..Moves::default()
+        };
         for shard in &moves.lost {
-            self.held.remove(shard);
             self.leaving.remove(shard);
-            tracing::error!(
-                message = "shard lease lost: stopped consuming it (another engine owns it now)",
-                shard
-            );
         }
-        self.members = self.membership.heartbeat().await?;
+        self.members = self.membership.members().await?;
         // Give back the shards whose applied batches are stored.
         let ready: Vec<u32> = self
             .leaving
@@ -119,23 +101,18 @@ impl Elastic {
             .collect();
         for shard in ready {
             self.leaving.remove(&shard);
-            if let Some(lease) = self.held.remove(&shard) {
-                bucket.release(lease).await?;
-                tracing::info!(message = "shard handed over", shard);
-            }
+            self.membership.give_back(shard).await?;
+            tracing::info!(message = "shard handed over", shard);
         }
-        let wanted = cluster::assigned(&self.members, &id, self.shards);
-        for &shard in self.held.keys() {
+        let wanted = cluster::assigned(&self.members, self.membership.id(), self.shards);
+        let held = self.membership.held();
+        for &shard in &held {
             if !wanted.contains(&shard) && !self.leaving.contains_key(&shard) {
                 moves.give_back.push(shard);
             }
         }
         for shard in wanted {
-            if self.held.contains_key(&shard) {
-                continue;
-            }
-            if let Some(lease) = bucket.try_acquire(&cluster::shard_key(shard), &id).await? {
-                self.held.insert(shard, lease);
+            if !held.contains(&shard) && self.membership.try_take(shard).await? {
                 moves.take.push(shard);
             }
         }
@@ -146,19 +123,13 @@ impl Elastic {
     /// received from it into windows up to `window`; the lease is released
     /// at the first heartbeat after that window is stored.
     pub(crate) fn stopped(&mut self, shard: u32, window: u64) {
-        if self.held.contains_key(&shard) {
-            self.leaving.insert(shard, window);
-            self.next_beat = Instant::now();
-        }
+        self.leaving.insert(shard, window);
+        self.next_beat = Instant::now();
     }
 
     /// Releases every lease and leaves, so others take over at once
     /// (everything applied is stored by now).
-    pub(crate) async fn leave(mut self) -> Result<(), BusError> {
-        let bucket = self.membership.bucket().clone();
-        for (_, lease) in std::mem::take(&mut self.held) {
-            bucket.release(lease).await?;
-        }
+    pub(crate) async fn leave(self) -> Result<(), BusError> {
         self.membership.leave().await
     }
 }

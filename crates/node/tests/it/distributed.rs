@@ -160,3 +160,86 @@ fn stored(db: &Path) -> u64 {
     )
     .unwrap() as u64
 }
+
+/// A probe replaying `path` into NATS at `url` (JetStream), from a thread.
+fn probe_thread(
+    url: String,
+    path: std::path::PathBuf,
+    realtime: bool,
+) -> std::thread::JoinHandle<serde_json::Value> {
+    std::thread::spawn(move || {
+        let probe = Probe::start(ProbeConfig {
+            input: ProbeInput::Files {
+                paths: vec![path],
+                realtime,
+            },
+            bus: BusConfig {
+                jetstream: true,
+                ..BusConfig::new(url)
+            },
+            probe_id: "probe-resilient".into(),
+            limits: BatchLimits {
+                align_ns: default_align_ns(&Config::default()),
+                ..BatchLimits::default()
+            },
+            metrics: None,
+        })
+        .unwrap();
+        probe.wait(&Shutdown::new()).unwrap().json()
+    })
+}
+
+fn jetstream_engine(nats: &NatsServer, db: &Path) -> EngineConfig {
+    let mut cfg = engine_config(nats, db, Some(Duration::from_secs(6)));
+    cfg.consumer.bus.jetstream = true;
+    cfg.consumer.ack_wait = Duration::from_secs(2);
+    cfg
+}
+
+#[test]
+fn a_probe_started_before_nats_publishes_everything_once_nats_is_up() {
+    let mut nats = NatsServer::reserve(true);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, truth) = crate::capture(dir.path(), 30_000, 13);
+    let db = dir.path().join("engine.db");
+    let probe = probe_thread(nats.url(), path, false);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!probe.is_finished(), "the probe waits for NATS");
+    nats.start_again();
+    let engine = EngineRole::start(jetstream_engine(&nats, &db)).unwrap();
+    let summary = probe.join().unwrap();
+    assert_eq!(summary["published"]["dropped_batches"], 0, "{summary}");
+    assert_eq!(
+        summary["published"]["packets"].as_u64(),
+        Some(truth.ip_packets)
+    );
+    assert!(summary["published"]["retries"].as_u64().unwrap() > 0);
+    engine.wait(&Shutdown::new()).unwrap();
+    assert_eq!(stored(&db), truth.ip_packets);
+}
+
+#[test]
+fn nats_restarted_mid_replay_loses_and_repeats_nothing() {
+    let mut nats = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    // About 3 s of traffic at its own pace.
+    let (path, truth) = crate::capture(dir.path(), 300_000, 14);
+    let db = dir.path().join("engine.db");
+    let engine = EngineRole::start(jetstream_engine(&nats, &db)).unwrap();
+    let engine = std::thread::spawn(move || engine.wait(&Shutdown::new()));
+    let probe = probe_thread(nats.url(), path, true);
+    std::thread::sleep(Duration::from_millis(1200));
+    nats.stop();
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(!probe.is_finished(), "restarted mid-replay");
+    nats.start_again();
+    let summary = probe.join().unwrap();
+    assert_eq!(summary["published"]["dropped_batches"], 0, "{summary}");
+    let engine = engine.join().unwrap().unwrap().json();
+    assert_eq!(engine["acks"]["unacked"], 0, "{engine}");
+    assert_eq!(
+        stored(&db),
+        truth.ip_packets,
+        "probe {summary}\nengine {engine}"
+    );
+}

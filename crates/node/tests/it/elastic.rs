@@ -210,7 +210,13 @@ fn jetstream_engines_joining_and_leaving_mid_replay_lose_and_repeat_nothing() {
     std::thread::sleep(Duration::from_millis(700));
     // A fourth joins mid-replay, and one of the first three stops.
     let fourth = spawn(engine(&nats, &db, "j-d", true).unwrap());
-    std::thread::sleep(Duration::from_millis(700));
+    // ...once it has taken its share.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while first[1].0.shards().is_empty() {
+        assert!(Instant::now() < deadline, "j-b never got a shard");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     first[1].1.trigger();
     probe.join().unwrap();
     let mut applied = Vec::new();
