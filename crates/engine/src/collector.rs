@@ -84,6 +84,13 @@ pub(crate) fn run(
         if sink_error.is_none() {
             let window = WindowResult::new(part.start_ns, done.end_ns, &tables);
             record(sink.window(&tasks, &window), &mut sink_error);
+        } else {
+            // Never silently: the run fails with the first error at the end.
+            tracing::error!(
+                message = "window not stored: the store failed earlier in this run",
+                start_ns = part.start_ns,
+                end_ns = done.end_ns
+            );
         }
         for (into, from) in totals.iter_mut().zip(tables.0) {
             into.absorb(from);

@@ -1,12 +1,80 @@
 //! Acks follow the store: [`CommitSink`] wraps the store's sink, writes each
 //! window with the JetStream progress covering it, and counts the windows
 //! written so the ack queue can release the batches they hold.
+//!
+//! A write that fails is retried with backoff, logged each time, and shown
+//! on `/readyz`; meanwhile the engine waits (back-pressure: in JetStream
+//! mode nothing more is acked), so no window is ever skipped. Only a stop
+//! request ends the retries, failing the run.
 
+use crate::telemetry::Telemetry;
+use crate::Shutdown;
 use netspectra_bus::{progress, Dedupe};
 use netspectra_engine::{SinkError, SketchPeriod, TaskSpec, WindowResult, WindowSink};
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
+
+/// Why the store cannot be written now (`None`: it can), shared with the
+/// consuming loop so that readiness stays false while it lasts.
+pub(crate) type StoreFailure = Arc<Mutex<Option<String>>>;
+
+/// How failed writes are retried.
+pub(crate) struct Retry {
+    pub(crate) shutdown: Shutdown,
+    pub(crate) telemetry: Telemetry,
+    pub(crate) failure: StoreFailure,
+    pub(crate) first_backoff: Duration,
+}
+
+impl Retry {
+    /// Runs `write` until it succeeds, or fails for good once a stop was
+    /// requested.
+    fn run(
+        &self,
+        what: &str,
+        mut write: impl FnMut() -> Result<(), SinkError>,
+    ) -> Result<(), SinkError> {
+        let mut backoff = self.first_backoff;
+        let mut attempt = 1u32;
+        loop {
+            match write() {
+                Ok(()) => {
+                    if self.set_failure(None).is_some() {
+                        tracing::info!(
+                            message = "store writes work again",
+                            what,
+                            attempts = attempt
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(error) => {
+                    tracing::error!(message = "cannot store; retrying (nothing is acked meanwhile)",
+                        what, attempt, error = %error.0);
+                    metrics::counter!("netspectra_engine_store_failures_total").increment(1);
+                    self.telemetry
+                        .set_ready(false, &format!("the store refuses writes: {}", error.0));
+                    self.set_failure(Some(error.0.clone()));
+                    if self.shutdown.is_triggered() {
+                        return Err(error);
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    fn set_failure(&self, why: Option<String>) -> Option<String> {
+        std::mem::replace(
+            &mut *self.failure.lock().unwrap_or_else(|e| e.into_inner()),
+            why,
+        )
+    }
+}
 
 /// A batch applied by the consuming loop: `(window index, probe_id, shard,
 /// seq)`, the window being the one its last packet went into.
@@ -54,17 +122,21 @@ pub(crate) struct CommitSink {
     /// `EngineInput::window_index`).
     pub(crate) next_window: u64,
     pub(crate) progress: Option<Progress>,
+    pub(crate) retry: Retry,
 }
 
 impl WindowSink for CommitSink {
     fn window(&mut self, tasks: &[TaskSpec], window: &WindowResult) -> Result<(), SinkError> {
+        let inner = &mut self.inner;
         match &mut self.progress {
             Some(p) => {
                 let state = p.through(self.next_window);
-                self.inner
-                    .window_with_progress(tasks, window, &p.consumer, &state)?;
+                let consumer = &p.consumer;
+                self.retry.run("window", || {
+                    inner.window_with_progress(tasks, window, consumer, &state)
+                })?;
             }
-            None => self.inner.window(tasks, window)?,
+            None => self.retry.run("window", || inner.window(tasks, window))?,
         }
         self.next_window += 1;
         metrics::counter!("netspectra_engine_windows_total").increment(1);
@@ -82,7 +154,9 @@ impl WindowSink for CommitSink {
     }
 
     fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {
-        self.inner.sketch_period(task, period)?;
+        let inner = &mut self.inner;
+        self.retry
+            .run("sketch period", || inner.sketch_period(task, period))?;
         if self.awaiting_sketches > 0 {
             self.awaiting_sketches -= 1;
             if self.awaiting_sketches == 0 {
@@ -96,6 +170,92 @@ impl WindowSink for CommitSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fails its first `fail` writes, then stores (counts) windows.
+    struct Flaky {
+        fail: u32,
+        stored: Arc<Mutex<Vec<u64>>>,
+    }
+
+    impl WindowSink for Flaky {
+        fn window(&mut self, _: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Err(SinkError("disk I/O error".into()));
+            }
+            self.stored.lock().unwrap().push(w.start_ns);
+            Ok(())
+        }
+    }
+
+    fn sink(
+        fail: u32,
+        shutdown: &Shutdown,
+    ) -> (
+        CommitSink,
+        watch::Receiver<u64>,
+        Arc<Mutex<Vec<u64>>>,
+        StoreFailure,
+    ) {
+        let stored = Arc::default();
+        let failure = StoreFailure::default();
+        let (written, rx) = watch::channel(0);
+        let sink = CommitSink {
+            inner: Box::new(Flaky {
+                fail,
+                stored: Arc::clone(&stored),
+            }),
+            written,
+            sketch_tasks: 0,
+            period_ns: 1,
+            awaiting_sketches: 0,
+            next_window: 0,
+            progress: None,
+            retry: Retry {
+                shutdown: shutdown.clone(),
+                telemetry: Telemetry::default(),
+                failure: Arc::clone(&failure),
+                first_backoff: Duration::from_millis(1),
+            },
+        };
+        (sink, rx, stored, failure)
+    }
+
+    #[test]
+    fn a_failing_store_is_retried_and_no_window_is_skipped() {
+        let shutdown = Shutdown::new();
+        let (mut sink, written, stored, failure) = sink(3, &shutdown);
+        let tables: Vec<Vec<_>> = Vec::new();
+        for start in [0u64, 10, 20] {
+            let w = WindowResult::new(start, start + 10, &tables);
+            sink.window(&[], &w).unwrap();
+        }
+        assert_eq!(
+            *stored.lock().unwrap(),
+            [0, 10, 20],
+            "every window, in order"
+        );
+        assert_eq!(*written.borrow(), 3);
+        assert_eq!(*failure.lock().unwrap(), None, "recovered");
+    }
+
+    #[test]
+    fn a_stop_request_ends_the_retries_with_the_error() {
+        let shutdown = Shutdown::new();
+        let (mut sink, written, stored, failure) = sink(u32::MAX, &shutdown);
+        shutdown.trigger();
+        let tables: Vec<Vec<_>> = Vec::new();
+        let w = WindowResult::new(0, 10, &tables);
+        let err = sink.window(&[], &w).unwrap_err();
+        assert!(err.0.contains("disk I/O"));
+        assert!(stored.lock().unwrap().is_empty());
+        assert_eq!(
+            *written.borrow(),
+            0,
+            "nothing counts as written, so nothing is acked"
+        );
+        assert!(failure.lock().unwrap().is_some());
+    }
 
     #[test]
     fn progress_covers_exactly_the_batches_of_the_windows_written() {

@@ -35,7 +35,7 @@ use crate::error::{Context, NodeError};
 use crate::setup::{recorded_command, without_url_password};
 use crate::telemetry::{self, Telemetry};
 use crate::Shutdown;
-use commit::{Applied, AppliedLog, CommitSink, Progress};
+use commit::{Applied, AppliedLog, CommitSink, Progress, Retry, StoreFailure};
 use elastic::Elastic;
 use netspectra_bus::{
     cluster, progress, shard_of, AckQueue, AckStats, BusCounters, Consumer, ConsumerConfig, Dedupe,
@@ -212,6 +212,8 @@ pub struct RunningEngine {
     rx: mpsc::Receiver<Delivery>,
     elastic: Option<Elastic>,
     status: ClusterView,
+    sink_stop: Shutdown,
+    store_failure: StoreFailure,
     counters: Arc<BusCounters>,
     acks: AckQueue,
     ack_tx: mpsc::UnboundedSender<(u64, netspectra_bus::Acker)>,
@@ -270,7 +272,16 @@ impl EngineRole {
             }
             None => Box::new(NullSink),
         };
+        // Store retries end on the caller's stop (linked in `wait`).
+        let sink_stop = Shutdown::new();
+        let store_failure = StoreFailure::default();
         let sink = CommitSink {
+            retry: Retry {
+                shutdown: sink_stop.clone(),
+                telemetry: telemetry.clone(),
+                failure: Arc::clone(&store_failure),
+                first_backoff: Duration::from_millis(100),
+            },
             inner,
             written: written_tx.clone(),
             sketch_tasks: plan
@@ -327,6 +338,8 @@ impl EngineRole {
             rx,
             elastic,
             status,
+            sink_stop,
+            store_failure,
             counters,
             acks,
             ack_tx,
@@ -378,6 +391,8 @@ impl RunningEngine {
             mut rx,
             mut elastic,
             status,
+            sink_stop,
+            store_failure,
             counters,
             acks,
             ack_tx,
@@ -408,6 +423,27 @@ impl RunningEngine {
         let mut first_message: Option<Instant> = None;
         let mut last_applied = Instant::now();
         let mut cluster_error = false;
+        // The store's retries stop when the caller stops us, even while this
+        // loop waits on them.
+        let finished_flag = Shutdown::new();
+        let link = {
+            let (outer, inner, done) = (shutdown.clone(), sink_stop.clone(), finished_flag.clone());
+            std::thread::spawn(move || {
+                while !done.is_triggered() {
+                    if outer.is_triggered() {
+                        inner.trigger();
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let store_down = || {
+            store_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
         macro_rules! apply_one {
             ($d:expr) => {
                 apply(
@@ -428,6 +464,9 @@ impl RunningEngine {
                 last_export = Instant::now();
                 export(&c);
                 crate::probe::export_bus(&telemetry, &counters, &url);
+                if let Some(why) = store_down() {
+                    telemetry.set_ready(false, &format!("the store refuses writes: {why}"));
+                }
             }
             if shutdown.is_triggered() {
                 tracing::info!(message = "stop signal: flushing", engine = %engine_id);
@@ -525,6 +564,8 @@ impl RunningEngine {
         crate::probe::export_bus(&telemetry, &counters, &url);
         telemetry.set_ready(false, "stopping: flushing the last window");
         let finished = engine.finish().context("engine failed");
+        finished_flag.trigger();
+        let _ = link.join();
         if finished.is_ok() {
             // Every window (and sketch period) has been written.
             written_tx.send_replace(u64::MAX);
