@@ -106,12 +106,22 @@ struct Held {
 impl Membership {
     /// Joins: takes the lease `member.<id>` and starts renewing it on the
     /// current runtime. Fails if a live engine uses the same id (ids must
-    /// be unique; rows and progress carry them).
+    /// be unique; rows, progress and spools carry them).
+    ///
+    /// A lease left by a dead process with the same id (a restart right
+    /// after a crash) expires within a TTL: join waits that long for it.
     pub async fn join(bucket: LeaseBucket, id: &str) -> Result<Membership, BusError> {
-        let member = bucket
-            .try_acquire(&member_key(id), id)
-            .await?
-            .ok_or_else(|| BusError::IdInUse(id.to_owned()))?;
+        let give_up = tokio::time::Instant::now() + bucket.ttl() * 5 / 4;
+        let member = loop {
+            if let Some(lease) = bucket.try_acquire(&member_key(id), id).await? {
+                break lease;
+            }
+            if tokio::time::Instant::now() >= give_up {
+                return Err(BusError::IdInUse(id.to_owned()));
+            }
+            tracing::info!(message = "engine id held by a live (or just dead) engine; waiting for its lease", %id);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
         let held = Arc::new(Mutex::new(Held {
             member,
             shards: BTreeMap::new(),

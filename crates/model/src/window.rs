@@ -196,6 +196,16 @@ pub trait WindowSink: Send {
     fn sketch_period(&mut self, _task: &TaskSpec, _period: &SketchPeriod) -> Result<(), SinkError> {
         Ok(())
     }
+
+    /// Calls `done` once everything handed to this sink so far is durable:
+    /// in the store, or fsynced into a spool that will replay it. Acks of
+    /// the input wait for it. A sink that writes synchronously (the default)
+    /// calls it at once; one that writes from a queue calls it later, in
+    /// the order of the calls.
+    fn when_durable(&mut self, done: Box<dyn FnOnce() + Send>) -> Result<(), SinkError> {
+        done();
+        Ok(())
+    }
 }
 
 /// A sink that keeps nothing (`--no-store`).

@@ -558,6 +558,109 @@ fn clickhouse_rows(port: u16, sql: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Per source, `sum(packets), sum(bytes)` in ClickHouse equal the truth.
+fn assert_clickhouse_matches_truth(port: u16, db: &str, truth: &Value) {
+    let rows = clickhouse_rows(
+        port,
+        &format!(
+            "SELECT hex(src_ip), sum(packets), sum(bytes) FROM {db}.exact_rows \
+             WHERE task = 'per_src_ip' GROUP BY src_ip"
+        ),
+    );
+    let expect = truth["per_src"].as_object().unwrap();
+    let mut wrong = Vec::new();
+    for r in &rows {
+        let src = ip_from_hex(&r[0]);
+        let t = &expect[src.as_str()];
+        if r[1].parse::<u64>().ok() != t["packets"].as_u64()
+            || r[2].parse::<u64>().ok() != t["bytes"].as_u64()
+        {
+            wrong.push((src, r[1].clone(), t["packets"].clone()));
+        }
+    }
+    let total: u64 = rows.iter().map(|r| r[1].parse::<u64>().unwrap()).sum();
+    assert_eq!(Some(total), truth["ip_packets"].as_u64(), "stored packets");
+    assert_eq!(rows.len(), expect.len(), "number of sources");
+    assert!(
+        wrong.is_empty(),
+        "{} sources wrong, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+#[test]
+fn a_clickhouse_writing_engine_sigkilled_five_times_mid_replay_still_counts_exactly() {
+    let ch = netspectra_testkit::clickhouse::ClickHouseServer::start();
+    let server = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    // ~6 s of traffic replayed at its pace, 100 ms windows.
+    let (file, truth) = crate::gen(dir.path(), "k.pcap", 600_000, 15, "pcap", &[]);
+    let cfg = dir.path().join("ns.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  snapshot_interval: 100ms\n  period: 1s\n",
+    )
+    .unwrap();
+    let engine = |label: u32| {
+        let mut cmd = bin();
+        cmd.current_dir(dir.path()).args([
+            "engine",
+            "--nats",
+            &server.url(),
+            "--store",
+            &ch.url(),
+            "--jetstream",
+            "--ack-wait",
+            "2",
+            "--member-ttl",
+            "2",
+            "--idle-exit",
+            "8",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--format",
+            "json",
+            "--workers",
+            "1",
+        ]);
+        EngineProc::spawn(cmd, label)
+    };
+    let mut current = engine(0);
+    let mut probe_child = probe(
+        &server.url(),
+        &file,
+        &[
+            "--jetstream",
+            "--realtime",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    // Five kills at pseudo-random points (fixed seed: reproducible).
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for label in 1..=5 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(400 + seed % 700));
+        assert!(
+            probe_child.try_wait().unwrap().is_none(),
+            "kill {label} mid-replay"
+        );
+        drop(current); // SIGKILL: rows queued to the writer, acks not sent
+        current = engine(label);
+    }
+    assert!(probe_child.wait().unwrap().success(), "probe failed");
+    let last = current.wait();
+    assert_eq!(last["acks"]["unacked"], 0, "{last}");
+    assert_clickhouse_matches_truth(ch.http_port(), ch.database(), &truth);
+}
+
 /// `hex(FixedString(16))` back to canonical IP text.
 fn ip_from_hex(hex: &str) -> String {
     let bytes: Vec<u8> = (0..hex.len())

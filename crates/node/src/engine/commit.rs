@@ -147,10 +147,10 @@ impl WindowSink for CommitSink {
         );
         if self.sketch_tasks > 0 && window.end_ns % self.period_ns.max(1) == 0 {
             self.awaiting_sketches = self.sketch_tasks;
+            Ok(())
         } else {
-            self.written.send_modify(|n| *n += 1);
+            self.count_when_durable()
         }
-        Ok(())
     }
 
     fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {
@@ -160,10 +160,21 @@ impl WindowSink for CommitSink {
         if self.awaiting_sketches > 0 {
             self.awaiting_sketches -= 1;
             if self.awaiting_sketches == 0 {
-                self.written.send_modify(|n| *n += 1);
+                return self.count_when_durable();
             }
         }
         Ok(())
+    }
+}
+
+impl CommitSink {
+    /// Counts one more window written once the store says it is durable
+    /// (ClickHouse: inserted or fsynced into the spool), so acks follow
+    /// durability, not the queue.
+    fn count_when_durable(&mut self) -> Result<(), SinkError> {
+        let written = self.written.clone();
+        self.inner
+            .when_durable(Box::new(move || written.send_modify(|n| *n += 1)))
     }
 }
 

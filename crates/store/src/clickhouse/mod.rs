@@ -594,6 +594,17 @@ impl WindowSink for ClickHouseSink {
             None => Ok(()),
         }
     }
+
+    /// `done` runs on the writer thread once the rows queued so far are in
+    /// ClickHouse or fsynced into the spool.
+    fn when_durable(&mut self, done: Box<dyn FnOnce() + Send>) -> Result<(), SinkError> {
+        self.tx.send(Command::Notify(done)).map_err(|_| {
+            SinkError(format!(
+                "ClickHouse store {}: the writer thread stopped",
+                self.url
+            ))
+        })
+    }
 }
 
 /// Marks a migration error as "the database is newer than this build".

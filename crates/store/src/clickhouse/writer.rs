@@ -88,6 +88,8 @@ pub(crate) struct Stats {
 pub(crate) enum Command {
     Batch(Batch),
     Flush(mpsc::Sender<FlushReport>),
+    /// Called once every batch queued before it is inserted or spooled.
+    Notify(Box<dyn FnOnce() + Send>),
     Shutdown,
 }
 
@@ -175,6 +177,7 @@ pub(crate) fn spawn(
         rt,
         spool,
         pending: VecDeque::new(),
+        durable_waiters: VecDeque::new(),
         down: None,
         config,
         stats: stats.clone(),
@@ -208,6 +211,8 @@ struct Writer {
     rt: tokio::runtime::Runtime,
     spool: Spool,
     pending: VecDeque<Batch>,
+    /// `Notify` callbacks waiting for `pending` to be inserted or spooled.
+    durable_waiters: VecDeque<Box<dyn FnOnce() + Send>>,
     down: Option<Down>,
     config: WriterConfig,
     stats: Arc<Stats>,
@@ -280,6 +285,11 @@ impl Writer {
                 let _ = reply.send(report);
                 true
             }
+            Command::Notify(done) => {
+                self.durable_waiters.push_back(done);
+                self.pump(false);
+                true
+            }
             Command::Shutdown => {
                 self.shutdown();
                 false
@@ -304,7 +314,14 @@ impl Writer {
         }
     }
 
-    fn report(&self) -> FlushReport {
+    /// The spool's state after a pump; releases the `Notify` callbacks
+    /// once nothing is pending (all inserted or spooled).
+    fn report(&mut self) -> FlushReport {
+        if self.pending.is_empty() {
+            for done in self.durable_waiters.drain(..) {
+                done();
+            }
+        }
         let report = FlushReport {
             spooled_batches: self.spool.len(),
             spooled_rows: self.spool.rows(),
