@@ -3,13 +3,16 @@
 //! batches whose windows were already stored.
 //!
 //! Format (**contract** of the store's `bus_progress` table):
-//! `{"format":1,"applied":[{"probe":P,"shard":S,"ranges":[[first,last],…]},…]}`.
+//! `{"format":1,"run_id":R,"through_ns":T,"applied":[{"probe":P,"shard":S,"ranges":[[first,last],…]},…]}`
+//! where `run_id` and `through_ns` (optional; older writers omit them) say
+//! which run wrote it and the end of the last window whose rows precede it:
+//! rows of that run from `through_ns` on are not covered by any progress.
 //!
 //! ```
 //! use netspectra_bus::{progress, Dedupe};
 //! let mut d = Dedupe::default();
 //! assert!(d.accept("probe-a", 3, 7));
-//! let back = progress::decode(&progress::encode(&d)).unwrap();
+//! let back = progress::decode(&progress::encode(&d, None)).unwrap();
 //! assert!(!back.clone().accept("probe-a", 3, 7), "already applied");
 //! ```
 
@@ -36,13 +39,36 @@ pub fn consumer_name(prefix: &str) -> String {
     format!("jetstream:{prefix}")
 }
 
-/// The applied batches of `d` as stored.
-pub fn encode(d: &Dedupe) -> String {
+/// Which run wrote a progress, and up to where its rows are covered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The run whose rows precede this progress.
+    pub run_id: i64,
+    /// End (ns) of the last window stored before this progress.
+    pub through_ns: u64,
+}
+
+/// The applied batches of `d` as stored (with who wrote them, if known).
+pub fn encode(d: &Dedupe, written: Option<Written>) -> String {
     let applied: Vec<Value> = d
         .ranges()
         .map(|(probe, shard, ranges)| json!({"probe": probe, "shard": shard, "ranges": ranges}))
         .collect();
-    json!({"format": 1, "applied": applied}).to_string()
+    match written {
+        Some(w) => json!({"format": 1, "run_id": w.run_id, "through_ns": w.through_ns,
+                          "applied": applied}),
+        None => json!({"format": 1, "applied": applied}),
+    }
+    .to_string()
+}
+
+/// The run and window end a stored progress names (None: older format).
+pub fn written(state: &str) -> Option<Written> {
+    let v: Value = serde_json::from_str(state).ok()?;
+    Some(Written {
+        run_id: v["run_id"].as_i64()?,
+        through_ns: v["through_ns"].as_u64()?,
+    })
 }
 
 /// Reads [`encode`]'s output back.
@@ -80,7 +106,14 @@ mod tests {
             assert!(d.accept("probe-a", 4, seq));
         }
         assert!(d.accept("probe-b", 0, 7));
-        let back = decode(&encode(&d)).unwrap();
+        let w = Written {
+            run_id: 7,
+            through_ns: 1_000,
+        };
+        let state = encode(&d, Some(w));
+        assert_eq!(written(&state), Some(w));
+        assert_eq!(written(&encode(&d, None)), None);
+        let back = decode(&state).unwrap();
         let sorted = |d: &Dedupe| {
             let mut v: Vec<_> = d
                 .ranges()

@@ -70,11 +70,23 @@ pub trait Store: Send {
         Ok(None)
     }
 
-    /// The progress every engine last stored for `consumer`: what an engine
-    /// taking over shards from others seeds its dedupe with (each engine's
-    /// state covers only the batches it applied).
-    fn all_progress(&self, _consumer: &str) -> Result<Vec<String>, StoreError> {
+    /// `(engine_id, progress)` of every engine that stored progress for
+    /// `consumer`: what an engine taking over shards from others seeds its
+    /// dedupe with (each engine's state covers only the batches it applied).
+    fn all_progress(&self, _consumer: &str) -> Result<Vec<(String, String)>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// Every run, oldest first.
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Deletes the exact rows of run `run_id` in windows starting at or
+    /// after `from_ns`: rows a dead engine stored without the progress that
+    /// would cover them (their batches are redelivered and applied again by
+    /// another engine). A store that writes rows and progress atomically
+    /// (SQLite) has none, hence the default.
+    fn drop_uncovered(&self, _run_id: i64, _from_ns: u64) -> Result<(), StoreError> {
+        Ok(())
     }
 }
 

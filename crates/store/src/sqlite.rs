@@ -181,13 +181,13 @@ impl SqliteStore {
     }
 
     /// The progress every engine last stored for `consumer`.
-    pub fn all_progress(&self, consumer: &str) -> Result<Vec<String>, StoreError> {
+    pub fn all_progress(&self, consumer: &str) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self
             .conn
-            .prepare("SELECT state FROM bus_progress WHERE consumer = ?1")
+            .prepare("SELECT engine_id, state FROM bus_progress WHERE consumer = ?1")
             .map_err(|e| self.err(e))?;
         let states = stmt
-            .query_map(params![consumer], |r| r.get(0))
+            .query_map(params![consumer], |r| Ok((r.get(0)?, r.get(1)?)))
             .and_then(|rows| rows.collect())
             .map_err(|e| self.err(e));
         states
@@ -251,8 +251,12 @@ impl crate::Store for SqliteStore {
         SqliteStore::load_progress(self, engine_id, consumer)
     }
 
-    fn all_progress(&self, consumer: &str) -> Result<Vec<String>, StoreError> {
+    fn all_progress(&self, consumer: &str) -> Result<Vec<(String, String)>, StoreError> {
         SqliteStore::all_progress(self, consumer)
+    }
+
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        SqliteStore::runs(self)
     }
 }
 

@@ -604,26 +604,28 @@ fn a_clickhouse_writing_engine_sigkilled_five_times_mid_replay_still_counts_exac
     .unwrap();
     let engine = |label: u32| {
         let mut cmd = bin();
-        cmd.current_dir(dir.path()).args([
-            "engine",
-            "--nats",
-            &server.url(),
-            "--store",
-            &ch.url(),
-            "--jetstream",
-            "--ack-wait",
-            "2",
-            "--member-ttl",
-            "2",
-            "--idle-exit",
-            "8",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--format",
-            "json",
-            "--workers",
-            "1",
-        ]);
+        cmd.current_dir(dir.path())
+            .env("NETSPECTRA_LOG", "info")
+            .args([
+                "engine",
+                "--nats",
+                &server.url(),
+                "--store",
+                &ch.url(),
+                "--jetstream",
+                "--ack-wait",
+                "2",
+                "--member-ttl",
+                "2",
+                "--idle-exit",
+                "8",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--format",
+                "json",
+                "--workers",
+                "1",
+            ]);
         EngineProc::spawn(cmd, label)
     };
     let mut current = engine(0);

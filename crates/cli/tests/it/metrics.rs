@@ -162,7 +162,7 @@ fn run_on_loopback_serves_health_readiness_and_metrics() {
 
 #[test]
 fn probe_and_engine_serve_metrics_against_nats() {
-    let server = NatsServer::start(false);
+    let server = NatsServer::start(true);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.yaml");
     std::fs::write(
@@ -260,7 +260,7 @@ fn probe_and_engine_serve_metrics_against_nats() {
 
 #[test]
 fn the_engine_is_not_ready_while_nats_is_gone() {
-    let server = NatsServer::start(false);
+    let server = NatsServer::start(true);
     let url = server.url();
     let addr = format!("127.0.0.1:{}", free_port());
     let engine = super::bin()
@@ -314,7 +314,7 @@ fn a_metrics_address_in_use_is_an_error() {
 #[test]
 fn the_engine_reports_the_clickhouse_spool_and_insert_latency() {
     let mut ch = netspectra_testkit::clickhouse::ClickHouseServer::start();
-    let server = NatsServer::start(false);
+    let server = NatsServer::start(true);
     let dir = tempfile::tempdir().unwrap();
     let (file, truth) = super::gen(dir.path(), "s.pcap", 20_000, 5, "pcap", &[]);
     let config = dir.path().join("config.yaml");

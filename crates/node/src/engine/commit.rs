@@ -92,11 +92,14 @@ pub(crate) struct Progress {
     pub(crate) log: AppliedLog,
     /// Batches of the windows written so far (and the progress loaded at start).
     pub(crate) stored: Dedupe,
+    /// The run writing it (named in the progress, for orphan cleanup).
+    pub(crate) run_id: i64,
 }
 
 impl Progress {
-    /// The progress covering every batch in windows `..= window`.
-    pub(crate) fn through(&mut self, window: u64) -> String {
+    /// The progress covering every batch in windows `..= window`, the
+    /// last of which ends at `end_ns`.
+    pub(crate) fn through(&mut self, window: u64, end_ns: u64) -> String {
         {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
             while log.front().is_some_and(|a| a.0 <= window) {
@@ -104,7 +107,13 @@ impl Progress {
                 self.stored.accept(&probe, shard, seq);
             }
         }
-        progress::encode(&self.stored)
+        progress::encode(
+            &self.stored,
+            Some(progress::Written {
+                run_id: self.run_id,
+                through_ns: end_ns,
+            }),
+        )
     }
 }
 
@@ -130,7 +139,7 @@ impl WindowSink for CommitSink {
         let inner = &mut self.inner;
         match &mut self.progress {
             Some(p) => {
-                let state = p.through(self.next_window);
+                let state = p.through(self.next_window, window.end_ns);
                 let consumer = &p.consumer;
                 self.retry.run("window", || {
                     inner.window_with_progress(tasks, window, consumer, &state)
@@ -173,8 +182,9 @@ impl CommitSink {
     /// durability, not the queue.
     fn count_when_durable(&mut self) -> Result<(), SinkError> {
         let written = self.written.clone();
-        self.inner
-            .when_durable(Box::new(move || written.send_modify(|n| *n += 1)))
+        self.inner.when_durable(Box::new(move || {
+            written.send_modify(|n| *n = n.saturating_add(1))
+        }))
     }
 }
 
@@ -275,6 +285,7 @@ mod tests {
             consumer: "c".into(),
             log: Arc::clone(&log),
             stored: Dedupe::default(),
+            run_id: 1,
         };
         for (w, seq) in [(0u64, 1u64), (0, 2), (1, 3), (3, 4)] {
             log.lock().unwrap().push_back((w, Arc::from("p"), 0, seq));
@@ -286,10 +297,14 @@ mod tests {
                 .flat_map(|(_, _, r)| r.to_vec())
                 .collect()
         };
-        assert_eq!(applied(&p.through(0)), [(1, 2)]);
-        assert_eq!(applied(&p.through(1)), [(1, 3)]);
-        assert_eq!(applied(&p.through(2)), [(1, 3)], "window 2 holds no batch");
-        assert_eq!(applied(&p.through(3)), [(1, 4)]);
+        assert_eq!(applied(&p.through(0, 0)), [(1, 2)]);
+        assert_eq!(applied(&p.through(1, 0)), [(1, 3)]);
+        assert_eq!(
+            applied(&p.through(2, 0)),
+            [(1, 3)],
+            "window 2 holds no batch"
+        );
+        assert_eq!(applied(&p.through(3, 0)), [(1, 4)]);
         assert!(log.lock().unwrap().is_empty());
     }
 }

@@ -38,8 +38,8 @@ use crate::Shutdown;
 use commit::{Applied, AppliedLog, CommitSink, Progress, Retry, StoreFailure};
 use elastic::Elastic;
 use netspectra_bus::{
-    cluster, progress, shard_of, AckQueue, AckStats, BusCounters, Consumer, ConsumerConfig, Dedupe,
-    Delivery, Source,
+    cluster, progress, shard_of, AckQueue, AckStats, BusConfig, BusCounters, Consumer,
+    ConsumerConfig, Dedupe, Delivery, Source,
 };
 use netspectra_engine::{EngineInput, EnginePlan, NullSink, TaskKind, WindowSink};
 use netspectra_model::config::Config;
@@ -47,7 +47,7 @@ use netspectra_model::PacketRecord;
 use netspectra_proto::wire;
 use netspectra_store::{Store, StoreUrl};
 use serde_json::{json, Value};
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -120,18 +120,41 @@ impl ClusterView {
 
 /// Marks as applied, in `dedupe`, the batches of `shards` that any engine
 /// stored with its progress (JetStream with a store; otherwise nothing).
+///
+/// Runs of dead engines (`dead`: neither live members nor this engine)
+/// that never finished may hold rows their progress does not cover
+/// (ClickHouse writes the two separately, and an engine may die before
+/// its first progress): those batches were not acked, are redelivered and
+/// applied again, so the rows go first. `cleaned` remembers the runs done.
 fn seed(
     dedupe: &mut Dedupe,
     store: Option<&dyn Store>,
-    jetstream: bool,
-    consumer_name: &str,
+    bus: &BusConfig,
     shards: &[u32],
+    dead: &dyn Fn(&str) -> bool,
+    cleaned: &mut HashSet<i64>,
 ) -> Result<(), NodeError> {
-    let (true, Some(store)) = (jetstream, store) else {
+    let (true, Some(store)) = (bus.jetstream, store) else {
         return Ok(());
     };
+    let consumer_name = progress::consumer_name(&bus.prefix);
+    let states = store.all_progress(&consumer_name)?;
+    let covered: HashMap<i64, u64> = states
+        .iter()
+        .filter_map(|(_, state)| progress::written(state))
+        .map(|w| (w.run_id, w.through_ns))
+        .collect();
+    for run in store.runs()? {
+        let ours = run.inputs["jetstream"] == true && run.inputs["prefix"] == bus.prefix.as_str();
+        if ours && run.status == "running" && dead(&run.engine_id) && cleaned.insert(run.run_id) {
+            let from_ns = covered.get(&run.run_id).copied().unwrap_or(0);
+            store.drop_uncovered(run.run_id, from_ns)?;
+            tracing::info!(message = "a dead engine's unacknowledged rows dropped (their batches are redelivered)",
+                engine = %run.engine_id, run_id = run.run_id, from_ns);
+        }
+    }
     let mut ranges = 0usize;
-    for state in store.all_progress(consumer_name)? {
+    for (_, state) in states {
         let stored = progress::decode(&state).context(format!(
             "stored bus progress ({consumer_name}) cannot be read; delete its rows from \
              bus_progress to start over (redelivered batches would then be counted again)"
@@ -252,12 +275,14 @@ impl EngineRole {
         let consumer_name = progress::consumer_name(&bus.prefix);
         let mut dedupe = Dedupe::default();
         if cfg.elastic.is_none() {
+            // Static: our own earlier run is over; the others' are not ours.
             seed(
                 &mut dedupe,
                 store.as_deref(),
-                bus.jetstream,
-                &consumer_name,
+                bus,
                 &cfg.consumer.shards,
+                &|id| id == engine_id,
+                &mut HashSet::new(),
             )?;
         }
         let applied_log: Option<AppliedLog> =
@@ -296,6 +321,7 @@ impl EngineRole {
                 consumer: consumer_name.clone(),
                 log: Arc::clone(log),
                 stored: dedupe.clone(),
+                run_id: run_id.unwrap_or(0),
             }),
         };
 
@@ -312,10 +338,17 @@ impl EngineRole {
         }
         let (consumer, rx) = rt.block_on(Consumer::start(&consumer_cfg))?;
         let elastic = match cfg.elastic {
-            Some(ttl) => Some(rt.block_on(async {
-                let bucket = cluster::open_bucket(consumer.client(), bus, ttl).await?;
-                Elastic::join(bucket, bus, engine_id).await
-            })?),
+            Some(ttl) => {
+                let bucket = rt
+                    .block_on(cluster::open_bucket(consumer.client(), bus, ttl))
+                    .context(format!(
+                        "engines find each other through a JetStream key-value bucket on {}, \
+                         and it cannot be opened (start nats-server with -js to enable JetStream, \
+                         or assign shards by hand with --engines N --engine-index I)",
+                        without_url_password(&bus.url)
+                    ))?;
+                Some(rt.block_on(Elastic::join(bucket, bus, engine_id))?)
+            }
             None => None,
         };
         let status = ClusterView::default();
@@ -411,8 +444,6 @@ impl RunningEngine {
         }
         let shard_count = cfg.consumer.bus.shards;
         let engine_id = cfg.engine_id.clone();
-        let jetstream = cfg.consumer.bus.jetstream;
-        let consumer_name = progress::consumer_name(&cfg.consumer.bus.prefix);
         let mut last_export = Instant::now();
         let started = Instant::now();
         let mut c = Consumed::default();
@@ -423,6 +454,7 @@ impl RunningEngine {
         let mut first_message: Option<Instant> = None;
         let mut last_applied = Instant::now();
         let mut cluster_error = false;
+        let mut cleaned = HashSet::new();
         // The store's retries stop when the caller stops us, even while this
         // loop waits on them.
         let finished_flag = Shutdown::new();
@@ -511,12 +543,14 @@ impl RunningEngine {
                     );
                 }
                 for &s in &moves.take {
+                    let members = el.members();
                     seed(
                         &mut dedupe,
                         store.as_deref(),
-                        jetstream,
-                        &consumer_name,
+                        &cfg.consumer.bus,
                         &[s],
+                        &|id| id != engine_id && !members.iter().any(|m| m == id),
+                        &mut cleaned,
                     )?;
                     rt.block_on(consumer.add_shard(s))?;
                     shards.push(s);
@@ -566,8 +600,20 @@ impl RunningEngine {
         let finished = engine.finish().context("engine failed");
         finished_flag.trigger();
         let _ = link.join();
+        let (_, _, slow) = counters.snapshot();
+        let decoded = json!({
+            "batches": c.batches,
+            "duplicate_batches": c.duplicates,
+            "bad_messages": c.bad,
+            "interop_packets": c.interop_packets,
+            "slow_consumer_events": slow,
+        });
         if finished.is_ok() {
-            // Every window (and sketch period) has been written.
+            // Waits until the store holds everything (ClickHouse: inserted
+            // or spooled); only then is every window durable and acked.
+            if let (Some(s), Some(id)) = (&mut store, run_id) {
+                s.finish_run(id, "complete", &inputs, c.packets, c.bytes, &decoded)?;
+            }
             written_tx.send_replace(u64::MAX);
         }
         drop(ack_tx);
@@ -579,17 +625,7 @@ impl RunningEngine {
                 tracing::warn!(message = "cannot release shard leases; they expire by themselves", %error);
             }
         }
-        let (connects, disconnects, slow) = counters.snapshot();
-        let decoded = json!({
-            "batches": c.batches,
-            "duplicate_batches": c.duplicates,
-            "bad_messages": c.bad,
-            "interop_packets": c.interop_packets,
-            "slow_consumer_events": slow,
-        });
-        if let (Some(s), Some(id)) = (&mut store, run_id) {
-            s.finish_run(id, "complete", &inputs, c.packets, c.bytes, &decoded)?;
-        }
+        let (connects, disconnects, _) = counters.snapshot();
         // From the first message to the last one applied: the consuming rate.
         let busy = first_message.map_or(0.0, |f| last_applied.duration_since(f).as_secs_f64());
         tracing::info!(message = "engine done", engine = %engine_id, packets = c.packets,

@@ -232,3 +232,17 @@ fn jetstream_engines_joining_and_leaving_mid_replay_lose_and_repeat_nothing() {
     );
     assert_exact(&db, &truth);
 }
+
+#[test]
+fn without_jetstream_on_the_server_an_elastic_engine_says_how_to_fix_it() {
+    let nats = NatsServer::start(false);
+    let dir = tempfile::tempdir().unwrap();
+    let err = engine(&nats, &dir.path().join("s.db"), "e-x", false)
+        .err()
+        .expect("no KV without JetStream");
+    let text = err.to_string();
+    assert!(
+        text.contains("-js") && text.contains("--engines N --engine-index I"),
+        "{text}"
+    );
+}

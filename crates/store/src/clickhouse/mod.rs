@@ -474,15 +474,27 @@ impl ClickHouseStore {
 
     /// The progress every engine last stored for `consumer` (after
     /// flushing this store's writer, as [`ClickHouseStore::load_progress`]).
-    pub fn all_progress(&self, consumer: &str) -> Result<Vec<String>, StoreError> {
+    pub fn all_progress(&self, consumer: &str) -> Result<Vec<(String, String)>, StoreError> {
         self.flush()?;
         self.fetch_all(
             self.client
                 .query(
-                    "SELECT argMax(state, version) FROM bus_progress \
+                    "SELECT engine_id, argMax(state, version) FROM bus_progress \
                      WHERE consumer = ? GROUP BY engine_id",
                 )
                 .bind(consumer),
+        )
+    }
+
+    /// Deletes run `run_id`'s exact rows in windows from `from_ns` on (a
+    /// mutation; ClickHouse applies it in the background, so queries may
+    /// still see them for a moment).
+    pub fn drop_uncovered(&self, run_id: i64, from_ns: u64) -> Result<(), StoreError> {
+        self.execute(
+            self.client
+                .query("ALTER TABLE exact_rows DELETE WHERE run_id = ? AND window_start_ns >= ?")
+                .bind(run_id as u64)
+                .bind(from_ns as i64),
         )
     }
 }
@@ -527,8 +539,16 @@ impl crate::Store for ClickHouseStore {
         ClickHouseStore::load_progress(self, engine_id, consumer)
     }
 
-    fn all_progress(&self, consumer: &str) -> Result<Vec<String>, StoreError> {
+    fn all_progress(&self, consumer: &str) -> Result<Vec<(String, String)>, StoreError> {
         ClickHouseStore::all_progress(self, consumer)
+    }
+
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        ClickHouseStore::runs(self)
+    }
+
+    fn drop_uncovered(&self, run_id: i64, from_ns: u64) -> Result<(), StoreError> {
+        ClickHouseStore::drop_uncovered(self, run_id, from_ns)
     }
 }
 
