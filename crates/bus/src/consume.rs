@@ -80,6 +80,9 @@ pub struct Consumer {
     counters: Arc<BusCounters>,
 }
 
+/// Unacknowledged messages per shard the server hands out at most.
+pub const MAX_ACK_PENDING: i64 = 16_384;
+
 /// Messages a core subscription may hold before the client drops (and
 /// counts a slow-consumer event).
 const SUBSCRIPTION_CAPACITY: usize = 4096;
@@ -140,8 +143,11 @@ impl Consumer {
                             ack_policy: AckPolicy::Explicit,
                             ack_wait: self.cfg.ack_wait,
                             deliver_policy: DeliverPolicy::All,
-                            // Acks wait for the window: never stall on them.
-                            max_ack_pending: -1,
+                            // Acks wait for the window (closed at the latest
+                            // by the packet clock's tick), so this bound only
+                            // slows a huge window down; it keeps what waits
+                            // for acks, here and on the server, bounded.
+                            max_ack_pending: MAX_ACK_PENDING,
                             ..Default::default()
                         },
                     )
@@ -278,18 +284,64 @@ async fn forward_jetstream(name: String, mut messages: pull::Stream, tx: mpsc::S
 /// gaps (batches lost in core mode, a probe restart); past
 /// [`Dedupe::MAX_RANGES`] ranges for one shard the two oldest are merged,
 /// which treats the oldest gap as applied.
+///
+/// Bounded in time too: a probe not seen for longer than the stream keeps
+/// messages can send nothing that would be redelivered, so
+/// [`Dedupe::forget_unseen_since`] drops it.
 #[derive(Clone, Debug, Default)]
 pub struct Dedupe {
     applied: HashMap<String, HashMap<u32, Vec<(u64, u64)>>>,
     skipped: u64,
+    /// When each probe's batch was last accepted (wall clock ns).
+    seen: HashMap<String, u64>,
+    /// The wall clock as the caller last set it ([`Dedupe::set_clock`]).
+    clock: u64,
 }
 
 impl Dedupe {
     /// Gaps remembered per `(probe_id, shard)`.
     pub const MAX_RANGES: usize = 1024;
 
+    /// Sets the wall clock (ns) that accepted batches are stamped with;
+    /// callers refresh it now and then, not per batch.
+    pub fn set_clock(&mut self, now_ns: u64) {
+        self.clock = now_ns;
+    }
+
+    /// Forgets every probe not seen since `cutoff_ns`; returns how many.
+    pub fn forget_unseen_since(&mut self, cutoff_ns: u64) -> usize {
+        let old: Vec<String> = self
+            .seen
+            .iter()
+            .filter(|&(_, &t)| t < cutoff_ns)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in &old {
+            self.seen.remove(p);
+            self.applied.remove(p);
+        }
+        old.len()
+    }
+
+    /// When `probe_id` was last seen (wall clock ns), if remembered.
+    pub fn seen(&self, probe_id: &str) -> Option<u64> {
+        self.seen.get(probe_id).copied()
+    }
+
+    /// Notes that `probe_id` was seen at `at_ns` (restoring stored progress).
+    pub fn note_seen(&mut self, probe_id: &str, at_ns: u64) {
+        let t = self.seen.entry(probe_id.to_owned()).or_default();
+        *t = (*t).max(at_ns);
+    }
+
     /// Whether the batch is new; records it as applied if so.
     pub fn accept(&mut self, probe_id: &str, shard: u32, seq: u64) -> bool {
+        match self.seen.get_mut(probe_id) {
+            Some(t) => *t = self.clock,
+            None => {
+                self.seen.insert(probe_id.to_owned(), self.clock);
+            }
+        }
         let shards = match self.applied.get_mut(probe_id) {
             Some(s) => s,
             None => self.applied.entry(probe_id.to_owned()).or_default(),
@@ -516,6 +568,28 @@ mod tests {
             assert!(!d.accept("p", 0, s), "{s}");
         }
         assert_eq!(d.applied["p"][&0], vec![(1, 10)]);
+    }
+
+    #[test]
+    fn probes_unseen_for_longer_than_the_stream_keeps_are_forgotten() {
+        let mut d = Dedupe::default();
+        d.set_clock(100);
+        assert!(d.accept("old", 0, 1));
+        d.set_clock(500);
+        assert!(d.accept("new", 0, 1));
+        assert_eq!(d.forget_unseen_since(200), 1);
+        assert_eq!(d.seen("old"), None);
+        assert!(
+            d.accept("old", 0, 1),
+            "forgotten: a probe id reused much later is new"
+        );
+        assert!(!d.accept("new", 0, 1), "kept");
+        let back = crate::progress::decode(&crate::progress::encode(&d, None)).unwrap();
+        assert_eq!(
+            back.seen("new"),
+            Some(500),
+            "the time travels with the progress"
+        );
     }
 
     #[test]

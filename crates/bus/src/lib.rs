@@ -75,6 +75,10 @@ pub struct BusConfig {
     pub jetstream: bool,
     /// Connection name shown by the server (probe or engine id).
     pub name: String,
+    /// JetStream: the stream forgets messages older than this...
+    pub max_age: Duration,
+    /// ... and drops its oldest beyond this many bytes.
+    pub max_bytes: u64,
 }
 
 impl BusConfig {
@@ -86,6 +90,23 @@ impl BusConfig {
             shards: DEFAULT_SHARDS,
             jetstream: false,
             name: "netspectra".into(),
+            max_age: Duration::from_secs(24 * 3600),
+            max_bytes: 10 << 30,
+        }
+    }
+
+    /// The layout and limits of a config's `bus` section, on `url`.
+    pub fn from_section(
+        url: impl Into<String>,
+        bus: &netspectra_model::config::BusSection,
+    ) -> BusConfig {
+        BusConfig {
+            prefix: bus.prefix.clone(),
+            shards: bus.shards,
+            jetstream: bus.jetstream,
+            max_age: Duration::from_nanos(bus.stream_max_age.0),
+            max_bytes: bus.stream_max_bytes.0,
+            ..BusConfig::new(url)
         }
     }
 
@@ -268,24 +289,48 @@ pub(crate) async fn connect_with(
 
 /// Creates the JetStream stream holding every shard if it is missing:
 /// subjects `<prefix>.packets.>`, file storage, 2-minute duplicate window
-/// (server-side dedupe by `Nats-Msg-Id`).
+/// (server-side dedupe by `Nats-Msg-Id`), bounded by `max_age` and
+/// `max_bytes` (oldest messages go first). An existing stream whose limits
+/// differ is updated to this process's limits.
 pub async fn ensure_stream(
     js: &async_nats::jetstream::Context,
     cfg: &BusConfig,
 ) -> Result<async_nats::jetstream::stream::Stream, BusError> {
     use async_nats::jetstream::stream;
-    js.get_or_create_stream(stream::Config {
+    let config = stream::Config {
         name: cfg.stream_name(),
         subjects: vec![format!("{}.packets.>", cfg.prefix)],
         storage: stream::StorageType::File,
-        duplicate_window: Duration::from_secs(120),
+        duplicate_window: Duration::from_secs(120).min(cfg.max_age),
+        max_age: cfg.max_age,
+        max_bytes: i64::try_from(cfg.max_bytes).unwrap_or(i64::MAX),
+        discard: stream::DiscardPolicy::Old,
         ..Default::default()
-    })
-    .await
-    .map_err(|e| BusError::JetStream {
-        what: format!("creating stream {}", cfg.stream_name()),
-        source: e.into(),
-    })
+    };
+    let err = |what: &str, e: async_nats::Error| BusError::JetStream {
+        what: format!("{what} stream {}", cfg.stream_name()),
+        source: e,
+    };
+    let mut existing = js
+        .get_or_create_stream(config.clone())
+        .await
+        .map_err(|e| err("creating", e.into()))?;
+    let info = existing
+        .info()
+        .await
+        .map_err(|e| err("reading", e.into()))?;
+    if info.config.max_age != config.max_age || info.config.max_bytes != config.max_bytes {
+        tracing::info!(message = "updating the stream's limits", stream = %cfg.stream_name(),
+            max_age_s = config.max_age.as_secs(), max_bytes = config.max_bytes);
+        js.update_stream(stream::Config {
+            max_age: config.max_age,
+            max_bytes: config.max_bytes,
+            ..info.config.clone()
+        })
+        .await
+        .map_err(|e| err("updating", e.into()))?;
+    }
+    Ok(existing)
 }
 
 #[cfg(test)]

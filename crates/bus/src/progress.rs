@@ -3,7 +3,8 @@
 //! batches whose windows were already stored.
 //!
 //! Format (**contract** of the store's `bus_progress` table):
-//! `{"format":1,"run_id":R,"through_ns":T,"applied":[{"probe":P,"shard":S,"ranges":[[first,last],…]},…]}`
+//! `{"format":1,"run_id":R,"through_ns":T,"applied":[{"probe":P,"shard":S,"ranges":[[first,last],…],"seen_ns":N},…]}`
+//! (`seen_ns`: when the probe's last batch was applied, wall clock; optional)
 //! where `run_id` and `through_ns` (optional; older writers omit them) say
 //! which run wrote it and the end of the last window whose rows precede it:
 //! rows of that run from `through_ns` on are not covered by any progress.
@@ -52,7 +53,10 @@ pub struct Written {
 pub fn encode(d: &Dedupe, written: Option<Written>) -> String {
     let applied: Vec<Value> = d
         .ranges()
-        .map(|(probe, shard, ranges)| json!({"probe": probe, "shard": shard, "ranges": ranges}))
+        .map(|(probe, shard, ranges)| {
+            json!({"probe": probe, "shard": shard, "ranges": ranges,
+                   "seen_ns": d.seen(probe).unwrap_or(0)})
+        })
         .collect();
     match written {
         Some(w) => json!({"format": 1, "run_id": w.run_id, "through_ns": w.through_ns,
@@ -69,6 +73,12 @@ pub fn written(state: &str) -> Option<Written> {
         run_id: v["run_id"].as_i64()?,
         through_ns: v["through_ns"].as_u64()?,
     })
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Reads [`encode`]'s output back.
@@ -91,6 +101,12 @@ pub fn decode(state: &str) -> Result<Dedupe, ProgressError> {
             };
             d.mark_applied(probe, shard, first, last);
         }
+        // Older progress has no time: take it as seen now.
+        let seen = e["seen_ns"]
+            .as_u64()
+            .filter(|&t| t > 0)
+            .unwrap_or_else(now_ns);
+        d.note_seen(probe, seen);
     }
     Ok(d)
 }

@@ -3,8 +3,9 @@
 
 use crate::Outcome;
 use clap::Args;
-use netspectra_bus::{BusConfig, ConsumerConfig};
+use netspectra_bus::ConsumerConfig;
 use netspectra_node::engine::{default_engine_id, static_shards, EngineConfig, EngineRole};
+use netspectra_node::setup::BusFlags;
 use netspectra_node::{setup, Shutdown};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,10 +35,12 @@ pub struct EngineArgs {
           value_parser = clap::value_parser!(u32).range(1..))]
     engines: Option<u32>,
     /// Seconds after which a silent engine is taken for dead and its shards
-    /// move to the others (they renew four times per period).
-    #[arg(long, value_name = "SECS", default_value_t = 4.0)]
-    member_ttl: f64,
-    /// Consume from the JetStream stream with durable consumers (at-least-once).
+    /// move to the others (they renew four times per period; default:
+    /// config `bus.member_ttl`, else 4).
+    #[arg(long, value_name = "SECS")]
+    member_ttl: Option<f64>,
+    /// Consume from the JetStream stream with durable consumers
+    /// (at-least-once; default: config `bus.jetstream`).
     #[arg(long)]
     jetstream: bool,
     /// Id written on every stored row, unique per running engine (default:
@@ -46,26 +49,27 @@ pub struct EngineArgs {
     engine_id: Option<String>,
     /// Also consume Go2NetSpectra probes' one-packet messages from this
     /// subject (e.g. `gons.packets.raw`); each engine keeps the packets of
-    /// its own shards, so none is counted twice.
+    /// its own shards, so none is counted twice (default: config
+    /// `bus.interop_subject`).
     #[arg(long, value_name = "S")]
     interop_subject: Option<String>,
     /// Stop after this many seconds without a message.
     #[arg(long, value_name = "SECS")]
     idle_exit: Option<f64>,
-    /// Subject prefix (as the probes').
-    #[arg(long, value_name = "P", default_value = netspectra_bus::DEFAULT_PREFIX)]
-    prefix: String,
-    /// Number of shards (as the probes').
-    #[arg(long, value_name = "N", default_value_t = netspectra_bus::DEFAULT_SHARDS,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
-    shards: u32,
+    /// Subject prefix, as the probes' (default: config `bus.prefix`, else `netspectra`).
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// Number of shards, as the probes' (default: config `bus.shards`, else 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    shards: Option<u32>,
     /// Engine workers (default: config `aggregator.num_workers`, else one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     workers: Option<u16>,
     /// JetStream: seconds before the server redelivers an unacknowledged
-    /// batch (set when the durable consumers are created).
-    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
-    ack_wait: f64,
+    /// batch (set when the durable consumers are created; default: config
+    /// `bus.ack_wait`, else 30).
+    #[arg(long, value_name = "SECS")]
+    ack_wait: Option<f64>,
     /// Summary format on stdout.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     format: String,
@@ -76,14 +80,6 @@ pub struct EngineArgs {
 }
 
 pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
-    let shards = match (args.engine_index, args.engines) {
-        (Some(index), Some(engines)) => static_shards(index, engines, args.shards)?,
-        _ => Vec::new(),
-    };
-    let elastic = args
-        .engine_index
-        .is_none()
-        .then(|| Duration::from_secs_f64(args.member_ttl.clamp(1.0, 3600.0)));
     let config = setup::load_config(args.config.as_deref())?;
     let url = setup::nats_url(args.nats.as_deref(), &config);
     let engine_id = args
@@ -93,21 +89,36 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
             Some(i) => format!("engine-{i}"),
             None => default_engine_id(),
         });
+    let flags = BusFlags {
+        prefix: args.prefix.clone(),
+        shards: args.shards,
+        jetstream: args.jetstream,
+    };
+    let bus = setup::bus_config(url, &config, &flags, format!("engine {engine_id}"));
+    let shards = match (args.engine_index, args.engines) {
+        (Some(index), Some(engines)) => static_shards(index, engines, bus.shards)?,
+        _ => Vec::new(),
+    };
+    let seconds = |flag: Option<f64>, config: u64| {
+        flag.map_or(Duration::from_nanos(config), Duration::from_secs_f64)
+    };
+    let elastic = args.engine_index.is_none().then(|| {
+        seconds(args.member_ttl, config.bus.member_ttl.0)
+            .clamp(Duration::from_secs(1), Duration::from_secs(3600))
+    });
+    let ack_wait = seconds(args.ack_wait, config.bus.ack_wait.0).max(Duration::from_millis(100));
+    let interop_subject = args.interop_subject.clone().or_else(|| {
+        (!config.bus.interop_subject.is_empty()).then(|| config.bus.interop_subject.clone())
+    });
     let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
     let engine = EngineRole::start(EngineConfig {
         config,
         workers: args.workers.map_or(0, usize::from),
         consumer: ConsumerConfig {
-            bus: BusConfig {
-                url,
-                prefix: args.prefix.clone(),
-                shards: args.shards,
-                jetstream: args.jetstream,
-                name: format!("engine {engine_id}"),
-            },
+            bus,
             shards,
-            interop_subject: args.interop_subject.clone(),
-            ack_wait: Duration::from_secs_f64(args.ack_wait.max(0.1)),
+            interop_subject,
+            ack_wait,
             queue: 256,
         },
         elastic,

@@ -4,9 +4,10 @@
 use crate::Outcome;
 use anyhow::anyhow;
 use clap::Args;
-use netspectra_bus::{BatchLimits, BusConfig};
+use netspectra_bus::BatchLimits;
 use netspectra_capture::live::LiveOptions;
 use netspectra_node::probe::{default_align_ns, default_probe_id, Probe, ProbeConfig, ProbeInput};
+use netspectra_node::setup::BusFlags;
 use netspectra_node::{setup, Shutdown};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,19 +38,20 @@ pub struct ProbeArgs {
     /// Replay files at their recorded speed instead of as fast as possible.
     #[arg(long, requires = "file")]
     realtime: bool,
-    /// Publish into a JetStream stream (at-least-once; engines need `--jetstream` too).
+    /// Publish into a JetStream stream (at-least-once; engines need it too;
+    /// default: config `bus.jetstream`).
     #[arg(long)]
     jetstream: bool,
     /// This probe's name in batch ids (default: host name and process id).
     #[arg(long, value_name = "ID")]
     probe_id: Option<String>,
-    /// Subject prefix: batches go to `<prefix>.packets.<shard>`.
-    #[arg(long, value_name = "P", default_value = netspectra_bus::DEFAULT_PREFIX)]
-    prefix: String,
-    /// Number of shards (engines must use the same).
-    #[arg(long, value_name = "N", default_value_t = netspectra_bus::DEFAULT_SHARDS,
-          value_parser = clap::value_parser!(u32).range(1..=65536))]
-    shards: u32,
+    /// Subject prefix: batches go to `<prefix>.packets.<shard>` (default:
+    /// config `bus.prefix`, else `netspectra`).
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// Number of shards, as the engines' (default: config `bus.shards`, else 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
+    shards: Option<u32>,
     /// Packets per batch at most.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     batch_packets: usize,
@@ -96,13 +98,16 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
     };
     let probe = Probe::start(ProbeConfig {
         input,
-        bus: BusConfig {
+        bus: setup::bus_config(
             url,
-            prefix: args.prefix.clone(),
-            shards: args.shards,
-            jetstream: args.jetstream,
-            name: format!("probe {probe_id}"),
-        },
+            &config,
+            &BusFlags {
+                prefix: args.prefix.clone(),
+                shards: args.shards,
+                jetstream: args.jetstream,
+            },
+            format!("probe {probe_id}"),
+        ),
         probe_id,
         limits: BatchLimits {
             max_packets: args.batch_packets.max(1),

@@ -85,6 +85,98 @@ impl<'de> Deserialize<'de> for DurationText {
     }
 }
 
+/// A size in bytes, written as a number or with a unit (`10GiB`, `512MiB`,
+/// `1GB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    /// Parses `10GiB`, `512 MiB`, `1GB`, `4096`.
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let t = text.trim();
+        let split = t
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num
+            .parse()
+            .map_err(|_| format!("invalid size `{text}`: expected e.g. `10GiB`"))?;
+        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => 1.0,
+            "k" | "kb" => 1e3,
+            "kib" => 1024.0,
+            "m" | "mb" => 1e6,
+            "mib" => 1024.0 * 1024.0,
+            "g" | "gb" => 1e9,
+            "gib" => 1024.0 * 1024.0 * 1024.0,
+            "t" | "tb" => 1e12,
+            "tib" => 1024.0f64.powi(4),
+            _ => return Err(format!("invalid size `{text}`: unknown unit `{unit}` (B, KiB, MiB, GiB, TiB, or KB, MB, GB, TB)")),
+        };
+        Ok(ByteSize((n * mult) as u64))
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size such as `10GiB` or a number of bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(s).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(n))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `bus`: how probes and engines meet on NATS (NetSpectra's own section;
+/// every key has a flag of the same name that overrides it). Probes and
+/// engines must agree on `prefix`, `shards` and `jetstream`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSection {
+    /// Subject prefix: batches go to `<prefix>.packets.<shard>`.
+    pub prefix: String,
+    /// Number of shards.
+    pub shards: u32,
+    /// At-least-once delivery through a JetStream stream.
+    pub jetstream: bool,
+    /// Go2NetSpectra's one-packet subject engines also read (empty: none).
+    pub interop_subject: String,
+    /// The JetStream stream forgets messages older than this. Default `24h`.
+    pub stream_max_age: DurationText,
+    /// ... and drops its oldest messages beyond this size. Default `10GiB`.
+    pub stream_max_bytes: ByteSize,
+    /// JetStream: how long before an unacknowledged batch is redelivered.
+    /// Default `30s`.
+    pub ack_wait: DurationText,
+    /// An engine silent for this long is taken for dead and its shards
+    /// move. Default `4s`.
+    pub member_ttl: DurationText,
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        BusSection {
+            prefix: "netspectra".into(),
+            shards: 16,
+            jetstream: false,
+            interop_subject: String::new(),
+            stream_max_age: DurationText(24 * 3600 * NS_PER_SEC),
+            stream_max_bytes: ByteSize(10 * 1024 * 1024 * 1024),
+            ack_wait: DurationText(30 * NS_PER_SEC),
+            member_ttl: DurationText(4 * NS_PER_SEC),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -99,6 +191,8 @@ pub struct Config {
     pub ai: AiConfig,
     /// Probe and bus (Go2NetSpectra `probe`).
     pub probe: ProbeConfig,
+    /// Bus layout and limits (NetSpectra's own).
+    pub bus: BusSection,
     /// Alert rules (Go2NetSpectra `alerter`).
     pub alerter: AlerterConfig,
     /// Mail relay for alerts (Go2NetSpectra `smtp`).
@@ -428,12 +522,20 @@ pub struct ClickHouseConfig {
 pub struct StoreConfig {
     /// `sqlite:PATH` or a bare path; empty string = no store.
     pub url: String,
+    /// Where a ClickHouse store keeps what the server cannot take yet
+    /// (`<spool_dir>/<database>/<writer id>`). Default `netspectra-spool`.
+    pub spool_dir: String,
+    /// Rows older than this are deleted (by one leader per cluster);
+    /// unset: kept for ever.
+    pub retention: Option<DurationText>,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             url: "sqlite:netspectra.db".to_string(),
+            spool_dir: "netspectra-spool".to_string(),
+            retention: None,
         }
     }
 }
@@ -629,6 +731,29 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        let bus = &self.bus;
+        if !(1..=65536).contains(&bus.shards) {
+            return Err(invalid("bus.shards", "must be between 1 and 65536"));
+        }
+        if bus.prefix.is_empty() || bus.prefix.contains(['*', '>', ' ']) {
+            return Err(invalid(
+                "bus.prefix",
+                "must be a non-empty NATS subject token (no `*`, `>` or spaces)",
+            ));
+        }
+        if bus.member_ttl.0 < NS_PER_SEC {
+            return Err(invalid("bus.member_ttl", "must be at least `1s`"));
+        }
+        if self
+            .store
+            .retention
+            .is_some_and(|r| r.0 < 3600 * NS_PER_SEC)
+        {
+            return Err(invalid(
+                "store.retention",
+                "must be at least `1h` (rows are kept per day), e.g. `30d`",
+            ));
+        }
         let agg = &self.aggregator;
         if agg.period.0 == 0 {
             return Err(invalid(

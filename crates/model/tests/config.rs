@@ -210,3 +210,39 @@ fn default_sketch_tasks_are_heavy_hitters_and_a_spreader() {
         (vec![Dimension::SrcIp], vec![Dimension::DstIp])
     );
 }
+
+#[test]
+fn bus_and_store_keys_have_defaults_and_parse_units() {
+    let c = Config::from_yaml("{}", &|_| None).unwrap();
+    assert_eq!(c.bus.prefix, "netspectra");
+    assert_eq!(c.bus.shards, 16);
+    assert_eq!(c.bus.stream_max_age.0, 24 * 3600 * 1_000_000_000);
+    assert_eq!(c.bus.stream_max_bytes.0, 10 << 30);
+    assert_eq!(c.store.spool_dir, "netspectra-spool");
+    assert_eq!(c.store.retention, None);
+    let c = Config::from_yaml(
+        "bus: { prefix: lab, shards: 8, jetstream: true, stream_max_age: 2h, \
+         stream_max_bytes: 512MiB, ack_wait: 5s, member_ttl: 3s, interop_subject: gons.packets.raw }\n\
+         store: { url: 'sqlite:x.db', spool_dir: /var/spool/ns, retention: 30d }",
+        &|_| None,
+    )
+    .unwrap();
+    assert_eq!(
+        (c.bus.prefix.as_str(), c.bus.shards, c.bus.jetstream),
+        ("lab", 8, true)
+    );
+    assert_eq!(c.bus.stream_max_bytes.0, 512 << 20);
+    assert_eq!(c.bus.ack_wait.0, 5_000_000_000);
+    assert_eq!(c.store.retention.unwrap().0, 30 * 86_400 * 1_000_000_000);
+    for (yaml, key) in [
+        ("bus: { shards: 0 }", "bus.shards"),
+        ("bus: { member_ttl: 100ms }", "bus.member_ttl"),
+        ("bus: { prefix: 'a b' }", "bus.prefix"),
+        ("store: { retention: 5m }", "store.retention"),
+        ("bus: { stream_max_bytes: 10 parsecs }", "stream_max_bytes"),
+        ("bus: { nope: 1 }", "bus.nope"),
+    ] {
+        let err = Config::from_yaml(yaml, &|_| None).unwrap_err().to_string();
+        assert!(err.contains(key), "{yaml}: {err}");
+    }
+}

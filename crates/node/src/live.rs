@@ -162,8 +162,14 @@ impl LiveRun {
         let inputs = json!([format!("iface:{}", cfg.capture.iface)]);
         let window_ns = plan.window_ns;
         let workers = plan.workers;
-        let (mut run_store, sink) =
-            RunStore::begin(cfg.store.clone(), "local", &inputs, &plan.tasks, window_ns)?;
+        let (mut run_store, sink) = RunStore::begin(
+            cfg.store.clone(),
+            std::path::Path::new(&cfg.config.store.spool_dir),
+            "local",
+            &inputs,
+            &plan.tasks,
+            window_ns,
+        )?;
         // Started once the store exists (a new SQLite file is created by the run).
         let api = match cfg.serve.take() {
             Some(serve) => match ApiServer::start(serve) {

@@ -74,8 +74,14 @@ impl Analysis {
         );
         let window_ns = plan.window_ns;
         let workers = plan.workers;
-        let (mut run_store, sink) =
-            RunStore::begin(cfg.store, "local", &inputs, &plan.tasks, window_ns)?;
+        let (mut run_store, sink) = RunStore::begin(
+            cfg.store,
+            Path::new(&cfg.config.store.spool_dir),
+            "local",
+            &inputs,
+            &plan.tasks,
+            window_ns,
+        )?;
 
         let started = Instant::now();
         let mut engine = Engine::start(plan, sink)?;

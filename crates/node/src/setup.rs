@@ -3,6 +3,7 @@
 
 use crate::error::NodeError;
 use crate::report::Report;
+use netspectra_bus::BusConfig;
 use netspectra_engine::{NullSink, TaskSpec, WindowSink};
 use netspectra_model::config::Config;
 use netspectra_store::{Store, StoreUrl};
@@ -35,6 +36,33 @@ pub fn nats_url(flag: Option<&str>, config: &Config) -> String {
         .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string())
 }
 
+/// Bus settings given on the command line; each one given wins over the
+/// config's `bus` section.
+#[derive(Clone, Debug, Default)]
+pub struct BusFlags {
+    /// `--prefix`.
+    pub prefix: Option<String>,
+    /// `--shards`.
+    pub shards: Option<u32>,
+    /// `--jetstream` (given: on; absent: the config decides).
+    pub jetstream: bool,
+}
+
+/// The bus a probe or engine uses: the config's `bus` section, overridden
+/// by `flags`, on `url`, with connection name `name`.
+pub fn bus_config(url: String, config: &Config, flags: &BusFlags, name: String) -> BusConfig {
+    let mut bus = BusConfig::from_section(url, &config.bus);
+    if let Some(p) = &flags.prefix {
+        bus.prefix = p.clone();
+    }
+    if let Some(n) = flags.shards {
+        bus.shards = n;
+    }
+    bus.jetstream |= flags.jetstream;
+    bus.name = name;
+    bus
+}
+
 /// A store with the run this process records in it (or no store at all).
 pub struct RunStore {
     store: Option<Box<dyn Store>>,
@@ -47,6 +75,7 @@ impl RunStore {
     /// the sink to hand to the engine (a [`NullSink`] without a store).
     pub fn begin(
         url: Option<String>,
+        spool_root: &Path,
         engine_id: &str,
         inputs: &Value,
         tasks: &[TaskSpec],
@@ -60,7 +89,8 @@ impl RunStore {
             };
             return Ok((none, Box::new(NullSink)));
         };
-        let mut store = netspectra_store::open(&StoreUrl::parse(&url_text)?, engine_id)?;
+        let mut store =
+            netspectra_store::open_spooled(&StoreUrl::parse(&url_text)?, engine_id, spool_root)?;
         let command = recorded_command(std::env::args());
         let run_id = store.begin_run(engine_id, &command, inputs, tasks, window_ns)?;
         let sink = store.sink(run_id, engine_id)?;

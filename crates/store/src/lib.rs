@@ -95,10 +95,19 @@ pub trait Store: Send {
 /// `./netspectra-spool/<database>/<writer_id>`, so engines sharing a host and
 /// a database never share a spool, and a restarted engine replays its own.
 pub fn open(url: &StoreUrl, writer_id: &str) -> Result<Box<dyn Store>, StoreError> {
+    open_spooled(url, writer_id, std::path::Path::new("netspectra-spool"))
+}
+
+/// [`open`] with the spool under `spool_root` (config `store.spool_dir`).
+pub fn open_spooled(
+    url: &StoreUrl,
+    writer_id: &str,
+    spool_root: &std::path::Path,
+) -> Result<Box<dyn Store>, StoreError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
         StoreUrl::ClickHouse(url) => {
-            let spool = std::path::Path::new("netspectra-spool")
+            let spool = spool_root
                 .join(&url.database)
                 .join(netspectra_model::safe_name(writer_id));
             Ok(Box::new(ClickHouseStore::open(url)?.with_spool_dir(spool)))

@@ -440,6 +440,59 @@ fn jetstream_engines_started_alike_survive_a_sigkill_and_count_exactly() {
     assert_stores_match_truth(&[db], &truth);
 }
 
+#[test]
+fn probe_and_engine_take_the_bus_layout_from_the_config() {
+    let server = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = crate::gen(dir.path(), "b.pcap", 20_000, 16, "pcap", &[]);
+    let cfg = dir.path().join("ns.yaml");
+    std::fs::write(
+        &cfg,
+        "bus:\n  prefix: cfgbus\n  shards: 4\n  jetstream: true\n  ack_wait: 3s\n",
+    )
+    .unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let db = dir.path().join("b.db");
+    let store = format!("sqlite:{}", db.display());
+    let mut cmd = bin();
+    cmd.args([
+        "engine",
+        "--nats",
+        &server.url(),
+        "--store",
+        &store,
+        "--config",
+        cfg,
+    ])
+    .args(["--idle-exit", "4", "--format", "json", "--workers", "1"]);
+    let engine = EngineProc::spawn(cmd, 0);
+    let out = probe(&server.url(), &file, &["--config", cfg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let published: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(published["jetstream"], true, "{published}");
+    assert_eq!(
+        published["published"]["per_shard"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    let summary = engine.wait();
+    assert_eq!(summary["jetstream"], true, "{summary}");
+    assert_eq!(
+        summary["shards"],
+        serde_json::json!([0, 1, 2, 3]),
+        "{summary}"
+    );
+    assert_eq!(summary["packets"], truth["ip_packets"], "{summary}");
+}
+
 /// Publishes Go2NetSpectra-style messages (one `PacketInfo` each) with the
 /// plain NATS text protocol, as its Go probe does with `nc.Publish`.
 fn publish_raw(port: u16, subject: &str, payloads: &[Vec<u8>]) {

@@ -94,12 +94,19 @@ pub(crate) struct Progress {
     pub(crate) stored: Dedupe,
     /// The run writing it (named in the progress, for orphan cleanup).
     pub(crate) run_id: i64,
+    /// Probes unseen for this long are dropped from it (the stream's
+    /// `max_age`: nothing older can be redelivered).
+    pub(crate) forget_after_ns: u64,
 }
 
 impl Progress {
     /// The progress covering every batch in windows `..= window`, the
     /// last of which ends at `end_ns`.
     pub(crate) fn through(&mut self, window: u64, end_ns: u64) -> String {
+        let now = crate::telemetry::wall_ns();
+        self.stored.set_clock(now);
+        self.stored
+            .forget_unseen_since(now.saturating_sub(self.forget_after_ns));
         {
             let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
             while log.front().is_some_and(|a| a.0 <= window) {
@@ -286,6 +293,7 @@ mod tests {
             log: Arc::clone(&log),
             stored: Dedupe::default(),
             run_id: 1,
+            forget_after_ns: u64::MAX,
         };
         for (w, seq) in [(0u64, 1u64), (0, 2), (1, 3), (3, 4)] {
             log.lock().unwrap().push_back((w, Arc::from("p"), 0, seq));

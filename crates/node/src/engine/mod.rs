@@ -48,6 +48,7 @@ use netspectra_proto::wire;
 use netspectra_store::{Store, StoreUrl};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -259,7 +260,11 @@ impl EngineRole {
         let bus = &cfg.consumer.bus;
         let engine_id = &cfg.engine_id;
         let mut store = match &cfg.store {
-            Some(u) => Some(netspectra_store::open(&StoreUrl::parse(u)?, engine_id)?),
+            Some(u) => Some(netspectra_store::open_spooled(
+                &StoreUrl::parse(u)?,
+                engine_id,
+                Path::new(&cfg.config.store.spool_dir),
+            )?),
             None => None,
         };
         let inputs = json!({
@@ -322,6 +327,7 @@ impl EngineRole {
                 log: Arc::clone(log),
                 stored: dedupe.clone(),
                 run_id: run_id.unwrap_or(0),
+                forget_after_ns: bus.max_age.as_nanos() as u64,
             }),
         };
 
@@ -455,6 +461,8 @@ impl RunningEngine {
         let mut last_applied = Instant::now();
         let mut cluster_error = false;
         let mut cleaned = HashSet::new();
+        let mut last_forget = Instant::now();
+        dedupe.set_clock(telemetry::wall_ns());
         // The store's retries stop when the caller stops us, even while this
         // loop waits on them.
         let finished_flag = Shutdown::new();
@@ -494,6 +502,19 @@ impl RunningEngine {
         loop {
             if last_export.elapsed() >= EXPORT_EVERY {
                 last_export = Instant::now();
+                let now = telemetry::wall_ns();
+                dedupe.set_clock(now);
+                if last_forget.elapsed() >= Duration::from_secs(60) {
+                    last_forget = Instant::now();
+                    let max_age = cfg.consumer.bus.max_age.as_nanos() as u64;
+                    let forgotten = dedupe.forget_unseen_since(now.saturating_sub(max_age));
+                    if forgotten > 0 {
+                        tracing::info!(
+                            message = "forgot probes older than the stream's max age",
+                            forgotten
+                        );
+                    }
+                }
                 export(&c);
                 crate::probe::export_bus(&telemetry, &counters, &url);
                 if let Some(why) = store_down() {

@@ -36,6 +36,9 @@ use std::time::{Duration, Instant};
 
 /// Rows per INSERT at most (bigger windows are cut into several batches).
 pub(crate) const MAX_BATCH_ROWS: usize = 100_000;
+/// Rows held in memory at most when neither the server nor the spool takes
+/// them; beyond, the writer stops reading its channel (back-pressure).
+const MAX_PENDING_ROWS: usize = 4 * MAX_BATCH_ROWS;
 /// Batches waiting in the channel before the sink blocks (back-pressure).
 const CHANNEL_BATCHES: usize = 8;
 
@@ -221,6 +224,14 @@ struct Writer {
 impl Writer {
     fn run(mut self, rx: Receiver<Command>) {
         loop {
+            if self.pending_rows() >= MAX_PENDING_ROWS {
+                // Neither the server nor the spool takes rows (disk full?):
+                // stop taking more, so the sink waits instead of this
+                // queue growing without bound.
+                std::thread::sleep(self.config.backoff_max);
+                self.pump(false);
+                continue;
+            }
             let cmd = match self.wait() {
                 None => rx.recv().ok(),
                 Some(wait) => match rx.recv_timeout(wait) {
