@@ -141,6 +141,11 @@ impl Membership {
         &self.id
     }
 
+    /// The cluster's lease bucket (for other duties, e.g. retention).
+    pub fn bucket(&self) -> &LeaseBucket {
+        &self.bucket
+    }
+
     /// The live members' ids, sorted.
     pub async fn members(&self) -> Result<Vec<String>, BusError> {
         let mut members = self.bucket.values_under("member.").await?;

@@ -164,7 +164,7 @@ impl LiveRun {
         let workers = plan.workers;
         let (mut run_store, sink) = RunStore::begin(
             cfg.store.clone(),
-            std::path::Path::new(&cfg.config.store.spool_dir),
+            &cfg.config.store,
             "local",
             &inputs,
             &plan.tasks,

@@ -76,7 +76,7 @@ impl Analysis {
         let workers = plan.workers;
         let (mut run_store, sink) = RunStore::begin(
             cfg.store,
-            Path::new(&cfg.config.store.spool_dir),
+            &cfg.config.store,
             "local",
             &inputs,
             &plan.tasks,

@@ -5,10 +5,11 @@ use crate::error::NodeError;
 use crate::report::Report;
 use netspectra_bus::BusConfig;
 use netspectra_engine::{NullSink, TaskSpec, WindowSink};
-use netspectra_model::config::Config;
+use netspectra_model::config::{Config, StoreConfig};
 use netspectra_store::{Store, StoreUrl};
 use serde_json::Value;
 use std::path::Path;
+use std::time::Duration;
 
 /// The configuration file, or the built-in defaults without one.
 pub fn load_config(path: Option<&Path>) -> Result<Config, NodeError> {
@@ -63,6 +64,20 @@ pub fn bus_config(url: String, config: &Config, flags: &BusFlags, name: String) 
     bus
 }
 
+/// Deletes what `store.retention` no longer keeps, saying how much.
+pub(crate) fn apply_retention(store: &dyn Store, keep: Duration) -> Result<(), NodeError> {
+    let started = std::time::Instant::now();
+    let gone = store.apply_retention(keep)?;
+    metrics::counter!("netspectra_store_retention_runs_total").increment(1);
+    tracing::info!(
+        message = "retention applied",
+        keep_s = keep.as_secs(),
+        removed = gone,
+        elapsed_ms = started.elapsed().as_millis() as u64
+    );
+    Ok(())
+}
+
 /// A store with the run this process records in it (or no store at all).
 pub struct RunStore {
     store: Option<Box<dyn Store>>,
@@ -71,11 +86,12 @@ pub struct RunStore {
 }
 
 impl RunStore {
-    /// Opens the store at `url` (if any) and begins a run; returns it with
-    /// the sink to hand to the engine (a [`NullSink`] without a store).
+    /// Opens the store at `url` (if any), applies `store.retention` (a
+    /// local run writes alone), and begins a run; returns it with the sink
+    /// to hand to the engine (a [`NullSink`] without a store).
     pub fn begin(
         url: Option<String>,
-        spool_root: &Path,
+        settings: &StoreConfig,
         engine_id: &str,
         inputs: &Value,
         tasks: &[TaskSpec],
@@ -89,8 +105,14 @@ impl RunStore {
             };
             return Ok((none, Box::new(NullSink)));
         };
-        let mut store =
-            netspectra_store::open_spooled(&StoreUrl::parse(&url_text)?, engine_id, spool_root)?;
+        let mut store = netspectra_store::open_spooled(
+            &StoreUrl::parse(&url_text)?,
+            engine_id,
+            Path::new(&settings.spool_dir),
+        )?;
+        if let Some(keep) = settings.retention {
+            apply_retention(store.as_ref(), Duration::from_nanos(keep.0))?;
+        }
         let command = recorded_command(std::env::args());
         let run_id = store.begin_run(engine_id, &command, inputs, tasks, window_ns)?;
         let sink = store.sink(run_id, engine_id)?;

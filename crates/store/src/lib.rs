@@ -80,6 +80,12 @@ pub trait Store: Send {
     /// Every run, oldest first.
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
 
+    /// Deletes rows whose window (or sketch period) ended more than `keep`
+    /// ago (`store.retention`); returns how many rows (SQLite) or day
+    /// partitions (ClickHouse) went. One process per store should do it:
+    /// the engines elect one.
+    fn apply_retention(&self, keep: std::time::Duration) -> Result<u64, StoreError>;
+
     /// Deletes the exact rows of run `run_id` in windows starting at or
     /// after `from_ns`: rows a dead engine stored without the progress that
     /// would cover them (their batches are redelivered and applied again by

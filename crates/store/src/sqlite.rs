@@ -193,6 +193,31 @@ impl SqliteStore {
         states
     }
 
+    /// Deletes rows whose window or period ended more than `keep` ago, in
+    /// batches of 10 000 rows per transaction so that writers and readers
+    /// are never held up for long; returns the rows deleted.
+    pub fn apply_retention(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+        let cutoff = now_ns().saturating_sub(keep.as_nanos().min(i64::MAX as u128) as i64);
+        let mut deleted = 0u64;
+        for (table, end) in [("exact_rows", "window_end"), ("sketch_rows", "period_end")] {
+            let sql = format!(
+                "DELETE FROM {table} WHERE rowid IN \
+                 (SELECT rowid FROM {table} WHERE {end} <= ?1 LIMIT 10000)"
+            );
+            loop {
+                let n = self
+                    .conn
+                    .execute(&sql, params![cutoff])
+                    .map_err(|e| self.err(e))?;
+                deleted += n as u64;
+                if n == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Every run, oldest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         read_runs(&self.conn).map_err(|e| self.err(e))
@@ -257,6 +282,10 @@ impl crate::Store for SqliteStore {
 
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         SqliteStore::runs(self)
+    }
+
+    fn apply_retention(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+        SqliteStore::apply_retention(self, keep)
     }
 }
 

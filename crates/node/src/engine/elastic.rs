@@ -75,6 +75,11 @@ impl Elastic {
         Instant::now() >= self.next_beat
     }
 
+    /// The cluster's lease bucket.
+    pub(crate) fn bucket(&self) -> &LeaseBucket {
+        self.membership.bucket()
+    }
+
     /// Live members at the last heartbeat.
     pub(crate) fn members(&self) -> &[String] {
         &self.members

@@ -37,6 +37,7 @@ use crate::telemetry::{self, Telemetry};
 use crate::Shutdown;
 use commit::{Applied, AppliedLog, CommitSink, Progress, Retry, StoreFailure};
 use elastic::Elastic;
+use netspectra_bus::lease::Leadership;
 use netspectra_bus::{
     cluster, progress, shard_of, AckQueue, AckStats, BusConfig, BusCounters, Consumer,
     ConsumerConfig, Dedupe, Delivery, Source,
@@ -205,6 +206,9 @@ impl Consumed {
         }
     }
 }
+
+/// How often the retention leader deletes expired rows.
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
 /// How often the consuming loop refreshes metrics and readiness.
 const EXPORT_EVERY: Duration = Duration::from_millis(250);
@@ -461,6 +465,26 @@ impl RunningEngine {
         let mut last_applied = Instant::now();
         let mut cluster_error = false;
         let mut cleaned = HashSet::new();
+        // Retention: one engine per cluster (the leader of duty `retention`)
+        // applies `store.retention`, hourly.
+        let retention = cfg
+            .config
+            .store
+            .retention
+            .map(|d| Duration::from_nanos(d.0))
+            .filter(|_| store.is_some());
+        let retention_leader = match (&elastic, retention) {
+            (Some(el), Some(_)) => {
+                let _guard = rt.enter();
+                Some(Leadership::spawn(
+                    el.bucket().clone(),
+                    "retention",
+                    &engine_id,
+                ))
+            }
+            _ => None,
+        };
+        let mut last_retention: Option<Instant> = None;
         let mut last_forget = Instant::now();
         dedupe.set_clock(telemetry::wall_ns());
         // The store's retries stop when the caller stops us, even while this
@@ -528,6 +552,15 @@ impl RunningEngine {
             if cfg.idle_exit.is_some_and(|i| last_message.elapsed() >= i) {
                 tracing::info!(message = "idle: stopping", engine = %engine_id);
                 break;
+            }
+            if let (Some(leader), Some(keep), Some(s)) = (&retention_leader, retention, &store) {
+                let due = last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY);
+                if due && leader.token().is_some() {
+                    last_retention = Some(Instant::now());
+                    if let Err(error) = crate::setup::apply_retention(s.as_ref(), keep) {
+                        tracing::warn!(message = "retention failed; retrying in an hour", %error);
+                    }
+                }
             }
             if let Some(el) = elastic.as_mut().filter(|e| e.due()) {
                 let written = *written_tx.borrow();

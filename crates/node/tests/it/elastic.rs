@@ -246,3 +246,72 @@ fn without_jetstream_on_the_server_an_elastic_engine_says_how_to_fix_it() {
         "{text}"
     );
 }
+
+#[test]
+fn one_engine_of_the_cluster_applies_the_retention() {
+    use netspectra_node::offline::{Analysis, AnalysisConfig};
+    let nats = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    // Rows of the generator's capture are from 2026-01-01: older than 1 h.
+    let (path, _) = crate::capture(dir.path(), 5_000, 23);
+    let db = dir.path().join("store.db");
+    let report = Analysis::run(
+        AnalysisConfig {
+            files: vec![path],
+            config: Config::default(),
+            workers: 1,
+            store: Some(format!("sqlite:{}", db.display())),
+            verify: false,
+            top: 0,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(report.packets > 0);
+    let rows = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM exact_rows", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(rows() > 0);
+    let with_retention = |id: &str| {
+        let bus = BusConfig::new(nats.url());
+        let mut config = config();
+        config.store.retention = Some(DurationText(3600 * 1_000_000_000));
+        EngineRole::start(EngineConfig {
+            config,
+            workers: 1,
+            consumer: ConsumerConfig {
+                shards: Vec::new(),
+                bus,
+                interop_subject: None,
+                ack_wait: Duration::from_secs(3),
+                queue: 16,
+            },
+            elastic: Some(TTL),
+            engine_id: id.into(),
+            store: Some(format!("sqlite:{}", db.display())),
+            idle_exit: None,
+            metrics: None,
+        })
+        .unwrap()
+    };
+    let engines: Vec<Running> = ["r-a", "r-b"]
+        .iter()
+        .map(|id| spawn(with_retention(id)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rows() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "expired rows still there: {}",
+            rows()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (_, stop, h) in engines {
+        stop.trigger();
+        h.join().unwrap().unwrap();
+    }
+}

@@ -547,6 +547,14 @@ impl crate::Store for ClickHouseStore {
         ClickHouseStore::runs(self)
     }
 
+    /// Day partitions older than `keep` (rounded up to whole days) are
+    /// dropped: a metadata operation on every server version, unlike a
+    /// `MODIFY TTL`, which rewrites every part at once.
+    fn apply_retention(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
+        let days = keep.as_secs().div_ceil(86_400).max(1);
+        Ok(self.drop_older_than(u32::try_from(days).unwrap_or(u32::MAX))? as u64)
+    }
+
     fn drop_uncovered(&self, run_id: i64, from_ns: u64) -> Result<(), StoreError> {
         ClickHouseStore::drop_uncovered(self, run_id, from_ns)
     }

@@ -324,3 +324,41 @@ fn bus_progress_is_written_in_the_window_transaction() {
         Some("{\"through\":1}")
     );
 }
+
+#[test]
+fn retention_deletes_expired_windows_and_keeps_recent_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = SqliteStore::open(&dir.path().join("r.db")).unwrap();
+    // 1970 windows (long expired) and windows of the last few minutes.
+    analyze_into(&mut store, &recs(200));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let recent: Vec<PacketRecord> = recs(200)
+        .into_iter()
+        .map(|r| PacketRecord {
+            ts_ns: now - 600_000_000_000 + r.ts_ns,
+            ..r
+        })
+        .collect();
+    analyze_into(&mut store, &recent);
+    let count = |s: &SqliteStore| -> (i64, i64) {
+        let c = rusqlite::Connection::open(dir.path().join("r.db")).unwrap();
+        let q = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+        let _ = s;
+        (
+            q("SELECT (SELECT COUNT(*) FROM exact_rows) + (SELECT COUNT(*) FROM sketch_rows)"),
+            q("SELECT COALESCE(SUM(packets), 0) FROM exact_rows WHERE task = 'per_src_ip'"),
+        )
+    };
+    let (rows_before, packets_before) = count(&store);
+    assert_eq!(packets_before, 400);
+    let deleted = store
+        .apply_retention(std::time::Duration::from_secs(3600))
+        .unwrap();
+    let (rows_after, packets_after) = count(&store);
+    assert_eq!(packets_after, 200, "the recent run's packets stay");
+    assert_eq!(deleted as i64, rows_before - rows_after);
+    assert!(deleted > 0);
+}
