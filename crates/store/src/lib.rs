@@ -105,6 +105,8 @@ pub fn open(url: &StoreUrl, writer_id: &str) -> Result<Box<dyn Store>, StoreErro
 }
 
 /// [`open`] with the spool under `spool_root` (config `store.spool_dir`).
+/// A ClickHouse server that does not answer does not stop it: rows are
+/// spooled until it does ([`ClickHouseStore::open_or_defer`]).
 pub fn open_spooled(
     url: &StoreUrl,
     writer_id: &str,
@@ -116,7 +118,9 @@ pub fn open_spooled(
             let spool = spool_root
                 .join(&url.database)
                 .join(netspectra_model::safe_name(writer_id));
-            Ok(Box::new(ClickHouseStore::open(url)?.with_spool_dir(spool)))
+            Ok(Box::new(
+                ClickHouseStore::open_or_defer(url)?.with_spool_dir(spool),
+            ))
         }
     }
 }

@@ -716,6 +716,115 @@ fn a_clickhouse_writing_engine_sigkilled_five_times_mid_replay_still_counts_exac
     assert_clickhouse_matches_truth(ch.http_port(), ch.database(), &truth);
 }
 
+#[test]
+fn an_engine_started_while_clickhouse_is_down_spools_and_catches_up() {
+    let mut ch = netspectra_testkit::clickhouse::ClickHouseServer::start();
+    ch.stop();
+    let server = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = crate::gen(dir.path(), "d.pcap", 40_000, 17, "pcap", &[]);
+    let mut cmd = bin();
+    cmd.current_dir(dir.path())
+        .args(engine_args(&server.url(), 0, 1, &ch.url()))
+        .args(["--idle-exit", "8"]);
+    let started = Instant::now();
+    let engine = EngineProc::spawn(cmd, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "started without ClickHouse"
+    );
+    let out = probe(&server.url(), &file, &[]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let spool = dir.path().join("netspectra-spool");
+    assert!(
+        walk_files(&spool) > 0,
+        "windows spooled while ClickHouse is down"
+    );
+    ch.start_again();
+    let summary = engine.wait();
+    assert_eq!(summary["packets"], truth["ip_packets"], "{summary}");
+    assert_clickhouse_matches_truth(ch.http_port(), ch.database(), &truth);
+}
+
+#[test]
+fn clickhouse_stopped_for_ten_seconds_mid_replay_loses_and_repeats_nothing() {
+    let mut ch = netspectra_testkit::clickhouse::ClickHouseServer::start();
+    let server = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    // ~3 s of traffic at its pace, 100 ms windows.
+    let (file, truth) = crate::gen(dir.path(), "o.pcap", 300_000, 18, "pcap", &[]);
+    let cfg = dir.path().join("ns.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  snapshot_interval: 100ms\n  period: 1s\n",
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.current_dir(dir.path()).args([
+        "engine",
+        "--nats",
+        &server.url(),
+        "--store",
+        &ch.url(),
+        "--jetstream",
+        "--ack-wait",
+        "3",
+        "--idle-exit",
+        "15",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--format",
+        "json",
+        "--workers",
+        "1",
+    ]);
+    let engine = EngineProc::spawn(cmd, 0);
+    let mut probe_child = probe(
+        &server.url(),
+        &file,
+        &[
+            "--jetstream",
+            "--realtime",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    ch.stop();
+    std::thread::sleep(Duration::from_secs(10));
+    ch.start_again();
+    assert!(probe_child.wait().unwrap().success(), "probe failed");
+    let summary = engine.wait();
+    assert_eq!(summary["acks"]["unacked"], 0, "{summary}");
+    assert_clickhouse_matches_truth(ch.http_port(), ch.database(), &truth);
+}
+
+/// Files under `dir`, recursively (0 if it does not exist).
+fn walk_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| {
+                let p = e.path();
+                if p.is_dir() {
+                    walk_files(&p)
+                } else {
+                    1
+                }
+            })
+            .sum()
+    })
+}
+
 /// `hex(FixedString(16))` back to canonical IP text.
 fn ip_from_hex(hex: &str) -> String {
     let bytes: Vec<u8> = (0..hex.len())

@@ -239,6 +239,8 @@ pub struct RunningEngine {
     consumer: Consumer,
     rx: mpsc::Receiver<Delivery>,
     elastic: Option<Elastic>,
+    /// Shards held but not consumed until their stored progress is read.
+    unseeded: Vec<u32>,
     status: ClusterView,
     sink_stop: Shutdown,
     store_failure: StoreFailure,
@@ -283,16 +285,24 @@ impl EngineRole {
         // JetStream: skip the batches whose windows some engine stored.
         let consumer_name = progress::consumer_name(&bus.prefix);
         let mut dedupe = Dedupe::default();
+        // Static shards whose stored progress cannot be read yet (the
+        // store is down): consumed once it can be (their batches wait in
+        // the stream meanwhile).
+        let mut unseeded = Vec::new();
         if cfg.elastic.is_none() {
             // Static: our own earlier run is over; the others' are not ours.
-            seed(
+            let seeded = seed(
                 &mut dedupe,
                 store.as_deref(),
                 bus,
                 &cfg.consumer.shards,
                 &|id| id == engine_id,
                 &mut HashSet::new(),
-            )?;
+            );
+            if let Err(error) = seeded {
+                tracing::warn!(message = "cannot read the stored progress yet; consuming once the store answers", %error);
+                unseeded = cfg.consumer.shards.clone();
+            }
         }
         let applied_log: Option<AppliedLog> =
             (bus.jetstream && store.is_some()).then(|| Arc::new(Mutex::new(VecDeque::new())));
@@ -343,7 +353,7 @@ impl EngineRole {
             .context("cannot start the async runtime")?;
         telemetry.set_ready(false, "connecting to NATS");
         let mut consumer_cfg = cfg.consumer.clone();
-        if cfg.elastic.is_some() {
+        if cfg.elastic.is_some() || !unseeded.is_empty() {
             consumer_cfg.shards.clear();
         }
         let (consumer, rx) = rt.block_on(Consumer::start(&consumer_cfg))?;
@@ -380,6 +390,7 @@ impl EngineRole {
             consumer,
             rx,
             elastic,
+            unseeded,
             status,
             sink_stop,
             store_failure,
@@ -433,6 +444,7 @@ impl RunningEngine {
             mut consumer,
             mut rx,
             mut elastic,
+            mut unseeded,
             status,
             sink_stop,
             store_failure,
@@ -465,6 +477,8 @@ impl RunningEngine {
         let mut last_applied = Instant::now();
         let mut cluster_error = false;
         let mut cleaned = HashSet::new();
+        let mut last_seed_try = Instant::now() - poll;
+        let mut seed_failing = false;
         // Retention: one engine per cluster (the leader of duty `retention`)
         // applies `store.retention`, hourly.
         let retention = cfg
@@ -596,31 +610,55 @@ impl RunningEngine {
                         window = engine.window_index()
                     );
                 }
-                for &s in &moves.take {
-                    let members = el.members();
-                    seed(
-                        &mut dedupe,
-                        store.as_deref(),
-                        &cfg.consumer.bus,
-                        &[s],
-                        &|id| id != engine_id && !members.iter().any(|m| m == id),
-                        &mut cleaned,
-                    )?;
-                    rt.block_on(consumer.add_shard(s))?;
-                    shards.push(s);
-                    tracing::info!(
-                        message = "took a shard",
-                        shard = s,
-                        members = el.members().len()
-                    );
-                }
-                if !moves.take.is_empty() {
-                    rt.block_on(consumer.flush())?;
-                }
-                shards.sort_unstable();
-                metrics::gauge!("netspectra_engine_owned_shards").set(shards.len() as f64);
-                status.set(&shards, el.members());
+                unseeded.retain(|s| !moves.lost.contains(s) && !moves.give_back.contains(s));
+                unseeded.extend(&moves.take);
+                tracing::info!(message = "took shards", shards = ?moves.take, members = el.members().len());
             }
+            let retry_every = if seed_failing {
+                Duration::from_secs(2)
+            } else {
+                poll
+            };
+            if !unseeded.is_empty() && last_seed_try.elapsed() >= retry_every {
+                last_seed_try = Instant::now();
+                let members = elastic.as_ref().map(|e| e.members().to_vec());
+                // Dead: not a live member (elastic), or ourselves before this run (static).
+                let dead = |id: &str| match &members {
+                    Some(m) => id != engine_id && !m.iter().any(|x| x == id),
+                    None => id == engine_id,
+                };
+                match seed(
+                    &mut dedupe,
+                    store.as_deref(),
+                    &cfg.consumer.bus,
+                    &unseeded,
+                    &dead,
+                    &mut cleaned,
+                ) {
+                    Ok(()) => {
+                        seed_failing = false;
+                        for &s in &unseeded {
+                            rt.block_on(consumer.add_shard(s))?;
+                            shards.push(s);
+                        }
+                        rt.block_on(consumer.flush())?;
+                        tracing::info!(message = "consuming shards", shards = ?unseeded);
+                        unseeded.clear();
+                        shards.sort_unstable();
+                        status.set(&shards, elastic.as_ref().map_or(&[][..], |e| e.members()));
+                    }
+                    Err(error) => {
+                        telemetry
+                            .set_ready(false, &format!("cannot read the stored progress: {error}"));
+                        if !std::mem::replace(&mut seed_failing, true) {
+                            tracing::warn!(message = "cannot read the stored progress; the shards wait in the stream", ?unseeded, %error);
+                        }
+                    }
+                }
+            }
+            shards.sort_unstable();
+            metrics::gauge!("netspectra_engine_owned_shards").set(shards.len() as f64);
+            status.set(&shards, elastic.as_ref().map_or(&[][..], |e| e.members()));
             // The packet clock: the newest timestamp plus the time since.
             // Closes an idle link's window, and a replay's last one.
             if let Some(at) = c.newest_at {

@@ -95,6 +95,8 @@ impl From<RunRow> for RunRecord {
 
 /// How long opening may wait for the server (connect, create, migrate).
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same when the store may open without the server.
+const DEFER_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// An open ClickHouse store.
 pub struct ClickHouseStore {
@@ -108,6 +110,9 @@ pub struct ClickHouseStore {
     writer: Mutex<Option<WriterHandle>>,
     /// Start rows of this process's runs, repeated in their finish rows.
     runs: HashMap<i64, RunRow>,
+    /// Opened while the server was down: the writer sets the schema up
+    /// before its first insert.
+    schema_pending: bool,
 }
 
 impl ClickHouseStore {
@@ -117,6 +122,19 @@ impl ClickHouseStore {
     /// Fails, naming the URL (without its password), when the server does
     /// not answer within 10 s or refuses the schema.
     pub fn open(url: &ClickHouseUrl) -> Result<ClickHouseStore, StoreError> {
+        ClickHouseStore::open_inner(url, false)
+    }
+
+    /// [`ClickHouseStore::open`] for a writer that must start while the
+    /// server is down (an engine, a live run): when no server answers, the
+    /// store opens anyway, its writer spools from the first row and sets up
+    /// the schema once the server answers. Other errors (authentication,
+    /// newer schema) still fail here.
+    pub fn open_or_defer(url: &ClickHouseUrl) -> Result<ClickHouseStore, StoreError> {
+        ClickHouseStore::open_inner(url, true)
+    }
+
+    fn open_inner(url: &ClickHouseUrl, defer: bool) -> Result<ClickHouseStore, StoreError> {
         let err = |message: String| StoreError::ClickHouse {
             url: url.to_string(),
             message,
@@ -126,24 +144,38 @@ impl ClickHouseStore {
             .build()
             .map_err(|e| err(format!("cannot start the client runtime: {e}")))?;
         let client = writer::make_client(url, true);
-        let server_version = block_on(&rt, async {
-                tokio::time::timeout(OPEN_TIMEOUT, migrate(url, &client))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!(
-                            "no answer within {OPEN_TIMEOUT:?} (is the server running, and is {} its HTTP port?)",
-                            url.port
-                        ))
-                    })
-            })
-            .map_err(|message| match message.strip_prefix(NEWER) {
-                Some(found) => StoreError::NewerSchema {
-                    path: url.to_string(),
-                    found: found.parse().unwrap_or(i64::MAX),
-                    supported: i64::from(schema::SCHEMA_VERSION),
-                },
-                None => err(message),
-            })?;
+        let timeout = if defer { DEFER_TIMEOUT } else { OPEN_TIMEOUT };
+        let migrated = block_on(&rt, async {
+            tokio::time::timeout(timeout, migrate(url, &client))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "{UNREACHABLE}no answer within {timeout:?} (is the server running, and is {} its HTTP port?)",
+                        url.port
+                    ))
+                })
+        });
+        let mut schema_pending = false;
+        let migrated = match migrated {
+            Err(message) if defer && message.starts_with(UNREACHABLE) => {
+                tracing::warn!(
+                    message = "ClickHouse unreachable at start; rows are spooled until it answers",
+                    %url,
+                    error = %message,
+                );
+                schema_pending = true;
+                Ok(String::new())
+            }
+            other => other,
+        };
+        let server_version = migrated.map_err(|message| match message.strip_prefix(NEWER) {
+            Some(found) => StoreError::NewerSchema {
+                path: url.to_string(),
+                found: found.parse().unwrap_or(i64::MAX),
+                supported: i64::from(schema::SCHEMA_VERSION),
+            },
+            None => err(message),
+        })?;
         Ok(ClickHouseStore {
             spool_dir: Path::new("netspectra-spool").join(&url.database),
             url: url.clone(),
@@ -153,6 +185,7 @@ impl ClickHouseStore {
             config: WriterConfig::default(),
             writer: Mutex::new(None),
             runs: HashMap::new(),
+            schema_pending,
         })
     }
 
@@ -308,12 +341,14 @@ impl ClickHouseStore {
     fn with_writer<R>(&self, f: impl FnOnce(&WriterHandle) -> R) -> Result<R, StoreError> {
         let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
-            let handle = writer::spawn(&self.url, &self.spool_dir, self.config).map_err(|e| {
-                self.error(format!(
-                    "cannot open the spool directory {}: {e}",
-                    self.spool_dir.display()
-                ))
-            })?;
+            let schema = self.schema_pending.then(|| self.url.clone());
+            let handle =
+                writer::spawn(&self.url, &self.spool_dir, self.config, schema).map_err(|e| {
+                    self.error(format!(
+                        "cannot open the spool directory {}: {e}",
+                        self.spool_dir.display()
+                    ))
+                })?;
             *guard = Some(handle);
         }
         Ok(f(guard.as_ref().expect("writer started")))
@@ -637,16 +672,27 @@ impl WindowSink for ClickHouseSink {
 
 /// Marks a migration error as "the database is newer than this build".
 const NEWER: &str = "newer schema:";
+/// Starts a migration error that means "no server answered".
+const UNREACHABLE: &str = "cannot reach the server: ";
 
 /// Creates the database and brings the schema up to date; returns the
 /// server's version.
-async fn migrate(url: &ClickHouseUrl, client: &clickhouse::Client) -> Result<String, String> {
+pub(crate) async fn migrate(
+    url: &ClickHouseUrl,
+    client: &clickhouse::Client,
+) -> Result<String, String> {
     let server = writer::make_client(url, false);
-    let version: String = server
-        .query("SELECT version()")
-        .fetch_one()
-        .await
-        .map_err(|e| format!("cannot reach the server: {e}"))?;
+    let version: String =
+        server
+            .query("SELECT version()")
+            .fetch_one()
+            .await
+            .map_err(|e| match e {
+                clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
+                    format!("{UNREACHABLE}{e}")
+                }
+                e => format!("the server refused the connection: {e}"),
+            })?;
     server
         .query("CREATE DATABASE IF NOT EXISTS ?")
         .bind(clickhouse::sql::Identifier(&url.database))

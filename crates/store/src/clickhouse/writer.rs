@@ -153,10 +153,14 @@ pub(crate) fn make_client(url: &ClickHouseUrl, with_database: bool) -> Client {
 }
 
 /// Starts the writer thread over the spool in `spool_dir`.
+///
+/// `schema`: the server was down when the store opened; the database and
+/// tables are created (migrated) before the first insert.
 pub(crate) fn spawn(
     url: &ClickHouseUrl,
     spool_dir: &Path,
     config: WriterConfig,
+    schema: Option<ClickHouseUrl>,
 ) -> std::io::Result<WriterHandle> {
     let spool = Spool::open(spool_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -180,6 +184,7 @@ pub(crate) fn spawn(
         rt,
         spool,
         pending: VecDeque::new(),
+        schema,
         durable_waiters: VecDeque::new(),
         down: None,
         config,
@@ -214,6 +219,8 @@ struct Writer {
     rt: tokio::runtime::Runtime,
     spool: Spool,
     pending: VecDeque<Batch>,
+    /// Set while the schema still has to be created on the server.
+    schema: Option<ClickHouseUrl>,
     /// `Notify` callbacks waiting for `pending` to be inserted or spooled.
     durable_waiters: VecDeque<Box<dyn FnOnce() + Send>>,
     down: Option<Down>,
@@ -362,6 +369,25 @@ impl Writer {
                         down.backoff = (down.backoff * 2).min(self.config.backoff_max);
                         down.next_probe = now + down.backoff;
                     }
+                    self.spool_pending();
+                    return self.report();
+                }
+            }
+        }
+        if let Some(url) = &self.schema {
+            match self.rt.block_on(super::migrate(url, &self.client)) {
+                Ok(version) => {
+                    tracing::info!(message = "ClickHouse answers; schema set up", url = %self.url, %version);
+                    self.schema = None;
+                }
+                Err(error) => {
+                    if self.down.is_none() {
+                        tracing::warn!(message = "ClickHouse schema not set up yet; spooling", url = %self.url, %error);
+                    }
+                    self.down = Some(Down {
+                        next_probe: Instant::now() + self.config.backoff_max,
+                        backoff: self.config.backoff_max,
+                    });
                     self.spool_pending();
                     return self.report();
                 }
