@@ -268,6 +268,83 @@ async fn renew(bucket: LeaseBucket, id: String, held: Arc<Mutex<Held>>) {
     }
 }
 
+/// Where core-NATS engines leave, per shard, the last batch they applied
+/// from each probe (a KV bucket `<PREFIX>_SEQ` without expiry), so the
+/// next owner of a shard can count the batches lost in between: core NATS
+/// is at-most-once, and a handover must not lose data silently.
+pub struct SeqBoard {
+    kv: async_nats::jetstream::kv::Store,
+}
+
+impl SeqBoard {
+    /// Opens (creating if missing) the board of `bus`.
+    pub async fn open(client: &async_nats::Client, bus: &BusConfig) -> Result<SeqBoard, BusError> {
+        use async_nats::jetstream::kv;
+        let js = async_nats::jetstream::new(client.clone());
+        let name = format!("{}_SEQ", bucket_name(bus).trim_end_matches("_CLUSTER"));
+        let err = |e: async_nats::Error| BusError::JetStream {
+            what: format!("opening KV bucket {name}"),
+            source: e,
+        };
+        let kv = match js.get_key_value(&name).await {
+            Ok(kv) => kv,
+            Err(_) => match js
+                .create_key_value(kv::Config {
+                    bucket: name.clone(),
+                    history: 1,
+                    storage: async_nats::jetstream::stream::StorageType::Memory,
+                    ..Default::default()
+                })
+                .await
+            {
+                Ok(kv) => kv,
+                Err(e) => js.get_key_value(&name).await.map_err(|_| err(e.into()))?,
+            },
+        };
+        Ok(SeqBoard { kv })
+    }
+
+    /// Records the last `seq` applied per probe on `shard`.
+    pub async fn put(&self, shard: u32, last: &[(String, u64)]) -> Result<(), BusError> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            last.iter().map(|(p, s)| (p.clone(), (*s).into())).collect();
+        self.kv
+            .put(
+                shard.to_string(),
+                serde_json::Value::Object(map).to_string().into(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| BusError::JetStream {
+                what: format!("recording shard {shard}'s last batches"),
+                source: e.into(),
+            })
+    }
+
+    /// The last `seq` applied per probe on `shard`, as its owner left it.
+    pub async fn get(&self, shard: u32) -> Result<Vec<(String, u64)>, BusError> {
+        let value = self
+            .kv
+            .get(shard.to_string())
+            .await
+            .map_err(|e| BusError::JetStream {
+                what: format!("reading shard {shard}'s last batches"),
+                source: e.into(),
+            })?;
+        let parsed: serde_json::Value = value
+            .and_then(|v| serde_json::from_slice(&v).ok())
+            .unwrap_or_default();
+        Ok(parsed
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(p, s)| Some((p.clone(), s.as_u64()?)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}
+
 impl LeaseBucket {
     /// Holders of the live leases whose key starts with `prefix`.
     pub async fn values_under(&self, prefix: &str) -> Result<Vec<String>, BusError> {

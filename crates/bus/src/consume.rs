@@ -308,6 +308,19 @@ impl Dedupe {
         self.clock = now_ns;
     }
 
+    /// The highest `seq` applied for `(probe_id, shard)`.
+    pub fn last_applied(&self, probe_id: &str, shard: u32) -> Option<u64> {
+        self.applied.get(probe_id)?.get(&shard)?.last().map(|r| r.1)
+    }
+
+    /// `(probe_id, highest seq applied)` of every probe seen on `shard`.
+    pub fn last_per_probe(&self, shard: u32) -> Vec<(String, u64)> {
+        self.applied
+            .iter()
+            .filter_map(|(p, shards)| Some((p.clone(), shards.get(&shard)?.last()?.1)))
+            .collect()
+    }
+
     /// Forgets every probe not seen since `cutoff_ns`; returns how many.
     pub fn forget_unseen_since(&mut self, cutoff_ns: u64) -> usize {
         let old: Vec<String> = self

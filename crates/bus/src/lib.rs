@@ -46,6 +46,8 @@ pub use publish::{PublishHealth, PublishStats, Publisher, RetryPolicy, ShardStat
 
 /// Acknowledges one JetStream message (what [`Delivery::acker`] holds).
 pub use async_nats::jetstream::message::Acker;
+/// A NATS connection ([`Consumer::client`]).
+pub use async_nats::Client as NatsClient;
 
 use netspectra_model::PacketRecord;
 use std::sync::atomic::{AtomicU64, Ordering};

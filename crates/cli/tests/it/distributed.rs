@@ -493,6 +493,72 @@ fn probe_and_engine_take_the_bus_layout_from_the_config() {
     assert_eq!(summary["packets"], truth["ip_packets"], "{summary}");
 }
 
+#[test]
+fn core_nats_engines_count_what_a_sigkill_lost() {
+    let server = NatsServer::start(true); // JetStream only for the engines' KV
+    let dir = tempfile::tempdir().unwrap();
+    // ~6 s of traffic: batches keep coming after the takeover, so the gap
+    // in each probe sequence shows (a loss at the very end would not).
+    let (file, truth) = crate::gen(dir.path(), "l.pcap", 600_000, 19, "pcap", &[]);
+    let cfg = dir.path().join("ns.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  snapshot_interval: 100ms\n  period: 1s\n",
+    )
+    .unwrap();
+    let db = dir.path().join("core.db");
+    let store = format!("sqlite:{}", db.display());
+    let alike = || {
+        let mut cmd = bin();
+        cmd.env("NETSPECTRA_LOG", "info").args([
+            "engine",
+            "--nats",
+            &server.url(),
+            "--store",
+            &store,
+            "--member-ttl",
+            "2",
+            "--idle-exit",
+            "6",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--format",
+            "json",
+            "--workers",
+            "1",
+        ]);
+        cmd
+    };
+    let mut engines: Vec<EngineProc> = (0..3).map(|i| EngineProc::spawn(alike(), i)).collect();
+    // Core NATS loses what nobody is subscribed to: let them settle first.
+    std::thread::sleep(Duration::from_secs(3));
+    let mut probe_child = probe(
+        &server.url(),
+        &file,
+        &["--realtime", "--config", cfg.to_str().unwrap()],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    drop(engines.remove(1)); // SIGKILL mid-replay
+    assert!(probe_child.wait().unwrap().success());
+    let summaries: Vec<Value> = engines.into_iter().map(EngineProc::wait).collect();
+    let lost: u64 = summaries
+        .iter()
+        .map(|s| s["lost_batches"].as_u64().unwrap())
+        .sum();
+    let stored: u64 = per_source(&db).values().map(|v| v.0).sum();
+    let want = truth["ip_packets"].as_u64().unwrap();
+    eprintln!("stored {stored} of {want}; survivors counted {lost} lost batches");
+    assert!(
+        stored < want,
+        "the kill lost the dead engine's open window at least"
+    );
+    assert!(lost > 0, "what the handover lost is counted: {summaries:?}");
+}
+
 /// Publishes Go2NetSpectra-style messages (one `PacketInfo` each) with the
 /// plain NATS text protocol, as its Go probe does with `nc.Publish`.
 fn publish_raw(port: u16, subject: &str, payloads: &[Vec<u8>]) {

@@ -18,7 +18,7 @@
 //! finds in the stored progress. A dead owner's leases expire after the
 //! TTL; what it had stored is in its progress and the rest is redelivered.
 
-use netspectra_bus::cluster::{self, Membership};
+use netspectra_bus::cluster::{self, Membership, SeqBoard};
 use netspectra_bus::lease::LeaseBucket;
 use netspectra_bus::{BusConfig, BusError};
 use std::collections::BTreeMap;
@@ -47,17 +47,26 @@ pub(crate) struct Elastic {
     leaving: BTreeMap<u32, u64>,
     /// Members seen at the last heartbeat.
     members: Vec<String>,
+    /// Core NATS: the last batch applied per shard and probe, shared.
+    board: Option<SeqBoard>,
+    /// What was last put on the board, per shard.
+    posted: BTreeMap<u32, Vec<(String, u64)>>,
 }
 
 impl Elastic {
     /// Joins the cluster of `bus` as `id` (its leases are renewed in the
     /// background from now on).
     pub(crate) async fn join(
+        client: &netspectra_bus::NatsClient,
         bucket: LeaseBucket,
         bus: &BusConfig,
         id: &str,
     ) -> Result<Elastic, BusError> {
         let interval = bucket.ttl() / 4;
+        let board = match bus.jetstream {
+            false => Some(SeqBoard::open(client, bus).await?),
+            true => None,
+        };
         let membership = Membership::join(bucket, id).await?;
         Ok(Elastic {
             membership,
@@ -67,6 +76,8 @@ impl Elastic {
             next_beat: Instant::now(),
             leaving: BTreeMap::new(),
             members: Vec::new(),
+            board,
+            posted: BTreeMap::new(),
         })
     }
 
@@ -122,6 +133,34 @@ impl Elastic {
             }
         }
         Ok(moves)
+    }
+
+    /// Core NATS: posts the last batch applied per probe on each of
+    /// `shards` (those that changed since the last post).
+    pub(crate) async fn post_last(
+        &mut self,
+        last: Vec<(u32, Vec<(String, u64)>)>,
+    ) -> Result<(), BusError> {
+        let Some(board) = &self.board else {
+            return Ok(());
+        };
+        for (shard, mut per_probe) in last {
+            per_probe.sort();
+            if self.posted.get(&shard) != Some(&per_probe) {
+                board.put(shard, &per_probe).await?;
+                self.posted.insert(shard, per_probe);
+            }
+        }
+        Ok(())
+    }
+
+    /// Core NATS: the last batch per probe the previous owner of `shard`
+    /// posted (empty with JetStream, whose stored progress says more).
+    pub(crate) async fn last_posted(&self, shard: u32) -> Result<Vec<(String, u64)>, BusError> {
+        match &self.board {
+            Some(board) => board.get(shard).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The loop stopped consuming `shard` and applied everything it had

@@ -188,6 +188,8 @@ struct Consumed {
     interop_other_shards: u64,
     /// Batches whose packets went into two windows (probe not aligned).
     split_batches: u64,
+    /// Core NATS: batches missing from a probe's sequence.
+    lost_batches: u64,
     /// Newest packet timestamp applied (ns since the epoch; 0: none yet).
     newest_ts_ns: u64,
     /// Wall clock when it was applied.
@@ -367,7 +369,7 @@ impl EngineRole {
                          or assign shards by hand with --engines N --engine-index I)",
                         without_url_password(&bus.url)
                     ))?;
-                Some(rt.block_on(Elastic::join(bucket, bus, engine_id))?)
+                Some(rt.block_on(Elastic::join(consumer.client(), bucket, bus, engine_id))?)
             }
             None => None,
         };
@@ -611,8 +613,19 @@ impl RunningEngine {
                     );
                 }
                 unseeded.retain(|s| !moves.lost.contains(s) && !moves.give_back.contains(s));
+                if !cfg.consumer.bus.jetstream {
+                    let last = shards
+                        .iter()
+                        .map(|&s| (s, dedupe.last_per_probe(s)))
+                        .collect();
+                    if let Err(error) = rt.block_on(el.post_last(last)) {
+                        tracing::debug!(message = "cannot post the last batches applied", %error);
+                    }
+                }
                 unseeded.extend(&moves.take);
-                tracing::info!(message = "took shards", shards = ?moves.take, members = el.members().len());
+                if !moves.take.is_empty() {
+                    tracing::info!(message = "took shards", shards = ?moves.take, members = el.members().len());
+                }
             }
             let retry_every = if seed_failing {
                 Duration::from_secs(2)
@@ -637,6 +650,27 @@ impl RunningEngine {
                 ) {
                     Ok(()) => {
                         seed_failing = false;
+                        // Core NATS: where the previous owners stopped, so
+                        // that batches lost in between are counted.
+                        for &s in &unseeded {
+                            let posted = match &elastic {
+                                Some(el) => rt.block_on(el.last_posted(s)).unwrap_or_else(|error| {
+                                    tracing::warn!(message = "cannot read where the previous owner stopped; losses at this handover go uncounted", shard = s, %error);
+                                    Vec::new()
+                                }),
+                                None => Vec::new(),
+                            };
+                            tracing::debug!(
+                                message = "previous owner's last batches",
+                                shard = s,
+                                ?posted
+                            );
+                            for (probe, last) in posted {
+                                if dedupe.last_applied(&probe, s).is_none_or(|l| l < last) {
+                                    dedupe.mark_applied(&probe, s, last, last);
+                                }
+                            }
+                        }
                         for &s in &unseeded {
                             rt.block_on(consumer.add_shard(s))?;
                             shards.push(s);
@@ -777,6 +811,7 @@ impl EngineSummary {
             "interop_packets": c.interop_packets,
             "interop_other_shards": c.interop_other_shards,
             "split_batches": c.split_batches,
+            "lost_batches": c.lost_batches,
             "windows": self.windows,
             "late_packets": self.late_packets,
             "acks": {"acked": self.acks.acked, "progress": self.acks.progress,
@@ -793,11 +828,39 @@ impl EngineSummary {
     pub fn text(&self) -> String {
         let c = &self.consumed;
         format!(
-            "engine {}: {} packets ({} bytes) from {} batches ({} duplicates skipped, {} bad), {} windows stored; first to last message {:.2} s ({:.2} Mpps)",
-            self.engine_id, c.packets, c.bytes, c.batches, c.duplicates, c.bad, self.windows, self.busy_s,
+            "engine {}: {} packets ({} bytes) from {} batches ({} duplicates skipped, {} bad{}), {} windows stored; first to last message {:.2} s ({:.2} Mpps)",
+            self.engine_id, c.packets, c.bytes, c.batches, c.duplicates, c.bad,
+            if c.lost_batches > 0 { format!(", {} LOST on core NATS", c.lost_batches) } else { String::new() },
+            self.windows, self.busy_s,
             c.packets as f64 / self.busy_s.max(1e-9) / 1e6
         )
     }
+}
+
+/// A jump in a probe's sequence larger than this is a restarted probe
+/// (its sequence starts at its start time in µs), not lost batches.
+const RESTART_GAP: u64 = 100_000;
+
+/// Core NATS is at-most-once: a gap in a probe's sequence on a shard is
+/// batches lost (a slow consumer, or a shard handover, the previous owner
+/// having posted where it stopped). Counted and logged, never silent.
+fn count_lost(c: &mut Consumed, dedupe: &Dedupe, probe: &str, shard: u32, seq: u64) {
+    let Some(last) = dedupe.last_applied(probe, shard) else {
+        return;
+    };
+    let lost = seq.saturating_sub(last.saturating_add(1));
+    if lost == 0 || lost > RESTART_GAP {
+        return;
+    }
+    c.lost_batches += lost;
+    metrics::counter!("netspectra_engine_lost_batches_total").increment(lost);
+    tracing::warn!(
+        message =
+            "batches lost on core NATS (slow consumer or shard handover; JetStream loses none)",
+        shard,
+        probe,
+        lost
+    );
 }
 
 /// Applies one delivery: decode, dedupe, push; hands its acker to the ack
@@ -820,6 +883,9 @@ fn apply(
             recs.clear();
             match wire::decode_batch(&d.payload, recs) {
                 Ok(h) => {
+                    if d.acker.is_none() {
+                        count_lost(c, dedupe, h.probe_id, h.shard, h.seq);
+                    }
                     if dedupe.accept(h.probe_id, h.shard, h.seq) {
                         c.batches += 1;
                         let mut first_window = None;

@@ -184,6 +184,7 @@ fn three_engines_started_alike_split_the_shards_and_count_each_packet_once() {
     let mut packets = Vec::new();
     for (_, _, h) in engines {
         let s = h.join().unwrap().unwrap().json();
+        assert_eq!(s["lost_batches"], 0, "settled engines lose nothing: {s}");
         packets.push(s["packets"].as_u64().unwrap());
     }
     assert!(
