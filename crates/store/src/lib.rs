@@ -93,7 +93,7 @@ pub enum StoreError {
     /// The URL is not one we can open.
     #[error("invalid store URL `{url}`: {reason}")]
     BadUrl {
-        /// The URL given.
+        /// The URL given, its password replaced by `***`.
         url: String,
         /// What is wrong and what is allowed.
         reason: String,
@@ -120,6 +120,15 @@ pub enum StoreError {
     Missing {
         /// The database file.
         path: String,
+    },
+    /// The file is a SQLite database but not one NetSpectra wrote (or it
+    /// was altered): opening it would be guesswork.
+    #[error("{path} is not a NetSpectra store: {reason}")]
+    NotAStore {
+        /// The database file.
+        path: String,
+        /// What gives it away.
+        reason: String,
     },
     /// The database was written by a newer schema than this build knows.
     #[error("store {path} has schema version {found}; this build understands up to {supported}: upgrade NetSpectra or use another file")]

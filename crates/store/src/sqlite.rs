@@ -69,14 +69,11 @@ impl SqliteStore {
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(store_err)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: path.display().to_string(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for migration in &MIGRATIONS[version as usize..] {
+        // `user_version` is whatever the file says: a crafted or foreign
+        // file can hold any 32-bit value, so it is checked, never used as
+        // an index before that.
+        let from = crate::schema::checked_version(version).map_err(|e| e.at(path))?;
+        for migration in &MIGRATIONS[from..] {
             tx.execute_batch(migration).map_err(store_err)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)

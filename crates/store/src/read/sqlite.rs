@@ -3,7 +3,6 @@
 
 use super::sql::{Param, Query};
 use super::{KeyedRow, NumberRow, TaskInfo};
-use crate::schema::SCHEMA_VERSION;
 use crate::{RunRecord, StoreError};
 use netspectra_model::FlowKey;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -46,13 +45,7 @@ impl SqliteReader {
                 path: path.display().to_string(),
             });
         }
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: path.display().to_string(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
+        crate::schema::checked_version(version).map_err(|e| e.at(path))?;
         reader.put_back(conn);
         Ok(reader)
     }

@@ -174,6 +174,32 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
 }
 
 #[test]
+fn a_crafted_negative_schema_version_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for version in [-1i64, i64::from(i32::MIN)] {
+        let path = dir.path().join(format!("neg{}.db", version.unsigned_abs()));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+        drop(conn);
+        match SqliteStore::open(&path) {
+            Err(e @ StoreError::NotAStore { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&version.to_string()), "{msg}");
+                assert!(msg.contains("not a NetSpectra store"), "{msg}");
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a negative schema version must be refused"),
+        }
+        // The reader (the API's path) refuses it the same way.
+        let url = netspectra_store::StoreUrl::Sqlite(path.clone());
+        let e = netspectra_store::read::Reader::open(&url)
+            .err()
+            .expect("refused");
+        assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+    }
+}
+
+#[test]
 fn a_file_that_is_not_a_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not.db");
