@@ -6,6 +6,7 @@
 //! tokio runtime (back-pressure: when NATS is slower than the capture, the
 //! loop waits rather than buffering without bound).
 
+use netspectra_model::redact::Redacted;
 use crate::error::{Context, NodeError};
 use crate::telemetry::{self, Telemetry};
 use crate::Shutdown;
@@ -114,7 +115,7 @@ impl Probe {
         let health = Health {
             telemetry: telemetry.clone(),
             counters: Arc::clone(&counters),
-            url: config.bus.url.clone(),
+            url: crate::setup::without_url_password(&config.bus.url),
             last: None,
         };
         let (tx, mut rx) = mpsc::channel::<SealedBatch>(64);
@@ -125,7 +126,7 @@ impl Probe {
             publisher.finish().await
         });
         let bus = &config.bus;
-        tracing::info!(message = "probe publishing", probe = %config.probe_id, url = %bus.url,
+        tracing::info!(message = "probe publishing", probe = %config.probe_id, url = %Redacted(&bus.url),
                        prefix = %bus.prefix, shards = bus.shards, jetstream = bus.jetstream);
         // Sequence numbers start at the start time in µs: a restarted probe
         // with the same id keeps them increasing (the dedupe contract).
@@ -160,7 +161,7 @@ impl RunningProbe {
         format!(
             "probe {}: publishing to {}{}",
             self.config.probe_id,
-            self.config.bus.url,
+            Redacted(&self.config.bus.url),
             if self.config.bus.jetstream {
                 " (JetStream)"
             } else {
@@ -210,7 +211,7 @@ impl RunningProbe {
         );
         Ok(ProbeSummary {
             probe_id: config.probe_id,
-            url: config.bus.url,
+            url: crate::setup::without_url_password(&config.bus.url),
             jetstream: config.bus.jetstream,
             captured,
             stats,
@@ -315,7 +316,8 @@ pub(crate) fn export_bus(telemetry: &Telemetry, counters: &BusCounters, url: &st
     if connected {
         telemetry.set_ready(true, "");
     } else {
-        telemetry.set_ready(false, &format!("not connected to NATS at {url}"));
+        // /readyz answers anyone: the URL goes out without its password.
+        telemetry.set_ready(false, &format!("not connected to NATS at {}", Redacted(url)));
     }
 }
 

@@ -350,3 +350,21 @@ fn bus_progress_is_written_in_the_window_transaction() {
         Some("{\"through\":1}")
     );
 }
+
+#[test]
+fn a_bad_store_url_is_quoted_without_its_password() {
+    for bad in [
+        "clickhouse://u:hunter2@127.0.0.1/no_port",
+        "clickhouse://u:hunter2@127.0.0.1:0/db",
+        "clickhouse://u:hunter2@127.0.0.1:8123/bad-name",
+        "mysql://u:hunter2@127.0.0.1:3306/db",
+        "nats://u:hunter2@127.0.0.1:4222",
+    ] {
+        let e = netspectra_store::StoreUrl::parse(bad)
+            .err()
+            .unwrap_or_else(|| panic!("{bad} should be refused"));
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("u:***@127.0.0.1"), "{shown}");
+    }
+}
