@@ -48,11 +48,23 @@ struct AppState {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        if let ApiError::Unavailable(e) = &self {
-            tracing::warn!(message = "query failed: store unavailable", error = %e);
+        match &self {
+            ApiError::Unavailable(e) => {
+                tracing::warn!(message = "query failed: store unavailable", error = %e)
+            }
+            ApiError::Internal(e) => tracing::error!(message = "query failed", error = %e),
+            ApiError::Overloaded => tracing::debug!(message = "request shed: too many in progress"),
+            ApiError::Timeout(_) => tracing::warn!(message = "request abandoned: too slow"),
+            _ => {}
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(s) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        response
     }
 }
 
@@ -143,10 +155,23 @@ impl Params {
     }
 }
 
-async fn health(State(s): State<AppState>) -> Response {
+/// Why the store is not ready, as far as this caller may know: the store's
+/// own error text (paths, server messages) only with a valid token.
+fn not_ready(s: &AppState, headers: &axum::http::HeaderMap, reason: String) -> ApiError {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if s.auth.authenticated(token) {
+        ApiError::NotReady(format!("store unavailable: {reason}"))
+    } else {
+        ApiError::NotReady("store unavailable".into())
+    }
+}
+
+async fn health(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     match s.service.health().await {
         Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => e.into_response(),
+        Err(reason) => not_ready(&s, &headers, reason).into_response(),
     }
 }
 
@@ -156,8 +181,13 @@ async fn tasks(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError>
 }
 
 async fn runs(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("runs", false, &[])?;
-    Ok(Json(s.service.runs().await?).into_response())
+    p.only("runs", false, &["limit"])?;
+    let limit = p
+        .limit
+        .as_deref()
+        .map(|t| parse_number("limit", t))
+        .transpose()?;
+    Ok(Json(s.service.runs(limit).await?).into_response())
 }
 
 async fn aggregate(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
@@ -234,10 +264,10 @@ async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-async fn readyz(State(s): State<AppState>) -> Response {
+async fn readyz(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     match s.service.health().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(e) => e.into_response(),
+        Err(reason) => not_ready(&s, &headers, reason).into_response(),
     }
 }
 
@@ -284,6 +314,19 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
+/// Answers within [`crate::Limits`]: shed at once when too many requests
+/// are in progress, abandoned after the request timeout.
+async fn bounded(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match s
+        .service
+        .bounded(async { Ok::<_, ApiError>(next.run(req).await) })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The HTTP router: operations behind the token, health and the OpenAPI
 /// document open.
 pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
@@ -297,6 +340,9 @@ pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
         .route("/api/v1/super-spreaders", get(super_spreaders))
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/runs", get(runs))
+        // Outermost last: the token is checked before a slot is taken, so
+        // unauthenticated callers cannot occupy the slots.
+        .route_layer(middleware::from_fn_with_state(state.clone(), bounded))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/api/v1/health", get(health))

@@ -12,8 +12,8 @@ mod report;
 mod run;
 mod serve;
 
-use netspectra_model::redact::redact_secrets;
 use clap::{Parser, Subcommand};
+use netspectra_model::redact::redact_secrets;
 use std::process::ExitCode;
 
 /// Exit status for usage and configuration errors (and failures at run time).

@@ -134,14 +134,20 @@ mod tests {
     #[test]
     fn every_kind_of_url_loses_its_password() {
         let cases = [
-            ("nats://alice:hunter2@10.0.0.1:4222", "nats://alice:***@10.0.0.1:4222"),
+            (
+                "nats://alice:hunter2@10.0.0.1:4222",
+                "nats://alice:***@10.0.0.1:4222",
+            ),
             ("nats://hunter2@nats:4222", "nats://***@nats:4222"),
             ("tls://alice:hunter2@nats:4222", "tls://alice:***@nats:4222"),
             (
                 "clickhouse://default:hunter2@127.0.0.1:8123/netspectra",
                 "clickhouse://default:***@127.0.0.1:8123/netspectra",
             ),
-            ("http://bob:hunter2@api:8080/api/v1", "http://bob:***@api:8080/api/v1"),
+            (
+                "http://bob:hunter2@api:8080/api/v1",
+                "http://bob:***@api:8080/api/v1",
+            ),
             ("https://bob:hunter2@api/x?y=1", "https://bob:***@api/x?y=1"),
             // A password holding `@` or `:` is cut at the last `@`.
             ("nats://a:p@ss:w@h:1", "nats://a:***@h:1"),
@@ -158,7 +164,10 @@ mod tests {
             // Nothing to hide.
             ("sqlite:/tmp/x.db", "sqlite:/tmp/x.db"),
             ("/var/lib/ns/results.db", "/var/lib/ns/results.db"),
-            ("clickhouse://default@h:8123/db", "clickhouse://default@h:8123/db"),
+            (
+                "clickhouse://default@h:8123/db",
+                "clickhouse://default@h:8123/db",
+            ),
             ("http://h:8080/a@b", "http://h:8080/a@b"),
             ("no url at all", "no url at all"),
             ("://", "://"),

@@ -6,7 +6,6 @@
 //! tokio runtime (back-pressure: when NATS is slower than the capture, the
 //! loop waits rather than buffering without bound).
 
-use netspectra_model::redact::Redacted;
 use crate::error::{Context, NodeError};
 use crate::telemetry::{self, Telemetry};
 use crate::Shutdown;
@@ -17,6 +16,7 @@ use netspectra_capture::decode::decode;
 use netspectra_capture::live::{LiveCapture, LiveOptions};
 use netspectra_capture::reader::{CaptureReader, RawPacket};
 use netspectra_model::config::Config;
+use netspectra_model::redact::Redacted;
 use netspectra_model::{DecodeCounters, PacketRecord};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -317,7 +317,10 @@ pub(crate) fn export_bus(telemetry: &Telemetry, counters: &BusCounters, url: &st
         telemetry.set_ready(true, "");
     } else {
         // /readyz answers anyone: the URL goes out without its password.
-        telemetry.set_ready(false, &format!("not connected to NATS at {}", Redacted(url)));
+        telemetry.set_ready(
+            false,
+            &format!("not connected to NATS at {}", Redacted(url)),
+        );
     }
 }
 

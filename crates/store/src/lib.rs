@@ -141,3 +141,28 @@ pub enum StoreError {
         supported: i64,
     },
 }
+
+impl StoreError {
+    /// Whether the store could not be reached or was busy (asking again
+    /// later can succeed), as opposed to a query or data error that will
+    /// fail the same way again. The API answers the first with 503, the
+    /// second with 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::ClickHouse { .. } | StoreError::Missing { .. } => true,
+            StoreError::Sqlite { error, .. } => matches!(
+                error.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::OperationInterrupted
+                )
+            ),
+            StoreError::BadUrl { .. }
+            | StoreError::NotAStore { .. }
+            | StoreError::NewerSchema { .. } => false,
+        }
+    }
+}

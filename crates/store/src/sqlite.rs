@@ -185,8 +185,14 @@ impl SqliteStore {
 
 /// Every run in the `runs` table, oldest first (shared with the reader).
 pub(crate) fn read_runs(conn: &Connection) -> rusqlite::Result<Vec<RunRecord>> {
-    let mut stmt = conn.prepare_cached("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes FROM runs ORDER BY run_id")?;
-    let rows = stmt.query_map([], |r| {
+    read_recent_runs(conn, i64::MAX)
+}
+
+/// The `limit` most recent runs, oldest first (the API's `runs`: bounded
+/// however many runs the store holds).
+pub(crate) fn read_recent_runs(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<RunRecord>> {
+    let mut stmt = conn.prepare_cached("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes FROM (SELECT * FROM runs ORDER BY run_id DESC LIMIT ?1) ORDER BY run_id")?;
+    let rows = stmt.query_map([limit], |r| {
         let inputs: String = r.get(6)?;
         Ok(RunRecord {
             run_id: r.get(0)?,

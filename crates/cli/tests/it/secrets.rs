@@ -29,12 +29,23 @@ fn no_password_in_any_url_reaches_the_output() {
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
         (
             "probe, NATS connect error",
-            vec!["probe".into(), "--nats".into(), nats.clone(), "--file".into(), file.into()],
+            vec![
+                "probe".into(),
+                "--nats".into(),
+                nats.clone(),
+                "--file".into(),
+                file.into(),
+            ],
             "alice",
         ),
         (
             "engine, NATS connect error",
-            vec!["engine".into(), "--no-store".into(), "--nats".into(), nats.clone()],
+            vec![
+                "engine".into(),
+                "--no-store".into(),
+                "--nats".into(),
+                nats.clone(),
+            ],
             "alice",
         ),
         (

@@ -39,7 +39,11 @@ fn create_dir_durable(dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
         Err(e) => return Err(e),
     }
-    sync_dir(dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")))
+    sync_dir(
+        dir.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
 }
 
 /// Makes a directory's entries (new, renamed or removed files) durable.
@@ -298,7 +302,10 @@ mod tests {
             .map(|e| e.unwrap().path())
             .map(|p| {
                 let file: SpoolFile = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
-                (p.file_name().unwrap().to_str().unwrap().to_string(), file.batch)
+                (
+                    p.file_name().unwrap().to_str().unwrap().to_string(),
+                    file.batch,
+                )
             })
             .collect();
         files.sort_by(|a, b| a.0.cmp(&b.0));
@@ -337,7 +344,12 @@ mod tests {
         spool.push(&other()).unwrap();
         spool.reject_oldest().unwrap().unwrap();
         let files = rejected_files(dir.path());
-        assert_eq!(files.len(), 4, "{:?}", files.iter().map(|f| &f.0).collect::<Vec<_>>());
+        assert_eq!(
+            files.len(),
+            4,
+            "{:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
         assert_eq!(files[0].1, batch(2), "first life's files are intact");
         assert_eq!(files[1].1, batch(2));
         assert_eq!(files[2].1, other());
