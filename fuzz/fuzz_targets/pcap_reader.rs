@@ -39,7 +39,10 @@ fuzz_target!(|data: &[u8]| {
         decode(p.link_type, p.data, &mut rec);
         count += 1;
     }
-    assert!(count as usize <= bytes.len() / 16 + 1, "more packets than records fit");
+    assert!(
+        count as usize <= bytes.len() / 16 + 1,
+        "more packets than records fit"
+    );
     // Once ended (cleanly or damaged), the reader stays ended.
     assert!(matches!(reader.next_packet(), Ok(None)));
 });

@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(header) = wire::decode_batch(data, &mut packets) else {
         return;
     };
-    assert_eq!(header_only.ok(), Some(header), "header-only and full decoding agree");
+    assert_eq!(
+        header_only.ok(),
+        Some(header),
+        "header-only and full decoding agree"
+    );
     assert_eq!(header.packets, packets.len());
     let _ = wire::decode_packet(data);
     let mut out = Vec::new();
@@ -22,5 +26,8 @@ fuzz_target!(|data: &[u8]| {
     wire::encode_batch_header(header.probe_id, header.shard, header.seq, &mut out);
     let mut again = Vec::new();
     let h2 = wire::decode_batch(&out, &mut again).expect("an encoded batch decodes");
-    assert_eq!((h2.probe_id, h2.shard, h2.seq, h2.packets), (header.probe_id, header.shard, header.seq, header.packets));
+    assert_eq!(
+        (h2.probe_id, h2.shard, h2.seq, h2.packets),
+        (header.probe_id, header.shard, header.seq, header.packets)
+    );
 });

@@ -275,7 +275,9 @@ pub fn parse_query(op: &str, query: &str, limits: Limits) -> Result<Question, Ap
         .as_deref()
         .map(|t| parse_number("limit", t))
         .transpose()?;
-    let scoped = OPERATIONS.iter().any(|(name, scoped, _)| *name == op && *scoped);
+    let scoped = OPERATIONS
+        .iter()
+        .any(|(name, scoped, _)| *name == op && *scoped);
     let ask = if scoped {
         Some(p.ask_within(limits)?)
     } else {

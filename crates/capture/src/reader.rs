@@ -613,7 +613,7 @@ impl<R: Read> CaptureReader<R> {
         // it (some writers leave the packet data's padding out of the
         // length, others the padding itself): accepted when the trailing
         // length copy confirms where the block ends, damage otherwise.
-        if len < 12 || len > MAX_BLOCK_LEN {
+        if !(12..=MAX_BLOCK_LEN).contains(&len) {
             let reason =
                 format!("block length {len} is invalid (must be between 12 and {MAX_BLOCK_LEN})");
             return Err(self.damaged(offset, reason));
