@@ -721,3 +721,21 @@ proptest! {
         }
     }
 }
+
+/// The fuzz seeds (and the minimized crashes kept beside them) replayed on
+/// every test run, so the fuzzers' findings stay fixed without nightly.
+#[test]
+fn fuzz_seeds_read_without_panicking() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let mut files = 0;
+    for target in ["pcap_reader", "pcapng_reader"] {
+        for entry in std::fs::read_dir(root.join(target)).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(r) = CaptureReader::new(&bytes[..], "seed") {
+                let _ = read_all(r);
+            }
+            files += 1;
+        }
+    }
+    assert!(files >= 5, "{files} seeds");
+}

@@ -368,3 +368,41 @@ fn a_bad_store_url_is_quoted_without_its_password() {
         assert!(shown.contains("u:***@127.0.0.1"), "{shown}");
     }
 }
+
+/// The `sqlite_open` fuzz seeds (crafted store files, and any minimized
+/// crash kept beside them) open to a store or a clear error, never a panic.
+#[test]
+fn fuzz_seed_store_files_open_or_are_refused() {
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/sqlite_open");
+    let dir = tempfile::tempdir().unwrap();
+    let mut refused = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let entry = entry.unwrap();
+        let path = dir.path().join(entry.file_name());
+        std::fs::copy(entry.path(), &path).unwrap();
+        let url = netspectra_store::StoreUrl::Sqlite(path.clone());
+        let read = netspectra_store::read::Reader::open(&url)
+            .err()
+            .map(|e| e.to_string());
+        let write = SqliteStore::open(&path).err().map(|e| e.to_string());
+        if let Some(e) = write.or(read) {
+            refused.push((entry.file_name(), e));
+        }
+    }
+    let names: Vec<String> = refused
+        .iter()
+        .map(|(n, _)| n.to_string_lossy().into_owned())
+        .collect();
+    for crafted in [
+        "negative-user-version.db",
+        "newer-user-version.db",
+        "not-sqlite",
+    ] {
+        assert!(
+            names.iter().any(|n| n == crafted),
+            "{crafted} must be refused: {refused:?}"
+        );
+    }
+    assert!(!names.iter().any(|n| n == "store-v3.db"), "{refused:?}");
+}
