@@ -88,3 +88,87 @@ fn no_password_in_any_url_reaches_the_output() {
         assert_hidden(what, &out, user);
     }
 }
+
+/// A probe and an engine given a NATS URL with a password: the password is
+/// in none of their output, nor in the run the engine stores (whose
+/// `inputs` and `command` the API's `runs` serves).
+#[test]
+fn a_nats_password_is_neither_printed_nor_stored() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    use std::time::Duration;
+
+    let server = netspectra_testkit::nats::NatsServer::start(false);
+    let url = server
+        .url()
+        .replacen("nats://", &format!("nats://alice:{SECRET}@"), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = super::gen(dir.path(), "s.pcap", 300, 4, "pcap", &[]);
+    let db = dir.path().join("e.db");
+    let mut engine = super::bin()
+        .args(["engine", "--nats", &url, "--store"])
+        .arg(format!("sqlite:{}", db.display()))
+        .args(["--workers", "1", "--format", "json", "--idle-exit", "3"])
+        .env("NETSPECTRA_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = engine.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut ready = Some(tx);
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("consuming shards") {
+                if let Some(tx) = ready.take() {
+                    let _ = tx.send(());
+                }
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("engine subscribed within 20 s");
+    let probe = super::bin()
+        .args(["probe", "--file", file.to_str().unwrap(), "--nats", &url])
+        .args(["--format", "json"])
+        .env("NETSPECTRA_LOG", "debug")
+        .output()
+        .unwrap();
+    assert!(
+        probe.status.success(),
+        "{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert_hidden("probe", &probe, "alice");
+    let status = engine.wait().unwrap();
+    let mut stdout = String::new();
+    engine
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
+    let stderr = lines.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    for text in [&stdout, &stderr] {
+        assert!(
+            !text.contains(SECRET),
+            "engine output leaked the password:\n{text}"
+        );
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (inputs, command): (String, String) = conn
+        .query_row("SELECT inputs, command FROM runs", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert!(
+        !inputs.contains(SECRET) && !command.contains(SECRET),
+        "{inputs} {command}"
+    );
+    assert!(inputs.contains("alice:***@"), "{inputs}");
+}
