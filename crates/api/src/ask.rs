@@ -51,7 +51,6 @@ pub struct Ask {
 impl AskInput {
     /// Checks every parameter against the server's limits.
     pub fn validate(self, limits: Limits) -> Result<Ask, ApiError> {
-        let max_rows = limits.max_rows;
         if self.task.len() > MAX_TASK_NAME {
             return Err(bad(format!(
                 "task name is {} bytes long; at most {MAX_TASK_NAME} allowed",
@@ -90,22 +89,28 @@ impl AskInput {
             dst_port: number("dst_port", self.dst_port, 65535)?.map(|v| v as u16),
             protocol: number("protocol", self.protocol, 255)?.map(|v| v as u8),
         };
-        let limit = match self.limit {
-            None => limits.default_rows.min(max_rows),
-            Some(0) => max_rows,
-            Some(n) if n > max_rows as u64 => {
-                return Err(bad(format!(
-                    "limit {n} exceeds this server's maximum of {max_rows} rows (0 = all, up to the maximum)"
-                )))
-            }
-            Some(n) => n as usize,
-        };
+        let limit = row_limit(self.limit, limits)?;
         Ok(Ask {
             task: self.task,
             range,
             filter,
             limit,
         })
+    }
+}
+
+/// Rows an answer may hold: the default when not given, the server's
+/// maximum for 0, refused above the maximum (every row-returning
+/// operation, `runs` included, is capped this way).
+pub fn row_limit(limit: Option<u64>, limits: Limits) -> Result<usize, ApiError> {
+    let max_rows = limits.max_rows;
+    match limit {
+        None => Ok(limits.default_rows.min(max_rows)),
+        Some(0) => Ok(max_rows),
+        Some(n) if n > max_rows as u64 => Err(bad(format!(
+            "limit {n} exceeds this server's maximum of {max_rows} rows (0 = all, up to the maximum)"
+        ))),
+        Some(n) => Ok(n as usize),
     }
 }
 

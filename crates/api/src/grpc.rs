@@ -128,11 +128,13 @@ macro_rules! fields {
 impl pb::query_service_server::QueryService for Grpc {
     async fn health_check(
         &self,
-        _: Request<pb::HealthCheckRequest>,
+        req: Request<pb::HealthCheckRequest>,
     ) -> Result<Response<pb::HealthCheckResponse>, Status> {
+        // Open to all: the store's error text only with a valid token.
         let status = match self.service.health().await {
             Ok(()) => "ok".to_string(),
-            Err(e) => format!("unavailable: {e}"),
+            Err(e) if self.auth.authenticated_grpc(&req) => format!("unavailable: {e}"),
+            Err(_) => "unavailable".to_string(),
         };
         Ok(Response::new(pb::HealthCheckResponse { status }))
     }
@@ -142,7 +144,7 @@ impl pb::query_service_server::QueryService for Grpc {
         req: Request<pb::SearchTasksRequest>,
     ) -> Result<Response<pb::SearchTasksResponse>, Status> {
         self.auth.check(&req)?;
-        let a = self.service.tasks().await?;
+        let a = self.service.bounded(self.service.tasks()).await?;
         Ok(Response::new(pb::SearchTasksResponse {
             task_names: a.task_names,
             tasks: a
@@ -167,7 +169,7 @@ impl pb::query_service_server::QueryService for Grpc {
         self.auth.check(&req)?;
         let r = req.into_inner();
         let ask = fields!(r, None).ask(&self.service)?;
-        let a = self.service.aggregate(&ask).await?;
+        let a = self.service.bounded(self.service.aggregate(&ask)).await?;
         Ok(Response::new(pb::QueryTotalCountsResponse {
             summaries: a
                 .summaries
@@ -226,7 +228,11 @@ impl pb::query_service_server::QueryService for Grpc {
             }
         }
         let ask = input.ask(&self.service)?;
-        let l = self.service.trace(&ask).await?.lifecycle;
+        let l = self
+            .service
+            .bounded(self.service.trace(&ask))
+            .await?
+            .lifecycle;
         Ok(Response::new(pb::TraceFlowResponse {
             lifecycle: Some(pb::FlowLifecycle {
                 first_seen: stamp(l.first_seen),
@@ -263,7 +269,10 @@ impl pb::query_service_server::QueryService for Grpc {
         // (key, estimate, error bound, periods) whatever the sketch.
         let (rows, truncated) = match by {
             Some(by) => {
-                let a = self.service.heavy_hitters(&ask, by).await?;
+                let a = self
+                    .service
+                    .bounded(self.service.heavy_hitters(&ask, by))
+                    .await?;
                 let rows = a.rows.into_iter().map(|h| {
                     let value = h.packets.or(h.bytes).unwrap_or(0);
                     (h.key, value, h.error_bound, h.periods)
@@ -271,7 +280,10 @@ impl pb::query_service_server::QueryService for Grpc {
                 (rows.collect::<Vec<_>>(), a.truncated)
             }
             None => {
-                let a = self.service.super_spreaders(&ask).await?;
+                let a = self
+                    .service
+                    .bounded(self.service.super_spreaders(&ask))
+                    .await?;
                 let rows = a
                     .rows
                     .into_iter()
@@ -312,7 +324,7 @@ impl pb::query_service_server::QueryService for Grpc {
         };
         let limit = r.limit.map(u64::from);
         let ask = fields!(r, limit).ask(&self.service)?;
-        let a = self.service.top(&ask, by).await?;
+        let a = self.service.bounded(self.service.top(&ask, by)).await?;
         Ok(Response::new(pb::TopKeysResponse {
             rows: a
                 .rows
@@ -338,7 +350,10 @@ impl pb::query_service_server::QueryService for Grpc {
         let r = req.into_inner();
         let limit = r.limit.map(u64::from);
         let ask = fields!(r, limit).ask(&self.service)?;
-        let a = self.service.super_spreaders(&ask).await?;
+        let a = self
+            .service
+            .bounded(self.service.super_spreaders(&ask))
+            .await?;
         Ok(Response::new(pb::SuperSpreadersResponse {
             rows: a
                 .rows
@@ -362,7 +377,7 @@ impl pb::query_service_server::QueryService for Grpc {
         let r = req.into_inner();
         let limit = r.limit.map(u64::from);
         let ask = fields!(r, limit).ask(&self.service)?;
-        let a = self.service.timeseries(&ask).await?;
+        let a = self.service.bounded(self.service.timeseries(&ask)).await?;
         Ok(Response::new(pb::TimeSeriesResponse {
             rows: a
                 .rows
@@ -384,7 +399,8 @@ impl pb::query_service_server::QueryService for Grpc {
         req: Request<pb::ListRunsRequest>,
     ) -> Result<Response<pb::ListRunsResponse>, Status> {
         self.auth.check(&req)?;
-        let a = self.service.runs().await?;
+        let limit = req.into_inner().limit.map(u64::from);
+        let a = self.service.bounded(self.service.runs(limit)).await?;
         Ok(Response::new(pb::ListRunsResponse {
             rows: a
                 .rows
@@ -400,6 +416,7 @@ impl pb::query_service_server::QueryService for Grpc {
                     bytes: r.bytes,
                 })
                 .collect(),
+            truncated: a.truncated,
         }))
     }
 }

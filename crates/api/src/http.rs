@@ -5,7 +5,7 @@
 
 use crate::ask::{now_ns, parse_number, parse_since, parse_time, AskInput};
 use crate::error::{bad, ApiError};
-use crate::service::QueryService;
+use crate::service::{Limits, QueryService};
 use crate::Auth;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
@@ -48,11 +48,23 @@ struct AppState {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
-        if let ApiError::Unavailable(e) = &self {
-            tracing::warn!(message = "query failed: store unavailable", error = %e);
+        match &self {
+            ApiError::Unavailable(e) => {
+                tracing::warn!(message = "query failed: store unavailable", error = %e)
+            }
+            ApiError::Internal(e) => tracing::error!(message = "query failed", error = %e),
+            ApiError::Overloaded => tracing::debug!(message = "request shed: too many in progress"),
+            ApiError::Timeout(_) => tracing::warn!(message = "request abandoned: too slow"),
+            _ => {}
         }
         let body = json!({"error": {"code": self.code(), "message": self.to_string()}});
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(s) = self.retry_after() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(s));
+        }
+        response
     }
 }
 
@@ -93,6 +105,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Q {
 
 impl Params {
     fn ask(self, state: &AppState) -> Result<crate::ask::Ask, ApiError> {
+        self.ask_within(state.service.limits())
+    }
+
+    fn ask_within(self, limits: Limits) -> Result<crate::ask::Ask, ApiError> {
         let number = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
             v.as_deref().map(|t| parse_number(name, t)).transpose()
         };
@@ -122,7 +138,7 @@ impl Params {
             src_ip: self.src_ip,
             dst_ip: self.dst_ip,
         }
-        .validate(state.service.limits())
+        .validate(limits)
     }
 
     /// `by` (`packets`/`bytes`), or for heavy hitters the reference's
@@ -143,59 +159,131 @@ impl Params {
     }
 }
 
-async fn health(State(s): State<AppState>) -> Response {
+/// Why the store is not ready, as far as this caller may know: the store's
+/// own error text (paths, server messages) only with a valid token.
+fn not_ready(s: &AppState, headers: &axum::http::HeaderMap, reason: String) -> ApiError {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if s.auth.authenticated(token) {
+        ApiError::NotReady(format!("store unavailable: {reason}"))
+    } else {
+        ApiError::NotReady("store unavailable".into())
+    }
+}
+
+async fn health(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     match s.service.health().await {
         Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(e) => e.into_response(),
+        Err(reason) => not_ready(&s, &headers, reason).into_response(),
     }
 }
 
 async fn tasks(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("tasks", false, &[])?;
+    p.only_for("tasks")?;
     Ok(Json(s.service.tasks().await?).into_response())
 }
 
 async fn runs(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("runs", false, &[])?;
-    Ok(Json(s.service.runs().await?).into_response())
+    p.only_for("runs")?;
+    let limit = p
+        .limit
+        .as_deref()
+        .map(|t| parse_number("limit", t))
+        .transpose()?;
+    Ok(Json(s.service.runs(limit).await?).into_response())
 }
 
 async fn aggregate(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("aggregate", true, &[])?;
+    p.only_for("aggregate")?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.aggregate(&ask).await?).into_response())
 }
 
 async fn top(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("top", true, &["limit", "by"])?;
+    p.only_for("top")?;
     let by = p.measure()?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.top(&ask, by).await?).into_response())
 }
 
 async fn trace(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("trace", true, &[])?;
+    p.only_for("trace")?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.trace(&ask).await?).into_response())
 }
 
 async fn heavy_hitters(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("heavy-hitters", true, &["limit", "by", "type"])?;
+    p.only_for("heavy-hitters")?;
     let by = p.measure()?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.heavy_hitters(&ask, by).await?).into_response())
 }
 
 async fn super_spreaders(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("super-spreaders", true, &["limit"])?;
+    p.only_for("super-spreaders")?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.super_spreaders(&ask).await?).into_response())
 }
 
 async fn timeseries(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only("timeseries", true, &["limit"])?;
+    p.only_for("timeseries")?;
     let ask = p.ask(&s)?;
     Ok(Json(s.service.timeseries(&ask).await?).into_response())
+}
+
+/// Each operation's parameters: whether it takes the time range and key
+/// filter ([`SCOPE`]), and what else. One table for the handlers and
+/// [`parse_query`].
+const OPERATIONS: &[(&str, bool, &[&str])] = &[
+    ("tasks", false, &[]),
+    ("runs", false, &["limit"]),
+    ("aggregate", true, &[]),
+    ("top", true, &["limit", "by"]),
+    ("trace", true, &[]),
+    ("heavy-hitters", true, &["limit", "by", "type"]),
+    ("super-spreaders", true, &["limit"]),
+    ("timeseries", true, &["limit"]),
+];
+
+/// A query string as the operation `op` reads it, validated.
+#[derive(Debug)]
+pub struct Question {
+    /// The question (operations with a scope).
+    pub ask: Option<crate::ask::Ask>,
+    /// `by` / `type` (top, heavy-hitters).
+    pub by: Option<Measure>,
+    /// `limit` as given (runs).
+    pub limit: Option<u64>,
+}
+
+/// Parses and validates the query string of operation `op` (`top`,
+/// `runs`, …) exactly as its handler does, without a store: the fuzz
+/// target and tests use it to reach the parsing without a server.
+pub fn parse_query(op: &str, query: &str, limits: Limits) -> Result<Question, ApiError> {
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|e| bad(format!("bad query string: {e}")))?;
+    let Query(p) = Query::<Params>::try_from_uri(&uri)
+        .map_err(|e| bad(format!("bad query string: {}", e.body_text())))?;
+    p.only_for(op)?;
+    let by = matches!(op, "top" | "heavy-hitters")
+        .then(|| p.measure())
+        .transpose()?;
+    let limit = p
+        .limit
+        .as_deref()
+        .map(|t| parse_number("limit", t))
+        .transpose()?;
+    let scoped = OPERATIONS
+        .iter()
+        .any(|(name, scoped, _)| *name == op && *scoped);
+    let ask = if scoped {
+        Some(p.ask_within(limits)?)
+    } else {
+        None
+    };
+    Ok(Question { ask, by, limit })
 }
 
 /// Parameters of the time range and key filter, which every question takes.
@@ -204,6 +292,14 @@ const SCOPE: &[&str] = &[
 ];
 
 impl Params {
+    /// [`Params::only`] with the operation's entry of [`OPERATIONS`].
+    fn only_for(&self, op: &str) -> Result<(), ApiError> {
+        let Some((_, scoped, extra)) = OPERATIONS.iter().find(|(name, ..)| *name == op) else {
+            return Err(ApiError::NotFound(format!("no operation `{op}`")));
+        };
+        self.only(op, *scoped, extra)
+    }
+
     /// Refuses parameters the operation would ignore, so a misplaced
     /// `limit` or `by` is an error rather than a silent no-op.
     /// `scoped`: whether the operation takes [`SCOPE`]; `extra`: what else.
@@ -234,10 +330,10 @@ async fn healthz() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-async fn readyz(State(s): State<AppState>) -> Response {
+async fn readyz(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     match s.service.health().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(e) => e.into_response(),
+        Err(reason) => not_ready(&s, &headers, reason).into_response(),
     }
 }
 
@@ -284,6 +380,19 @@ async fn guard(State(s): State<AppState>, req: Request, next: Next) -> Response 
     next.run(req).await
 }
 
+/// Answers within [`crate::Limits`]: shed at once when too many requests
+/// are in progress, abandoned after the request timeout.
+async fn bounded(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    match s
+        .service
+        .bounded(async { Ok::<_, ApiError>(next.run(req).await) })
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The HTTP router: operations behind the token, health and the OpenAPI
 /// document open.
 pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
@@ -297,6 +406,9 @@ pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
         .route("/api/v1/super-spreaders", get(super_spreaders))
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/runs", get(runs))
+        // Outermost last: the token is checked before a slot is taken, so
+        // unauthenticated callers cannot occupy the slots.
+        .route_layer(middleware::from_fn_with_state(state.clone(), bounded))
         .route_layer(middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/api/v1/health", get(health))
@@ -313,6 +425,27 @@ pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_strings_parse_as_the_handlers_read_them() {
+        let l = Limits::default();
+        let q = parse_query("top", "task=t&by=bytes&limit=3&src_ip=10.0.0.0/8", l).unwrap();
+        assert_eq!(q.by, Some(Measure::Bytes));
+        assert_eq!(q.ask.unwrap().limit, 3);
+        assert_eq!(parse_query("runs", "limit=5", l).unwrap().limit, Some(5));
+        for (op, query) in [
+            ("runs", "task=t"),
+            ("top", "nope=1"),
+            ("top", "limit=-1"),
+            ("trace", "limit=1"),
+            ("heavy-hitters", "by=x"),
+            ("aggregate", "from=2024-13-01T00:00:00Z"),
+            ("top", "limit=99999999999999999999999"),
+            ("nope", ""),
+        ] {
+            assert!(parse_query(op, query, l).is_err(), "{op}?{query}");
+        }
+    }
 
     #[test]
     fn the_openapi_document_lists_exactly_the_routes() {

@@ -29,6 +29,7 @@ pub mod ask;
 mod error;
 pub mod grpc;
 pub mod http;
+pub mod listen;
 pub mod service;
 
 pub use error::ApiError;
@@ -92,6 +93,21 @@ impl Auth {
 }
 
 impl Auth {
+    /// Whether a token is configured and `header` carries it: the callers
+    /// that may see the store's own error text (health reasons).
+    pub fn authenticated(&self, header: Option<&str>) -> bool {
+        self.token.is_some() && self.allows(header)
+    }
+
+    /// [`Auth::authenticated`] for gRPC metadata.
+    pub fn authenticated_grpc<T>(&self, req: &tonic::Request<T>) -> bool {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
+        self.authenticated(header)
+    }
+
     /// [`Auth::allows`] for a gRPC request's `authorization` metadata.
     pub fn check<T>(&self, req: &tonic::Request<T>) -> Result<(), tonic::Status> {
         let header = req
@@ -118,13 +134,38 @@ pub struct ServeOptions {
     pub http: Option<SocketAddr>,
     /// Bearer token (None: open).
     pub token: Option<String>,
-    /// Answer-size limits.
+    /// Answer-size, time and concurrency limits.
     pub limits: Limits,
+    /// Serve a non-loopback address without a token (`--insecure-no-auth`):
+    /// without it [`serve`] refuses, so stored traffic is never open to the
+    /// network by accident.
+    pub insecure_no_auth: bool,
+}
+
+impl ServeOptions {
+    /// The first listen address that anyone on the network could reach
+    /// without a token, unless that was asked for explicitly.
+    pub fn open_to_network(&self) -> Option<SocketAddr> {
+        if self.token.as_deref().is_some_and(|t| !t.is_empty()) || self.insecure_no_auth {
+            return None;
+        }
+        [self.http, self.grpc]
+            .into_iter()
+            .flatten()
+            .find(|a| !a.ip().is_loopback())
+    }
 }
 
 /// Why the API could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A non-loopback address without a token and without
+    /// `insecure_no_auth`.
+    #[error("refusing to serve {addr} without a token: anyone who can reach it could read the stored traffic; set --token (or NETSPECTRA_API_TOKEN), listen on loopback, or pass --insecure-no-auth")]
+    OpenToNetwork {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// A listen address could not be bound.
     #[error("cannot listen on {addr} ({what}): {error}")]
     Bind {
@@ -210,6 +251,9 @@ async fn report_health(
 /// Binds the requested listeners and serves the API on the current tokio
 /// runtime until [`Running::stop`].
 pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, ServeError> {
+    if let Some(addr) = options.open_to_network() {
+        return Err(ServeError::OpenToNetwork { addr });
+    }
     let reader = reader.with_cache(options.limits.cache_entries);
     let service = Arc::new(QueryService::new(reader, options.limits));
     let auth = Auth::new(options.token.as_deref());
@@ -236,9 +280,13 @@ pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, Ser
         running.http_addr = listener.local_addr().ok();
         let app = http::router(service.clone(), auth.clone());
         let shutdown = until_stopped();
+        let bounds = listen::HttpBounds {
+            max_connections: options.limits.max_connections,
+            header_timeout: options.limits.header_timeout,
+            ..listen::HttpBounds::default()
+        };
         running.tasks.push(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
+            listen::serve_http(listener, app, bounds, shutdown)
                 .await
                 .map_err(|e| ServeError::Failed {
                     what: "HTTP",
@@ -276,8 +324,15 @@ pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, Ser
         let query = pb::query_service_server::QueryServiceServer::from_arc(native)
             .max_decoding_message_size(MAX_GRPC_REQUEST);
         let shutdown = until_stopped();
+        let request_timeout = options.limits.request_timeout;
+        let max_streams =
+            u32::try_from(options.limits.max_in_flight.max(1) * 2).unwrap_or(u32::MAX);
         running.tasks.push(tokio::spawn(async move {
             tonic::transport::Server::builder()
+                // A backstop behind each method's own timeout, and a bound
+                // on the streams one connection may open.
+                .timeout(request_timeout + std::time::Duration::from_secs(5))
+                .max_concurrent_streams(Some(max_streams))
                 .add_service(health_service)
                 .add_service(reflection)
                 .add_service(query)

@@ -22,7 +22,9 @@ const CATALOG_TTL: Duration = Duration::from_secs(2);
 /// names cannot make every request re-read the list.
 const CATALOG_FRESH: Duration = Duration::from_millis(250);
 
-/// How large answers may get, and how many are kept.
+/// How much one request, and all of them together, may take: uncached
+/// whole-history questions are expensive, so the server bounds them rather
+/// than let a burst exhaust the store, threads or memory.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
     /// Rows an answer may hold at most; `limit=0` means this many.
@@ -31,6 +33,18 @@ pub struct Limits {
     pub default_rows: usize,
     /// Store answers kept until the store changes (0: none).
     pub cache_entries: usize,
+    /// Questions answered at once, HTTP and gRPC together; one more is
+    /// refused at once with 503 + `Retry-After` (load shedding) instead of
+    /// queueing behind the others.
+    pub max_in_flight: usize,
+    /// Longest a question may take; then it is abandoned (its SQLite
+    /// statement interrupted) and answered 503 + `Retry-After`.
+    pub request_timeout: Duration,
+    /// HTTP connections open at once; more are closed on accept.
+    pub max_connections: usize,
+    /// Time a client has to send a request's head (also the idle time of a
+    /// kept-alive connection): slow clients cannot hold connections.
+    pub header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -39,9 +53,19 @@ impl Default for Limits {
             max_rows: 10_000,
             default_rows: 100,
             cache_entries: netspectra_store::read::DEFAULT_CACHE_ENTRIES,
+            max_in_flight: 32,
+            request_timeout: Duration::from_secs(30),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
         }
     }
 }
+
+/// How long a health answer is reused: a flood of unauthenticated health
+/// checks costs one store round trip per period, not one each.
+const HEALTH_TTL: Duration = Duration::from_secs(1);
+/// Longest a health check waits for the store.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A task with what a client needs to ask about it.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -243,6 +267,8 @@ pub struct QueryService {
     reader: Reader,
     limits: Limits,
     catalog: Mutex<Option<Catalog>>,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    health: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
 }
 
 fn key_json(task: &TaskView, key: &FlowKey) -> KeyJson {
@@ -256,7 +282,32 @@ impl QueryService {
             reader,
             limits,
             catalog: Mutex::new(None),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1))),
+            health: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// A slot among [`Limits::max_in_flight`], or [`ApiError::Overloaded`]
+    /// at once when all are taken; held until the answer is ready.
+    pub fn admit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ApiError::Overloaded)
+    }
+
+    /// Runs one question within the limits: admitted or shed at once, and
+    /// abandoned after [`Limits::request_timeout`] (dropping the future
+    /// interrupts the store query).
+    pub async fn bounded<T>(
+        &self,
+        question: impl std::future::Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        let _slot = self.admit()?;
+        let limit = self.limits.request_timeout;
+        tokio::time::timeout(limit, question)
+            .await
+            .unwrap_or(Err(ApiError::Timeout(limit)))
     }
 
     /// The answer-size limits.
@@ -264,9 +315,26 @@ impl QueryService {
         self.limits
     }
 
-    /// `ok`, or why the store does not answer.
-    pub async fn health(&self) -> Result<(), ApiError> {
-        self.reader.ping().await.map_err(ApiError::from)
+    /// `Ok`, or why the store does not answer (for authenticated callers
+    /// and the log only). One bounded ping at a time, its answer reused for
+    /// [`HEALTH_TTL`]: health checks never run unbounded store queries.
+    pub async fn health(&self) -> Result<(), String> {
+        let mut last = self.health.lock().await;
+        if let Some((at, answer)) = last.as_ref() {
+            if at.elapsed() < HEALTH_TTL {
+                return answer.clone();
+            }
+        }
+        let answer = match tokio::time::timeout(HEALTH_TIMEOUT, self.reader.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", HEALTH_TIMEOUT.as_secs())),
+        };
+        if let Err(reason) = &answer {
+            tracing::warn!(message = "store not ready", reason = %reason);
+        }
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     /// The task list, read again when older than `max_age`.
@@ -493,14 +561,18 @@ impl QueryService {
         Ok(Rows::cut(rows, ask.limit))
     }
 
-    /// `runs`: every run, oldest first.
-    pub async fn runs(&self) -> Result<Rows<RunRow>, ApiError> {
-        let runs = self.reader.runs().await?;
+    /// `runs`: the `limit` most recent runs (None: the default number of
+    /// rows, 0: the maximum), oldest first; `truncated` when older ones
+    /// exist.
+    pub async fn runs(&self, limit: Option<u64>) -> Result<Rows<RunRow>, ApiError> {
+        let limit = crate::ask::row_limit(limit, self.limits)?;
+        let mut runs = self.reader.runs(limit + 1).await?;
+        let truncated = runs.len() > limit;
+        if truncated {
+            runs.remove(0);
+        }
         let rows: Vec<RunRow> = runs.into_iter().map(run_row).collect();
-        Ok(Rows {
-            rows,
-            truncated: false,
-        })
+        Ok(Rows { rows, truncated })
     }
 }
 

@@ -282,10 +282,10 @@ pub(crate) async fn connect_with(
         .connect(cfg.url.as_str())
         .await
         .map_err(|source| BusError::Connect {
-            url: cfg.url.clone(),
+            url: netspectra_model::redact::redact_urls(&cfg.url),
             source,
         })?;
-    tracing::debug!(message = "connected to NATS", url = %cfg.url);
+    tracing::debug!(message = "connected to NATS", url = %netspectra_model::redact::Redacted(&cfg.url));
     Ok(client)
 }
 

@@ -5,6 +5,14 @@
 //! allocates nothing per record. Length fields are validated before any
 //! buffering, so a damaged or hostile file yields [`CaptureError::Damaged`]
 //! rather than a huge allocation or a panic.
+//!
+//! Tolerance: where Wireshark reads a file without complaint and the data
+//! is unambiguous, so does this reader. A pcapng block whose total length
+//! is not a multiple of 4 is read as Wireshark reads it (the length left
+//! the padding out: the block spans the length rounded up), or as exactly
+//! that many bytes when the trailing length copy says so; either way the
+//! trailer must confirm the block's end, else it is damage at the block's
+//! offset.
 
 use crate::link::LinkType;
 use serde::Serialize;
@@ -601,10 +609,13 @@ impl<R: Read> CaptureReader<R> {
         let h = self.input.avail();
         let ty = e.u32(h, 0);
         let len = e.u32(h, 4);
-        if len < 12 || len % 4 != 0 || len > MAX_BLOCK_LEN {
-            let reason = format!(
-                "block length {len} is invalid (must be a multiple of 4 between 12 and {MAX_BLOCK_LEN})"
-            );
+        // A length that is not a multiple of 4 is read as Wireshark reads
+        // it (some writers leave the packet data's padding out of the
+        // length, others the padding itself): accepted when the trailing
+        // length copy confirms where the block ends, damage otherwise.
+        if !(12..=MAX_BLOCK_LEN).contains(&len) {
+            let reason =
+                format!("block length {len} is invalid (must be between 12 and {MAX_BLOCK_LEN})");
             return Err(self.damaged(offset, reason));
         }
         let len_us = len as usize;
@@ -627,18 +638,27 @@ impl<R: Read> CaptureReader<R> {
                 );
                 return Err(self.damaged(offset, reason));
             }
-            let got = self.input.ensure(len_us).map_err(|e| self.io(e))?;
+            let padded = len_us.next_multiple_of(4);
+            let got = self.input.ensure(padded).map_err(|e| self.io(e))?;
             if got < len_us {
                 return Err(self.damaged(offset, truncated(got, len.to_string())));
             }
-            let b = &self.input.avail()[..len_us];
-            let trailer = e.u32(b, len_us - 4);
-            if trailer != len {
+            let b = &self.input.avail()[..got.min(padded)];
+            // Where the trailer confirms the block ends: the padded length
+            // first (the layout Wireshark reads), then the length as given.
+            let span = [padded, len_us].into_iter().find(|&span| {
+                span <= b.len() && {
+                    let t = e.u32(b, span - 4);
+                    t == len || t as usize == padded
+                }
+            });
+            let Some(span) = span else {
+                let trailer = e.u32(b, len_us - 4);
                 let reason =
                     format!("block trailer length {trailer} does not match header length {len}");
                 return Err(self.damaged(offset, reason));
-            }
-            return self.packet_or_interface(offset, e, ty, len_us);
+            };
+            return self.packet_or_interface(offset, e, ty, span);
         }
         // Any other block (section header included): skip by streaming,
         // then check the trailing length copy.
@@ -654,19 +674,28 @@ impl<R: Read> CaptureReader<R> {
             }
         }
         let body = u64::from(len - 4);
+        let pad = (len.next_multiple_of(4) - len) as usize;
         let skipped = self.input.skip(body).map_err(|e| self.io(e))?;
-        let got = self.input.ensure(4).map_err(|e| self.io(e))?;
+        let got = self.input.ensure(4 + pad).map_err(|e| self.io(e))?;
         if skipped < body || got < 4 {
             let at = skipped as usize + got.min(4);
             return Err(self.damaged(offset, truncated(at, len.to_string())));
         }
-        let trailer = e.u32(self.input.avail(), 0);
-        if trailer != len {
+        let confirms = |t: u32| t == len || t == len.next_multiple_of(4);
+        let tail = self.input.avail();
+        // The trailer right after the body, or (length without its
+        // padding) after the padding, as for packet blocks above.
+        let used = if confirms(e.u32(tail, 0)) {
+            4
+        } else if pad > 0 && got >= 4 + pad && confirms(e.u32(tail, pad)) {
+            4 + pad
+        } else {
+            let trailer = e.u32(tail, 0);
             let reason =
                 format!("block trailer length {trailer} does not match header length {len}");
             return Err(self.damaged(offset, reason));
-        }
-        self.input.consume(4);
+        };
+        self.input.consume(used);
         Ok(Step::Other)
     }
 

@@ -13,6 +13,7 @@ mod run;
 mod serve;
 
 use clap::{Parser, Subcommand};
+use netspectra_model::redact::redact_secrets;
 use std::process::ExitCode;
 
 /// Exit status for usage and configuration errors (and failures at run time).
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
         }
     };
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingStderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETSPECTRA_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -91,13 +92,32 @@ fn main() -> ExitCode {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
         Ok(Outcome::Damaged) => ExitCode::from(EXIT_DAMAGED),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Errors quote URLs (store, NATS, API): never with a password.
+            eprintln!("error: {}", redact_secrets(&format!("{e:#}")));
             if e.downcast_ref::<query::Refused>().is_some() {
                 ExitCode::from(EXIT_REFUSED)
             } else {
                 ExitCode::from(EXIT_USAGE)
             }
         }
+    }
+}
+
+/// Standard error with every URL's password replaced by `***`: the last
+/// guard in front of the log, whatever a library put in a log line.
+struct RedactingStderr;
+
+impl std::io::Write for RedactingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // The formatter hands over one whole event per call, so a URL is
+        // never split between two writes.
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr().write_all(redact_secrets(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

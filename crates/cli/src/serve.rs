@@ -16,17 +16,23 @@ use std::path::PathBuf;
 #[derive(Args, Clone, Default)]
 pub struct ListenArgs {
     /// gRPC listen address: `host:port`, `:port` (every interface) or `off`
-    /// (default: config `api.grpc_listen_addr`, else `:50051`).
+    /// (default: config `api.grpc_listen_addr`, else `:50051` with a token,
+    /// `127.0.0.1:50051` without).
     #[arg(long, value_name = "ADDR")]
     pub grpc: Option<String>,
     /// HTTP listen address: `host:port`, `:port` (every interface) or `off`
-    /// (default: config `api.http_listen_addr`, else `:8080`).
+    /// (default: config `api.http_listen_addr`, else `:8080` with a token,
+    /// `127.0.0.1:8080` without).
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
     /// Bearer token both protocols require (default: env NETSPECTRA_API_TOKEN,
     /// else config `api.token`; none: no authentication).
     #[arg(long, value_name = "T")]
     pub token: Option<String>,
+    /// Serve a non-loopback address without a token: anyone who reaches it
+    /// reads the stored traffic (refused without this flag).
+    #[arg(long)]
+    pub insecure_no_auth: bool,
 }
 
 impl ListenArgs {
@@ -35,6 +41,7 @@ impl ListenArgs {
             grpc: self.grpc.clone(),
             http: self.http.clone(),
             token: self.token.clone(),
+            insecure_no_auth: self.insecure_no_auth,
         }
     }
 }
@@ -56,8 +63,8 @@ impl ServeArgs {
     pub fn plan(&self, config: &Config, store: Option<&str>) -> anyhow::Result<Option<ApiConfig>> {
         if !self.serve {
             let l = &self.listen;
-            if l.grpc.is_some() || l.http.is_some() || l.token.is_some() {
-                bail!("--grpc, --http and --token apply only with --serve");
+            if l.grpc.is_some() || l.http.is_some() || l.token.is_some() || l.insecure_no_auth {
+                bail!("--grpc, --http, --token and --insecure-no-auth apply only with --serve");
             }
             return Ok(None);
         }
@@ -93,6 +100,14 @@ pub struct ApiArgs {
     /// Answers kept until the store changes (0: ask the store every time).
     #[arg(long, value_name = "N", default_value_t = Limits::default().cache_entries)]
     cache_entries: usize,
+    /// Questions answered at once (HTTP and gRPC together); more are
+    /// refused at once with 503 and Retry-After.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_in_flight as u64,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_in_flight: u64,
+    /// Seconds a question may take before it is abandoned (503, Retry-After).
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().request_timeout.as_secs_f64())]
+    request_timeout: f64,
 }
 
 /// `netspectra api`: serves the store until SIGINT/SIGTERM.
@@ -104,6 +119,13 @@ pub fn run(args: ApiArgs) -> anyhow::Result<Outcome> {
     let limits = Limits {
         max_rows: usize::try_from(args.max_rows).unwrap_or(usize::MAX),
         cache_entries: args.cache_entries,
+        max_in_flight: usize::try_from(args.max_in_flight).unwrap_or(usize::MAX),
+        request_timeout: std::time::Duration::try_from_secs_f64(args.request_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                anyhow::anyhow!("--request-timeout must be a positive number of seconds")
+            })?,
         ..Limits::default()
     };
     let options = args.listen.listen().options(&config.api, limits)?;

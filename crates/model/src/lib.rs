@@ -14,6 +14,7 @@
 //! - [`time`]: timestamps (ns since the Unix epoch) and durations as
 //!   people write them.
 //! - [`config`]: the configuration (YAML), validated at load.
+//! - [`redact`]: passwords out of URLs before they are shown or stored.
 //! - [`task`]: the configured tasks as they run ([`task::TaskSpec`],
 //!   [`task::TaskKind`], resolved [`task::SketchParams`];
 //!   [`task::configured_tasks`] lists them from a configuration).
@@ -38,6 +39,7 @@ pub mod config;
 pub mod dimension;
 pub mod ip;
 pub mod record;
+pub mod redact;
 pub mod task;
 pub mod time;
 pub mod window;

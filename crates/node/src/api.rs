@@ -15,10 +15,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// gRPC listen address when neither flag nor config sets one (Go2NetSpectra's).
+/// gRPC listen address when neither flag nor config sets one and a token
+/// is configured (Go2NetSpectra's: every interface).
 pub const DEFAULT_GRPC: &str = ":50051";
-/// HTTP listen address when neither flag nor config sets one (Go2NetSpectra's).
+/// HTTP listen address when neither flag nor config sets one and a token
+/// is configured (Go2NetSpectra's: every interface).
 pub const DEFAULT_HTTP: &str = ":8080";
+/// gRPC default without a token: loopback only, so an API nobody secured
+/// is not reachable from the network.
+pub const DEFAULT_GRPC_NO_TOKEN: &str = "127.0.0.1:50051";
+/// HTTP default without a token: loopback only.
+pub const DEFAULT_HTTP_NO_TOKEN: &str = "127.0.0.1:8080";
 /// Environment variable holding the bearer token when `--token` is absent.
 pub const TOKEN_ENV: &str = "NETSPECTRA_API_TOKEN";
 /// Requests in flight get this long to finish once a stop is asked for.
@@ -38,19 +45,33 @@ pub struct Listen {
     /// Bearer token both protocols require (default: env NETSPECTRA_API_TOKEN,
     /// else config `api.token`; none: no authentication).
     pub token: Option<String>,
+    /// Allow a non-loopback address without a token
+    /// (`--insecure-no-auth`); without it such a listener is refused.
+    pub insecure_no_auth: bool,
 }
 
 impl Listen {
     /// The listeners and token: flags first, then the config's `api`
     /// section (and NETSPECTRA_API_TOKEN), then the defaults.
     pub fn options(&self, config: &ApiSection, limits: Limits) -> Result<ServeOptions, NodeError> {
+        let token = self
+            .token
+            .clone()
+            .or_else(|| std::env::var(TOKEN_ENV).ok())
+            .or_else(|| Some(config.token.clone()))
+            .filter(|t| !t.is_empty());
+        let (default_grpc, default_http) = if token.is_some() {
+            (DEFAULT_GRPC, DEFAULT_HTTP)
+        } else {
+            (DEFAULT_GRPC_NO_TOKEN, DEFAULT_HTTP_NO_TOKEN)
+        };
         let grpc = resolve(
             "gRPC",
             "--grpc",
             self.grpc.as_deref(),
             "api.grpc_listen_addr",
             &config.grpc_listen_addr,
-            DEFAULT_GRPC,
+            default_grpc,
         )?;
         let http = resolve(
             "HTTP",
@@ -58,25 +79,28 @@ impl Listen {
             self.http.as_deref(),
             "api.http_listen_addr",
             &config.http_listen_addr,
-            DEFAULT_HTTP,
+            default_http,
         )?;
         if grpc.is_none() && http.is_none() {
             return Err(NodeError::invalid(
                 "both gRPC and HTTP are off: nothing to serve",
             ));
         }
-        let token = self
-            .token
-            .clone()
-            .or_else(|| std::env::var(TOKEN_ENV).ok())
-            .or_else(|| Some(config.token.clone()))
-            .filter(|t| !t.is_empty());
-        Ok(ServeOptions {
+        let options = ServeOptions {
             grpc,
             http,
             token,
             limits,
-        })
+            insecure_no_auth: self.insecure_no_auth,
+        };
+        // Refused here too (the server refuses as well), before any work:
+        // `analyze --serve` must not read a whole capture first.
+        if let Some(addr) = options.open_to_network() {
+            return Err(NodeError::invalid(format!(
+                "refusing to serve {addr} without a token: anyone who can reach it could read the stored traffic; set --token (or {TOKEN_ENV}), listen on loopback (e.g. 127.0.0.1:PORT), or pass --insecure-no-auth"
+            )));
+        }
+        Ok(options)
     }
 }
 
@@ -149,6 +173,7 @@ impl ApiConfig {
                 http: any_port,
                 token: None,
                 limits: Limits::default(),
+                insecure_no_auth: false,
             },
         }
     }
@@ -204,7 +229,7 @@ impl ApiServer {
             tracing::info!(message = "query API listening", protocol = what, %addr);
             if open_to_all && !addr.ip().is_loopback() {
                 tracing::warn!(
-                    message = "query API reachable from the network without a token; set --token or NETSPECTRA_API_TOKEN",
+                    message = "query API reachable from the network without a token (--insecure-no-auth); set --token or NETSPECTRA_API_TOKEN",
                     protocol = what,
                     %addr
                 );
@@ -369,6 +394,7 @@ mod tests {
             grpc: None,
             http: Some("off".into()),
             token: Some("t".into()),
+            insecure_no_auth: false,
         };
         let o = args.options(&config, Limits::default()).unwrap();
         assert_eq!(o.grpc, Some("127.0.0.1:6000".parse().unwrap()));
@@ -391,18 +417,63 @@ mod tests {
         let both_off = Listen {
             grpc: Some("off".into()),
             http: Some("off".into()),
-            token: None,
+            ..Listen::default()
         };
         assert!(both_off
             .options(&ApiSection::default(), Limits::default())
             .is_err());
         let err = Listen {
             http: Some("nonsense".into()),
+            token: Some("x".into()),
             ..Listen::default()
         }
         .options(&ApiSection::default(), Limits::default())
         .err()
         .expect("a bad address is refused");
         assert!(format!("{err:#}").contains("--http `nonsense`"), "{err:#}");
+    }
+
+    #[test]
+    fn without_a_token_only_loopback_is_served_unless_insecure_no_auth() {
+        if std::env::var(TOKEN_ENV).is_ok() {
+            return; // the environment supplies a token
+        }
+        let o = Listen::default()
+            .options(&ApiSection::default(), Limits::default())
+            .unwrap();
+        assert_eq!(o.grpc, Some("127.0.0.1:50051".parse().unwrap()));
+        assert_eq!(o.http, Some("127.0.0.1:8080".parse().unwrap()));
+        for (grpc, http) in [
+            (":50051", "127.0.0.1:8080"),
+            ("off", "0.0.0.0:8080"),
+            ("off", "[::]:8080"),
+        ] {
+            let open = Listen {
+                grpc: Some(grpc.into()),
+                http: Some(http.into()),
+                ..Listen::default()
+            };
+            let err = open
+                .options(&ApiSection::default(), Limits::default())
+                .err()
+                .expect("a non-loopback address without a token is refused");
+            assert!(format!("{err:#}").contains("--insecure-no-auth"), "{err:#}");
+            let o = Listen {
+                insecure_no_auth: true,
+                ..open
+            }
+            .options(&ApiSection::default(), Limits::default())
+            .unwrap();
+            assert!(o.insecure_no_auth);
+        }
+        // A configured address counts the same as a flag.
+        let config = ApiSection {
+            http_listen_addr: ":8080".into(),
+            grpc_listen_addr: "off".into(),
+            token: String::new(),
+        };
+        assert!(Listen::default()
+            .options(&config, Limits::default())
+            .is_err());
     }
 }

@@ -17,6 +17,7 @@ use netspectra_capture::decode::decode;
 use netspectra_capture::live::{LiveCapture, LiveOptions};
 use netspectra_capture::reader::{CaptureReader, RawPacket};
 use netspectra_model::config::Config;
+use netspectra_model::redact::Redacted;
 use netspectra_model::{DecodeCounters, PacketRecord};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -121,14 +122,14 @@ impl Probe {
         let health = Health {
             telemetry: telemetry.clone(),
             counters: Arc::clone(&counters),
-            url: config.bus.url.clone(),
+            url: crate::setup::without_url_password(&config.bus.url),
             publish: publish_health,
             last: None,
         };
         let (tx, rx) = mpsc::channel::<SealedBatch>(64);
         let publishing = rt.spawn(publisher.run(rx, health_tx, RetryPolicy::default()));
         let bus = &config.bus;
-        tracing::info!(message = "probe publishing", probe = %config.probe_id, url = %bus.url,
+        tracing::info!(message = "probe publishing", probe = %config.probe_id, url = %Redacted(&bus.url),
                        prefix = %bus.prefix, shards = bus.shards, jetstream = bus.jetstream);
         // Sequence numbers start at the start time in µs: a restarted probe
         // with the same id keeps them increasing (the dedupe contract).
@@ -163,7 +164,7 @@ impl RunningProbe {
         format!(
             "probe {}: publishing to {}{}",
             self.config.probe_id,
-            self.config.bus.url,
+            Redacted(&self.config.bus.url),
             if self.config.bus.jetstream {
                 " (JetStream)"
             } else {
@@ -210,7 +211,7 @@ impl RunningProbe {
         );
         Ok(ProbeSummary {
             probe_id: config.probe_id,
-            url: config.bus.url,
+            url: crate::setup::without_url_password(&config.bus.url),
             jetstream: config.bus.jetstream,
             captured,
             stats,
@@ -325,7 +326,11 @@ pub(crate) fn export_bus(telemetry: &Telemetry, counters: &BusCounters, url: &st
     if connected {
         telemetry.set_ready(true, "");
     } else {
-        telemetry.set_ready(false, &format!("not connected to NATS at {url}"));
+        // /readyz answers anyone: the URL goes out without its password.
+        telemetry.set_ready(
+            false,
+            &format!("not connected to NATS at {}", Redacted(url)),
+        );
     }
 }
 

@@ -118,7 +118,8 @@ impl RunStore {
         let sink = store.sink(run_id, engine_id)?;
         let run = RunStore {
             store: Some(store),
-            url: Some(url_text),
+            // The report prints it: never with its password.
+            url: Some(without_url_password(&url_text)),
             run_id: Some(run_id),
         };
         Ok((run, sink))
@@ -173,27 +174,11 @@ pub fn recorded_command(args: impl IntoIterator<Item = String>) -> String {
     out.join(" ")
 }
 
-/// `scheme://user:pass@rest` → `scheme://user:***@rest`; other text as is.
+/// `scheme://user:pass@rest` → `scheme://user:***@rest` (and a NATS token
+/// `nats://token@host` → `nats://***@host`), for every URL in `arg`; other
+/// text as is. See [`netspectra_model::redact`].
 pub fn without_url_password(arg: &str) -> String {
-    let Some(scheme_end) = arg.find("://") else {
-        return arg.to_string();
-    };
-    let auth_start = scheme_end + 3;
-    let authority_end = arg[auth_start..]
-        .find('/')
-        .map_or(arg.len(), |i| auth_start + i);
-    let Some(at) = arg[auth_start..authority_end].rfind('@') else {
-        return arg.to_string();
-    };
-    let user_info = &arg[auth_start..auth_start + at];
-    match user_info.split_once(':') {
-        Some((user, _)) => format!(
-            "{}{user}:***{}",
-            &arg[..auth_start],
-            &arg[auth_start + at..]
-        ),
-        None => arg.to_string(),
-    }
+    netspectra_model::redact::redact_urls(arg)
 }
 
 #[cfg(test)]

@@ -2,21 +2,28 @@
 //!
 //! The `metrics` facade's macros record into a global
 //! [`PrometheusRecorder`](metrics_exporter_prometheus::PrometheusRecorder)
-//! (a no-op until [`serve`] installs it). A tiny HTTP/1.1 responder on its
-//! own thread serves three routes, one request per connection:
+//! (a no-op until [`serve`] installs it). A real HTTP/1.1 server (hyper,
+//! through [`netspectra_api::listen::serve_http`], the query API's) on a
+//! thread of its own serves three routes:
 //!
 //! - `GET /metrics`: the Prometheus text format;
 //! - `GET /healthz`: `200 ok` while the process runs;
 //! - `GET /readyz`: `200 ready` once [`Telemetry::set_ready`] said so,
 //!   else `503` and the reason.
 //!
-//! Other paths are `404`, other methods `405`.
+//! Other paths are `404`, other methods `405`. Slow clients cannot hold
+//! the endpoint: a client has [`HEAD_TIMEOUT`] to send its request head
+//! (and a kept-alive connection is closed after as long idle), at most
+//! [`MAX_CONNECTIONS`] are open at once, and none lives past [`MAX_AGE`].
 
 use crate::error::{Context, NodeError};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use netspectra_api::listen::{serve_http, HttpBounds};
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,19 +31,20 @@ use std::time::Duration;
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-/// A request's head may be this long at most.
-const MAX_REQUEST: usize = 8 * 1024;
-/// Connections served at the same time at most (more are closed at once).
-const MAX_CONNECTIONS: usize = 16;
-/// A client has this long to send its request and read the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections open at once at most (more are closed at once). Enough for
+/// several scrapers and probes; slow ones are dropped after [`HEAD_TIMEOUT`].
+const MAX_CONNECTIONS: usize = 64;
+/// Time a client has to send its request head; also the longest a
+/// kept-alive connection may sit idle.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// No connection lives longer (a scrape takes milliseconds).
+const MAX_AGE: Duration = Duration::from_secs(60);
 
-/// The state the HTTP thread answers from.
+/// The state the HTTP server answers from.
 struct State {
     handle: PrometheusHandle,
     /// `Ok(())` when ready, else why not.
     ready: Mutex<Result<(), String>>,
-    connections: AtomicUsize,
 }
 
 /// The metrics endpoint of a role, or nothing (`--metrics` not given):
@@ -86,6 +94,13 @@ pub fn serve(addr: &str) -> Result<Telemetry, NodeError> {
     let local = listener
         .local_addr()
         .context(format!("cannot serve metrics on {addr}"))?;
+    listener
+        .set_nonblocking(true)
+        .context(format!("cannot serve metrics on {addr}"))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the metrics runtime")?;
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS)
         .context("metrics buckets")?
@@ -94,125 +109,87 @@ pub fn serve(addr: &str) -> Result<Telemetry, NodeError> {
     let state = Arc::new(State {
         handle,
         ready: Mutex::new(Err("starting".into())),
-        connections: AtomicUsize::new(0),
     });
-    let served = Arc::clone(&state);
+    let app = router(Arc::clone(&state));
     std::thread::Builder::new()
         .name("ns-metrics".into())
-        .spawn(move || accept(listener, served))
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(message = "cannot serve metrics", error = %e);
+                        return;
+                    }
+                };
+                let bounds = HttpBounds {
+                    max_connections: MAX_CONNECTIONS,
+                    header_timeout: HEAD_TIMEOUT,
+                    max_age: MAX_AGE,
+                    grace: Duration::from_secs(1),
+                };
+                // Serves for the life of the process.
+                if let Err(e) = serve_http(listener, app, bounds, std::future::pending()).await {
+                    tracing::warn!(message = "metrics server failed", error = %e);
+                }
+            })
+        })
         .context("cannot start the metrics thread")?;
     describe();
     tracing::info!(message = "serving metrics", addr = %local);
     Ok(Telemetry { state: Some(state) })
 }
 
-fn accept(listener: TcpListener, state: Arc<State>) {
-    for conn in listener.incoming() {
-        let stream = match conn {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(message = "metrics accept failed", error = %e);
-                // Out of descriptors and the like: do not spin.
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if state.connections.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            state.connections.fetch_sub(1, Ordering::AcqRel);
-            continue; // dropped: closed
-        }
+fn text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain")], body).into_response()
+}
+
+/// The three routes; anything else 404, other methods 405.
+fn router(state: Arc<State>) -> Router {
+    let metrics = {
         let state = Arc::clone(&state);
-        let spawned = std::thread::Builder::new()
-            .name("ns-metrics-conn".into())
-            .spawn(move || {
-                if let Err(e) = handle(stream, &state) {
-                    tracing::debug!(message = "metrics request failed", error = %e);
-                }
-                state.connections.fetch_sub(1, Ordering::AcqRel);
-            });
-        if spawned.is_err() {
-            tracing::debug!(message = "cannot start a metrics connection thread");
-        }
-    }
-}
-
-/// Reads one request head and answers it.
-fn handle(mut stream: TcpStream, state: &State) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-        if buf.len() >= MAX_REQUEST {
-            return respond(&mut stream, 431, "text/plain", b"request too large\n");
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let line = head.lines().next().unwrap_or("");
-    let mut parts = line.split_ascii_whitespace();
-    let (Some(method), Some(target)) = (parts.next(), parts.next()) else {
-        return respond(&mut stream, 400, "text/plain", b"bad request\n");
-    };
-    let path = target.split('?').next().unwrap_or(target);
-    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
-        return respond(&mut stream, 404, "text/plain", b"not found\n");
-    }
-    if method != "GET" {
-        return respond(&mut stream, 405, "text/plain", b"method not allowed\n");
-    }
-    match path {
-        "/metrics" => {
+        move || async move {
             state.handle.run_upkeep();
-            let body = state.handle.render();
-            respond(
-                &mut stream,
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body.as_bytes(),
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                state.handle.render(),
             )
+                .into_response()
         }
-        "/healthz" => respond(&mut stream, 200, "text/plain", b"ok\n"),
-        _ => {
-            let ready = state
-                .ready
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
-            match ready {
-                Ok(()) => respond(&mut stream, 200, "text/plain", b"ready\n"),
-                Err(why) => respond(
-                    &mut stream,
-                    503,
-                    "text/plain",
-                    format!("not ready: {why}\n").as_bytes(),
-                ),
-            }
-        }
-    }
-}
-
-fn respond(stream: &mut TcpStream, status: u16, ctype: &str, body: &[u8]) -> std::io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
     };
-    let allow = if status == 405 { "Allow: GET\r\n" } else { "" };
-    let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    stream.flush()
+    let readyz = move || async move {
+        let ready = state
+            .ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match ready {
+            Ok(()) => text(StatusCode::OK, "ready\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: {why}\n"),
+            ),
+        }
+    };
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route(
+            "/healthz",
+            get(|| async { text(StatusCode::OK, "ok\n".into()) }),
+        )
+        .route("/readyz", get(readyz))
+        .fallback(|| async { text(StatusCode::NOT_FOUND, "not found\n".into()) })
+        .method_not_allowed_fallback(|| async {
+            (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "GET"), (header::CONTENT_TYPE, "text/plain")],
+                "method not allowed\n",
+            )
+                .into_response()
+        })
 }
 
 /// The `# HELP` lines (the README's table lists the same metrics).

@@ -131,7 +131,7 @@ pub enum StoreError {
     /// The URL is not one we can open.
     #[error("invalid store URL `{url}`: {reason}")]
     BadUrl {
-        /// The URL given.
+        /// The URL given, its password replaced by `***`.
         url: String,
         /// What is wrong and what is allowed.
         reason: String,
@@ -159,6 +159,15 @@ pub enum StoreError {
         /// The database file.
         path: String,
     },
+    /// The file is a SQLite database but not one NetSpectra wrote (or it
+    /// was altered): opening it would be guesswork.
+    #[error("{path} is not a NetSpectra store: {reason}")]
+    NotAStore {
+        /// The database file.
+        path: String,
+        /// What gives it away.
+        reason: String,
+    },
     /// The database was written by a newer schema than this build knows.
     #[error("store {path} has schema version {found}; this build understands up to {supported}: upgrade NetSpectra or use another file")]
     NewerSchema {
@@ -169,4 +178,29 @@ pub enum StoreError {
         /// Newest version this build knows.
         supported: i64,
     },
+}
+
+impl StoreError {
+    /// Whether the store could not be reached or was busy (asking again
+    /// later can succeed), as opposed to a query or data error that will
+    /// fail the same way again. The API answers the first with 503, the
+    /// second with 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::ClickHouse { .. } | StoreError::Missing { .. } => true,
+            StoreError::Sqlite { error, .. } => matches!(
+                error.sqlite_error_code(),
+                Some(
+                    rusqlite::ErrorCode::DatabaseBusy
+                        | rusqlite::ErrorCode::DatabaseLocked
+                        | rusqlite::ErrorCode::CannotOpen
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::OperationInterrupted
+                )
+            ),
+            StoreError::BadUrl { .. }
+            | StoreError::NotAStore { .. }
+            | StoreError::NewerSchema { .. } => false,
+        }
+    }
 }

@@ -21,6 +21,44 @@ pub fn key_text(key: &[netspectra_model::Dimension]) -> String {
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 3;
 
+/// Why a file's `user_version` cannot be used.
+#[derive(Debug)]
+pub(crate) enum VersionProblem {
+    /// Written by a newer build.
+    Newer(i64),
+    /// Negative: no NetSpectra build ever writes that.
+    Invalid(i64),
+}
+
+impl VersionProblem {
+    /// The store error for the file at `path`.
+    pub(crate) fn at(self, path: &std::path::Path) -> crate::StoreError {
+        let path = path.display().to_string();
+        match self {
+            VersionProblem::Newer(found) => crate::StoreError::NewerSchema {
+                path,
+                found,
+                supported: SCHEMA_VERSION,
+            },
+            VersionProblem::Invalid(found) => crate::StoreError::NotAStore {
+                path,
+                reason: format!("schema version {found} is not one NetSpectra writes"),
+            },
+        }
+    }
+}
+
+/// Checks a file's `PRAGMA user_version` (any 32-bit value in a crafted
+/// file) and returns it as the index of the first migration to run: only
+/// `0..=SCHEMA_VERSION` are accepted, so it can never index out of
+/// [`MIGRATIONS`].
+pub(crate) fn checked_version(version: i64) -> Result<usize, VersionProblem> {
+    if version > SCHEMA_VERSION {
+        return Err(VersionProblem::Newer(version));
+    }
+    usize::try_from(version).map_err(|_| VersionProblem::Invalid(version))
+}
+
 /// Statements that bring an empty database to each version, in order:
 /// `MIGRATIONS[v]` upgrades version `v` to `v + 1`.
 pub const MIGRATIONS: &[&str] = &[

@@ -69,14 +69,11 @@ impl SqliteStore {
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(store_err)?;
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: path.display().to_string(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
-        for migration in &MIGRATIONS[version as usize..] {
+        // `user_version` is whatever the file says: a crafted or foreign
+        // file can hold any 32-bit value, so it is checked, never used as
+        // an index before that.
+        let from = crate::schema::checked_version(version).map_err(|e| e.at(path))?;
+        for migration in &MIGRATIONS[from..] {
             tx.execute_batch(migration).map_err(store_err)?;
         }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
@@ -226,8 +223,14 @@ impl SqliteStore {
 
 /// Every run in the `runs` table, oldest first (shared with the reader).
 pub(crate) fn read_runs(conn: &Connection) -> rusqlite::Result<Vec<RunRecord>> {
-    let mut stmt = conn.prepare_cached("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes FROM runs ORDER BY run_id")?;
-    let rows = stmt.query_map([], |r| {
+    read_recent_runs(conn, i64::MAX)
+}
+
+/// The `limit` most recent runs, oldest first (the API's `runs`: bounded
+/// however many runs the store holds).
+pub(crate) fn read_recent_runs(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<RunRecord>> {
+    let mut stmt = conn.prepare_cached("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes FROM (SELECT * FROM runs ORDER BY run_id DESC LIMIT ?1) ORDER BY run_id")?;
+    let rows = stmt.query_map([limit], |r| {
         let inputs: String = r.get(6)?;
         Ok(RunRecord {
             run_id: r.get(0)?,

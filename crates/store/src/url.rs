@@ -120,7 +120,8 @@ impl StoreUrl {
     /// `clickhouse://[user:pass@]host:http_port/database`.
     pub fn parse(url: &str) -> Result<StoreUrl, StoreError> {
         let bad = |reason: &str| StoreError::BadUrl {
-            url: url.to_string(),
+            // The message is printed and logged: never with the password.
+            url: netspectra_model::redact::redact_urls(url),
             reason: reason.to_string(),
         };
         let url_trim = url.trim();

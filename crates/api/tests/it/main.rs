@@ -5,6 +5,7 @@
 //! nothing; a token, when set, is required.
 
 mod fixture;
+mod protection;
 mod suite;
 
 use netspectra_store::read::Reader;

@@ -604,7 +604,7 @@ async fn check_grpc_matches_http(
     assert_eq!(status, "ok");
 
     let runs = g
-        .list_runs(pb::ListRunsRequest {})
+        .list_runs(pb::ListRunsRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -601,6 +601,83 @@ fn pcapng_damage_cases() {
     assert!(damaged(err).1.contains("unknown interface 0"));
 }
 
+/// A block whose total length is `len` (not a multiple of 4): `padded`
+/// writes the body padded to 4 bytes (the length leaves the padding out),
+/// otherwise the block is exactly `len` bytes long.
+fn odd_block(ty: u32, body: &[u8], padded: bool) -> Vec<u8> {
+    let len = 12 + body.len() as u32;
+    let mut out = Vec::new();
+    out.extend(ty.to_le_bytes());
+    out.extend(len.to_le_bytes());
+    out.extend_from_slice(body);
+    if padded {
+        pad4(&mut out);
+    }
+    out.extend(len.to_le_bytes());
+    out
+}
+
+fn epb_body(data: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend(0u32.to_le_bytes());
+    body.extend(0u32.to_le_bytes());
+    body.extend(7u32.to_le_bytes());
+    body.extend((data.len() as u32).to_le_bytes());
+    body.extend((data.len() as u32).to_le_bytes());
+    body.extend_from_slice(data);
+    body
+}
+
+#[test]
+fn pcapng_block_lengths_that_are_not_multiples_of_4_are_read_like_wireshark() {
+    let mut f = Ng::new().shb(Bo::Le).idb(1, None, None).out;
+    // Packet data of 61 bytes: the length leaves the 3 padding bytes out.
+    f.extend(odd_block(6, &epb_body(&[0xA1; 61]), true));
+    // An unknown block of 14 bytes, padded after its length...
+    f.extend(odd_block(0x0BAD, &[1, 2], true));
+    // ...and one written without padding at all.
+    f.extend(odd_block(0x0BAD, &[3, 4], false));
+    // A packet block written without padding.
+    f.extend(odd_block(6, &epb_body(&[0xB2; 5]), false));
+    let good = Ng {
+        bo: Bo::Le,
+        out: Vec::new(),
+    }
+    .epb(0, 9, &[0xC3; 8], 8)
+    .out;
+    f.extend(&good);
+    let (pkts, err) = read_all(open(&f));
+    assert!(err.is_none(), "{err:?}");
+    let data: Vec<Vec<u8>> = pkts.iter().map(|p| p.3.clone()).collect();
+    assert_eq!(data, vec![vec![0xA1; 61], vec![0xB2; 5], vec![0xC3; 8]]);
+    let trickle = Trickle { data: &f, step: 0 };
+    let (pkts, err) = read_all(CaptureReader::new(trickle, "t").unwrap());
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(pkts.len(), 3, "the same through small reads");
+
+    // Real damage is still damage, at its byte offset, after every packet
+    // before it: an odd length whose trailer confirms no layout.
+    let at = f.len() as u64;
+    let mut bad = odd_block(6, &epb_body(&[0xD4; 61]), true);
+    let n = bad.len();
+    bad[n - 4..].copy_from_slice(&77u32.to_le_bytes());
+    f.extend(&bad);
+    let (pkts, err) = read_all(open(&f));
+    assert_eq!(pkts.len(), 3);
+    let (offset, reason) = damaged(err);
+    assert_eq!(offset, at);
+    assert!(reason.contains("trailer"), "{reason}");
+    // The same for a block skipped unread.
+    let mut f2 = f[..at as usize].to_vec();
+    let mut bad = odd_block(0x0BAD, &[9; 6], true);
+    let n = bad.len();
+    bad[n - 4..].copy_from_slice(&5u32.to_le_bytes());
+    f2.extend(&bad);
+    let (pkts, err) = read_all(open(&f2));
+    assert_eq!(pkts.len(), 3);
+    assert_eq!(damaged(err).0, at);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -643,4 +720,22 @@ proptest! {
             }
         }
     }
+}
+
+/// The fuzz seeds (and the minimized crashes kept beside them) replayed on
+/// every test run, so the fuzzers' findings stay fixed without nightly.
+#[test]
+fn fuzz_seeds_read_without_panicking() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds");
+    let mut files = 0;
+    for target in ["pcap_reader", "pcapng_reader"] {
+        for entry in std::fs::read_dir(root.join(target)).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(r) = CaptureReader::new(&bytes[..], "seed") {
+                let _ = read_all(r);
+            }
+            files += 1;
+        }
+    }
+    assert!(files >= 5, "{files} seeds");
 }

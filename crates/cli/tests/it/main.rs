@@ -6,6 +6,7 @@ mod distributed;
 mod docs;
 mod metrics;
 mod query;
+mod secrets;
 mod sketch;
 
 use serde_json::Value;

@@ -31,7 +31,11 @@ fn http(addr: &str, method: &str, path: &str) -> std::io::Result<(u16, String)> 
         .unwrap_or_else(|| panic!("no status line in {raw:?}"));
     let length: usize = head
         .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v)
+        })
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no Content-Length in {head:?}"));
     assert_eq!(length, body.len(), "Content-Length matches the body");
@@ -375,4 +379,70 @@ fn the_engine_reports_the_clickhouse_spool_and_insert_latency() {
     assert!(metric(&body, "netspectra_store_inserted_rows_total").unwrap() >= 1.0);
     let e = terminate(engine);
     assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+}
+
+#[test]
+fn slow_clients_cannot_hold_the_metrics_endpoint() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = super::bin()
+        .args([
+            "run",
+            "--iface",
+            "lo",
+            "--bpf",
+            "udp and dst port 9",
+            "--duration",
+            "15",
+        ])
+        .args(["--no-store", "--metrics", &addr])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start netspectra run");
+    wait_for(&addr, "/readyz", 10, "run ready", |s, _| s == 200);
+    // More clients than the old responder had slots, each trickling its
+    // request head one byte at a time (each read well within any
+    // per-read timeout): they must neither lock others out nor stay.
+    let started = Instant::now();
+    let trickling: Vec<_> = (0..24)
+        .map(|_| {
+            let addr = addr.clone();
+            std::thread::spawn(move || -> Duration {
+                let mut s = TcpStream::connect(&addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(12) {
+                    if s.write_all(b"X").is_err() {
+                        return t.elapsed();
+                    }
+                    let mut buf = [0u8; 256];
+                    match s.read(&mut buf) {
+                        Ok(0) => return t.elapsed(), // closed by the server
+                        Ok(_) => return t.elapsed(), // an error answer, then close
+                        Err(_) => {}
+                    }
+                    std::thread::sleep(Duration::from_millis(400));
+                }
+                t.elapsed()
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // A scraper is answered at once all the same.
+    let t = Instant::now();
+    let (status, body) = get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(body.contains("netspectra_capture_packets_total"), "{body}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    for t in trickling {
+        let held = t.join().unwrap();
+        assert!(
+            held < Duration::from_secs(9),
+            "a trickling client kept its connection {held:?}"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(12));
+    assert_eq!(get(&addr, "/healthz"), (200, "ok\n".to_string()));
+    let _ = terminate(child);
 }

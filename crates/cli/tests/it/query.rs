@@ -364,3 +364,107 @@ fn usage_errors_are_clear() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("--serve"), "{}", stderr(&o));
 }
+
+/// This machine's address on its default route (not loopback), if any.
+fn non_loopback_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?; // TEST-NET-1: nothing is sent
+    Some(s.local_addr().ok()?.ip()).filter(|ip| !ip.is_loopback() && !ip.is_unspecified())
+}
+
+#[test]
+fn api_without_a_token_is_not_reachable_from_the_network_unless_insecure_no_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, _) = super::gen(dir.path(), "s.pcap", 500, 3, "pcap", &[]);
+    let db = dir.path().join("ns.db");
+    let url = format!("sqlite:{}", db.display());
+    let o = super::run(&["analyze", file.to_str().unwrap(), "--store", &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let port = free_port();
+    let every = format!("0.0.0.0:{port}");
+    // Refused, before serving anything: `api` and `analyze --serve` alike.
+    for args in [
+        vec![
+            "api",
+            "--store",
+            url.as_str(),
+            "--http",
+            every.as_str(),
+            "--grpc",
+            "off",
+        ],
+        vec![
+            "api",
+            "--store",
+            url.as_str(),
+            "--http",
+            "off",
+            "--grpc",
+            every.as_str(),
+        ],
+        vec![
+            "analyze",
+            file.to_str().unwrap(),
+            "--store",
+            url.as_str(),
+            "--serve",
+            "--http",
+            every.as_str(),
+            "--grpc",
+            "off",
+        ],
+    ] {
+        let o = super::bin()
+            .args(&args)
+            .env_remove("NETSPECTRA_API_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("--insecure-no-auth") && stderr(&o).contains("without a token"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+    }
+    // Asked for explicitly, it serves every interface.
+    let Some(ip) = non_loopback_ip() else {
+        panic!("this test needs a non-loopback address (a default route)");
+    };
+    let mut child = super::bin()
+        .args([
+            "api",
+            "--store",
+            &url,
+            "--http",
+            &every,
+            "--grpc",
+            "off",
+            "--insecure-no-auth",
+        ])
+        .env_remove("NETSPECTRA_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let remote = format!("http://{ip}:{port}/api/v1/tasks");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reached = loop {
+        match client.get(&remote).send() {
+            Ok(r) => break r.status().as_u16(),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("{remote}: {e}"),
+        }
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = child.wait().unwrap();
+    assert_eq!(reached, 200);
+    assert!(out.success());
+    // (The default listen addresses without a token are loopback ones:
+    // `netspectra_node::api` tests them.)
+}

@@ -22,6 +22,35 @@ use std::path::{Path, PathBuf};
 /// Version of the file layout.
 const FORMAT: u32 = 1;
 
+/// Where refused batches go, inside the spool directory.
+const REJECTED: &str = "rejected";
+
+/// Creates `dir` (and its parents) so that the new entries survive a
+/// crash: each directory created is fsynced in its parent.
+fn create_dir_durable(dir: &Path) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durable(parent)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(()),
+        Err(e) => return Err(e),
+    }
+    sync_dir(
+        dir.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new(".")),
+    )
+}
+
+/// Makes a directory's entries (new, renamed or removed files) durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
 #[derive(Serialize, Deserialize)]
 struct SpoolFile {
     format: u32,
@@ -72,7 +101,23 @@ impl Spool {
             }
         }
         found.sort_by_key(|f| f.0);
-        let next_seq = found.last().map_or(0, |f| f.0 + 1);
+        // Sequence numbers continue after every file this spool ever
+        // wrote, `rejected/` included: a restart that only looked at the
+        // main folder would reuse a rejected file's number and its name.
+        let rejected_max = match fs::read_dir(dir.join(REJECTED)) {
+            Ok(listing) => listing
+                .filter_map(|e| e.ok())
+                .filter_map(|e| e.file_name().to_str().and_then(parse_name))
+                .map(|(seq, _)| seq)
+                .max(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        let next_seq = found
+            .last()
+            .map(|f| f.0)
+            .max(rejected_max)
+            .map_or(0, |seq| seq.saturating_add(1));
         Ok(Spool {
             dir: dir.to_path_buf(),
             next_seq,
@@ -115,15 +160,32 @@ impl Spool {
 
     /// Writes a batch the server refused straight into `rejected/`.
     pub fn push_rejected(&mut self, batch: &Batch) -> io::Result<PathBuf> {
-        let rejected = self.dir.join("rejected");
-        fs::create_dir_all(&rejected)?;
+        let rejected = self.dir.join(REJECTED);
         self.write(&rejected, batch)
     }
 
+    /// A name in `dir` that no file has: the next sequence number, skipped
+    /// past any file already there (never overwrite a batch).
+    fn free_name(&mut self, dir: &Path, rows: u64) -> PathBuf {
+        loop {
+            let path = dir.join(format!("{:020}-{rows}.json", self.next_seq));
+            self.next_seq = self.next_seq.saturating_add(1);
+            if !path.exists() {
+                return path;
+            }
+        }
+    }
+
+    /// Writes, fsyncs and renames the file into place, then fsyncs the
+    /// directory: only then is the batch reported as spooled.
     fn write(&mut self, dir: &Path, batch: &Batch) -> io::Result<PathBuf> {
-        fs::create_dir_all(dir)?;
-        let name = format!("{:020}-{}.json", self.next_seq, batch.len());
-        let path = dir.join(&name);
+        create_dir_durable(dir)?;
+        let path = self.free_name(dir, batch.len() as u64);
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         let tmp = dir.join(format!("{name}.tmp"));
         let file = SpoolFile {
             format: FORMAT,
@@ -137,13 +199,12 @@ impl Spool {
             f.get_ref().sync_all()?;
             drop(f);
             fs::rename(&tmp, &path)?;
-            File::open(dir)?.sync_all()
+            sync_dir(dir)
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp);
             return Err(e);
         }
-        self.next_seq += 1;
         Ok(path)
     }
 
@@ -177,10 +238,15 @@ impl Spool {
         let Some(e) = self.entries.pop_front() else {
             return Ok(None);
         };
-        let rejected = self.dir.join("rejected");
-        fs::create_dir_all(&rejected)?;
-        let to = rejected.join(e.path.file_name().unwrap_or_default());
+        let rejected = self.dir.join(REJECTED);
+        create_dir_durable(&rejected)?;
+        let mut to = rejected.join(e.path.file_name().unwrap_or_default());
+        if to.exists() {
+            to = self.free_name(&rejected, e.rows);
+        }
         fs::rename(&e.path, &to)?;
+        sync_dir(&rejected)?;
+        sync_dir(&self.dir)?;
         Ok(Some(to))
     }
 }
@@ -228,6 +294,92 @@ mod tests {
             spool.remove_oldest().unwrap();
         }
         assert!(spool.is_empty());
+    }
+
+    fn rejected_files(dir: &Path) -> Vec<(String, Batch)> {
+        let mut files: Vec<_> = fs::read_dir(dir.join(REJECTED))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                let file: SpoolFile = serde_json::from_slice(&fs::read(&p).unwrap()).unwrap();
+                (
+                    p.file_name().unwrap().to_str().unwrap().to_string(),
+                    file.batch,
+                )
+            })
+            .collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        files
+    }
+
+    #[test]
+    fn rejected_files_are_never_overwritten_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path()).unwrap();
+        // First life: one batch refused outright, one spooled then refused
+        // on replay; the main folder ends up empty.
+        spool.push_rejected(&batch(2)).unwrap();
+        spool.push(&batch(2)).unwrap();
+        spool.reject_oldest().unwrap().unwrap();
+        assert!(spool.is_empty());
+        drop(spool);
+        assert_eq!(rejected_files(dir.path()).len(), 2);
+
+        // Second life: both ways of reaching rejected/ again, with batches
+        // of the same size (so the same name if the number were reused).
+        let mut spool = Spool::open(dir.path()).unwrap();
+        let other = || {
+            Batch::Tasks(vec![
+                TaskRow {
+                    run_id: 7,
+                    name: "second-life".into(),
+                    kind: "exact".into(),
+                    key: "[]".into(),
+                    window_ns: 1,
+                };
+                2
+            ])
+        };
+        spool.push_rejected(&other()).unwrap();
+        spool.push(&other()).unwrap();
+        spool.reject_oldest().unwrap().unwrap();
+        let files = rejected_files(dir.path());
+        assert_eq!(
+            files.len(),
+            4,
+            "{:?}",
+            files.iter().map(|f| &f.0).collect::<Vec<_>>()
+        );
+        assert_eq!(files[0].1, batch(2), "first life's files are intact");
+        assert_eq!(files[1].1, batch(2));
+        assert_eq!(files[2].1, other());
+        assert_eq!(files[3].1, other());
+    }
+
+    #[test]
+    fn a_rejected_name_already_taken_gets_a_fresh_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path()).unwrap();
+        spool.push(&batch(1)).unwrap();
+        let name = spool.oldest().unwrap().0.path;
+        // A file of that name already sits in rejected/ (copied by hand).
+        fs::create_dir_all(dir.path().join(REJECTED)).unwrap();
+        fs::write(
+            dir.path().join(REJECTED).join(name.file_name().unwrap()),
+            serde_json::to_vec(&SpoolFile {
+                format: FORMAT,
+                table: "tasks".into(),
+                batch: batch(3),
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let to = spool.reject_oldest().unwrap().unwrap();
+        assert_ne!(to.file_name(), name.file_name());
+        let files = rejected_files(dir.path());
+        assert_eq!(files.len(), 2);
+        assert!(files.iter().any(|f| f.1 == batch(3)));
+        assert!(files.iter().any(|f| f.1 == batch(1)));
     }
 
     #[test]

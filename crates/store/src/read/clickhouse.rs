@@ -136,13 +136,15 @@ impl ClickHouseReader {
             .collect())
     }
 
-    pub(crate) async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let rows: Vec<RunRow> = self
+    pub(crate) async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let mut rows: Vec<RunRow> = self
             .fetch(
                 self.client
-                    .query("SELECT ?fields FROM runs FINAL ORDER BY run_id"),
+                    .query("SELECT ?fields FROM runs FINAL ORDER BY run_id DESC LIMIT ?")
+                    .bind(limit as u64),
             )
             .await?;
+        rows.reverse();
         Ok(rows.into_iter().map(RunRecord::from).collect())
     }
 

@@ -389,9 +389,9 @@ impl Reader {
         Ok(defs)
     }
 
-    /// Every run, oldest first.
-    pub async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        dispatch!(self, r => r.runs().await)
+    /// The `limit` most recent runs, oldest first.
+    pub async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        dispatch!(self, r => r.runs(limit).await)
     }
 
     /// The algorithm (`countmin`, `hh`, `superspread`) of a sketch task's

@@ -3,7 +3,6 @@
 
 use super::sql::{Param, Query};
 use super::{KeyedRow, NumberRow, TaskInfo};
-use crate::schema::SCHEMA_VERSION;
 use crate::{RunRecord, StoreError};
 use netspectra_model::FlowKey;
 use rusqlite::{Connection, OpenFlags, Row};
@@ -14,6 +13,38 @@ use std::sync::{Arc, Mutex};
 /// thread); more wait their turn, so a burst of heavy questions cannot
 /// occupy every thread or open unbounded connections.
 const POOL_SIZE: usize = 4;
+
+/// The running statement of a [`SqliteReader::with_conn`] call, to
+/// interrupt when the caller goes away.
+#[derive(Default)]
+struct Running {
+    handle: Option<rusqlite::InterruptHandle>,
+    cancelled: bool,
+}
+
+/// Interrupts the statement (or stops it from starting) when dropped
+/// before [`CancelOnDrop::done`].
+#[derive(Default)]
+struct CancelOnDrop(Arc<Mutex<Running>>, bool);
+
+impl CancelOnDrop {
+    fn done(mut self) {
+        self.1 = true;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.1 {
+            return;
+        }
+        let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        r.cancelled = true;
+        if let Some(h) = r.handle.take() {
+            h.interrupt();
+        }
+    }
+}
 
 /// A read-only view of a SQLite store file.
 #[derive(Clone)]
@@ -46,13 +77,7 @@ impl SqliteReader {
                 path: path.display().to_string(),
             });
         }
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::NewerSchema {
-                path: path.display().to_string(),
-                found: version,
-                supported: SCHEMA_VERSION,
-            });
-        }
+        crate::schema::checked_version(version).map_err(|e| e.at(path))?;
         reader.put_back(conn);
         Ok(reader)
     }
@@ -81,7 +106,10 @@ impl SqliteReader {
         }
     }
 
-    /// Runs `f` on a pooled connection on the blocking pool.
+    /// Runs `f` on a pooled connection on the blocking pool. When the
+    /// caller stops waiting (the API's request timeout dropped the future),
+    /// the running statement is interrupted, so an abandoned whole-history
+    /// query does not keep a connection and a blocking thread busy.
     async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -89,14 +117,29 @@ impl SqliteReader {
     {
         let this = self.clone();
         let permit = self.running.clone().acquire_owned().await;
-        tokio::task::spawn_blocking(move || {
+        let cancel = CancelOnDrop::default();
+        let slot = cancel.0.clone();
+        let out = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let taken = this.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             let conn = match taken {
                 Some(c) => c,
                 None => this.connect()?,
             };
+            {
+                let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+                if s.cancelled {
+                    this.put_back(conn);
+                    return Err(this.err(rusqlite::Error::SqliteFailure(
+                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERRUPT),
+                        Some("the caller stopped waiting".into()),
+                    )));
+                }
+                s.handle = Some(conn.get_interrupt_handle());
+            }
             let out = f(&conn).map_err(|e| this.err(e));
+            // No interrupt may reach the connection once it is back in the pool.
+            slot.lock().unwrap_or_else(|e| e.into_inner()).handle = None;
             this.put_back(conn);
             out
         })
@@ -104,12 +147,21 @@ impl SqliteReader {
         .map_err(|e| StoreError::Sqlite {
             path: self.path.display().to_string(),
             error: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?
+        })?;
+        cancel.done();
+        out
     }
 
     pub(crate) async fn ping(&self) -> Result<(), StoreError> {
-        self.with_conn(|c| c.query_row("SELECT count(*) FROM runs", [], |_| Ok(())))
-            .await
+        // Bounded whatever the store holds: one row at most, any row.
+        self.with_conn(|c| {
+            c.query_row("SELECT 1 FROM runs LIMIT 1", [], |_| Ok(()))
+                .or_else(|e| match e {
+                    rusqlite::Error::QueryReturnedNoRows => Ok(()),
+                    e => Err(e),
+                })
+        })
+        .await
     }
 
     /// Grows with every row inserted (rows are only ever appended).
@@ -143,8 +195,10 @@ impl SqliteReader {
         .await
     }
 
-    pub(crate) async fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        self.with_conn(crate::sqlite::read_runs).await
+    pub(crate) async fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(move |c| crate::sqlite::read_recent_runs(c, limit))
+            .await
     }
 
     pub(crate) async fn fetch_text(&self, q: Query) -> Result<Option<String>, StoreError> {

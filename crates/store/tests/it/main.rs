@@ -174,6 +174,32 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
 }
 
 #[test]
+fn a_crafted_negative_schema_version_is_refused_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for version in [-1i64, i64::from(i32::MIN)] {
+        let path = dir.path().join(format!("neg{}.db", version.unsigned_abs()));
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", version).unwrap();
+        drop(conn);
+        match SqliteStore::open(&path) {
+            Err(e @ StoreError::NotAStore { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains(&version.to_string()), "{msg}");
+                assert!(msg.contains("not a NetSpectra store"), "{msg}");
+            }
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("a negative schema version must be refused"),
+        }
+        // The reader (the API's path) refuses it the same way.
+        let url = netspectra_store::StoreUrl::Sqlite(path.clone());
+        let e = netspectra_store::read::Reader::open(&url)
+            .err()
+            .expect("refused");
+        assert!(matches!(e, StoreError::NotAStore { .. }), "{e}");
+    }
+}
+
+#[test]
 fn a_file_that_is_not_a_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("not.db");
@@ -361,4 +387,60 @@ fn retention_deletes_expired_windows_and_keeps_recent_ones() {
     assert_eq!(packets_after, 200, "the recent run's packets stay");
     assert_eq!(deleted as i64, rows_before - rows_after);
     assert!(deleted > 0);
+}
+
+#[test]
+fn a_bad_store_url_is_quoted_without_its_password() {
+    for bad in [
+        "clickhouse://u:hunter2@127.0.0.1/no_port",
+        "clickhouse://u:hunter2@127.0.0.1:0/db",
+        "clickhouse://u:hunter2@127.0.0.1:8123/bad-name",
+        "mysql://u:hunter2@127.0.0.1:3306/db",
+        "nats://u:hunter2@127.0.0.1:4222",
+    ] {
+        let e = netspectra_store::StoreUrl::parse(bad)
+            .err()
+            .unwrap_or_else(|| panic!("{bad} should be refused"));
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("u:***@127.0.0.1"), "{shown}");
+    }
+}
+
+/// The `sqlite_open` fuzz seeds (crafted store files, and any minimized
+/// crash kept beside them) open to a store or a clear error, never a panic.
+#[test]
+fn fuzz_seed_store_files_open_or_are_refused() {
+    let root =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/sqlite_open");
+    let dir = tempfile::tempdir().unwrap();
+    let mut refused = Vec::new();
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let entry = entry.unwrap();
+        let path = dir.path().join(entry.file_name());
+        std::fs::copy(entry.path(), &path).unwrap();
+        let url = netspectra_store::StoreUrl::Sqlite(path.clone());
+        let read = netspectra_store::read::Reader::open(&url)
+            .err()
+            .map(|e| e.to_string());
+        let write = SqliteStore::open(&path).err().map(|e| e.to_string());
+        if let Some(e) = write.or(read) {
+            refused.push((entry.file_name(), e));
+        }
+    }
+    let names: Vec<String> = refused
+        .iter()
+        .map(|(n, _)| n.to_string_lossy().into_owned())
+        .collect();
+    for crafted in [
+        "negative-user-version.db",
+        "newer-user-version.db",
+        "not-sqlite",
+    ] {
+        assert!(
+            names.iter().any(|n| n == crafted),
+            "{crafted} must be refused: {refused:?}"
+        );
+    }
+    assert!(!names.iter().any(|n| n == "store-v3.db"), "{refused:?}");
 }
