@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
 # Benchmarks the distributed pipeline on loopback: probe --file → nats-server
-# (core NATS) → one engine.
+# → engines.
 # Usage: scripts/bench-distributed.sh [PACKETS (default 2000000)]
 # Environment: ENGINE_WORKERS (default 1), LAT_SECONDS (default 20),
-# LAT_PPS (default 2000).
+# LAT_PPS (default 2000), FLEET_RUNS (default 3).
+#
+# 0. Fleet. The capture is first published into a JetStream stream (its own
+#    prefix per run), then 1, 2 and 3 engines started alike (elastic, no
+#    store) consume it. Fleet rate: all packets / (the last engine's last
+#    applied message − the first engine's first message), from the engines'
+#    JSON summaries; median of FLEET_RUNS runs, with the ratio to one
+#    engine's median. CPU seconds per million packets: user + system time of
+#    each engine process (GNU time) summed over the fleet, / packets × 1e6.
+#    On a 2-core machine the engines share the cores with each other (the
+#    probe has finished before they start).
+#
+# 0b. Failover gap. Two engines (JetStream, default member TTL 4 s) consume
+#    a replay at recorded speed; one is SIGKILLed 4 s in; the gap is the time
+#    from the kill to the survivor's log line saying it consumes the dead
+#    one's shards (its JetStream consumers then deliver what waited).
 #
 # 1. Throughput. A generated capture of PACKETS frames (written once to
 #    bench-data/) is published as fast as possible by `probe --file`; one
@@ -56,16 +71,17 @@ cleanup() {
 trap cleanup EXIT
 
 port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-nats-server -a 127.0.0.1 -p "$port" 2> "$tmp/nats.log" &
+nats-server -a 127.0.0.1 -p "$port" -js -sd "$tmp/js" 2> "$tmp/nats.log" &
 pids+=($!)
 for _ in $(seq 200); do grep -q 'Server is ready' "$tmp/nats.log" && break; sleep 0.05; done
 grep -q 'Server is ready' "$tmp/nats.log" || { cat "$tmp/nats.log" >&2; exit 1; }
 url=nats://127.0.0.1:$port
 
-# Starts an engine (extra arguments after the label), waits until it has subscribed.
+# Starts a lone engine (static: it owns every shard; extra arguments after
+# the label), waits until it has subscribed.
 start_engine() {
     local label=$1; shift
-    "$bin" engine --nats "$url" --format json --workers "$workers" "$@" \
+    "$bin" engine --nats "$url" --format json --workers "$workers" --engines 1 --engine-index 0 "$@" \
         > "$tmp/$label.engine.json" 2> "$tmp/$label.engine.log" &
     engine_pid=$!
     pids+=("$engine_pid")
@@ -88,7 +104,85 @@ print(f"{label:<22} probe publish {p['mpps']:5.2f} Mpps ({pub} packets, {p['elap
 EOF
 }
 
+fleet_runs=${FLEET_RUNS:-3}
+fleet() { # engines, run → prints "mpps cpu_s_per_mpkt packets"
+    local n=$1 run=$2 prefix="fleet$1r$2"
+    "$bin" probe --file "$file" --nats "$url" --jetstream --prefix "$prefix" --format json \
+        > "$tmp/$prefix.probe.json" 2> "$tmp/$prefix.probe.log"
+    local fleet_pids=()
+    for i in $(seq "$n"); do
+        /usr/bin/time -f '%U %S' -o "$tmp/$prefix.$i.time" \
+            "$bin" engine --nats "$url" --jetstream --prefix "$prefix" --no-store --idle-exit 3 \
+            --format json --workers "$workers" > "$tmp/$prefix.$i.json" 2> "$tmp/$prefix.$i.log" &
+        fleet_pids+=($!)
+        pids+=($!)
+    done
+    for p in "${fleet_pids[@]}"; do wait "$p"; done
+    python3 - "$tmp" "$prefix" "$n" <<'EOF'
+import json, sys
+tmp, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = [json.load(open(f"{tmp}/{prefix}.{i}.json")) for i in range(1, n + 1)]
+cpu = sum(sum(map(float, open(f"{tmp}/{prefix}.{i}.time").read().split()[-2:])) for i in range(1, n + 1))
+packets = sum(e["packets"] for e in s)
+first = min(e["first_message_unix_ns"] for e in s if e["packets"])
+last = max(e["last_applied_unix_ns"] for e in s)
+print(f"{packets / ((last - first) / 1e9) / 1e6:.3f} {cpu / packets * 1e6:.2f} {packets}")
+EOF
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+failover() {
+    printf 'aggregator:\n  snapshot_interval: 1s\n  period: 1s\n' > "$tmp/failover.yaml"
+    local fo_pids=()
+    for i in 1 2; do
+        NETSPECTRA_LOG=info NO_COLOR=1 "$bin" engine --nats "$url" --jetstream --prefix failover \
+            --no-store --idle-exit 6 --config "$tmp/failover.yaml" --format json \
+            > "$tmp/fo.$i.json" 2> "$tmp/fo.$i.log" &
+        fo_pids+=($!)
+        pids+=($!)
+    done
+    sleep 3
+    "$bin" probe --file "$file" --nats "$url" --jetstream --prefix failover --realtime \
+        --config "$tmp/failover.yaml" --format json > "$tmp/fo.probe.json" 2> "$tmp/fo.probe.log" &
+    local probe_pid=$!
+    pids+=("$probe_pid")
+    sleep 4
+    local killed_at
+    killed_at=$(date +%s.%N)
+    kill -9 "${fo_pids[0]}"
+    wait "$probe_pid"
+    wait "${fo_pids[1]}" || true
+    python3 - "$tmp/fo.2.log" "$killed_at" <<'EOF'
+import re, sys, datetime
+log, killed = sys.argv[1], float(sys.argv[2])
+ansi = re.compile(r"\x1b\[[0-9;]*m")
+for line in open(log):
+    line = ansi.sub("", line)
+    if "consuming shards" not in line:
+        continue
+    ts = datetime.datetime.fromisoformat(line.split()[0].replace("Z", "+00:00")).timestamp()
+    if ts > killed:
+        print(f"failover gap: {ts - killed:.2f} s (kill → the survivor consumes the dead engine's shards)")
+        break
+else:
+    print("failover gap: the survivor never took the shards")
+EOF
+}
+
 echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)); $(nproc) cores; engine workers: $workers"
+base=""
+for n in 1 2 3; do
+    results=()
+    for run in $(seq "$fleet_runs"); do results+=("$(fleet "$n" "$run")"); done
+    mpps=$(printf '%s\n' "${results[@]}" | cut -d' ' -f1 | median)
+    cpu=$(printf '%s\n' "${results[@]}" | cut -d' ' -f2 | median)
+    got=$(printf '%s\n' "${results[@]}" | cut -d' ' -f3 | sort -u | tr '\n' ' ')
+    [ -n "$base" ] || base=$mpps
+    awk -v n="$n" -v m="$mpps" -v b="$base" -v c="$cpu" -v r="$fleet_runs" -v g="$got" \
+        'BEGIN {printf "fleet of %d engine(s): %6.3f Mpps (%.2fx one engine), %6.2f CPU s per million packets (median of %d; packets applied: %s)\n", n, m, m / b, c, r, g}'
+done
+failover
 throughput "no store" --no-store
 throughput "SQLite" --store "sqlite:$tmp/bench.db"
 

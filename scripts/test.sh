@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 log() { printf '==> %s\n' "$*" >&2; }
 
 if ! command -v cargo >/dev/null 2>&1; then
-    echo "error: cargo not found. Install a Rust toolchain (1.85 or newer), e.g. with rustup, then rerun." >&2
+    echo "error: cargo not found. Install a Rust toolchain (1.89 or newer), e.g. with rustup, then rerun." >&2
     exit 1
 fi
 

@@ -206,7 +206,7 @@ impl Plan {
     }
 
     fn src_is_v6(&self, src: u32) -> bool {
-        src < self.pool_src && mix64(u64::from(src) ^ 0x5EED_0F1B) % 10 == 0
+        src < self.pool_src && mix64(u64::from(src) ^ 0x5EED_0F1B).is_multiple_of(10)
     }
 
     fn src_addr(&self, src: u32) -> IpBytes {

@@ -762,7 +762,7 @@ impl Config {
             ));
         }
         if let Some(w) = agg.snapshot_interval {
-            if w.0 == 0 || w.0 > agg.period.0 || agg.period.0 % w.0 != 0 {
+            if w.0 == 0 || w.0 > agg.period.0 || !agg.period.0.is_multiple_of(w.0) {
                 return Err(invalid(
                     "aggregator.snapshot_interval",
                     format!(

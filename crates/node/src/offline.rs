@@ -165,7 +165,7 @@ fn read_file(
                 report.bytes += u64::from(p.wire_len);
                 decoded.count(&rec);
                 engine.push(&rec);
-                if report.packets % PROGRESS_EVERY == 0 {
+                if report.packets.is_multiple_of(PROGRESS_EVERY) {
                     tick(reader.bytes_read(), engine.packets());
                 }
             }

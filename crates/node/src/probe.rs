@@ -519,7 +519,7 @@ fn live(
                 c.decoded.count(&rec);
                 out.push(&rec);
                 n += 1;
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     out.captured = (c.packets, c.bytes);
                     out.poll(Instant::now());
                     kernel_drops(&mut cap, &mut last_stats);

@@ -31,7 +31,11 @@ fn stream() -> Vec<(Key, u64, u64, u64)> {
     (0..N)
         .map(|_| {
             let r = rng.next_u64();
-            let id = if r % 8 == 0 { r % 16 } else { r % 200_000 };
+            let id = if r.is_multiple_of(8) {
+                r % 16
+            } else {
+                r % 200_000
+            };
             let k = Key([id, 1, 2, 3, 4]);
             let kh = hash_bytes(&id.to_le_bytes(), 7);
             (k, kh, mix(rng.next_u64(), 3), 40 + r % 1400)

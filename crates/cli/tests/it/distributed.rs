@@ -425,7 +425,7 @@ fn jetstream_engines_started_alike_survive_a_sigkill_and_count_exactly() {
     let taken = survivors
         .iter()
         .flat_map(|(_, lines)| lines.iter())
-        .filter(|(at, line)| *at > killed_at && line.contains("took a shard"))
+        .filter(|(at, line)| *at > killed_at && line.contains("took shards"))
         .map(|(at, _)| at.duration_since(killed_at))
         .min()
         .expect("a survivor took the dead engine's shards");

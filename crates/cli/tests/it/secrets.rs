@@ -109,6 +109,7 @@ fn a_nats_password_is_neither_printed_nor_stored() {
         .args(["engine", "--nats", &url, "--store"])
         .arg(format!("sqlite:{}", db.display()))
         .args(["--workers", "1", "--format", "json", "--idle-exit", "3"])
+        .args(["--engines", "1", "--engine-index", "0"])
         .env("NETSPECTRA_LOG", "debug")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -26,7 +26,7 @@ fn records(n: usize, seed: u64, ts_step: u64) -> Vec<PacketRecord> {
     (0..n)
         .map(|i| {
             let r = rng.next();
-            let v6 = r % 10 == 0;
+            let v6 = r.is_multiple_of(10);
             let src = (r >> 8) % 300;
             let dst = (r >> 20) % 50;
             let addr = |x: u64, hi: u8| {
@@ -47,7 +47,7 @@ fn records(n: usize, seed: u64, ts_step: u64) -> Vec<PacketRecord> {
                 dst_ip: addr(dst, 2),
                 src_port: 1024 + ((r >> 32) % 4) as u16,
                 dst_port: [80, 443, 53][((r >> 40) % 3) as usize],
-                protocol: if (r >> 44) % 2 == 0 { 6 } else { 17 },
+                protocol: if (r >> 44).is_multiple_of(2) { 6 } else { 17 },
                 wire_len: 60 + ((r >> 48) % 1400) as u32,
                 l3: if v6 { L3::Ipv6 } else { L3::Ipv4 },
                 ..Default::default()

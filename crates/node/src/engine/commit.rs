@@ -161,7 +161,7 @@ impl WindowSink for CommitSink {
             start_ns = window.start_ns,
             end_ns = window.end_ns
         );
-        if self.sketch_tasks > 0 && window.end_ns % self.period_ns.max(1) == 0 {
+        if self.sketch_tasks > 0 && window.end_ns.is_multiple_of(self.period_ns.max(1)) {
             self.awaiting_sketches = self.sketch_tasks;
             Ok(())
         } else {

@@ -190,6 +190,10 @@ struct Consumed {
     split_batches: u64,
     /// Core NATS: batches missing from a probe's sequence.
     lost_batches: u64,
+    /// Wall clock (ns) of the first message, and after the last one applied
+    /// (a fleet's rate spans its engines' first and last).
+    first_wall_ns: u64,
+    last_wall_ns: u64,
     /// Newest packet timestamp applied (ns since the epoch; 0: none yet).
     newest_ts_ns: u64,
     /// Wall clock when it was applied.
@@ -705,7 +709,10 @@ impl RunningEngine {
                 Err(_) => continue,
             };
             last_message = Instant::now();
-            first_message.get_or_insert(last_message);
+            if first_message.is_none() {
+                first_message = Some(last_message);
+                c.first_wall_ns = telemetry::wall_ns();
+            }
             // This message, then what is already queued, without going back
             // to the runtime.
             apply_one!(d);
@@ -713,6 +720,7 @@ impl RunningEngine {
                 apply_one!(d);
             }
             last_applied = Instant::now();
+            c.last_wall_ns = telemetry::wall_ns();
         }
         // Stop consuming; apply what was already received.
         consumer.stop();
@@ -820,6 +828,8 @@ impl EngineSummary {
                      "slow_consumer_events": self.slow_consumer_events},
             "elapsed_s": self.elapsed_s,
             "busy_s": self.busy_s,
+            "first_message_unix_ns": c.first_wall_ns,
+            "last_applied_unix_ns": c.last_wall_ns,
             "mpps": c.packets as f64 / self.busy_s.max(1e-9) / 1e6,
         })
     }

@@ -267,7 +267,7 @@ impl ClickHouseStore {
         let guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         match &*guard {
             Some(w) => w.stats.spooled_batches.load(Ordering::Relaxed),
-            None => spool::Spool::open(&self.spool_dir).map_or(0, |s| s.len()),
+            None => spool::Spool::peek_len(&self.spool_dir),
         }
     }
 

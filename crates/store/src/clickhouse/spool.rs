@@ -10,7 +10,12 @@
 //! bad batch never blocks the ones behind it.
 //!
 //! One writer per spool directory: two processes replaying the same
-//! directory would insert its batches twice.
+//! directory would insert its batches twice. A live writer holds an
+//! exclusive lock on `<dir>/.lock`; a second process asking for the same
+//! directory gets `<dir>-<pid>` instead. A writer that dies leaves its
+//! batches behind (acknowledged upstream: they must not be lost), so every
+//! writer starting under the same parent adopts the batches of sibling
+//! directories that no live process holds ([`Spool::adopt_orphans`]).
 
 use super::rows::Batch;
 use serde::{Deserialize, Serialize};
@@ -24,6 +29,9 @@ const FORMAT: u32 = 1;
 
 /// Where refused batches go, inside the spool directory.
 const REJECTED: &str = "rejected";
+
+/// The file a live writer keeps locked in its spool directory.
+const LOCK: &str = ".lock";
 
 /// Creates `dir` (and its parents) so that the new entries survive a
 /// crash: each directory created is fsynced in its parent.
@@ -70,6 +78,8 @@ pub(crate) struct Spool {
     dir: PathBuf,
     next_seq: u64,
     entries: VecDeque<Entry>,
+    /// Held (locked) for as long as the spool is open.
+    _lock: File,
 }
 
 fn parse_name(name: &str) -> Option<(u64, u64)> {
@@ -79,9 +89,81 @@ fn parse_name(name: &str) -> Option<(u64, u64)> {
 }
 
 impl Spool {
-    /// Lists what earlier runs left in the directory (created on the first
-    /// write, so a healthy server never leaves an empty directory behind).
+    /// Opens `dir` for this process alone and lists what earlier runs left
+    /// in it; when a live process holds `dir`, opens `<dir>-<pid>` instead.
     pub fn open(dir: &Path) -> io::Result<Spool> {
+        if let Some(spool) = Spool::open_locked(dir)? {
+            return Ok(spool);
+        }
+        let mut name = dir.file_name().unwrap_or_default().to_os_string();
+        name.push(format!("-{}", std::process::id()));
+        let own = dir.with_file_name(name);
+        tracing::info!(message = "spool directory in use by another process; using a directory of our own",
+            busy = %dir.display(), spool = %own.display());
+        Spool::open_locked(&own)?
+            .ok_or_else(|| io::Error::other(format!("spool directory {} is in use", own.display())))
+    }
+
+    /// Batches waiting in `dir`, without opening (locking) it.
+    pub fn peek_len(dir: &Path) -> usize {
+        fs::read_dir(dir).map_or(0, |l| {
+            l.flatten()
+                .filter(|e| e.file_name().to_str().and_then(parse_name).is_some())
+                .count()
+        })
+    }
+
+    /// Takes over the batches of sibling directories (same parent) that no
+    /// live process holds: a writer that died with rows in its spool. They
+    /// are moved behind this spool's own, in their order; returns how many
+    /// batches and rows were adopted.
+    pub fn adopt_orphans(&mut self) -> io::Result<(usize, u64)> {
+        let Some(parent) = self.dir.parent().map(Path::to_path_buf) else {
+            return Ok((0, 0));
+        };
+        let (mut batches, mut rows) = (0, 0);
+        for sibling in fs::read_dir(&parent)?.flatten() {
+            let path = sibling.path();
+            if path == self.dir || !path.is_dir() {
+                continue;
+            }
+            // Held by a live writer: not an orphan.
+            let Some(mut orphan) = Spool::open_locked(&path)? else {
+                continue;
+            };
+            while let Some(e) = orphan.entries.pop_front() {
+                let to = self.free_name(&self.dir.clone(), e.rows);
+                fs::rename(&e.path, &to)?;
+                self.entries.push_back(Entry {
+                    path: to,
+                    rows: e.rows,
+                });
+                batches += 1;
+                rows += e.rows;
+            }
+            sync_dir(&self.dir)?;
+            sync_dir(&path)?;
+            drop(orphan);
+            // Gone once empty (a rejected/ folder stays for a person).
+            let _ = fs::remove_file(path.join(LOCK));
+            let _ = fs::remove_dir(&path);
+        }
+        Ok((batches, rows))
+    }
+
+    /// Opens and locks `dir`; `None` when a live process holds it.
+    fn open_locked(dir: &Path) -> io::Result<Option<Spool>> {
+        create_dir_durable(dir)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(fs::TryLockError::Error(e)) => return Err(e),
+        }
         let mut found = Vec::new();
         let listing = match fs::read_dir(dir) {
             Ok(l) => Some(l),
@@ -118,14 +200,15 @@ impl Spool {
             .map(|f| f.0)
             .max(rejected_max)
             .map_or(0, |seq| seq.saturating_add(1));
-        Ok(Spool {
+        Ok(Some(Spool {
             dir: dir.to_path_buf(),
             next_seq,
             entries: found
                 .into_iter()
                 .map(|(_, rows, path)| Entry { path, rows })
                 .collect(),
-        })
+            _lock: lock,
+        }))
     }
 
     /// Spooled batches waiting to be replayed.
@@ -310,6 +393,37 @@ mod tests {
             .collect();
         files.sort_by(|a, b| a.0.cmp(&b.0));
         files
+    }
+
+    #[test]
+    fn one_live_writer_per_directory_and_a_dead_writers_batches_are_adopted() {
+        let root = tempfile::tempdir().unwrap();
+        let a_dir = root.path().join("db").join("engine-a");
+        let mut a = Spool::open(&a_dir).unwrap();
+        a.push(&batch(1)).unwrap();
+        a.push(&batch(2)).unwrap();
+        // A second writer asking for the same directory gets its own.
+        let mut b = Spool::open(&a_dir).unwrap();
+        assert_ne!(b.dir(), a.dir());
+        assert_eq!(b.len(), 0);
+        // While `a` lives, nobody takes its batches.
+        assert_eq!(b.adopt_orphans().unwrap(), (0, 0));
+        drop(a); // the writer dies with two batches spooled
+        let mut c = Spool::open(&root.path().join("db").join("engine-c")).unwrap();
+        c.push(&batch(5)).unwrap();
+        assert_eq!(c.adopt_orphans().unwrap(), (2, 3));
+        assert!(!a_dir.exists(), "the orphan directory is gone");
+        let mut rows = Vec::new();
+        while let Some((_, batch)) = c.oldest() {
+            rows.push(batch.unwrap().len());
+            c.remove_oldest().unwrap();
+        }
+        assert_eq!(
+            rows,
+            [5, 1, 2],
+            "ours first, then the adopted in their order"
+        );
+        drop(b);
     }
 
     #[test]

@@ -162,7 +162,21 @@ pub(crate) fn spawn(
     config: WriterConfig,
     schema: Option<ClickHouseUrl>,
 ) -> std::io::Result<WriterHandle> {
-    let spool = Spool::open(spool_dir)?;
+    let mut spool = Spool::open(spool_dir)?;
+    match spool.adopt_orphans() {
+        Ok((0, _)) => {}
+        Ok((batches, rows)) => tracing::info!(
+            message = "adopted the spool of a writer that died; replaying it",
+            spool = %spool.dir().display(),
+            batches,
+            rows
+        ),
+        Err(error) => tracing::warn!(
+            message = "cannot adopt an orphaned spool directory",
+            spool = %spool.dir().display(),
+            %error
+        ),
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
