@@ -105,14 +105,18 @@ EOF
 }
 
 fleet_runs=${FLEET_RUNS:-3}
+# Each run has its own stream; JetStream reserves a stream's max_bytes on
+# disk, so keep them small here (the default, 10 GiB, is for production).
+printf 'bus:\n  stream_max_bytes: 1GiB\n' > "$tmp/fleet.yaml"
 fleet() { # engines, run → prints "mpps cpu_s_per_mpkt packets"
     local n=$1 run=$2 prefix="fleet$1r$2"
     "$bin" probe --file "$file" --nats "$url" --jetstream --prefix "$prefix" --format json \
-        > "$tmp/$prefix.probe.json" 2> "$tmp/$prefix.probe.log"
+        --config "$tmp/fleet.yaml" > "$tmp/$prefix.probe.json" 2> "$tmp/$prefix.probe.log"
     local fleet_pids=()
     for i in $(seq "$n"); do
         /usr/bin/time -f '%U %S' -o "$tmp/$prefix.$i.time" \
             "$bin" engine --nats "$url" --jetstream --prefix "$prefix" --no-store --idle-exit 3 \
+            --config "$tmp/fleet.yaml" \
             --format json --workers "$workers" > "$tmp/$prefix.$i.json" 2> "$tmp/$prefix.$i.log" &
         fleet_pids+=($!)
         pids+=($!)
@@ -133,7 +137,7 @@ EOF
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 failover() {
-    printf 'aggregator:\n  snapshot_interval: 1s\n  period: 1s\n' > "$tmp/failover.yaml"
+    printf 'aggregator:\n  snapshot_interval: 1s\n  period: 1s\nbus:\n  stream_max_bytes: 1GiB\n' > "$tmp/failover.yaml"
     local fo_pids=()
     for i in 1 2; do
         NETSPECTRA_LOG=info NO_COLOR=1 "$bin" engine --nats "$url" --jetstream --prefix failover \

@@ -267,7 +267,7 @@ impl pb::query_service_server::QueryService for Grpc {
             .transpose()?;
         let ask = fields!(r, limit).ask(&self.service)?;
         // (key, estimate, error bound, periods) whatever the sketch.
-        let (rows, truncated) = match by {
+        let (rows, truncated, partial) = match by {
             Some(by) => {
                 let a = self
                     .service
@@ -277,7 +277,7 @@ impl pb::query_service_server::QueryService for Grpc {
                     let value = h.packets.or(h.bytes).unwrap_or(0);
                     (h.key, value, h.error_bound, h.periods)
                 });
-                (rows.collect::<Vec<_>>(), a.truncated)
+                (rows.collect::<Vec<_>>(), a.truncated, a.partial)
             }
             None => {
                 let a = self
@@ -288,7 +288,7 @@ impl pb::query_service_server::QueryService for Grpc {
                     .rows
                     .into_iter()
                     .map(|s| (s.key, s.distinct, s.error_bound, s.periods));
-                (rows.collect::<Vec<_>>(), a.truncated)
+                (rows.collect::<Vec<_>>(), a.truncated, a.partial)
             }
         };
         Ok(Response::new(pb::HeavyHittersResponse {
@@ -303,6 +303,7 @@ impl pb::query_service_server::QueryService for Grpc {
                 })
                 .collect(),
             truncated,
+            partial: partial.unwrap_or(false),
         }))
     }
 
@@ -366,6 +367,7 @@ impl pb::query_service_server::QueryService for Grpc {
                 })
                 .collect(),
             truncated: a.truncated,
+            partial: a.partial.unwrap_or(false),
         }))
     }
 

@@ -239,13 +239,18 @@ pub struct RunRow {
     pub inputs: Value,
 }
 
-/// A row-returning answer (**contract**: `{"rows":[…],"truncated":bool}`).
+/// A row-returning answer (**contract**: `{"rows":[…],"truncated":bool}`,
+/// and `"partial":bool` for sketch answers).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Rows<T> {
     /// The rows, in the operation's order.
     pub rows: Vec<T>,
     /// Whether more rows matched than were returned.
     pub truncated: bool,
+    /// Sketch answers: whether some period in range was split between
+    /// engines (a shard changed owner mid-period), so estimates may be low.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial: Option<bool>,
 }
 
 impl<T> Rows<T> {
@@ -253,7 +258,17 @@ impl<T> Rows<T> {
     fn cut(mut rows: Vec<T>, limit: usize) -> Rows<T> {
         let truncated = rows.len() > limit;
         rows.truncate(limit);
-        Rows { rows, truncated }
+        Rows {
+            rows,
+            truncated,
+            partial: None,
+        }
+    }
+
+    /// Marks a sketch answer partial or not.
+    fn partial(mut self, partial: bool) -> Rows<T> {
+        self.partial = Some(partial);
+        self
     }
 }
 
@@ -519,7 +534,8 @@ impl QueryService {
                 periods: e.periods,
             })
             .collect();
-        Ok(Rows::cut(rows, ask.limit))
+        let partial = self.reader.sketch_partial(&scope(&task, ask)).await?;
+        Ok(Rows::cut(rows, ask.limit).partial(partial))
     }
 
     /// `super-spreaders`: a SuperSpread task's estimates.
@@ -538,7 +554,8 @@ impl QueryService {
                 periods: e.periods,
             })
             .collect();
-        Ok(Rows::cut(rows, ask.limit))
+        let partial = self.reader.sketch_partial(&scope(&task, ask)).await?;
+        Ok(Rows::cut(rows, ask.limit).partial(partial))
     }
 
     /// `timeseries`: an exact task per window.
@@ -572,7 +589,11 @@ impl QueryService {
             runs.remove(0);
         }
         let rows: Vec<RunRow> = runs.into_iter().map(run_row).collect();
-        Ok(Rows { rows, truncated })
+        Ok(Rows {
+            rows,
+            truncated,
+            partial: None,
+        })
     }
 }
 

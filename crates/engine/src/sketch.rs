@@ -308,6 +308,7 @@ pub(crate) fn merge_period(
         memory_bytes,
         packets,
         bytes,
+        partial: false,
     };
     (period, (!shadows.is_empty()).then(|| truth_of(shadows)))
 }

@@ -97,6 +97,11 @@ pub struct SketchPeriod {
     pub packets: u64,
     /// Bytes the task saw.
     pub bytes: u64,
+    /// Some of the period's traffic of this engine's keys went to another
+    /// engine (a shard changed owner mid-period: a failover, or any move on
+    /// core NATS): estimates may be low and distinct counts split. Stored
+    /// with the rows and shown in API answers.
+    pub partial: bool,
 }
 
 /// The exact rows of one window, per task, as their owner keeps them.

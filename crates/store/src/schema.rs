@@ -19,7 +19,7 @@ pub fn key_text(key: &[netspectra_model::Dimension]) -> String {
 }
 
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Why a file's `user_version` cannot be used.
 #[derive(Debug)]
@@ -132,5 +132,9 @@ CREATE TABLE bus_progress (
     updated_at_ns  INTEGER NOT NULL,
     PRIMARY KEY (engine_id, consumer)
 );
+"#,
+    // Version 4: sketch rows of a period split between engines.
+    r#"
+ALTER TABLE sketch_rows ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
 "#,
 ];

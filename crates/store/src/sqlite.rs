@@ -451,8 +451,8 @@ impl SqliteSink {
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
-                "INSERT INTO sketch_rows (run_id, engine_id, task, algorithm, measure, period_start, period_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, estimate, error_bound) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                "INSERT INTO sketch_rows (run_id, engine_id, task, algorithm, measure, period_start, period_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, estimate, error_bound, partial) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             let lists: [(&str, &[Estimate]); 3] = [
                 ("packets", &p.heavy_packets),
@@ -478,6 +478,7 @@ impl SqliteSink {
                         cols.vlan.then_some(k.vlan),
                         e.estimate as i64,
                         e.error_bound as i64,
+                        i64::from(p.partial),
                     ])?;
                 }
             }

@@ -352,6 +352,10 @@ pub async fn check_everything(reader: Reader, data: &Data) -> Vec<(String, Value
         ));
         let rows = hh["rows"].as_array().unwrap();
         assert_eq!(rows.len(), 5, "{hh}");
+        assert_eq!(
+            hh["partial"], false,
+            "one writer: no period was split: {hh}"
+        );
         for (i, (k, truth)) in ranked(&sources, bytes).iter().take(3).enumerate() {
             let row = &rows[i];
             assert_eq!(
@@ -378,6 +382,7 @@ pub async fn check_everything(reader: Reader, data: &Data) -> Vec<(String, Value
     // super-spreaders: the planted spreaders, within ±10 %
     let spread = data.spread();
     let ss = ok!("/api/v1/super-spreaders?task=per_src_ip_spread&limit=2".into());
+    assert_eq!(ss["partial"], false, "{ss}");
     let mut planted: Vec<(&String, &usize)> = spread.iter().collect();
     planted.sort_by(|a, b| b.1.cmp(a.1));
     for (i, (k, d)) in planted.iter().take(2).enumerate() {

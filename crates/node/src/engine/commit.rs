@@ -16,6 +16,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// Packet times at which a shard changed owner mid-stream (taken from or
+/// given to another engine): a sketch period holding one is partial.
+pub(crate) type Splits = Arc<Mutex<Vec<u64>>>;
+
 /// Why the store cannot be written now (`None`: it can), shared with the
 /// consuming loop so that readiness stays false while it lasts.
 pub(crate) type StoreFailure = Arc<Mutex<Option<String>>>;
@@ -139,6 +143,7 @@ pub(crate) struct CommitSink {
     pub(crate) next_window: u64,
     pub(crate) progress: Option<Progress>,
     pub(crate) retry: Retry,
+    pub(crate) splits: Splits,
 }
 
 impl WindowSink for CommitSink {
@@ -170,6 +175,25 @@ impl WindowSink for CommitSink {
     }
 
     fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {
+        let split = {
+            let mut splits = self.splits.lock().unwrap_or_else(|e| e.into_inner());
+            let split = splits
+                .iter()
+                .any(|&t| t > period.start_ns && t < period.end_ns);
+            // Periods end in order: older moves matter no more.
+            splits.retain(|&t| t >= period.start_ns);
+            split
+        };
+        let marked;
+        let period = if split && !period.partial {
+            marked = SketchPeriod {
+                partial: true,
+                ..period.clone()
+            };
+            &marked
+        } else {
+            period
+        };
         let inner = &mut self.inner;
         self.retry
             .run("sketch period", || inner.sketch_period(task, period))?;
@@ -239,6 +263,7 @@ mod tests {
             awaiting_sketches: 0,
             next_window: 0,
             progress: None,
+            splits: Splits::default(),
             retry: Retry {
                 shutdown: shutdown.clone(),
                 telemetry: Telemetry::default(),

@@ -35,7 +35,7 @@ use crate::error::{Context, NodeError};
 use crate::setup::{recorded_command, without_url_password};
 use crate::telemetry::{self, Telemetry};
 use crate::Shutdown;
-use commit::{Applied, AppliedLog, CommitSink, Progress, Retry, StoreFailure};
+use commit::{Applied, AppliedLog, CommitSink, Progress, Retry, Splits, StoreFailure};
 use elastic::Elastic;
 use netspectra_bus::lease::Leadership;
 use netspectra_bus::{
@@ -128,6 +128,8 @@ impl ClusterView {
 /// (ClickHouse writes the two separately, and an engine may die before
 /// its first progress): those batches were not acked, are redelivered and
 /// applied again, so the rows go first. `cleaned` remembers the runs done.
+/// Returns how many stored ranges of batches `shards` had (0: no engine
+/// applied anything from them yet).
 fn seed(
     dedupe: &mut Dedupe,
     store: Option<&dyn Store>,
@@ -135,9 +137,9 @@ fn seed(
     shards: &[u32],
     dead: &dyn Fn(&str) -> bool,
     cleaned: &mut HashSet<i64>,
-) -> Result<(), NodeError> {
+) -> Result<usize, NodeError> {
     let (true, Some(store)) = (bus.jetstream, store) else {
-        return Ok(());
+        return Ok(0);
     };
     let consumer_name = progress::consumer_name(&bus.prefix);
     let states = store.all_progress(&consumer_name)?;
@@ -173,7 +175,7 @@ fn seed(
     if ranges > 0 {
         tracing::info!(message = "resuming from stored progress", consumer = %consumer_name, ?shards, ranges);
     }
-    Ok(())
+    Ok(ranges)
 }
 
 /// What the consuming loop counted.
@@ -247,6 +249,8 @@ pub struct RunningEngine {
     elastic: Option<Elastic>,
     /// Shards held but not consumed until their stored progress is read.
     unseeded: Vec<u32>,
+    /// Packet times of mid-stream shard moves (sketch periods → partial).
+    splits: Splits,
     status: ClusterView,
     sink_stop: Shutdown,
     store_failure: StoreFailure,
@@ -305,7 +309,7 @@ impl EngineRole {
                 &|id| id == engine_id,
                 &mut HashSet::new(),
             );
-            if let Err(error) = seeded {
+            if let Err(error) = seeded.map(|_| ()) {
                 tracing::warn!(message = "cannot read the stored progress yet; consuming once the store answers", %error);
                 unseeded = cfg.consumer.shards.clone();
             }
@@ -325,7 +329,9 @@ impl EngineRole {
         // Store retries end on the caller's stop (linked in `wait`).
         let sink_stop = Shutdown::new();
         let store_failure = StoreFailure::default();
+        let splits = Splits::default();
         let sink = CommitSink {
+            splits: Arc::clone(&splits),
             retry: Retry {
                 shutdown: sink_stop.clone(),
                 telemetry: telemetry.clone(),
@@ -397,6 +403,7 @@ impl EngineRole {
             rx,
             elastic,
             unseeded,
+            splits,
             status,
             sink_stop,
             store_failure,
@@ -451,6 +458,7 @@ impl RunningEngine {
             mut rx,
             mut elastic,
             mut unseeded,
+            splits,
             status,
             sink_stop,
             store_failure,
@@ -483,6 +491,9 @@ impl RunningEngine {
         let mut last_applied = Instant::now();
         let mut cluster_error = false;
         let mut cleaned = HashSet::new();
+        // A shard moved mid-stream: the packet time it happened at is noted
+        // (at the next packet, if none was applied yet) for the sketches.
+        let mut split_pending = false;
         let mut last_seed_try = Instant::now() - poll;
         let mut seed_failing = false;
         // Retention: one engine per cluster (the leader of duty `retention`)
@@ -601,6 +612,13 @@ impl RunningEngine {
                 for &s in moves.lost.iter().chain(&moves.give_back) {
                     rt.block_on(consumer.remove_shard(s));
                 }
+                if (!moves.lost.is_empty() || !moves.give_back.is_empty()) && c.newest_ts_ns > 0 {
+                    // The rest of this period goes to another engine.
+                    splits
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(c.newest_ts_ns);
+                }
                 if !moves.lost.is_empty() || !moves.give_back.is_empty() {
                     // What was received from them is applied before they go.
                     while let Ok(d) = rx.try_recv() {
@@ -652,8 +670,9 @@ impl RunningEngine {
                     &dead,
                     &mut cleaned,
                 ) {
-                    Ok(()) => {
+                    Ok(stored_ranges) => {
                         seed_failing = false;
+                        let mut had_owner = stored_ranges > 0;
                         // Core NATS: where the previous owners stopped, so
                         // that batches lost in between are counted.
                         for &s in &unseeded {
@@ -669,6 +688,7 @@ impl RunningEngine {
                                 shard = s,
                                 ?posted
                             );
+                            had_owner |= !posted.is_empty();
                             for (probe, last) in posted {
                                 if dedupe.last_applied(&probe, s).is_none_or(|l| l < last) {
                                     dedupe.mark_applied(&probe, s, last, last);
@@ -680,6 +700,10 @@ impl RunningEngine {
                             shards.push(s);
                         }
                         rt.block_on(consumer.flush())?;
+                        if had_owner && elastic.is_some() {
+                            // Another engine had this period's first part.
+                            split_pending = true;
+                        }
                         tracing::info!(message = "consuming shards", shards = ?unseeded);
                         unseeded.clear();
                         shards.sort_unstable();
@@ -697,6 +721,13 @@ impl RunningEngine {
             shards.sort_unstable();
             metrics::gauge!("netspectra_engine_owned_shards").set(shards.len() as f64);
             status.set(&shards, elastic.as_ref().map_or(&[][..], |e| e.members()));
+            if split_pending && c.newest_ts_ns > 0 {
+                split_pending = false;
+                splits
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(c.newest_ts_ns);
+            }
             // The packet clock: the newest timestamp plus the time since.
             // Closes an idle link's window, and a replay's last one.
             if let Some(at) = c.newest_at {

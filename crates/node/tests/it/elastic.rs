@@ -193,6 +193,16 @@ fn three_engines_started_alike_split_the_shards_and_count_each_packet_once() {
     );
     assert_eq!(packets.iter().sum::<u64>(), truth.ip_packets, "{packets:?}");
     assert_exact(&db, &truth);
+    // Settled before the first packet: no period was split.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let partial: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM sketch_rows WHERE partial = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(partial, 0);
 }
 
 #[test]
@@ -232,6 +242,11 @@ fn jetstream_engines_joining_and_leaving_mid_replay_lose_and_repeat_nothing() {
         "every engine had work: {applied:?}"
     );
     assert_exact(&db, &truth);
+    // Shards moved mid-period: those periods' sketch rows say so.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let count = |sql: &str| c.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert!(count("SELECT COUNT(*) FROM sketch_rows WHERE partial = 1") > 0);
+    assert!(count("SELECT COUNT(*) FROM sketch_rows WHERE partial = 0") > 0);
 }
 
 #[test]

@@ -715,7 +715,14 @@ pub(crate) async fn migrate(
     }
     for (v, statements) in schema::MIGRATIONS.iter().enumerate().skip(current as usize) {
         for statement in *statements {
-            client.query(statement).execute().await.map_err(ddl)?;
+            match client.query(statement).execute().await {
+                Ok(()) => {}
+                // Another process added the column first.
+                Err(e)
+                    if statement.contains("ADD COLUMN")
+                        && e.to_string().contains("already exists") => {}
+                Err(e) => return Err(ddl(e)),
+            }
         }
         client
             .query("INSERT INTO schema_version (version, applied_at) VALUES (?, now())")

@@ -79,6 +79,7 @@ pub(crate) struct SketchRow {
     pub vlan: u16,
     pub estimate: u64,
     pub error_bound: u64,
+    pub partial: u8,
 }
 
 /// One row of `bus_progress` (a `ReplacingMergeTree(version)` by
@@ -235,6 +236,7 @@ pub(crate) fn sketch_batch(
                 vlan: k.vlan,
                 estimate: e.estimate,
                 error_bound: e.error_bound,
+                partial: u8::from(p.partial),
             });
         }
     }

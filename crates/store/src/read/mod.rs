@@ -489,6 +489,13 @@ impl Reader {
             .collect())
     }
 
+    /// Whether some of the sketch rows in scope are partial: a shard
+    /// changed owner during their period, so estimates may be low.
+    pub async fn sketch_partial(&self, scope: &Scope<'_>) -> Result<bool, StoreError> {
+        let q = sql::sketch_partial(self.dialect(), scope);
+        Ok(self.numbers(q).await?.first().is_some_and(|r| r.n > 0))
+    }
+
     fn dialect(&self) -> sql::Dialect {
         match self.backend {
             Backend::Sqlite(_) => sql::Dialect::Sqlite,

@@ -261,6 +261,20 @@ pub(crate) fn sketch_top(
     b.build()
 }
 
+/// Numbers: how many of the scope's sketch rows are partial (in `n`).
+pub(crate) fn sketch_partial(d: Dialect, scope: &Scope<'_>) -> Query {
+    let mut b = Builder::new(d);
+    b.sql(match d {
+        Dialect::Sqlite => "SELECT 0, 0, 0, 0, count(*)",
+        Dialect::ClickHouse => {
+            "SELECT toInt64(0), toInt64(0), toUInt64(0), toUInt64(0), toUInt64(count())"
+        }
+    });
+    b.scope_where(Table::Sketch, scope);
+    b.sql(" AND partial != 0");
+    b.build()
+}
+
 /// Text: the algorithm of the task's newest stored estimate.
 pub(crate) fn sketch_algorithm(d: Dialect, task: &str) -> Query {
     let (start, _, _) = Table::Sketch.times(d);

@@ -183,6 +183,7 @@ impl Drive {
                 memory_bytes: 0,
                 packets: counts[i].values().map(|c| c.packets).sum(),
                 bytes: counts[i].values().map(|c| c.bytes).sum(),
+                partial: false,
             };
             if self.error.is_none() {
                 self.error = self.sink.sketch_period(task, &period).err();

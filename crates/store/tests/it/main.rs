@@ -444,3 +444,63 @@ fn fuzz_seed_store_files_open_or_are_refused() {
     }
     assert!(!names.iter().any(|n| n == "store-v3.db"), "{refused:?}");
 }
+
+#[tokio::test]
+async fn a_partial_sketch_period_is_stored_and_read_back_as_partial() {
+    use netspectra_model::task::TaskKind;
+    use netspectra_model::window::{Estimate, SketchPeriod};
+    use netspectra_store::read::{Filter, Reader, Scope, TimeRange};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("p.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let plan = Plan::default_tasks();
+    let run = store
+        .begin_run("e", "test", &json!([]), &plan.tasks, plan.window_ns)
+        .unwrap();
+    let task = plan
+        .tasks
+        .iter()
+        .find(|t| matches!(t.kind, TaskKind::Sketch(_)))
+        .expect("a sketch task")
+        .clone();
+    let mut sink = store.sink(run, "e").unwrap();
+    let estimate = |src: u8| Estimate {
+        key: netspectra_model::FlowKey::project(
+            &PacketRecord {
+                src_ip: ip::from_v4([10, 0, 0, src]),
+                ..Default::default()
+            },
+            &task.key,
+        ),
+        estimate: 100,
+        error_bound: 1,
+    };
+    for (start, partial) in [(0u64, false), (60_000_000_000, true)] {
+        let period = SketchPeriod {
+            start_ns: start,
+            end_ns: start + 60_000_000_000,
+            heavy_packets: vec![estimate(1)],
+            spreaders: vec![estimate(1)],
+            partial,
+            ..Default::default()
+        };
+        sink.sketch_period(&task, &period).unwrap();
+    }
+    drop(sink);
+    let reader = Reader::open(&netspectra_store::StoreUrl::Sqlite(path)).unwrap();
+    let filter = Filter::default();
+    let scope = |from_ns, to_ns| Scope {
+        task: &task.name,
+        key: &task.key,
+        range: TimeRange { from_ns, to_ns },
+        filter: &filter,
+    };
+    assert!(!reader
+        .sketch_partial(&scope(0, 60_000_000_000))
+        .await
+        .unwrap());
+    assert!(reader
+        .sketch_partial(&scope(0, u64::MAX >> 1))
+        .await
+        .unwrap());
+}
