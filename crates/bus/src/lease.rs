@@ -194,6 +194,28 @@ impl LeaseBucket {
         }
     }
 
+    /// Leaves a short note under `key` (it expires with the bucket's TTL):
+    /// how a holder tells the next one something, e.g. a clean handover.
+    pub async fn note(&self, key: &str, value: &str) -> Result<(), BusError> {
+        self.kv
+            .put(key, Bytes::from(value.to_owned()))
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(format!("writing {key}"), e))
+    }
+
+    /// Reads and removes the note under `key`, if any.
+    pub async fn take_note(&self, key: &str) -> Result<Option<String>, BusError> {
+        let value = self.holder(key).await?;
+        if value.is_some() {
+            self.kv
+                .delete(key)
+                .await
+                .map_err(|e| self.error(format!("removing {key}"), e))?;
+        }
+        Ok(value)
+    }
+
     /// Who holds `duty` now, if anyone.
     pub async fn holder(&self, duty: &str) -> Result<Option<String>, BusError> {
         let entry = self

@@ -46,6 +46,8 @@ pub use publish::{PublishHealth, PublishStats, Publisher, RetryPolicy, ShardStat
 
 /// Acknowledges one JetStream message (what [`Delivery::acker`] holds).
 pub use async_nats::jetstream::message::Acker;
+/// How a JetStream message is answered (ack, nak, …).
+pub use async_nats::jetstream::AckKind;
 /// A NATS connection ([`Consumer::client`]).
 pub use async_nats::Client as NatsClient;
 

@@ -229,6 +229,17 @@ impl EngineInput {
         self.windows_flushed
     }
 
+    /// End (ns) of the open sketch period, once a packet opened one.
+    pub fn period_end(&self) -> Option<u64> {
+        self.period.map(|(_, end)| end)
+    }
+
+    /// Start (ns) of the open sketch period: where a record pushed now is
+    /// counted, late or not.
+    pub fn period_start(&self) -> Option<u64> {
+        self.period.map(|(start, _)| start)
+    }
+
     /// IP records accepted so far.
     pub fn packets(&self) -> u64 {
         self.packets

@@ -119,7 +119,7 @@ pub fn open_spooled(
                 .join(&url.database)
                 .join(netspectra_model::safe_name(writer_id));
             Ok(Box::new(
-                ClickHouseStore::open_or_defer(url)?.with_spool_dir(spool),
+                ClickHouseStore::open_or_defer(url)?.with_shared_spool_root(spool),
             ))
         }
     }

@@ -349,8 +349,9 @@ fn jetstream_engine_killed_mid_stream_and_restarted_still_counts_exactly() {
 fn jetstream_engines_started_alike_survive_a_sigkill_and_count_exactly() {
     let server = NatsServer::start(true);
     let dir = tempfile::tempdir().unwrap();
-    // ~3 s of packet time replayed at its pace, 100 ms windows.
-    let (file, truth) = crate::gen(dir.path(), "f.pcap", 300_000, 14, "pcap", &[]);
+    // ~6 s of packet time replayed at its pace, 100 ms windows: traffic
+    // goes on after the takeover (≤ 2 TTLs), so the split shows.
+    let (file, truth) = crate::gen(dir.path(), "f.pcap", 600_000, 14, "pcap", &[]);
     let cfg = dir.path().join("ns.yaml");
     std::fs::write(
         &cfg,
@@ -437,6 +438,16 @@ fn jetstream_engines_started_alike_survive_a_sigkill_and_count_exactly() {
     for (summary, _) in &survivors {
         assert_eq!(summary["acks"]["unacked"], 0, "{summary}");
     }
+    // The dead engine's share of a period went to a survivor midway: the
+    // survivor's sketch rows of that period are marked partial.
+    let partial: i64 = open_db(&db)
+        .query_row(
+            "SELECT COUNT(*) FROM sketch_rows WHERE partial = 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(partial > 0, "a failover marks the split period partial");
     assert_stores_match_truth(&[db], &truth);
 }
 

@@ -24,6 +24,10 @@ use netspectra_bus::{BusConfig, BusError};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+fn handover_key(shard: u32) -> String {
+    format!("handover.{shard}")
+}
+
 /// Shard moves decided by one heartbeat, for the consuming loop to carry out.
 #[derive(Debug, Default)]
 pub(crate) struct Moves {
@@ -43,8 +47,9 @@ pub(crate) struct Elastic {
     interval: Duration,
     next_beat: Instant,
     /// Shards no longer consumed, released once windows up to the given
-    /// index are stored.
-    leaving: BTreeMap<u32, u64>,
+    /// index are stored; with the period boundary they stopped at, when
+    /// they left cleanly there.
+    leaving: BTreeMap<u32, (u64, Option<u64>)>,
     /// Members seen at the last heartbeat.
     members: Vec<String>,
     /// Core NATS: the last batch applied per shard and probe, shared.
@@ -112,11 +117,27 @@ impl Elastic {
         let ready: Vec<u32> = self
             .leaving
             .iter()
-            .filter(|&(_, &window)| !self.jetstream || written > window)
+            .filter(|&(_, &(window, _))| !self.jetstream || written > window)
             .map(|(&s, _)| s)
             .collect();
         for shard in ready {
-            self.leaving.remove(&shard);
+            match self.leaving.remove(&shard) {
+                // The next owner starts at a period boundary: its sketches,
+                // and ours, see whole periods of this shard.
+                Some((_, Some(boundary))) => {
+                    self.membership
+                        .bucket()
+                        .note(&handover_key(shard), &boundary.to_string())
+                        .await?
+                }
+                // Not clean: no older note may say otherwise.
+                _ => {
+                    self.membership
+                        .bucket()
+                        .take_note(&handover_key(shard))
+                        .await?;
+                }
+            }
             self.membership.give_back(shard).await?;
             tracing::info!(message = "shard handed over", shard);
         }
@@ -164,11 +185,23 @@ impl Elastic {
     }
 
     /// The loop stopped consuming `shard` and applied everything it had
-    /// received from it into windows up to `window`; the lease is released
-    /// at the first heartbeat after that window is stored.
-    pub(crate) fn stopped(&mut self, shard: u32, window: u64) {
-        self.leaving.insert(shard, window);
+    /// received from it into windows up to `window` (`boundary`: exactly up
+    /// to that period end); the lease is released at the first heartbeat
+    /// after that window is stored.
+    pub(crate) fn stopped(&mut self, shard: u32, window: u64, boundary: Option<u64>) {
+        self.leaving.insert(shard, (window, boundary));
         self.next_beat = Instant::now();
+    }
+
+    /// Whether the previous owner of `shard` (just taken) left it cleanly
+    /// at a period boundary (then this engine's sketches are not split).
+    pub(crate) async fn took_cleanly(&self, shard: u32) -> Result<bool, BusError> {
+        Ok(self
+            .membership
+            .bucket()
+            .take_note(&handover_key(shard))
+            .await?
+            .is_some())
     }
 
     /// Releases every lease and leaves, so others take over at once

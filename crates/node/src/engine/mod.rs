@@ -48,7 +48,7 @@ use netspectra_model::PacketRecord;
 use netspectra_proto::wire;
 use netspectra_store::{Store, StoreUrl};
 use serde_json::{json, Value};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -491,9 +491,15 @@ impl RunningEngine {
         let mut last_applied = Instant::now();
         let mut cluster_error = false;
         let mut cleaned = HashSet::new();
-        // A shard moved mid-stream: the packet time it happened at is noted
-        // (at the next packet, if none was applied yet) for the sketches.
-        let mut split_pending = false;
+
+        // JetStream shards leaving at the end of their sketch period (its
+        // end, ns), batches of the next period given back (NAK) meanwhile,
+        // and the shards whose boundary was reached.
+        let mut departing: BTreeMap<u32, u64> = BTreeMap::new();
+        let grace_ns = cfg.config.aggregator.grace.0;
+        let mut naks: Vec<netspectra_bus::Acker> = Vec::new();
+        let mut reached: Vec<u32> = Vec::new();
+        let mut fresh: BTreeSet<u32> = BTreeSet::new();
         let mut last_seed_try = Instant::now() - poll;
         let mut seed_failing = false;
         // Retention: one engine per cluster (the leader of duty `retention`)
@@ -551,8 +557,45 @@ impl RunningEngine {
                     &ack_tx,
                     &shards,
                     shard_count,
+                    &mut Departures {
+                        at: &departing,
+                        naks: &mut naks,
+                        reached: &mut reached,
+                        fresh: &mut fresh,
+                        splits: &splits,
+                    },
                 )
             };
+        }
+        // Stops consuming `$list`, applies what was received from them,
+        // and (elastic) hands them over once that is stored; `$boundary`:
+        // they stop exactly at a period end (a clean handover).
+        macro_rules! stop_shards {
+            ($list:expr, $boundary:expr) => {{
+                let list: Vec<u32> = $list;
+                for &s in &list {
+                    rt.block_on(consumer.remove_shard(s));
+                }
+                while let Ok(d) = rx.try_recv() {
+                    apply_one!(d);
+                }
+                if !naks.is_empty() {
+                    rt.block_on(nak_all(&mut naks));
+                }
+                shards.retain(|s| !list.contains(s));
+                unseeded.retain(|s| !list.contains(s));
+                fresh.retain(|s| !list.contains(s));
+                // Batches of theirs drained just now were given back too.
+                reached.retain(|s| !list.contains(s));
+                for &s in &list {
+                    let boundary = departing.remove(&s).filter(|_| $boundary);
+                    if let Some(el) = elastic.as_mut() {
+                        el.stopped(s, engine.window_index(), boundary);
+                    }
+                    tracing::info!(message = "giving a shard to another engine", shard = s,
+                        window = engine.window_index(), at_period_end = ?boundary);
+                }
+            }};
         }
         loop {
             if last_export.elapsed() >= EXPORT_EVERY {
@@ -595,11 +638,14 @@ impl RunningEngine {
             }
             if let Some(el) = elastic.as_mut().filter(|e| e.due()) {
                 let written = *written_tx.borrow();
-                let moves = match rt.block_on(el.beat(written)) {
+                let beat = rt.block_on(el.beat(written));
+                let moves = match beat {
                     Ok(m) => {
                         if std::mem::take(&mut cluster_error) {
                             tracing::info!(message = "cluster heartbeat works again", engine = %engine_id);
                         }
+                        // A departure the cluster no longer wants is cancelled.
+                        departing.retain(|s, _| m.give_back.contains(s));
                         m
                     }
                     Err(error) => {
@@ -609,32 +655,47 @@ impl RunningEngine {
                         elastic::Moves::default()
                     }
                 };
-                for &s in moves.lost.iter().chain(&moves.give_back) {
-                    rt.block_on(consumer.remove_shard(s));
-                }
-                if (!moves.lost.is_empty() || !moves.give_back.is_empty()) && c.newest_ts_ns > 0 {
-                    // The rest of this period goes to another engine.
-                    splits
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(c.newest_ts_ns);
-                }
-                if !moves.lost.is_empty() || !moves.give_back.is_empty() {
-                    // What was received from them is applied before they go.
-                    while let Ok(d) = rx.try_recv() {
-                        apply_one!(d);
-                    }
-                    shards.retain(|s| !moves.lost.contains(s) && !moves.give_back.contains(s));
-                }
+                // JetStream, once packets flow: a shard leaves at the end of
+                // its sketch period, so no period is split. Otherwise (and a
+                // lost lease) at once, the rest of the period going elsewhere.
+                let mut now: Vec<u32> = moves.lost.clone();
                 for &s in &moves.give_back {
-                    el.stopped(s, engine.window_index());
-                    tracing::info!(
-                        message = "giving a shard to another engine",
-                        shard = s,
-                        window = engine.window_index()
-                    );
+                    if departing.contains_key(&s) {
+                        continue;
+                    }
+                    match engine.period_end() {
+                        Some(end) if cfg.consumer.bus.jetstream && shards.contains(&s) => {
+                            departing.insert(s, end);
+                            tracing::info!(
+                                message = "a shard leaves at its period's end",
+                                shard = s,
+                                period_end_ns = end
+                            );
+                        }
+                        _ => now.push(s),
+                    }
                 }
-                unseeded.retain(|s| !moves.lost.contains(s) && !moves.give_back.contains(s));
+                if !now.is_empty() {
+                    // The open period is the one split (late packets join it).
+                    if let Some(start) = engine.period_start() {
+                        splits
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(c.newest_ts_ns.max(start + 1));
+                    }
+                    let lost = moves.lost.clone();
+                    for &s in &lost {
+                        departing.remove(&s);
+                        rt.block_on(consumer.remove_shard(s));
+                    }
+                    shards.retain(|s| !lost.contains(s));
+                    unseeded.retain(|s| !lost.contains(s));
+                    let given: Vec<u32> = now.into_iter().filter(|s| !lost.contains(s)).collect();
+                    if !given.is_empty() {
+                        stop_shards!(given, false);
+                    }
+                }
+                let el = elastic.as_mut().expect("in the elastic branch");
                 if !cfg.consumer.bus.jetstream {
                     let last = shards
                         .iter()
@@ -700,9 +761,17 @@ impl RunningEngine {
                             shards.push(s);
                         }
                         rt.block_on(consumer.flush())?;
-                        if had_owner && elastic.is_some() {
-                            // Another engine had this period's first part.
-                            split_pending = true;
+                        // Another engine had this period's first part, unless
+                        // it left every one of these shards at a period end.
+                        if let Some(el) = &elastic {
+                            for &s in &unseeded {
+                                // Read (and so remove) the handover note even
+                                // when no one had the shard: never a stale one.
+                                let clean = rt.block_on(el.took_cleanly(s)).unwrap_or(false);
+                                if had_owner && !clean {
+                                    fresh.insert(s);
+                                }
+                            }
                         }
                         tracing::info!(message = "consuming shards", shards = ?unseeded);
                         unseeded.clear();
@@ -721,17 +790,22 @@ impl RunningEngine {
             shards.sort_unstable();
             metrics::gauge!("netspectra_engine_owned_shards").set(shards.len() as f64);
             status.set(&shards, elastic.as_ref().map_or(&[][..], |e| e.members()));
-            if split_pending && c.newest_ts_ns > 0 {
-                split_pending = false;
-                splits
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(c.newest_ts_ns);
-            }
+
             // The packet clock: the newest timestamp plus the time since.
             // Closes an idle link's window, and a replay's last one.
             if let Some(at) = c.newest_at {
-                engine.tick(c.newest_ts_ns + at.elapsed().as_nanos() as u64);
+                let clock = c.newest_ts_ns + at.elapsed().as_nanos() as u64;
+                engine.tick(clock);
+                // A leaving shard that stays quiet past its period's end
+                // leaves then.
+                let quiet: Vec<u32> = departing
+                    .iter()
+                    .filter(|&(_, &end)| clock >= end.saturating_add(grace_ns))
+                    .map(|(&s, _)| s)
+                    .collect();
+                if !quiet.is_empty() {
+                    stop_shards!(quiet, true);
+                }
             }
             let got = rt.block_on(async { tokio::time::timeout(poll, rx.recv()).await });
             let d = match got {
@@ -752,6 +826,13 @@ impl RunningEngine {
             }
             last_applied = Instant::now();
             c.last_wall_ns = telemetry::wall_ns();
+            if !naks.is_empty() {
+                rt.block_on(nak_all(&mut naks));
+            }
+            if !reached.is_empty() {
+                let at_boundary = std::mem::take(&mut reached);
+                stop_shards!(at_boundary, true);
+            }
         }
         // Stop consuming; apply what was already received.
         consumer.stop();
@@ -878,6 +959,30 @@ impl EngineSummary {
     }
 }
 
+/// What `apply` needs to know about shards moving between engines.
+struct Departures<'a> {
+    /// Shard → the end of the period it leaves at.
+    at: &'a BTreeMap<u32, u64>,
+    /// Batches of the next period, to give back to the stream.
+    naks: &'a mut Vec<netspectra_bus::Acker>,
+    /// Shards whose boundary a batch reached.
+    reached: &'a mut Vec<u32>,
+    /// Shards taken mid-period from another engine, until their first batch.
+    fresh: &'a mut BTreeSet<u32>,
+    /// Packet times of those first batches (their periods are split).
+    splits: &'a Splits,
+}
+
+/// Gives messages back to JetStream for immediate redelivery (to the
+/// shard's next owner).
+async fn nak_all(naks: &mut Vec<netspectra_bus::Acker>) {
+    for acker in naks.drain(..) {
+        if let Err(error) = acker.ack_with(netspectra_bus::AckKind::Nak(None)).await {
+            tracing::debug!(message = "nak failed; redelivered after ack_wait", %error);
+        }
+    }
+}
+
 /// A jump in a probe's sequence larger than this is a restarted probe
 /// (its sequence starts at its start time in µs), not lost batches.
 const RESTART_GAP: u64 = 100_000;
@@ -918,12 +1023,38 @@ fn apply(
     ack_tx: &mpsc::UnboundedSender<(u64, netspectra_bus::Acker)>,
     owned: &[u32],
     shards: u32,
+    departures: &mut Departures<'_>,
 ) {
+    let mut d = d;
     match d.source {
         Source::Batch => {
             recs.clear();
             match wire::decode_batch(&d.payload, recs) {
                 Ok(h) => {
+                    if let (true, Some(first)) = (departures.fresh.remove(&h.shard), recs.first()) {
+                        // Another engine had the start of the period this
+                        // batch lands in (late packets join the open one).
+                        let open = engine.period_start().map_or(0, |p| p + 1);
+                        let at = first.ts_ns.max(open).max(1);
+                        tracing::info!(message = "a taken shard's period is split between engines: its sketches are marked partial", shard = h.shard, at_ns = at);
+                        departures
+                            .splits
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(at);
+                    }
+                    // A leaving shard's batch of the next period: given back.
+                    if let (Some(&end), Some(first)) = (departures.at.get(&h.shard), recs.first()) {
+                        if first.ts_ns >= end {
+                            if let Some(acker) = d.acker.take() {
+                                departures.naks.push(acker);
+                                if !departures.reached.contains(&h.shard) {
+                                    departures.reached.push(h.shard);
+                                }
+                                return;
+                            }
+                        }
+                    }
                     if d.acker.is_none() {
                         count_lost(c, dedupe, h.probe_id, h.shard, h.seq);
                     }

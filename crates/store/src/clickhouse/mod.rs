@@ -113,6 +113,9 @@ pub struct ClickHouseStore {
     /// Opened while the server was down: the writer sets the schema up
     /// before its first insert.
     schema_pending: bool,
+    /// The spool directory sits among other writers' spools (one per
+    /// writer under `<root>/<database>/`): take over those of dead writers.
+    adopt_orphans: bool,
 }
 
 impl ClickHouseStore {
@@ -186,6 +189,7 @@ impl ClickHouseStore {
             writer: Mutex::new(None),
             runs: HashMap::new(),
             schema_pending,
+            adopt_orphans: false,
         })
     }
 
@@ -194,6 +198,15 @@ impl ClickHouseStore {
     pub fn with_spool_dir(mut self, dir: impl Into<PathBuf>) -> ClickHouseStore {
         self.stop_writer();
         self.spool_dir = dir.into();
+        self
+    }
+
+    /// Spools in `dir`, one of the writer directories under a spool root
+    /// (`<root>/<database>/<writer>`), and replays the spools that dead
+    /// writers left beside it (what [`crate::open_spooled`] does).
+    pub fn with_shared_spool_root(mut self, dir: impl Into<PathBuf>) -> ClickHouseStore {
+        self = self.with_spool_dir(dir);
+        self.adopt_orphans = true;
         self
     }
 
@@ -342,13 +355,19 @@ impl ClickHouseStore {
         let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if guard.is_none() {
             let schema = self.schema_pending.then(|| self.url.clone());
-            let handle =
-                writer::spawn(&self.url, &self.spool_dir, self.config, schema).map_err(|e| {
-                    self.error(format!(
-                        "cannot open the spool directory {}: {e}",
-                        self.spool_dir.display()
-                    ))
-                })?;
+            let handle = writer::spawn(
+                &self.url,
+                &self.spool_dir,
+                self.config,
+                schema,
+                self.adopt_orphans,
+            )
+            .map_err(|e| {
+                self.error(format!(
+                    "cannot open the spool directory {}: {e}",
+                    self.spool_dir.display()
+                ))
+            })?;
             *guard = Some(handle);
         }
         Ok(f(guard.as_ref().expect("writer started")))

@@ -124,7 +124,8 @@ impl Spool {
         let (mut batches, mut rows) = (0, 0);
         for sibling in fs::read_dir(&parent)?.flatten() {
             let path = sibling.path();
-            if path == self.dir || !path.is_dir() {
+            // Only spool directories (a writer left its lock file there).
+            if path == self.dir || !path.join(LOCK).is_file() {
                 continue;
             }
             // Held by a live writer: not an orphan.

@@ -161,9 +161,15 @@ pub(crate) fn spawn(
     spool_dir: &Path,
     config: WriterConfig,
     schema: Option<ClickHouseUrl>,
+    adopt: bool,
 ) -> std::io::Result<WriterHandle> {
     let mut spool = Spool::open(spool_dir)?;
-    match spool.adopt_orphans() {
+    let adopted = if adopt {
+        spool.adopt_orphans()
+    } else {
+        Ok((0, 0))
+    };
+    match adopted {
         Ok((0, _)) => {}
         Ok((batches, rows)) => tracing::info!(
             message = "adopted the spool of a writer that died; replaying it",
