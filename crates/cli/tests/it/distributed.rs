@@ -400,12 +400,24 @@ fn jetstream_engines_started_alike_survive_a_sigkill_and_count_exactly() {
     .stderr(Stdio::inherit())
     .spawn()
     .unwrap();
-    // Kill one once the fleet has settled and stored windows.
+    // Kill one once it consumes shards of its own (they move at period
+    // ends) and windows are stored.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while rows_stored(&db) == 0 || started.elapsed() < Duration::from_millis(1500) {
-        assert!(Instant::now() < deadline, "nothing stored");
+    let consuming = |e: &EngineProc| {
+        e.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, l)| l.contains("consuming shards"))
+    };
+    while rows_stored(&db) == 0
+        || started.elapsed() < Duration::from_millis(1500)
+        || !consuming(&engines[1])
+    {
+        assert!(Instant::now() < deadline, "the victim never consumed");
         std::thread::sleep(Duration::from_millis(20));
     }
+    std::thread::sleep(Duration::from_millis(300));
     let killed_at = Instant::now();
     drop(engines.remove(1)); // SIGKILL: no flush, no acks, no release
     assert!(
