@@ -56,3 +56,69 @@ fn the_live_role_counts_what_was_sent_and_stops_on_shutdown() {
     assert_eq!(report.engine.tasks[0].packets, sizes.len() as u64);
     assert_eq!(summary.capture_json()["stopped_by"], "signal");
 }
+
+#[test]
+fn an_idle_links_window_is_stored_at_its_end_plus_grace_while_the_run_goes_on() {
+    netspectra_testkit::netns::require_root();
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("live.db");
+    let mut config = Config::default();
+    // One-second windows, the default 2 s grace.
+    config.aggregator.snapshot_interval =
+        Some(netspectra_model::config::DurationText(1_000_000_000));
+    let run = LiveRun::start(LiveRunConfig {
+        capture: LiveOptions {
+            bpf: Some(format!("udp and dst port {port}")),
+            timeout_ms: 10,
+            ..LiveOptions::new("lo")
+        },
+        config,
+        workers: 1,
+        store: Some(format!("sqlite:{}", db.display())),
+        top: 0,
+        duration: None,
+        count: None,
+        persist: None,
+        serve: None,
+        metrics: None,
+    })
+    .unwrap();
+    let shutdown = Shutdown::new();
+    let waiting = {
+        let shutdown = shutdown.clone();
+        std::thread::spawn(move || run.wait(&shutdown, &mut |_| {}))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..10 {
+        sender.send_to(&[1u8; 32], ("127.0.0.1", port)).unwrap();
+    }
+    let sent = std::time::Instant::now();
+    // Then nothing: the window must still be stored, within 1 s + 2 s.
+    let stored = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .ok()
+            .and_then(|c| {
+                c.query_row(
+                    "SELECT COALESCE(SUM(packets), 0) FROM exact_rows WHERE task = 'per_src_ip'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok()
+            })
+            .unwrap_or(0)
+    };
+    while stored() < 10 {
+        assert!(
+            sent.elapsed() < Duration::from_secs(8),
+            "the idle window was not stored while the run went on"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!waiting.is_finished(), "stored before any stop");
+    shutdown.trigger();
+    waiting.join().unwrap().unwrap();
+    assert_eq!(stored(), 10, "and counted once");
+}
