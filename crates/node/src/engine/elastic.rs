@@ -7,8 +7,11 @@
 //! ```text
 //!  should own, free ─► take lease ─► (JetStream) seed dedupe from every engine's
 //!                                     stored progress ─► consume
-//!  owns, should not ─► stop consuming ─► apply what was queued ─► wait until that
-//!                      window is stored (JetStream) ─► release lease ─► new owner takes it
+//!  owns, should not ─► (JetStream) keep consuming until the sketch period ends,
+//!                      giving its next-period batches back (NAK) ─► stop consuming ─►
+//!                      apply what was queued ─► wait until that window is stored ─►
+//!                      note the clean handover ─► release lease ─► new owner takes it
+//!                      (core NATS: stop at once; the split period is marked partial)
 //!  lease lost (expired while paused, NATS gone > ¾ TTL) ─► stop consuming at once
 //! ```
 //!

@@ -8,17 +8,22 @@
 //!                                 └─► (window index, acker) ─► AckQueue ◄── windows written
 //! ```
 //!
+//! Which shards an engine consumes: `elastic.rs` (leases in NATS KV) or the
+//! static `--engines/--engine-index` split.
+//!
 //! JetStream acks follow the store: a batch is acknowledged only once every
-//! window holding its packets has been written (and, at a period's end, the
+//! window holding its packets is durable (and, at a period's end, the
 //! period's sketch rows too). A SIGKILLed engine therefore loses nothing it
 //! had not stored — the server redelivers those batches to its successor.
 //! It counts nothing twice either: each window is stored together with the
 //! engine's progress (`bus_progress`: the `Dedupe` ranges of every batch
-//! whose packets are in that window or an earlier one; in the same
-//! transaction on SQLite, after the rows on ClickHouse), and an engine
-//! starting with `--jetstream` seeds its `Dedupe` with the progress stored
-//! under its engine id, so batches whose window was written but whose acks
-//! had not reached the server are skipped (and acked) when redelivered.
+//! whose packets are in that window or an earlier one, and the run and
+//! window end it covers; in the same transaction on SQLite, after the rows
+//! on ClickHouse), and an engine about to consume a shard seeds its `Dedupe`
+//! with every engine's stored progress for it (and drops a dead engine's
+//! rows that no progress covers), so batches whose window was written but
+//! whose acks had not reached the server are skipped (and acked) when
+//! redelivered.
 //! Exceptions: a batch whose packets span a window cut (`split_batches`,
 //! warned about: the probe aligns batches to the windows) is recorded with
 //! its last window, so a crash between the two windows counts its first
