@@ -56,3 +56,7 @@ if cargo clippy --version >/dev/null 2>&1; then
 fi
 log "cargo test"
 cargo test --workspace
+# Fuzz every input parser for a bounded time (nightly toolchain; the script
+# installs cargo-fuzz when missing); a crash fails the run.
+log "fuzzing (${FUZZ_SECONDS:-20} s per target)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
