@@ -169,7 +169,7 @@ impl Membership {
     pub async fn give_back(&self, shard: u32) -> Result<(), BusError> {
         let lease = self.lock().shards.remove(&shard);
         match lease {
-            Some(lease) => self.bucket.release_held(lease, &self.id).await,
+            Some(lease) => self.bucket.release(lease, &self.id).await,
             None => Ok(()),
         }
     }
@@ -192,9 +192,9 @@ impl Membership {
             (h.member.clone(), std::mem::take(&mut h.shards))
         };
         for (_, lease) in shards {
-            self.bucket.release_held(lease, &self.id).await?;
+            self.bucket.release(lease, &self.id).await?;
         }
-        self.bucket.release_held(member, &self.id).await
+        self.bucket.release(member, &self.id).await
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -279,28 +279,9 @@ pub struct SeqBoard {
 impl SeqBoard {
     /// Opens (creating if missing) the board of `bus`.
     pub async fn open(client: &async_nats::Client, bus: &BusConfig) -> Result<SeqBoard, BusError> {
-        use async_nats::jetstream::kv;
         let js = async_nats::jetstream::new(client.clone());
         let name = format!("{}_SEQ", bucket_name(bus).trim_end_matches("_CLUSTER"));
-        let err = |e: async_nats::Error| BusError::JetStream {
-            what: format!("opening KV bucket {name}"),
-            source: e,
-        };
-        let kv = match js.get_key_value(&name).await {
-            Ok(kv) => kv,
-            Err(_) => match js
-                .create_key_value(kv::Config {
-                    bucket: name.clone(),
-                    history: 1,
-                    storage: async_nats::jetstream::stream::StorageType::Memory,
-                    ..Default::default()
-                })
-                .await
-            {
-                Ok(kv) => kv,
-                Err(e) => js.get_key_value(&name).await.map_err(|_| err(e.into()))?,
-            },
-        };
+        let kv = crate::lease::open_kv(&js, &name, Duration::ZERO).await?;
         Ok(SeqBoard { kv })
     }
 

@@ -79,27 +79,7 @@ impl LeaseBucket {
         name: &str,
         ttl: Duration,
     ) -> Result<LeaseBucket, BusError> {
-        let config = kv::Config {
-            bucket: name.to_string(),
-            history: 1,
-            max_age: ttl,
-            storage: async_nats::jetstream::stream::StorageType::Memory,
-            ..Default::default()
-        };
-        let kv = match js.get_key_value(name).await {
-            Ok(kv) => kv,
-            // Created here, or by a peer starting at the same moment.
-            Err(_) => match js.create_key_value(config).await {
-                Ok(kv) => kv,
-                Err(create) => js
-                    .get_key_value(name)
-                    .await
-                    .map_err(|_| BusError::JetStream {
-                        what: format!("creating KV bucket {name}"),
-                        source: create.into(),
-                    })?,
-            },
-        };
+        let kv = open_kv(js, name, ttl).await?;
         Ok(LeaseBucket { kv, ttl })
     }
 
@@ -145,22 +125,10 @@ impl LeaseBucket {
         }
     }
 
-    /// Gives `lease` up at once (if it is still ours).
-    pub async fn release(&self, lease: Lease) -> Result<(), BusError> {
-        match self
-            .kv
-            .delete_expect_revision(&lease.duty, Some(lease.revision))
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
-            Err(e) => Err(self.error(format!("releasing {}", lease.duty), e)),
-        }
-    }
-
-    /// Gives `lease` up even if a renewal raced with the release: when the
-    /// revision moved, the entry is deleted if `holder` still holds it.
-    pub async fn release_held(&self, lease: Lease, holder: &str) -> Result<(), BusError> {
+    /// Gives `lease` up at once, even if a renewal raced with the release:
+    /// when the revision moved, the entry is deleted if `holder` still
+    /// holds it (and left alone if someone else took it meanwhile).
+    pub async fn release(&self, lease: Lease, holder: &str) -> Result<(), BusError> {
         let duty = lease.duty.clone();
         let err = |e: kv::UpdateError| self.error(format!("releasing {duty}"), e);
         match self
@@ -233,6 +201,36 @@ impl LeaseBucket {
             what,
             source: e.into(),
         }
+    }
+}
+
+/// Opens the KV bucket `name` (history 1, memory storage; entries expire
+/// `max_age` after their last write, `ZERO`: never), creating it if missing.
+pub(crate) async fn open_kv(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    max_age: Duration,
+) -> Result<kv::Store, BusError> {
+    if let Ok(kv) = js.get_key_value(name).await {
+        return Ok(kv);
+    }
+    let config = kv::Config {
+        bucket: name.to_string(),
+        history: 1,
+        max_age,
+        storage: async_nats::jetstream::stream::StorageType::Memory,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(kv) => Ok(kv),
+        // A peer starting at the same moment created it first.
+        Err(create) => js
+            .get_key_value(name)
+            .await
+            .map_err(|_| BusError::JetStream {
+                what: format!("creating KV bucket {name}"),
+                source: create.into(),
+            }),
     }
 }
 
