@@ -505,6 +505,9 @@ impl RunningEngine {
         let mut naks: Vec<netspectra_bus::Acker> = Vec::new();
         let mut reached: Vec<u32> = Vec::new();
         let mut fresh: BTreeSet<u32> = BTreeSet::new();
+        // The shards consumed or the members seen changed since the view
+        // and the owned-shards gauge were last set.
+        let mut view_changed = true;
         let mut last_seed_try = Instant::now() - poll;
         let mut seed_failing = false;
         // Retention: one engine per cluster (the leader of duty `retention`)
@@ -588,6 +591,7 @@ impl RunningEngine {
                     rt.block_on(nak_all(&mut naks));
                 }
                 shards.retain(|s| !list.contains(s));
+                view_changed = true;
                 unseeded.retain(|s| !list.contains(s));
                 fresh.retain(|s| !list.contains(s));
                 // Batches of theirs drained just now were given back too.
@@ -644,6 +648,8 @@ impl RunningEngine {
             if let Some(el) = elastic.as_mut().filter(|e| e.due()) {
                 let written = *written_tx.borrow();
                 let beat = rt.block_on(el.beat(written));
+                // Members may have changed.
+                view_changed = true;
                 let moves = match beat {
                     Ok(m) => {
                         if std::mem::take(&mut cluster_error) {
@@ -780,8 +786,7 @@ impl RunningEngine {
                         }
                         tracing::info!(message = "consuming shards", shards = ?unseeded);
                         unseeded.clear();
-                        shards.sort_unstable();
-                        status.set(&shards, elastic.as_ref().map_or(&[][..], |e| e.members()));
+                        view_changed = true;
                     }
                     Err(error) => {
                         telemetry
@@ -792,9 +797,12 @@ impl RunningEngine {
                     }
                 }
             }
-            shards.sort_unstable();
-            metrics::gauge!("netspectra_engine_owned_shards").set(shards.len() as f64);
-            status.set(&shards, elastic.as_ref().map_or(&[][..], |e| e.members()));
+            // Shards or members changed: tell the metrics and the view.
+            if std::mem::take(&mut view_changed) {
+                shards.sort_unstable();
+                metrics::gauge!("netspectra_engine_owned_shards").set(shards.len() as f64);
+                status.set(&shards, elastic.as_ref().map_or(&[][..], |e| e.members()));
+            }
 
             // The packet clock: the newest timestamp plus the time since.
             // Closes an idle link's window, and a replay's last one.
