@@ -161,34 +161,6 @@ fn stored(db: &Path) -> u64 {
     .unwrap() as u64
 }
 
-/// A probe replaying `path` into NATS at `url` (JetStream), from a thread.
-fn probe_thread(
-    url: String,
-    path: std::path::PathBuf,
-    realtime: bool,
-) -> std::thread::JoinHandle<serde_json::Value> {
-    std::thread::spawn(move || {
-        let probe = Probe::start(ProbeConfig {
-            input: ProbeInput::Files {
-                paths: vec![path],
-                realtime,
-            },
-            bus: BusConfig {
-                jetstream: true,
-                ..BusConfig::new(url)
-            },
-            probe_id: "probe-resilient".into(),
-            limits: BatchLimits {
-                align_ns: default_align_ns(&Config::default()),
-                ..BatchLimits::default()
-            },
-            metrics: None,
-        })
-        .unwrap();
-        probe.wait(&Shutdown::new()).unwrap().json()
-    })
-}
-
 fn jetstream_engine(nats: &NatsServer, db: &Path) -> EngineConfig {
     let mut cfg = engine_config(nats, db, Some(Duration::from_secs(6)));
     cfg.consumer.bus.jetstream = true;
@@ -202,7 +174,7 @@ fn a_probe_started_before_nats_publishes_everything_once_nats_is_up() {
     let dir = tempfile::tempdir().unwrap();
     let (path, truth) = crate::capture(dir.path(), 30_000, 13);
     let db = dir.path().join("engine.db");
-    let probe = probe_thread(nats.url(), path, false);
+    let probe = crate::replay(nats.url(), path, true, false, &Config::default());
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!probe.is_finished(), "the probe waits for NATS");
     nats.start_again();
@@ -227,7 +199,7 @@ fn nats_restarted_mid_replay_loses_and_repeats_nothing() {
     let db = dir.path().join("engine.db");
     let engine = EngineRole::start(jetstream_engine(&nats, &db)).unwrap();
     let engine = std::thread::spawn(move || engine.wait(&Shutdown::new()));
-    let probe = probe_thread(nats.url(), path, true);
+    let probe = crate::replay(nats.url(), path, true, true, &Config::default());
     std::thread::sleep(Duration::from_millis(1200));
     nats.stop();
     std::thread::sleep(Duration::from_millis(1000));

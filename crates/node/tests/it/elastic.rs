@@ -4,17 +4,16 @@
 //! first (core NATS) or join and leave during the replay (JetStream).
 
 use netspectra_bus::cluster;
-use netspectra_bus::{BatchLimits, BusConfig, ConsumerConfig};
+use netspectra_bus::{BusConfig, ConsumerConfig};
 use netspectra_capture::gen::Truth;
 use netspectra_model::config::{Config, DurationText};
 use netspectra_node::engine::{
     ClusterView, EngineConfig, EngineRole, EngineSummary, RunningEngine,
 };
-use netspectra_node::probe::{default_align_ns, Probe, ProbeConfig, ProbeInput};
 use netspectra_node::{NodeError, Shutdown};
 use netspectra_testkit::nats::NatsServer;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -80,32 +79,6 @@ fn spawn(engine: RunningEngine) -> Running {
     let stop = Shutdown::new();
     let s = stop.clone();
     (view, stop, std::thread::spawn(move || engine.wait(&s)))
-}
-
-/// Replays `path` (at its own pace with `realtime`) from a probe thread.
-fn replay(nats: &NatsServer, path: PathBuf, jetstream: bool, realtime: bool) -> JoinHandle<()> {
-    let url = nats.url();
-    std::thread::spawn(move || {
-        let probe = Probe::start(ProbeConfig {
-            input: ProbeInput::Files {
-                paths: vec![path],
-                realtime,
-            },
-            bus: BusConfig {
-                name: "probe test".into(),
-                jetstream,
-                ..BusConfig::new(url)
-            },
-            probe_id: "probe-elastic".into(),
-            limits: BatchLimits {
-                align_ns: default_align_ns(&config()),
-                ..BatchLimits::default()
-            },
-            metrics: None,
-        })
-        .unwrap();
-        probe.wait(&Shutdown::new()).unwrap();
-    })
 }
 
 /// Waits until every engine consumes exactly the shards rendezvous hashing
@@ -191,7 +164,9 @@ fn three_engines_started_alike_split_the_shards_and_count_each_packet_once() {
     let err = engine(&nats, &db, "e-b", false).err().expect("id in use");
     assert!(err.to_string().contains("'e-b' is in use"), "{err}");
 
-    replay(&nats, path, false, false).join().unwrap();
+    crate::replay(nats.url(), path, false, false, &config())
+        .join()
+        .unwrap();
     let mut packets = Vec::new();
     for (_, _, h) in engines {
         let s = h.join().unwrap().unwrap().json();
@@ -231,7 +206,7 @@ fn jetstream_engines_joining_and_leaving_mid_replay_lose_and_repeat_nothing() {
         .iter()
         .map(|id| spawn(engine_idle(&nats, &db, id, true, idle).unwrap()))
         .collect();
-    let probe = replay(&nats, path, true, true);
+    let probe = crate::replay(nats.url(), path, true, true, &config());
     std::thread::sleep(Duration::from_millis(700));
     // A fourth joins mid-replay, and one of the first three stops.
     let fourth = spawn(engine_idle(&nats, &db, "j-d", true, idle).unwrap());
@@ -351,7 +326,7 @@ fn a_jetstream_engine_joining_mid_replay_takes_shards_at_period_ends_splitting_n
     let (path, truth) = crate::capture(dir.path(), 300_000, 24);
     let db = dir.path().join("store.db");
     let first = spawn(engine(&nats, &db, "p-a", true).unwrap());
-    let probe = replay(&nats, path, true, true);
+    let probe = crate::replay(nats.url(), path, true, true, &config());
     std::thread::sleep(Duration::from_millis(800));
     let second = spawn(engine(&nats, &db, "p-b", true).unwrap());
     probe.join().unwrap();
