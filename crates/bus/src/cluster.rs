@@ -185,8 +185,11 @@ impl Membership {
     }
 
     /// Releases every lease and leaves.
-    pub async fn leave(self) -> Result<(), BusError> {
+    pub async fn leave(mut self) -> Result<(), BusError> {
+        // Wait until the renewer is gone: a renewal still in flight could
+        // otherwise rejoin after the release below.
         self.renewer.abort();
+        let _ = (&mut self.renewer).await;
         let (member, shards) = {
             let mut h = self.lock();
             (h.member.clone(), std::mem::take(&mut h.shards))
