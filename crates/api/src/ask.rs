@@ -147,6 +147,45 @@ pub fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The alert history filter of `alerts` (HTTP) and `ListAlerts` (gRPC),
+/// validated the same way for both: `state` is `firing` or `resolved`,
+/// `rule` and `key` are bounded, `limit` as for rows.
+pub fn alert_filter(
+    (from_ns, to_ns): (Option<u64>, Option<u64>),
+    rule: Option<String>,
+    state: Option<String>,
+    key: Option<String>,
+    limit: Option<u64>,
+    limits: Limits,
+) -> Result<netspectra_model::alert::AlertFilter, ApiError> {
+    if let Some(state) = &state {
+        if !matches!(state.as_str(), "firing" | "resolved") {
+            return Err(bad(format!(
+                "state: `{state}` is not a state; use firing or resolved"
+            )));
+        }
+    }
+    for (name, v) in [("rule", &rule), ("key", &key)] {
+        if v.as_ref().is_some_and(|v| v.len() > MAX_TASK_NAME) {
+            return Err(bad(format!("{name}: longer than {MAX_TASK_NAME} bytes")));
+        }
+    }
+    if let (Some(f), Some(t)) = (from_ns, to_ns) {
+        if f >= t {
+            return Err(bad("`from` must be before `to`"));
+        }
+    }
+    let empty = |v: Option<String>| v.filter(|v| !v.is_empty());
+    Ok(netspectra_model::alert::AlertFilter {
+        from_ns: from_ns.unwrap_or(0),
+        to_ns,
+        rule: empty(rule),
+        state: empty(state),
+        key: empty(key),
+        limit: row_limit(limit, limits)?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

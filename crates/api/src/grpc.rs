@@ -421,6 +421,42 @@ impl pb::query_service_server::QueryService for Grpc {
             truncated: a.truncated,
         }))
     }
+
+    async fn list_alerts(
+        &self,
+        req: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        self.auth.check(&req)?;
+        let r = req.into_inner();
+        let filter = crate::ask::alert_filter(
+            (ns("start_time", r.start_time)?, ns("end_time", r.end_time)?),
+            text(r.rule),
+            text(r.state),
+            text(r.key),
+            r.limit.map(u64::from),
+            self.service.limits(),
+        )?;
+        let (found, truncated) = self.service.bounded(self.service.alerts(&filter)).await?;
+        let alerts = found
+            .into_iter()
+            .map(|a| pb::Alert {
+                key: key_map(serde_json::from_str(&a.key).unwrap_or_default()),
+                window_start: stamp(Time(a.window_start_ns)),
+                starts_at: stamp(Time(a.starts_at_ns)),
+                ends_at: a.ends_at_ns.and_then(|t| stamp(Time(t))),
+                rule: a.rule,
+                task: a.task,
+                metric: a.metric,
+                value: a.value,
+                operator: a.operator,
+                threshold: a.threshold,
+                severity: a.severity,
+                state: a.state,
+                analysis: a.analysis.unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListAlertsResponse { alerts, truncated }))
+    }
 }
 
 /// Go2NetSpectra's `v1.QueryService`: its five methods answered by the

@@ -14,6 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use netspectra_model::alert::AlertFilter;
 use netspectra_store::read::Measure;
 use serde::Deserialize;
 use serde_json::json;
@@ -34,6 +35,7 @@ pub const ROUTES: &[&str] = &[
     "/api/v1/super-spreaders",
     "/api/v1/timeseries",
     "/api/v1/runs",
+    "/api/v1/alerts",
 ];
 
 /// The OpenAPI 3 document served at `/api/v1/openapi.json`.
@@ -87,6 +89,9 @@ struct Params {
     by: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
+    rule: Option<String>,
+    state: Option<String>,
+    key: Option<String>,
 }
 
 /// `Query<Params>` with our JSON error instead of axum's plain-text one.
@@ -139,6 +144,40 @@ impl Params {
             dst_ip: self.dst_ip,
         }
         .validate(limits)
+    }
+
+    /// The alert history filter of `alerts`: time range, `rule`, `state`
+    /// (`firing` or `resolved`), `key` (text the key contains), `limit`.
+    fn alert_filter(&self, limits: Limits) -> Result<AlertFilter, ApiError> {
+        let mut from_ns = self
+            .from
+            .as_deref()
+            .map(|t| parse_time("from", t))
+            .transpose()?;
+        if let Some(since) = self.since.as_deref() {
+            if from_ns.is_some() {
+                return Err(bad("give either `since` or `from`, not both"));
+            }
+            from_ns = Some(parse_since(since, now_ns())?);
+        }
+        let limit = self
+            .limit
+            .as_deref()
+            .map(|t| parse_number("limit", t))
+            .transpose()?;
+        let to_ns = self
+            .to
+            .as_deref()
+            .map(|t| parse_time("to", t))
+            .transpose()?;
+        crate::ask::alert_filter(
+            (from_ns, to_ns),
+            self.rule.clone(),
+            self.state.clone(),
+            self.key.clone(),
+            limit,
+            limits,
+        )
     }
 
     /// `by` (`packets`/`bytes`), or for heavy hitters the reference's
@@ -232,6 +271,16 @@ async fn timeseries(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiE
     Ok(Json(s.service.timeseries(&ask).await?).into_response())
 }
 
+async fn alerts(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
+    p.only_for("alerts")?;
+    let filter = p.alert_filter(s.service.limits())?;
+    let (alerts, truncated) = s.service.alerts(&filter).await?;
+    // The alert JSON (**contract**), with `truncated` as other lists have.
+    let mut body = netspectra_model::alert::alerts_json(&alerts);
+    body["truncated"] = truncated.into();
+    Ok(Json(body).into_response())
+}
+
 /// Each operation's parameters: whether it takes the time range and key
 /// filter ([`SCOPE`]), and what else. One table for the handlers and
 /// [`parse_query`].
@@ -244,6 +293,11 @@ const OPERATIONS: &[(&str, bool, &[&str])] = &[
     ("heavy-hitters", true, &["limit", "by", "type"]),
     ("super-spreaders", true, &["limit"]),
     ("timeseries", true, &["limit"]),
+    (
+        "alerts",
+        false,
+        &["from", "to", "since", "rule", "state", "key", "limit"],
+    ),
 ];
 
 /// A query string as the operation `op` reads it, validated.
@@ -317,6 +371,9 @@ impl Params {
             ("limit", &self.limit),
             ("by", &self.by),
             ("type", &self.kind),
+            ("rule", &self.rule),
+            ("state", &self.state),
+            ("key", &self.key),
         ];
         let allowed = |name: &str| (scoped && SCOPE.contains(&name)) || extra.contains(&name);
         match given.iter().find(|(name, v)| v.is_some() && !allowed(name)) {
@@ -406,6 +463,7 @@ pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
         .route("/api/v1/super-spreaders", get(super_spreaders))
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/runs", get(runs))
+        .route("/api/v1/alerts", get(alerts))
         // Outermost last: the token is checked before a slot is taken, so
         // unauthenticated callers cannot occupy the slots.
         .route_layer(middleware::from_fn_with_state(state.clone(), bounded))
@@ -441,6 +499,8 @@ mod tests {
             ("heavy-hitters", "by=x"),
             ("aggregate", "from=2024-13-01T00:00:00Z"),
             ("top", "limit=99999999999999999999999"),
+            ("alerts", "task=t"),
+            ("top", "rule=x"),
             ("nope", ""),
         ] {
             assert!(parse_query(op, query, l).is_err(), "{op}?{query}");

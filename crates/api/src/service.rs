@@ -5,6 +5,7 @@
 
 use crate::ask::Ask;
 use crate::error::{bad, ApiError};
+use netspectra_model::alert::{AlertFilter, AlertRecord};
 use netspectra_model::time::format_rfc3339_ns;
 use netspectra_model::{Dimension, FlowKey};
 use netspectra_store::read::{Measure, Reader, Scope, SketchMeasure, TaskInfo};
@@ -594,6 +595,19 @@ impl QueryService {
             truncated,
             partial: None,
         })
+    }
+}
+
+impl QueryService {
+    /// `alerts`: stored alert transitions, newest first, and whether more
+    /// match than `limit`.
+    pub async fn alerts(&self, filter: &AlertFilter) -> Result<(Vec<AlertRecord>, bool), ApiError> {
+        let mut wider = filter.clone();
+        wider.limit = filter.limit.saturating_add(1);
+        let mut found = self.reader.alerts(&wider).await?;
+        let truncated = found.len() > filter.limit;
+        found.truncate(filter.limit);
+        Ok((found, truncated))
     }
 }
 

@@ -65,6 +65,22 @@ pub async fn open_bucket(
     LeaseBucket::open(&js, &bucket_name(bus), ttl).await
 }
 
+/// The bucket holding the alerter's leadership lease: `<PREFIX>_ALERTER`
+/// (its own TTL, independent of the engines' membership TTL).
+pub fn alerter_bucket_name(bus: &BusConfig) -> String {
+    bucket_name(bus).replace("_CLUSTER", "_ALERTER")
+}
+
+/// Opens (creating if missing) the alerter's lease bucket.
+pub async fn open_alerter_bucket(
+    client: &async_nats::Client,
+    bus: &BusConfig,
+    ttl: Duration,
+) -> Result<LeaseBucket, BusError> {
+    let js = async_nats::jetstream::new(client.clone());
+    LeaseBucket::open(&js, &alerter_bucket_name(bus), ttl).await
+}
+
 /// The shards `me` owns among `members` (rendezvous hashing: each shard
 /// goes to the member with the highest `xxh3(member, shard)`).
 pub fn assigned(members: &[String], me: &str, shards: u32) -> Vec<u32> {

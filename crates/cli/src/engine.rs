@@ -4,6 +4,7 @@
 use crate::Outcome;
 use clap::Args;
 use netspectra_bus::ConsumerConfig;
+use netspectra_node::alerter::{Alerter, AlerterConfig};
 use netspectra_node::engine::{default_engine_id, static_shards, EngineConfig, EngineRole};
 use netspectra_node::setup::BusFlags;
 use netspectra_node::{setup, Shutdown};
@@ -111,6 +112,19 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
         (!config.bus.interop_subject.is_empty()).then(|| config.bus.interop_subject.clone())
     });
     let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
+    // `alerter.enabled`: the alerter runs beside the engine, over its store;
+    // engines sharing a bus elect one to act.
+    let alerter = match (&store, config.alerter.enabled) {
+        (Some(url), true) => Some(AlerterConfig {
+            config: config.clone(),
+            store: netspectra_store::StoreUrl::parse(url)?,
+            nats: Some(bus.clone()),
+            id: engine_id.clone(),
+            lease_ttl: Duration::from_secs(6),
+            retry: Default::default(),
+        }),
+        _ => None,
+    };
     let engine = EngineRole::start(EngineConfig {
         config,
         workers: args.workers.map_or(0, usize::from),
@@ -129,7 +143,16 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     })?;
     let stop = Shutdown::on_signals()?;
     eprintln!("{}", engine.describe());
-    let summary = engine.wait(&stop)?;
+    let alerting = alerter.map(|cfg| {
+        let stop = stop.clone();
+        std::thread::spawn(move || Alerter::run(cfg, &stop))
+    });
+    let summary = engine.wait(&stop);
+    stop.trigger();
+    if let Some(Ok(Err(error))) = alerting.map(std::thread::JoinHandle::join) {
+        eprintln!("warning: the alerter failed: {error}");
+    }
+    let summary = summary?;
     if args.format == "json" {
         println!("{}", summary.json());
     } else {

@@ -2,6 +2,7 @@
 //! configuration into the role types of `netspectra-node`, renders what
 //! they return and maps errors to exit codes; the work is done there.
 
+mod alert;
 mod analyze;
 mod bench;
 mod engine;
@@ -54,6 +55,8 @@ enum Command {
     Engine(engine::EngineArgs),
     /// Serve the query API (gRPC and HTTP/JSON) from a store until Ctrl-C.
     Api(serve::ApiArgs),
+    /// Evaluate alert rules over a store and send notifications (`alert backtest`: replay them over history).
+    Alert(alert::AlertArgs),
     /// Ask the query API over HTTP: tasks, aggregate, top, trace, heavy hitters, super-spreaders, time series, runs.
     Query(query::QueryArgs),
 }
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Engine(args) => engine::run(args),
         Command::Api(args) => serve::run(args),
         Command::Query(args) => query::run(args),
+        Command::Alert(args) => alert::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

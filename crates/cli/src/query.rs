@@ -75,6 +75,15 @@ pub struct QueryArgs {
     /// Rank by packets or bytes (top, heavy-hitters) [API default: packets].
     #[arg(long, value_enum)]
     by: Option<By>,
+    /// alerts: only this rule.
+    #[arg(long, value_name = "NAME")]
+    rule: Option<String>,
+    /// alerts: only `firing` or `resolved` transitions.
+    #[arg(long, value_name = "STATE")]
+    state: Option<String>,
+    /// alerts: only instances whose key contains this text (e.g. an address).
+    #[arg(long, value_name = "TEXT")]
+    key: Option<String>,
 }
 
 /// The API's operations.
@@ -96,6 +105,8 @@ enum Op {
     Timeseries,
     /// Runs recorded in the store.
     Runs,
+    /// Alert transitions (firing, resolved), newest first.
+    Alerts,
 }
 
 impl Op {
@@ -110,6 +121,7 @@ impl Op {
             Op::SuperSpreaders => "super-spreaders",
             Op::Timeseries => "timeseries",
             Op::Runs => "runs",
+            Op::Alerts => "alerts",
         }
     }
 
@@ -117,7 +129,7 @@ impl Op {
     fn has_limit(self) -> bool {
         matches!(
             self,
-            Op::Top | Op::HeavyHitters | Op::SuperSpreaders | Op::Timeseries
+            Op::Top | Op::HeavyHitters | Op::SuperSpreaders | Op::Timeseries | Op::Alerts
         )
     }
 }
@@ -155,6 +167,9 @@ impl QueryArgs {
             ("src_port", &self.src_port),
             ("dst_port", &self.dst_port),
             ("protocol", &self.protocol),
+            ("rule", &self.rule),
+            ("state", &self.state),
+            ("key", &self.key),
         ] {
             if let Some(v) = value {
                 p.push((name, v.clone()));
@@ -309,6 +324,15 @@ fn failure(status: u16, body: &[u8], url: &str, sent_token: bool) -> anyhow::Err
     }
 }
 
+/// Alert transitions as `at state rule key condition value severity`.
+fn alerts_table(alerts: &[Value]) -> String {
+    let records: Vec<netspectra_model::alert::AlertRecord> = alerts
+        .iter()
+        .map(netspectra_model::alert::AlertRecord::from_json)
+        .collect();
+    crate::alert::table(&records)
+}
+
 /// The table for an operation's answer.
 fn render(op: Op, answer: &Value, limit: u64) -> anyhow::Result<String> {
     let list = |field: &str| -> anyhow::Result<&Vec<Value>> {
@@ -344,9 +368,11 @@ fn render(op: Op, answer: &Value, limit: u64) -> anyhow::Result<String> {
         ),
         Op::Timeseries => rows_table(list("rows")?, &["window_start", "window_end"]),
         Op::Top | Op::HeavyHitters | Op::SuperSpreaders => rows_table(list("rows")?, &[]),
+        Op::Alerts => alerts_table(list("alerts")?),
     };
     if op.has_limit() || op == Op::Runs {
-        if list("rows")?.is_empty() {
+        let rows = if op == Op::Alerts { "alerts" } else { "rows" };
+        if list(rows)?.is_empty() {
             return Ok("no rows match\n".to_string());
         }
         if answer["truncated"] == Value::Bool(true) {

@@ -125,7 +125,7 @@ pub fn json(r: &Report) -> Value {
             }
         })
         .collect();
-    json!({
+    let mut out = json!({
         "files": serde_json::to_value(&r.files).unwrap_or_default(),
         "packets": r.packets,
         "bytes": r.bytes,
@@ -137,7 +137,35 @@ pub fn json(r: &Report) -> Value {
         "late_packets": r.engine.late_packets,
         "store": r.store.as_ref().map(|(url, run)| json!({"url": url, "run_id": run})),
         "tasks": tasks,
-    })
+    });
+    if let Some(a) = &r.alerts {
+        out["alerts"] = netspectra_model::alert::alerts_json(&a.alerts)["alerts"].take();
+        out["notifications"] = json!({"sent": a.sent, "failed": a.failed, "dropped": a.dropped});
+    }
+    out
+}
+
+/// The alert lines of a report: counts, then one line per transition.
+pub fn alerts_text(a: &netspectra_node::alerter::AlertOutcome) -> String {
+    let (firing, resolved) = a.counts();
+    let mut out = format!(
+        "
+alerts: {firing} fired, {resolved} resolved; notifications: {} sent, {} failed",
+        a.sent, a.failed
+    );
+    if a.dropped > 0 {
+        let _ = write!(out, ", {} dropped (queue full)", a.dropped);
+    }
+    out.push('\n');
+    for alert in &a.alerts {
+        let _ = writeln!(
+            out,
+            "  {} at {}",
+            alert.summary(),
+            netspectra_model::alert::rfc3339(alert.ends_at_ns.unwrap_or(alert.starts_at_ns))
+        );
+    }
+    out
 }
 
 /// Renders rows of cells as left/right aligned columns (numbers right).
@@ -245,6 +273,9 @@ pub fn table(r: &Report) -> String {
             );
         }
         None => out.push_str("not stored (--no-store)\n"),
+    }
+    if let Some(a) = &r.alerts {
+        out.push_str(&alerts_text(a));
     }
     for t in &r.engine.tasks {
         if let Some(sketch) = &t.sketch {

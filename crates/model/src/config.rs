@@ -609,6 +609,24 @@ pub struct AlerterConfig {
     pub ai_analysis: AiAnalysisConfig,
     /// Alert rules.
     pub rules: Vec<AlertRuleConfig>,
+    /// Where notifications go (NetSpectra addition); none configured means
+    /// email when `smtp.host` is set.
+    pub notifiers: Vec<NotifierConfig>,
+}
+
+/// `alerter.notifiers[]`: one destination for alert notifications.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifierConfig {
+    /// Name rules refer to in their `notifiers` list.
+    pub name: String,
+    /// `email` (through the `smtp` section) or `webhook`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Webhook address.
+    pub url: String,
+    /// Webhook body: `json` (the alert JSON, default) or `slack`.
+    pub format: String,
 }
 
 /// `alerter.ai_analysis`.
@@ -635,6 +653,15 @@ pub struct AlertRuleConfig {
     pub operator: String,
     /// Threshold.
     pub threshold: f64,
+    /// How long (packet time) the condition must hold before firing.
+    #[serde(rename = "for")]
+    pub for_: Option<DurationText>,
+    /// Re-notify a still-firing alert this often (unset or 0: never).
+    pub repeat_interval: Option<DurationText>,
+    /// `info`, `warning` (default) or `critical`.
+    pub severity: String,
+    /// Names of the notifiers to use; unset means all of them.
+    pub notifiers: Option<Vec<String>>,
 }
 
 /// `smtp` (Go2NetSpectra shape).
@@ -653,6 +680,9 @@ pub struct SmtpConfig {
     pub from: String,
     /// Recipients, comma separated.
     pub to: String,
+    /// `none`, `starttls` or `tls`; unset: `tls` on port 465, `starttls`
+    /// when a password is set, else `none`.
+    pub tls: String,
 }
 
 /// Upper bound on `num_workers`: more threads than this only add overhead.

@@ -7,6 +7,7 @@
 //!
 //! Modules:
 //!
+//! - [`alert`]: an alert transition as the stores keep it.
 //! - [`record`]: [`PacketRecord`], one decoded packet.
 //! - [`dimension`]: [`Dimension`]s and the [`FlowKey`] a task projects a
 //!   record onto.
@@ -35,6 +36,7 @@
 //! assert_eq!(key.render(&dims)[0].1.to_string(), "\"10.0.0.1\"");
 //! ```
 
+pub mod alert;
 pub mod config;
 pub mod dimension;
 pub mod ip;

@@ -211,6 +211,13 @@ pub trait WindowSink: Send {
         done();
         Ok(())
     }
+
+    /// Stores alert transitions found by an in-process alerter (table
+    /// `alerts`), after the windows that caused them. A sink that keeps
+    /// nothing ignores them (the default).
+    fn alerts(&mut self, _alerts: &[crate::alert::AlertRecord]) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 /// A sink that keeps nothing (`--no-store`).

@@ -9,6 +9,7 @@
 //! | `probe` | [`probe::Probe`] | capture → decode → batches → NATS |
 //! | `engine` | [`engine::EngineRole`] | NATS → engine → store, acks after storage |
 //! | `api` | [`api::ApiServer`] | store → query API (gRPC + HTTP/JSON) |
+//! | `alert` | [`alerter::Alerter`] | store → rules → notifiers (one leader per cluster) |
 //! | `bench` | [`bench::run`] | exact vs. sketches, engine throughput |
 //!
 //! Every long-running role has the same life cycle: `start(config)` opens
@@ -29,6 +30,7 @@
 //! # Ok::<(), netspectra_node::NodeError>(())
 //! ```
 
+pub mod alerter;
 pub mod api;
 pub mod bench;
 pub mod engine;

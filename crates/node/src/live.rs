@@ -15,6 +15,7 @@
 //! on (on its own thread and runtime) and stops after the last window is
 //! stored.
 
+use crate::alerter::InProcess;
 use crate::api::{ApiConfig, ApiServer};
 use crate::error::{Context, NodeError};
 use crate::report::{FileReport, Report};
@@ -143,6 +144,7 @@ pub struct RunningLive {
     api: Option<ApiServer>,
     engine: EngineInput,
     persist: Option<Persister>,
+    alerting: Option<InProcess>,
     workers: usize,
     window_ns: u64,
 }
@@ -181,6 +183,7 @@ impl LiveRun {
             },
             None => None,
         };
+        let (sink, alerting) = InProcess::wrap(&cfg.config, &plan.tasks, sink)?;
         let engine = Engine::start(plan, sink)?;
         telemetry.set_ready(true, "");
         export(&Captured::default(), &LiveStats::default());
@@ -204,6 +207,7 @@ impl LiveRun {
             persist,
             workers,
             window_ns,
+            alerting,
         })
     }
 }
@@ -245,6 +249,7 @@ impl RunningLive {
             api,
             mut engine,
             mut persist,
+            alerting,
             workers,
             window_ns,
         } = self;
@@ -377,6 +382,7 @@ impl RunningLive {
             store: run_store.describe(),
             engine: output,
             top: cfg.top,
+            alerts: alerting.map(InProcess::finish),
         };
         let status = if error.is_some() {
             "failed"

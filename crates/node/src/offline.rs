@@ -1,6 +1,7 @@
 //! Offline analysis (`netspectra analyze`): capture files → decode → engine
 //! → store, and the [`Report`] of what was found.
 
+use crate::alerter::InProcess;
 use crate::error::{Context, NodeError};
 use crate::report::{FileReport, Report};
 use crate::setup::RunStore;
@@ -83,6 +84,7 @@ impl Analysis {
             window_ns,
         )?;
 
+        let (sink, alerting) = InProcess::wrap(&cfg.config, &plan.tasks, sink)?;
         let started = Instant::now();
         let mut engine = Engine::start(plan, sink)?;
         let mut decoded = DecodeCounters::default();
@@ -107,6 +109,7 @@ impl Analysis {
         for task in &mut output.tasks {
             task.top(cfg.top);
         }
+        let alerts = alerting.map(InProcess::finish);
         let report = Report {
             files,
             packets: total.0,
@@ -118,6 +121,7 @@ impl Analysis {
             store: run_store.describe(),
             engine: output,
             top: cfg.top,
+            alerts,
         };
         let status = if report.damaged() {
             "damaged"

@@ -46,6 +46,8 @@ pub struct Report {
     pub engine: EngineOutput,
     /// Rows shown per task; 0 = all.
     pub top: usize,
+    /// What the in-process alerter found and sent (`alerter.enabled`).
+    pub alerts: Option<crate::alerter::AlertOutcome>,
 }
 
 impl Report {

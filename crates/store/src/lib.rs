@@ -27,6 +27,7 @@ pub use clickhouse::{ClickHouseSink, ClickHouseStore, FlushReport};
 pub use sqlite::{RunRecord, SqliteSink, SqliteStore};
 pub use url::{ClickHouseUrl, StoreUrl};
 
+use netspectra_model::alert::AlertRecord;
 use netspectra_model::task::TaskSpec;
 use netspectra_model::window::WindowSink;
 use serde_json::Value;
@@ -94,6 +95,18 @@ pub trait Store: Send {
     fn drop_uncovered(&self, _run_id: i64, _from_ns: u64) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Stores alert transitions (table `alerts`; storing one twice keeps
+    /// one) and, when given, the state `(alerter, JSON)` a standalone
+    /// alerter goes on from after a restart or a change of leader.
+    fn record_alerts(
+        &mut self,
+        alerts: &[AlertRecord],
+        state: Option<(&str, &str)>,
+    ) -> Result<(), StoreError>;
+
+    /// The state the alerter `alerter` saved last.
+    fn alert_state(&self, alerter: &str) -> Result<Option<String>, StoreError>;
 }
 
 /// Opens the store a URL names, for the writer `writer_id` (an engine id,

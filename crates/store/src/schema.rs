@@ -11,6 +11,9 @@
 //! applied from the bus (JetStream: the applied batch ranges as JSON),
 //! replaced in the same transaction as each window's `exact_rows`, so a
 //! restarted engine skips exactly the batches whose rows are stored.
+//! `alerts` holds one row per alert transition (firing, resolved), unique
+//! per (rule, key, state, starts_at) so a re-evaluation never adds a
+//! duplicate; `alert_state` the standalone alerter's instances and cursors.
 
 /// How `tasks.key` holds a task's key (both backends): a JSON array of
 /// dimension names, e.g. `["SrcIP","DstPort"]`.
@@ -19,7 +22,7 @@ pub fn key_text(key: &[netspectra_model::Dimension]) -> String {
 }
 
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Why a file's `user_version` cannot be used.
 #[derive(Debug)]
@@ -136,5 +139,31 @@ CREATE TABLE bus_progress (
     // Version 4: sketch rows of a period split between engines.
     r#"
 ALTER TABLE sketch_rows ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
+"#,
+    // Version 5: alert transitions and the standalone alerter's state.
+    r#"
+CREATE TABLE alerts (
+    rule           TEXT    NOT NULL,
+    task           TEXT    NOT NULL,
+    key            TEXT    NOT NULL,      -- JSON object, {} for task-wide rules
+    metric         TEXT    NOT NULL,
+    value          REAL    NOT NULL,
+    operator       TEXT    NOT NULL,
+    threshold      REAL    NOT NULL,
+    severity       TEXT    NOT NULL,
+    state          TEXT    NOT NULL,      -- firing | resolved
+    window_start   INTEGER NOT NULL,
+    starts_at      INTEGER NOT NULL,
+    ends_at        INTEGER,
+    analysis       TEXT,
+    recorded_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (rule, key, state, starts_at)
+);
+CREATE INDEX alerts_by_window ON alerts (window_start);
+CREATE TABLE alert_state (
+    alerter        TEXT    PRIMARY KEY,
+    state          TEXT    NOT NULL,      -- JSON, opaque to the store
+    updated_at_ns  INTEGER NOT NULL
+);
 "#,
 ];

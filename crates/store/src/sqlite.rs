@@ -2,6 +2,7 @@
 
 use crate::schema::{MIGRATIONS, SCHEMA_VERSION};
 use crate::StoreError;
+use netspectra_model::alert::AlertRecord;
 use netspectra_model::task::{TaskKind, TaskSpec};
 use netspectra_model::window::{
     Estimate, FlowCounters, SinkError, SketchPeriod, WindowResult, WindowSink,
@@ -177,6 +178,39 @@ impl SqliteStore {
             .map_err(|e| self.err(e))
     }
 
+    /// Stores alert transitions (a transition stored before is kept as
+    /// is) and, when given, the alerter's state: one transaction.
+    pub fn record_alerts(
+        &mut self,
+        alerts: &[AlertRecord],
+        state: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let out = self.conn.transaction().and_then(|tx| {
+            insert_alerts(&tx, alerts)?;
+            if let Some((alerter, doc)) = state {
+                tx.execute(
+                    "INSERT OR REPLACE INTO alert_state (alerter, state, updated_at_ns) VALUES (?1, ?2, ?3)",
+                    params![alerter, doc, now_ns()],
+                )?;
+            }
+            tx.commit()
+        });
+        out.map_err(|e| self.err(e))
+    }
+
+    /// The state `alerter` saved last.
+    pub fn alert_state(&self, alerter: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        self.conn
+            .query_row(
+                "SELECT state FROM alert_state WHERE alerter = ?1",
+                params![alerter],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
     /// The progress every engine last stored for `consumer`.
     pub fn all_progress(&self, consumer: &str) -> Result<Vec<(String, String)>, StoreError> {
         let mut stmt = self
@@ -290,6 +324,46 @@ impl crate::Store for SqliteStore {
     fn apply_retention(&self, keep: std::time::Duration) -> Result<u64, StoreError> {
         SqliteStore::apply_retention(self, keep)
     }
+
+    fn record_alerts(
+        &mut self,
+        alerts: &[AlertRecord],
+        state: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        SqliteStore::record_alerts(self, alerts, state)
+    }
+
+    fn alert_state(&self, alerter: &str) -> Result<Option<String>, StoreError> {
+        SqliteStore::alert_state(self, alerter)
+    }
+}
+
+/// Inserts transitions; one already stored (same rule, key, state and
+/// start) is left as it is, so evaluating a window twice adds nothing.
+fn insert_alerts(conn: &Connection, alerts: &[AlertRecord]) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO alerts (rule, task, key, metric, value, operator, threshold, severity, state, window_start, starts_at, ends_at, analysis, recorded_at_ns) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+    )?;
+    let now = now_ns();
+    for a in alerts {
+        stmt.execute(params![
+            a.rule,
+            a.task,
+            a.key,
+            a.metric,
+            a.value,
+            a.operator,
+            a.threshold,
+            a.severity,
+            a.state,
+            a.window_start_ns as i64,
+            a.starts_at_ns as i64,
+            a.ends_at_ns.map(|t| t as i64),
+            a.analysis,
+            now
+        ])?;
+    }
+    Ok(())
 }
 
 fn now_ns() -> i64 {
@@ -516,6 +590,14 @@ impl WindowSink for SqliteSink {
     fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {
         self.write_sketch(task, period)
             .map_err(|e| self.sink_error(e))
+    }
+
+    fn alerts(&mut self, alerts: &[AlertRecord]) -> Result<(), SinkError> {
+        let out = self
+            .conn
+            .transaction()
+            .and_then(|tx| insert_alerts(&tx, alerts).and_then(|()| tx.commit()));
+        out.map_err(|e| self.sink_error(e))
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod clickhouse;
 pub mod nats;
 pub mod netns;
+pub mod smtp;
+pub mod webhook;
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the server to take).
 pub fn free_port() -> u16 {

@@ -63,10 +63,11 @@ pub(crate) mod writer;
 
 pub use writer::FlushReport;
 
-use self::rows::{Batch, ProgressRow, RunRow, TaskRow};
+use self::rows::{AlertRow, AlertStateRow, Batch, ProgressRow, RunRow, TaskRow};
 use self::writer::{Command, WriterConfig, WriterHandle, MAX_BATCH_ROWS};
 use crate::url::ClickHouseUrl;
 use crate::{RunRecord, StoreError};
+use netspectra_model::alert::AlertRecord;
 use netspectra_model::task::TaskSpec;
 use netspectra_model::window::{SinkError, SketchPeriod, WindowResult, WindowSink};
 use serde_json::Value;
@@ -540,6 +541,47 @@ impl ClickHouseStore {
         )
     }
 
+    /// Queues alert transitions and the alerter's state through the writer
+    /// (so an outage spools them), then waits until they are in ClickHouse
+    /// or in the spool.
+    pub fn record_alerts(
+        &self,
+        alerts: &[AlertRecord],
+        state: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        let now = now_ns();
+        if !alerts.is_empty() {
+            self.queue(Batch::Alerts(
+                alerts
+                    .iter()
+                    .map(|a| AlertRow::from_record(a, now as i64))
+                    .collect(),
+            ))?;
+        }
+        if let Some((alerter, doc)) = state {
+            self.queue(Batch::AlertState(vec![AlertStateRow {
+                alerter: alerter.to_string(),
+                version: now,
+                state: doc.to_string(),
+                updated_at_ns: now as i64,
+            }]))?;
+        }
+        self.flush().map(drop)
+    }
+
+    /// The state `alerter` saved last (newest version).
+    pub fn alert_state(&self, alerter: &str) -> Result<Option<String>, StoreError> {
+        let rows: Vec<(u64, String)> = self.fetch_all(
+            self.client
+                .query("SELECT count(), argMax(state, version) FROM alert_state WHERE alerter = ?")
+                .bind(alerter),
+        )?;
+        Ok(rows
+            .into_iter()
+            .next()
+            .and_then(|(n, state)| (n > 0).then_some(state)))
+    }
+
     /// Deletes run `run_id`'s exact rows in windows from `from_ns` on (a
     /// mutation; ClickHouse applies it in the background, so queries may
     /// still see them for a moment).
@@ -609,6 +651,18 @@ impl crate::Store for ClickHouseStore {
         Ok(self.drop_older_than(u32::try_from(days).unwrap_or(u32::MAX))? as u64)
     }
 
+    fn record_alerts(
+        &mut self,
+        alerts: &[AlertRecord],
+        state: Option<(&str, &str)>,
+    ) -> Result<(), StoreError> {
+        ClickHouseStore::record_alerts(self, alerts, state)
+    }
+
+    fn alert_state(&self, alerter: &str) -> Result<Option<String>, StoreError> {
+        ClickHouseStore::alert_state(self, alerter)
+    }
+
     fn drop_uncovered(&self, run_id: i64, from_ns: u64) -> Result<(), StoreError> {
         ClickHouseStore::drop_uncovered(self, run_id, from_ns)
     }
@@ -675,6 +729,16 @@ impl WindowSink for ClickHouseSink {
             Some(batch) => self.send(batch),
             None => Ok(()),
         }
+    }
+
+    fn alerts(&mut self, alerts: &[AlertRecord]) -> Result<(), SinkError> {
+        let now = now_ns() as i64;
+        self.send(Batch::Alerts(
+            alerts
+                .iter()
+                .map(|a| AlertRow::from_record(a, now))
+                .collect(),
+        ))
     }
 
     /// `done` runs on the writer thread once the rows queued so far are in

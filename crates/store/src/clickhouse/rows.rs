@@ -3,6 +3,7 @@
 //! Field order is the tables' column order (see [`super::schema`]); the
 //! insert names its columns, so the order is a convenience, not a contract.
 
+use netspectra_model::alert::AlertRecord;
 use netspectra_model::task::{TaskKind, TaskSpec};
 use netspectra_model::window::{Estimate, SketchPeriod, WindowResult};
 use netspectra_model::FlowKey;
@@ -94,6 +95,77 @@ pub(crate) struct ProgressRow {
     pub updated_at_ns: i64,
 }
 
+/// One row of `alerts` (see [`crate::schema`]): `ends_at_ns` 0 and an
+/// empty `analysis` stand for none.
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub(crate) struct AlertRow {
+    pub rule: String,
+    pub task: String,
+    pub key: String,
+    pub metric: String,
+    pub value: f64,
+    pub operator: String,
+    pub threshold: f64,
+    pub severity: String,
+    pub state: String,
+    /// `DateTime('UTC')`: seconds since the epoch.
+    pub window_start: u32,
+    pub window_start_ns: i64,
+    pub starts_at_ns: i64,
+    pub ends_at_ns: i64,
+    pub analysis: String,
+    pub recorded_at_ns: i64,
+}
+
+impl AlertRow {
+    pub(crate) fn from_record(a: &AlertRecord, recorded_at_ns: i64) -> AlertRow {
+        AlertRow {
+            rule: a.rule.clone(),
+            task: a.task.clone(),
+            key: a.key.clone(),
+            metric: a.metric.clone(),
+            value: a.value,
+            operator: a.operator.clone(),
+            threshold: a.threshold,
+            severity: a.severity.clone(),
+            state: a.state.clone(),
+            window_start: (a.window_start_ns / 1_000_000_000).min(u64::from(u32::MAX)) as u32,
+            window_start_ns: a.window_start_ns as i64,
+            starts_at_ns: a.starts_at_ns as i64,
+            ends_at_ns: a.ends_at_ns.unwrap_or(0) as i64,
+            analysis: a.analysis.clone().unwrap_or_default(),
+            recorded_at_ns,
+        }
+    }
+
+    pub(crate) fn into_record(self) -> AlertRecord {
+        AlertRecord {
+            rule: self.rule,
+            task: self.task,
+            key: self.key,
+            metric: self.metric,
+            value: self.value,
+            operator: self.operator,
+            threshold: self.threshold,
+            severity: self.severity,
+            state: self.state,
+            window_start_ns: self.window_start_ns.max(0) as u64,
+            starts_at_ns: self.starts_at_ns.max(0) as u64,
+            ends_at_ns: (self.ends_at_ns > 0).then_some(self.ends_at_ns as u64),
+            analysis: (!self.analysis.is_empty()).then_some(self.analysis),
+        }
+    }
+}
+
+/// One row of `alert_state` (a `ReplacingMergeTree(version)` by `alerter`).
+#[derive(Clone, Debug, PartialEq, clickhouse::Row, Serialize, Deserialize)]
+pub(crate) struct AlertStateRow {
+    pub alerter: String,
+    pub version: u64,
+    pub state: String,
+    pub updated_at_ns: i64,
+}
+
 /// Rows for one table: the unit the writer inserts, retries and spools.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -103,6 +175,8 @@ pub(crate) enum Batch {
     ExactRows(Vec<ExactRow>),
     SketchRows(Vec<SketchRow>),
     Progress(Vec<ProgressRow>),
+    Alerts(Vec<AlertRow>),
+    AlertState(Vec<AlertStateRow>),
 }
 
 impl Batch {
@@ -114,6 +188,8 @@ impl Batch {
             Batch::ExactRows(r) => r.len(),
             Batch::SketchRows(r) => r.len(),
             Batch::Progress(r) => r.len(),
+            Batch::Alerts(r) => r.len(),
+            Batch::AlertState(r) => r.len(),
         }
     }
 
@@ -125,6 +201,8 @@ impl Batch {
             Batch::ExactRows(_) => "exact_rows",
             Batch::SketchRows(_) => "sketch_rows",
             Batch::Progress(_) => "bus_progress",
+            Batch::Alerts(_) => "alerts",
+            Batch::AlertState(_) => "alert_state",
         }
     }
 
@@ -140,6 +218,8 @@ impl Batch {
             (Batch::ExactRows(a), Batch::ExactRows(b)) => a.extend(b),
             (Batch::SketchRows(a), Batch::SketchRows(b)) => a.extend(b),
             (Batch::Progress(a), Batch::Progress(b)) => a.extend(b),
+            (Batch::Alerts(a), Batch::Alerts(b)) => a.extend(b),
+            (Batch::AlertState(a), Batch::AlertState(b)) => a.extend(b),
             (_, other) => return Err(other),
         }
         Ok(())

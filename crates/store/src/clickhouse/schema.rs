@@ -8,7 +8,7 @@
 //! [`super::ClickHouseStore::set_retention_ttl`]).
 
 /// Newest schema version this build writes into `schema_version`.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// Holds one row per applied migration; `max(version)` is the schema's version.
 pub const SCHEMA_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
@@ -93,6 +93,35 @@ ORDER BY (task, period_start, measure, src_ip, dst_ip, src_port, dst_port, proto
     // Version 3: sketch rows of a period split between engines (18.16
     // knows no `ADD COLUMN IF NOT EXISTS`: "already exists" counts as done).
     &["ALTER TABLE sketch_rows ADD COLUMN partial UInt8 DEFAULT 0"],
+    // Version 4: alert transitions (a re-inserted transition replaces
+    // itself: read with FINAL) and the standalone alerter's state.
+    &[
+        "CREATE TABLE IF NOT EXISTS alerts (
+    rule            String,
+    task            String,
+    key             String,
+    metric          String,
+    value           Float64,
+    operator        String,
+    threshold       Float64,
+    severity        String,
+    state           String,
+    window_start    DateTime('UTC'),
+    window_start_ns Int64,
+    starts_at_ns    Int64,
+    ends_at_ns      Int64,
+    analysis        String,
+    recorded_at_ns  Int64
+) ENGINE = ReplacingMergeTree(recorded_at_ns)
+PARTITION BY toYYYYMM(window_start)
+ORDER BY (rule, key, state, starts_at_ns)",
+        "CREATE TABLE IF NOT EXISTS alert_state (
+    alerter       String,
+    version       UInt64,
+    state         String,
+    updated_at_ns Int64
+) ENGINE = ReplacingMergeTree(version) ORDER BY alerter",
+    ],
 ];
 
 /// Tables partitioned by day (retention drops their partitions), with the

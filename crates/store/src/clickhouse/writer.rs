@@ -621,6 +621,8 @@ async fn insert(
         Batch::ExactRows(rows) => write_all(client, "exact_rows", rows, config).await,
         Batch::SketchRows(rows) => write_all(client, "sketch_rows", rows, config).await,
         Batch::Progress(rows) => write_all(client, "bus_progress", rows, config).await,
+        Batch::Alerts(rows) => write_all(client, "alerts", rows, config).await,
+        Batch::AlertState(rows) => write_all(client, "alert_state", rows, config).await,
     }
 }
 

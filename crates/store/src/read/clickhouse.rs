@@ -4,9 +4,10 @@
 
 use super::sql::{Param, Query};
 use super::{KeyedRow, NumberRow, TaskInfo};
-use crate::clickhouse::rows::{RunRow, TaskRow};
+use crate::clickhouse::rows::{AlertRow, RunRow, TaskRow};
 use crate::clickhouse::writer::make_client;
 use crate::{ClickHouseUrl, RunRecord, StoreError};
+use netspectra_model::alert::{AlertFilter, AlertRecord};
 use netspectra_model::FlowKey;
 use serde::Deserialize;
 use std::sync::Mutex;
@@ -190,6 +191,34 @@ impl ClickHouseReader {
                 n: r.n,
             })
             .collect())
+    }
+}
+
+impl ClickHouseReader {
+    pub(crate) async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        let mut sql = String::from(
+            "SELECT ?fields FROM alerts FINAL WHERE window_start_ns >= ? AND window_start_ns < ?",
+        );
+        if f.rule.is_some() {
+            sql.push_str(" AND rule = ?");
+        }
+        if f.state.is_some() {
+            sql.push_str(" AND state = ?");
+        }
+        if f.key.is_some() {
+            sql.push_str(" AND position(key, ?) > 0");
+        }
+        sql.push_str(" ORDER BY window_start_ns DESC, starts_at_ns DESC, rule, key, state LIMIT ?");
+        let mut q = self
+            .client
+            .query(&sql)
+            .bind(f.from_ns.min(i64::MAX as u64) as i64)
+            .bind(f.to_ns.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64);
+        for v in [&f.rule, &f.state, &f.key].into_iter().flatten() {
+            q = q.bind(v.as_str());
+        }
+        let rows: Vec<AlertRow> = self.fetch(q.bind(f.limit as u64)).await?;
+        Ok(rows.into_iter().map(AlertRow::into_record).collect())
     }
 }
 

@@ -32,6 +32,7 @@ mod sqlite;
 use self::cache::{Cached, ResultCache};
 use self::sql::Query;
 use crate::{RunRecord, StoreError, StoreUrl};
+use netspectra_model::alert::{AlertFilter, AlertRecord};
 use netspectra_model::ip::{self, Cidr};
 use netspectra_model::{Dimension, FlowKey};
 use std::sync::Arc;
@@ -494,6 +495,57 @@ impl Reader {
     pub async fn sketch_partial(&self, scope: &Scope<'_>) -> Result<bool, StoreError> {
         let q = sql::sketch_partial(self.dialect(), scope);
         Ok(self.numbers(q).await?.first().is_some_and(|r| r.n > 0))
+    }
+
+    /// Keys of an exact task whose packets (or bytes) lie in `[lo, hi]`
+    /// (`None`: open), largest first, at most `limit`.
+    pub async fn exact_in_range(
+        &self,
+        scope: &Scope<'_>,
+        by: Measure,
+        lo: Option<u64>,
+        hi: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<KeyTotals>, StoreError> {
+        let q = sql::exact_in_range(self.dialect(), scope, by, lo, hi, limit);
+        let rows = self.keyed(q).await?;
+        Ok(rows
+            .into_iter()
+            .map(|k| KeyTotals {
+                key: k.key,
+                packets: k.a,
+                bytes: k.b,
+                first_seen: k.t1,
+                last_seen: k.t2,
+                windows: k.n,
+            })
+            .collect())
+    }
+
+    /// A sketch task's stored periods, oldest first: `(start, end,
+    /// partial)`, at most `limit`.
+    pub async fn sketch_periods(
+        &self,
+        scope: &Scope<'_>,
+        limit: usize,
+    ) -> Result<Vec<(u64, u64, bool)>, StoreError> {
+        let q = sql::sketch_periods(self.dialect(), scope, limit);
+        let rows = self.numbers(q).await?;
+        Ok(rows.into_iter().map(|n| (n.t1, n.t2, n.n > 0)).collect())
+    }
+
+    /// Per engine that stored a window or period starting at or after
+    /// `from_ns`: the end of its newest one. An alerter treats a window as
+    /// closed once every such engine has moved past it.
+    pub async fn watermarks(&self, from_ns: u64) -> Result<Vec<u64>, StoreError> {
+        let q = sql::watermarks(self.dialect(), from_ns);
+        let rows = self.numbers(q).await?;
+        Ok(rows.into_iter().map(|n| n.t2).collect())
+    }
+
+    /// Stored alert transitions matching `filter`, newest first.
+    pub async fn alerts(&self, filter: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        dispatch!(self, r => r.alerts(filter).await)
     }
 
     fn dialect(&self) -> sql::Dialect {

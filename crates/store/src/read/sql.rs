@@ -261,6 +261,72 @@ pub(crate) fn sketch_top(
     b.build()
 }
 
+/// Keyed, like [`exact_top`], but only keys whose packets (or bytes) lie in
+/// `[lo, hi]` (either bound open), largest first: the candidates of an
+/// alert rule, which checks its exact condition on them.
+pub(crate) fn exact_in_range(
+    d: Dialect,
+    scope: &Scope<'_>,
+    by: Measure,
+    lo: Option<u64>,
+    hi: Option<u64>,
+    limit: usize,
+) -> Query {
+    let mut b = Builder::new(d);
+    b.sql("SELECT ").sql(KEY);
+    b.sql(", sum(packets) AS p, sum(bytes) AS b, min(first_seen) AS f, max(last_seen) AS l, count(*) AS n");
+    b.scope_where(Table::Exact, scope);
+    b.sql(" GROUP BY ").sql(KEY);
+    let column = match by {
+        Measure::Packets => "p",
+        Measure::Bytes => "b",
+    };
+    let mut first = true;
+    for (bound, op) in [(lo, " >= "), (hi, " <= ")] {
+        if let Some(v) = bound {
+            b.sql(if first { " HAVING " } else { " AND " });
+            b.sql(column).sql(op).param(int(v));
+            first = false;
+        }
+    }
+    b.sql(" ORDER BY ").sql(column).sql(" DESC, ").sql(KEY);
+    b.limit(limit);
+    b.build()
+}
+
+/// Numbers per sketch period: start, end, 0, 0, partial rows (in `n`).
+pub(crate) fn sketch_periods(d: Dialect, scope: &Scope<'_>, limit: usize) -> Query {
+    let (start, end, _) = Table::Sketch.times(d);
+    let mut b = Builder::new(d);
+    b.sql("SELECT ").sql(start).sql(", max(").sql(end).sql(")");
+    b.sql(match d {
+        Dialect::Sqlite => ", 0, 0, sum(partial != 0)",
+        Dialect::ClickHouse => ", toUInt64(0), toUInt64(0), toUInt64(sum(partial != 0))",
+    });
+    b.scope_where(Table::Sketch, scope);
+    b.sql(" GROUP BY ").sql(start).sql(" ORDER BY ").sql(start);
+    b.limit(limit);
+    b.build()
+}
+
+/// Numbers per engine: 0, the end of its newest stored window or period
+/// starting at or after `from_ns`, 0, 0, rows.
+pub(crate) fn watermarks(d: Dialect, from_ns: u64) -> Query {
+    let mut b = Builder::new(d);
+    b.sql(match d {
+        Dialect::Sqlite => "SELECT 0, max(e), 0, 0, count(*) FROM (SELECT engine_id, window_end AS e FROM exact_rows WHERE window_start >= ",
+        Dialect::ClickHouse => "SELECT toInt64(0), max(e), toUInt64(0), toUInt64(0), toUInt64(count()) FROM (SELECT engine_id, window_end_ns AS e FROM exact_rows WHERE window_start_ns >= ",
+    });
+    b.param(int(from_ns));
+    b.sql(match d {
+        Dialect::Sqlite => " UNION ALL SELECT engine_id, period_end AS e FROM sketch_rows WHERE period_start >= ",
+        Dialect::ClickHouse => " UNION ALL SELECT engine_id, period_end_ns AS e FROM sketch_rows WHERE period_start_ns >= ",
+    });
+    b.param(int(from_ns));
+    b.sql(") GROUP BY engine_id");
+    b.build()
+}
+
 /// Numbers: how many of the scope's sketch rows are partial (in `n`).
 pub(crate) fn sketch_partial(d: Dialect, scope: &Scope<'_>) -> Query {
     let mut b = Builder::new(d);

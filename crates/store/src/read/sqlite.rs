@@ -4,6 +4,7 @@
 use super::sql::{Param, Query};
 use super::{KeyedRow, NumberRow, TaskInfo};
 use crate::{RunRecord, StoreError};
+use netspectra_model::alert::{AlertFilter, AlertRecord};
 use netspectra_model::FlowKey;
 use rusqlite::{Connection, OpenFlags, Row};
 use std::path::{Path, PathBuf};
@@ -249,6 +250,56 @@ impl SqliteReader {
                         n: unsigned(r, 10)?,
                     })
                 })?;
+            rows.collect()
+        })
+        .await
+    }
+}
+
+impl SqliteReader {
+    pub(crate) async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        let f = f.clone();
+        self.with_conn(move |c| {
+            let mut sql = String::from(
+                "SELECT rule, task, key, metric, value, operator, threshold, severity, state, window_start, starts_at, ends_at, analysis FROM alerts WHERE window_start >= ?1 AND window_start < ?2",
+            );
+            let mut params: Vec<rusqlite::types::Value> = vec![
+                (f.from_ns.min(i64::MAX as u64) as i64).into(),
+                (f.to_ns.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64).into(),
+            ];
+            for (column, value) in [("rule = ", &f.rule), ("state = ", &f.state)] {
+                if let Some(v) = value {
+                    params.push(v.clone().into());
+                    sql.push_str(&format!(" AND {column}?{}", params.len()));
+                }
+            }
+            if let Some(k) = &f.key {
+                params.push(k.clone().into());
+                sql.push_str(&format!(" AND instr(key, ?{}) > 0", params.len()));
+            }
+            params.push((f.limit.min(i64::MAX as usize) as i64).into());
+            sql.push_str(&format!(
+                " ORDER BY window_start DESC, starts_at DESC, rule, key, state LIMIT ?{}",
+                params.len()
+            ));
+            let mut stmt = c.prepare(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
+                Ok(AlertRecord {
+                    rule: r.get(0)?,
+                    task: r.get(1)?,
+                    key: r.get(2)?,
+                    metric: r.get(3)?,
+                    value: r.get(4)?,
+                    operator: r.get(5)?,
+                    threshold: r.get(6)?,
+                    severity: r.get(7)?,
+                    state: r.get(8)?,
+                    window_start_ns: unsigned(r, 9)?,
+                    starts_at_ns: unsigned(r, 10)?,
+                    ends_at_ns: r.get::<_, Option<i64>>(11)?.map(|t| t.max(0) as u64),
+                    analysis: r.get(12)?,
+                })
+            })?;
             rows.collect()
         })
         .await

@@ -1,0 +1,320 @@
+//! The alerter in its three forms:
+//!
+//! - **in-process** ([`InProcess`]): `analyze` and `run` evaluate the rules
+//!   on each window as it is stored (`alerter.enabled`);
+//! - **standalone** ([`Alerter`], `netspectra alert`): over any store,
+//!   every `check_interval`, on the windows every engine has stored; with
+//!   NATS, replicas elect one leader, and the alert state lives in the
+//!   store so a new leader neither repeats nor loses a transition;
+//! - **backtest** ([`backtest`]): the rules replayed over stored windows,
+//!   sending nothing.
+
+use crate::error::{Context, NodeError};
+use crate::Shutdown;
+use netspectra_alert::notify::DispatchStats;
+use netspectra_alert::stored::{self, Span};
+use netspectra_alert::{AlertingSink, Book, Dispatcher, Notice, Retry, Rules};
+use netspectra_bus::lease::Leadership;
+use netspectra_bus::BusConfig;
+use netspectra_engine::{TaskSpec, WindowSink};
+use netspectra_model::alert::AlertRecord;
+use netspectra_model::config::Config;
+use netspectra_model::task::configured_tasks;
+use netspectra_store::read::Reader;
+use netspectra_store::{Store, StoreUrl};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How long a finishing role waits for queued notifications at most.
+pub const FLUSH_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Key of the standalone alerter's state in the store.
+pub const STATE_KEY: &str = "alerter";
+
+/// The checked rules of `config` (an error names the config key).
+pub fn rules(config: &Config) -> Result<Rules, NodeError> {
+    Rules::from_config(config, &configured_tasks(config))
+        .map_err(|e| NodeError::invalid(e.to_string()))
+}
+
+/// What an alerter did, for the role's summary.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AlertOutcome {
+    /// Every transition found, in order.
+    pub alerts: Vec<AlertRecord>,
+    /// Notifications delivered / given up / dropped (queue full).
+    pub sent: u64,
+    /// Notifications given up after retries.
+    pub failed: u64,
+    /// Groups dropped because the queue was full.
+    pub dropped: u64,
+}
+
+impl AlertOutcome {
+    fn with_stats(alerts: Vec<AlertRecord>, s: &DispatchStats) -> AlertOutcome {
+        AlertOutcome {
+            alerts,
+            sent: s.sent.load(Ordering::Relaxed),
+            failed: s.failed.load(Ordering::Relaxed),
+            dropped: s.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// `(firing, resolved)` transitions.
+    pub fn counts(&self) -> (usize, usize) {
+        let firing = self.alerts.iter().filter(|a| a.state == "firing").count();
+        (firing, self.alerts.len() - firing)
+    }
+}
+
+/// In-process alerting of one run.
+pub struct InProcess {
+    dispatcher: Dispatcher,
+    found: netspectra_alert::sink::Transitions,
+}
+
+impl InProcess {
+    /// When `alerter.enabled`, puts the alerter in front of `sink`;
+    /// otherwise returns `sink` as it is.
+    pub fn wrap(
+        config: &Config,
+        tasks: &[TaskSpec],
+        sink: Box<dyn WindowSink>,
+    ) -> Result<(Box<dyn WindowSink>, Option<InProcess>), NodeError> {
+        if !config.alerter.enabled {
+            return Ok((sink, None));
+        }
+        let rules =
+            Rules::from_config(config, tasks).map_err(|e| NodeError::invalid(e.to_string()))?;
+        let dispatcher = Dispatcher::start(&rules, &config.smtp, Retry::default())
+            .map_err(|e| NodeError::invalid(e.to_string()))?;
+        let wrapped = AlertingSink::new(sink, rules, Some(dispatcher.outbox()));
+        let found = wrapped.transitions();
+        Ok((Box::new(wrapped), Some(InProcess { dispatcher, found })))
+    }
+
+    /// After the engine finished (its sink dropped, so the last group is
+    /// queued): sends what is queued, at most [`FLUSH_DEADLINE`].
+    pub fn finish(self) -> AlertOutcome {
+        let alerts = std::mem::take(&mut *self.found.lock().unwrap_or_else(|p| p.into_inner()));
+        if !self.dispatcher.flush(FLUSH_DEADLINE) {
+            tracing::warn!(
+                message = "alert notifications still queued at exit",
+                waited_s = FLUSH_DEADLINE.as_secs()
+            );
+        }
+        let outcome = AlertOutcome::with_stats(alerts, self.dispatcher.stats());
+        self.dispatcher.finish(Duration::ZERO);
+        outcome
+    }
+}
+
+/// Settings of the standalone alerter.
+pub struct AlerterConfig {
+    /// Rules, notifiers, `smtp`, `aggregator.grace`.
+    pub config: Config,
+    /// The store whose windows it evaluates and where it keeps its state.
+    pub store: StoreUrl,
+    /// NATS, to elect one leader among replicas (None: act alone).
+    pub nats: Option<BusConfig>,
+    /// This replica's id (lease holder).
+    pub id: String,
+    /// Leadership lease TTL: how fast a replica takes over from a dead one.
+    pub lease_ttl: Duration,
+    /// How notifiers retry.
+    pub retry: Retry,
+}
+
+/// The standalone alerter role.
+pub struct Alerter;
+
+/// What a standalone alerter did.
+#[derive(Debug, Default)]
+pub struct AlerterSummary {
+    /// Transitions and notifications.
+    pub outcome: AlertOutcome,
+    /// Evaluation passes made as leader.
+    pub passes: u64,
+}
+
+impl Alerter {
+    /// Evaluates every `check_interval` until `shutdown`; see the module
+    /// documentation.
+    pub fn run(cfg: AlerterConfig, shutdown: &Shutdown) -> Result<AlerterSummary, NodeError> {
+        let rules = rules(&cfg.config)?;
+        if rules.rules.is_empty() {
+            return Err(NodeError::invalid(
+                "no alert rules: add alerter.rules to the config",
+            ));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the runtime")?;
+        let reader = Reader::open(&cfg.store)?.with_cache(0);
+        let mut store = netspectra_store::open(&cfg.store, &format!("alerter-{}", cfg.id))?;
+        let dispatcher = Dispatcher::start(&rules, &cfg.config.smtp, cfg.retry)
+            .map_err(|e| NodeError::invalid(e.to_string()))?;
+        let outbox = dispatcher.outbox();
+        let leader = match &cfg.nats {
+            Some(bus) => Some(rt.block_on(async {
+                let client = netspectra_bus::connect(bus, 64, Default::default()).await?;
+                let bucket =
+                    netspectra_bus::cluster::open_alerter_bucket(&client, bus, cfg.lease_ttl)
+                        .await?;
+                Ok::<_, NodeError>((client, Leadership::spawn(bucket, "alerter", &cfg.id)))
+            })?),
+            None => None,
+        };
+        let grace = cfg.config.aggregator.grace.0;
+        let interval = Duration::from_nanos(rules.check_interval_ns);
+        let mut summary = AlerterSummary::default();
+        let mut book: Option<Book> = None;
+        let mut last_pass: Option<Instant> = None;
+        tracing::info!(message = "alerter started", id = %cfg.id, rules = rules.rules.len(), store = %crate::api::store_text(&cfg.store), leader_election = leader.is_some());
+        while !shutdown.is_triggered() {
+            let leading = leader.as_ref().is_none_or(|(_, l)| l.token().is_some());
+            if !leading {
+                // A follower forgets: when it leads, it starts from the store.
+                book = None;
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            if last_pass.is_some_and(|t| t.elapsed() < interval) {
+                std::thread::sleep(Duration::from_millis(50).min(interval));
+                continue;
+            }
+            last_pass = Some(Instant::now());
+            let pass = rt.block_on(pass(&reader, store.as_mut(), &rules, &mut book, grace));
+            match pass {
+                Ok(groups) => {
+                    summary.passes += 1;
+                    for (_, group) in groups {
+                        summary
+                            .outcome
+                            .alerts
+                            .extend(group.iter().filter(|n| !n.repeat).map(|n| n.alert.clone()));
+                        outbox.send(group);
+                    }
+                }
+                Err(error) => {
+                    // Nothing was recorded or sent: the next pass starts
+                    // again from the state in the store.
+                    book = None;
+                    tracing::warn!(message = "alert evaluation failed; retrying", %error);
+                }
+            }
+        }
+        if let Some((_, l)) = leader {
+            l.abandon();
+        }
+        // The dispatcher's thread ends once every sender is gone.
+        drop(outbox);
+        dispatcher.flush(Duration::from_secs(10));
+        let alerts = std::mem::take(&mut summary.outcome.alerts);
+        summary.outcome = AlertOutcome::with_stats(alerts, dispatcher.stats());
+        dispatcher.finish(Duration::ZERO);
+        Ok(summary)
+    }
+}
+
+/// One evaluation pass: load the state if needed, evaluate the closed
+/// windows, store the transitions with the new state, then return the
+/// notices to send (stored first: a leader dying after the store write
+/// loses at most the sending, never repeats a transition).
+async fn pass(
+    reader: &Reader,
+    store: &mut dyn Store,
+    rules: &Rules,
+    book: &mut Option<Book>,
+    grace_ns: u64,
+) -> Result<Vec<(u64, Vec<Notice>)>, NodeError> {
+    let fresh = if book.is_none() {
+        let saved = store.alert_state(STATE_KEY)?;
+        let mut loaded = match saved.as_deref().map(serde_json::from_str::<Book>) {
+            Some(Ok(b)) => b,
+            Some(Err(error)) => {
+                tracing::warn!(message = "stored alert state unreadable; starting afresh", %error);
+                Book::default()
+            }
+            None => Book::default(),
+        };
+        loaded.keep_only(&rules.rules);
+        let fresh = saved.is_none();
+        *book = Some(loaded);
+        fresh
+    } else {
+        false
+    };
+    let b = book.as_mut().expect("loaded above");
+    let since = rules
+        .rules
+        .iter()
+        .map(|r| b.cursors.get(&r.name).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    let Some(closed) = stored::closed_through(reader, since, grace_ns).await? else {
+        return Ok(Vec::new());
+    };
+    let span = Span {
+        from_ns: 0,
+        through_ns: closed,
+        latest_only: fresh,
+    };
+    let before = b.clone();
+    let groups = match stored::evaluate(reader, rules, b, span).await {
+        Ok(g) => g,
+        Err(e) => {
+            *b = before;
+            return Err(e.into());
+        }
+    };
+    if groups.is_empty() && *b == before && !fresh {
+        return Ok(groups);
+    }
+    let records: Vec<AlertRecord> = groups
+        .iter()
+        .flat_map(|(_, g)| g.iter().filter(|n| !n.repeat).map(|n| n.alert.clone()))
+        .collect();
+    let doc = serde_json::to_string(b).context("serializing the alert state")?;
+    if let Err(e) = store.record_alerts(&records, Some((STATE_KEY, &doc))) {
+        *b = before;
+        return Err(e.into());
+    }
+    for r in &records {
+        tracing::info!(message = "alert", alert = %r.summary());
+    }
+    Ok(groups)
+}
+
+/// The transitions the rules of `config` would have produced over the
+/// windows of `store` starting in `[from_ns, to_ns)`; sends nothing.
+pub fn backtest(
+    config: &Config,
+    store: &StoreUrl,
+    from_ns: u64,
+    to_ns: u64,
+) -> Result<Vec<AlertRecord>, NodeError> {
+    let rules = rules(config)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let reader = Reader::open(store)?.with_cache(0);
+    let mut book = Book::default();
+    let groups = rt.block_on(stored::evaluate(
+        &reader,
+        &rules,
+        &mut book,
+        Span {
+            from_ns,
+            through_ns: to_ns,
+            latest_only: false,
+        },
+    ))?;
+    Ok(groups
+        .into_iter()
+        .flat_map(|(_, g)| g.into_iter().filter(|n| !n.repeat).map(|n| n.alert))
+        .collect())
+}
