@@ -77,7 +77,7 @@ log "Helm chart: lint, render, values and schema checks (helm-python-sdk)"
 "$venv_tools/bin/python" scripts/validate_deploy.py "$root" "$work/rendered"
 # The checks can fail: a template asking for a value that does not exist.
 mkdir -p "$work/mutant/deploy"
-cp -r deploy/config deploy/k8s deploy/helm "$work/mutant/deploy/"
+cp -r deploy/config deploy/compose deploy/k8s deploy/helm "$work/mutant/deploy/"
 sed -i 's/\.Values\.engine\.replicas/.Values.engine.replicaCount/' "$work/mutant/deploy/helm/netspectra/templates/engine.yaml"
 if "$venv_tools/bin/python" scripts/validate_deploy.py "$work/mutant" "$work/mutant-out" 2>"$work/mutant.log"; then
     fail "validate_deploy.py accepted a template using a value missing from values.yaml"

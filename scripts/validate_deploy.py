@@ -86,6 +86,29 @@ def main(root, out):
     check(len(cms) == 1 and cms[0]["data"]["netspectra.yaml"] == config,
           "deploy/k8s/configmap.yaml's netspectra.yaml differs from deploy/config/netspectra.yaml")
 
+    # --- compose: every file it mounts exists (Grafana's and Prometheus'
+    # come with the faces issue: until then their absence is only reported).
+    compose_dir = os.path.join(root, "deploy/compose")
+    compose = yaml.safe_load(open(os.path.join(compose_dir, "compose.yaml")))
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith("."):
+                continue
+            path = os.path.normpath(os.path.join(compose_dir, source))
+            rel = os.path.relpath(path, root)
+            if os.path.exists(path):
+                continue
+            if rel.startswith(("deploy/grafana", "deploy/prometheus")):
+                print(f"validate_deploy: note: compose service {name} mounts {rel}, not present yet "
+                      "(Grafana and Prometheus files of the faces issue)", file=sys.stderr)
+            else:
+                check(False, f"compose service {name} mounts {rel}, which does not exist")
+        command = service.get("command", [])
+        if service.get("image", "").startswith("${NETSPECTRA_IMAGE"):
+            check(command[1:3] == ["--config", "/etc/netspectra/netspectra.yaml"],
+                  f"compose service {name}: not started with the shared config")
+
     # --- kustomization lists every manifest, and only existing ones.
     kust = yaml.safe_load(open(os.path.join(k8s_dir, "kustomization.yaml")))
     files = sorted(n for n in os.listdir(k8s_dir) if n.endswith(".yaml") and n != "kustomization.yaml")
