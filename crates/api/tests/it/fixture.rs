@@ -129,6 +129,8 @@ impl Data {
                 input.push(r);
             }
             let out = input.finish().unwrap();
+            // Decode counters as a run records them (every record is IP).
+            let decoded = json!({"ip": out.packets, "malformed": 0});
             store
                 .finish_run(
                     run,
@@ -136,7 +138,7 @@ impl Data {
                     &json!(["gen"]),
                     out.packets,
                     out.tasks[0].bytes,
-                    &json!({}),
+                    &decoded,
                 )
                 .unwrap();
         }
