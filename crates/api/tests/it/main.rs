@@ -7,6 +7,7 @@
 mod dashboard;
 mod fixture;
 mod protection;
+mod simplejson;
 mod suite;
 
 use netspectra_store::read::Reader;
