@@ -6,6 +6,7 @@
 
 mod dashboard;
 mod fixture;
+mod grafana;
 mod protection;
 mod simplejson;
 mod suite;

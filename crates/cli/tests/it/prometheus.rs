@@ -118,15 +118,24 @@ fn wait<T>(secs: u64, what: &str, mut ok: impl FnMut() -> (Option<T>, String)) -
     panic!("{what}: not within {secs} s; last: {last}");
 }
 
-/// An instant query's single value (None: no sample yet).
-fn query_value(prom: &str, expr: &str) -> (Option<f64>, String) {
-    let q: String = expr
-        .bytes()
+fn encode(text: &str) -> String {
+    text.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
-        .collect();
+        .collect()
+}
+
+/// An instant query's answer (status 200 or not).
+fn query(prom: &str, expr: &str) -> Value {
+    let (_, body) = get(prom, &format!("/api/v1/query?query={}", encode(expr))).unwrap();
+    serde_json::from_str(&body).unwrap_or(Value::Null)
+}
+
+/// An instant query's single value (None: no sample yet).
+fn query_value(prom: &str, expr: &str) -> (Option<f64>, String) {
+    let q = encode(expr);
     match get(prom, &format!("/api/v1/query?query={q}")) {
         Ok((200, body)) => {
             let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
@@ -187,16 +196,15 @@ fn a_real_prometheus_scrapes_engine_and_probe() {
             .expect("start netspectra probe"),
     );
 
-    // The shipped config, its targets pointed at the processes above (the
-    // run role is not started here: its job is dropped), scraping every
-    // second. JSON is YAML, so Prometheus reads the rewrite as written.
+    // The shipped config, its targets pointed at the processes above
+    // (Prometheus's own job dropped), scraping every second. JSON is YAML, so Prometheus reads the rewrite as written.
     let text = std::fs::read_to_string(deploy().join("prometheus.yml")).unwrap();
     let mut cfg: Value = serde_saphyr::from_str(&text).expect("prometheus.yml is YAML");
     cfg["global"]["scrape_interval"] = "1s".into();
     cfg["global"]["evaluation_interval"] = "1s".into();
     cfg["rule_files"] = serde_json::json!([deploy().join("rules/*.yml")]);
     let jobs = cfg["scrape_configs"].as_array_mut().unwrap();
-    jobs.retain(|j| j["job_name"] != "netspectra-run" && j["job_name"] != "prometheus");
+    jobs.retain(|j| j["job_name"] != "prometheus");
     let mut wanted = Vec::new();
     for job in jobs.iter_mut() {
         let target = match job["job_name"].as_str().unwrap() {
@@ -280,6 +288,46 @@ fn a_real_prometheus_scrapes_engine_and_probe() {
         (v.filter(|&v| v > 0.0), body)
     });
     assert!(probe_packets > 0.0);
+    // The Grafana pipeline dashboard's queries: each is valid PromQL, and
+    // answers series whenever the metrics it reads are exported here (the
+    // spool and ClickHouse ones are not: this engine writes SQLite).
+    let (_, names) = get(&prom, "/api/v1/label/__name__/values").unwrap();
+    let names: Value = serde_json::from_str(&names).unwrap();
+    let names: Vec<&str> = names["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let dash = deploy().join("../grafana/dashboards/netspectra-pipeline.json");
+    let dash: Value = serde_json::from_str(&std::fs::read_to_string(dash).unwrap()).unwrap();
+    let mut answered = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "10s");
+            let answer = query(&prom, &expr);
+            assert_eq!(answer["status"], "success", "{expr}: {answer}");
+            let read: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("netspectra_") || *w == "up")
+                .collect();
+            assert!(!read.is_empty(), "{expr} reads no metric");
+            let exported = read.iter().all(|m| names.contains(m));
+            if exported {
+                let series = answer["data"]["result"].as_array().map_or(0, Vec::len);
+                assert!(
+                    series > 0,
+                    "{expr}: no series, though its metrics are exported"
+                );
+                answered += 1;
+            }
+        }
+    }
+    assert!(answered >= 8, "{answered} pipeline queries answered");
+
     // The rules are loaded, and none of the pipeline alerts fires here.
     let (_, rules) = get(&prom, "/api/v1/rules").unwrap();
     assert!(rules.contains("NetSpectraEngineLag"), "{rules}");
