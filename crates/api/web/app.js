@@ -213,7 +213,6 @@
       ]);
       const { xs, series: s } = align(series, by);
       chart(chartBox, `${by} per window, per exact task`, xs, s, by);
-      setLive(runs.rows.some((r) => r.status === "running"));
       runsBox.replaceChildren(el("h2", { text: "Runs" }), table(runs.rows.slice().reverse(), [
         { title: "run", num: true, get: (r) => r.run_id },
         { title: "engine", get: (r) => r.engine_id },
@@ -404,11 +403,16 @@
     box.hidden = false;
     box.textContent = e.message || String(e);
   }
+  // Whether a run is still writing: then every view refreshes itself.
+  async function checkLive() {
+    const runs = await api("/api/v1/runs", { limit: 20 });
+    setLive(runs.rows.some((r) => r.status === "running"));
+  }
   async function refresh() {
     const mine = current;
     document.body.dataset.state = "loading";
     try {
-      await mine.reload();
+      await Promise.all([mine.reload(), checkLive()]);
       if (mine === current) { showError(null); document.body.dataset.state = "ready"; }
     } catch (e) {
       if (e instanceof ApiError && e.status === 401) return needLogin("The token was refused.");

@@ -192,3 +192,82 @@ async fn the_dashboard_page_and_assets_are_served_from_the_binary() {
     assert_eq!(status, 401);
     api.stop().await;
 }
+
+/// The ten largest packet counts per source, in order.
+fn top_counts<'a>(recs: impl Iterator<Item = &'a netspectra_model::PacketRecord>) -> Vec<u64> {
+    let mut v: Vec<u64> = Data::by_source(recs).values().map(|s| s.packets).collect();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v.truncate(10);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_refreshes_itself_while_a_run_writes() {
+    if let Some(why) = missing_tools() {
+        panic!(
+            "the dashboard test needs a browser: {why}; scripts/test.sh installs what is missing"
+        );
+    }
+    let data = Data::generate();
+    let half = data.records.len() / 2;
+    let first = Data {
+        records: data.records[..half].to_vec(),
+    };
+    let second = Data {
+        records: data.records[half..].to_vec(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.db");
+    let mut store = netspectra_store::SqliteStore::open(&path).unwrap();
+    let open_runs = first.write_open(&mut store);
+    let api = Api::start(Reader::open(&StoreUrl::Sqlite(path.clone())).unwrap(), None).await;
+    let truth = json!({
+        "before": top_counts(first.records.iter()),
+        "after": top_counts(data.records.iter()),
+    });
+    assert_ne!(truth["before"], truth["after"]);
+    let truth_path = dir.path().join("truth.json");
+    std::fs::write(&truth_path, truth.to_string()).unwrap();
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut cmd = Command::new("node");
+    cmd.arg(web_dir().join("live.mjs"))
+        .current_dir(web_dir())
+        .env("NS_BASE", &api.base)
+        .env("NS_TRUTH", &truth_path)
+        .env("NS_SHOTS", &shots)
+        .env("NS_PROFILE", dir.path().join("chromium-profile"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    let (status, transcript) = tokio::task::spawn_blocking(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let mut child = cmd.spawn().expect("node runs");
+        let mut stdin = child.stdin.take().unwrap();
+        let mut transcript = String::new();
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            transcript.push_str(&line);
+            transcript.push('\n');
+            if line == "READY" {
+                // The rest of the traffic arrives, then the runs end.
+                second.write(&mut store);
+                for run in &open_runs {
+                    store
+                        .finish_run(*run, "complete", &json!(["gen"]), 0, 0, &json!({}))
+                        .unwrap();
+                }
+                let _ = writeln!(stdin, "WRITTEN");
+            }
+        }
+        (child.wait().unwrap(), transcript)
+    })
+    .await
+    .unwrap();
+    println!("{transcript}");
+    assert!(status.success(), "the live checks failed:\n{transcript}");
+    assert!(
+        transcript.contains("READY") && transcript.contains("0 failed"),
+        "{transcript}"
+    );
+    api.stop().await;
+}

@@ -203,6 +203,27 @@ try {
   check("logging out forgets the token", (await t.evaluate(() => sessionStorage.getItem("netspectra.token"))) === null);
   await t.close();
 
+  // Alerts (issue 11): shown when the server serves /api/v1/alerts. The
+  // Rust test then gives the alerts it stored (truth.alerts: how many fire,
+  // how many resolved); a server with alerts and no such truth fails here.
+  phase = "alerts";
+  const served = (await (await fetch(`${BASE}/ui/config.json`)).json()).alerts;
+  check("the Alerts view is offered exactly when alerts are served",
+    (await page.$$("#nav a[data-view=alerts]")).length === (served ? 1 : 0));
+  if (served) {
+    check("alerts are served, and the test gives alerts to check", truth.alerts !== undefined);
+  }
+  if (truth.alerts) {
+    await open(page, `${BASE}/#/alerts`);
+    const firing = await tableRows(page, "alerts-firing-table");
+    const history = await tableRows(page, "alerts-history-table");
+    check("alerts: the firing ones", firing.length === truth.alerts.firing, firing.length);
+    check("alerts: then the history", history.length === truth.alerts.resolved, history.length);
+    check("alerts: firing comes first", await page.$eval("#alerts-firing", (f) =>
+      Boolean(f.compareDocumentPosition(document.querySelector("#alerts-history")) & Node.DOCUMENT_POSITION_FOLLOWING)));
+    await shot(page, "alerts");
+  }
+
   // No console errors, except the 401 the wrong token earned.
   const unexpected = errors.filter((e) => !(e.phase === "token-wrong" && e.text.includes("401")));
   check("no console errors", unexpected.length === 0, JSON.stringify(unexpected));
