@@ -8,6 +8,8 @@
 //! reflection) and HTTP/JSON ([`http`], `/api/v1/…`, with an OpenAPI
 //! document). Parameters are validated once ([`ask`]), an optional bearer
 //! token guards both, and answers are capped at [`Limits::max_rows`].
+//! The HTTP server also serves the web dashboard ([`web`], at `/`) and
+//! Grafana's SimpleJSON face ([`simplejson`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
