@@ -112,7 +112,8 @@
     const width = Math.max(320, container.clientWidth || 600);
     const opts = {
       title, width, height: 240,
-      scales: { x: { time: true } },
+      // One window alone: a minute either side, not uPlot's years.
+      scales: { x: xs.length === 1 ? { time: true, auto: false, range: [xs[0] - 60, xs[0] + 60] } : { time: true } },
       series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: colors[i % colors.length], width: 1.5, points: { show: xs.length < 60 } }))],
       axes: [axis, Object.assign({ label: yLabel, size: 70 }, axis)],
     };
@@ -287,8 +288,10 @@
   }
 
   function sketches(root, p) {
-    const kinds = ["countmin", "hh", "superspread"];
-    const choices = tasks.tasks.filter((t) => kinds.includes(t.algorithm));
+    // A sketch task whose algorithm the store cannot tell yet (no rows
+    // stored) is listed as `sketch`; either operation answers it, empty.
+    const kinds = ["countmin", "hh", "superspread", "sketch"];
+    const choices = tasks.tasks.filter((t) => kinds.includes(t.algorithm || t.kind));
     if (!p.task && choices.length) p.task = choices[0].name;
     const chosen = choices.find((t) => t.name === p.task);
     const spread = chosen && chosen.algorithm === "superspread";
@@ -310,15 +313,16 @@
       const answer = spread ? await api("/api/v1/super-spreaders", q) : await api("/api/v1/heavy-hitters", Object.assign({ by }, q));
       const est = (r) => (spread ? r.distinct : r[by]);
       box.replaceChildren(
-        el("h2", { text: spread ? `Super-spreaders of ${p.task} (distinct ${chosen.key.join(", ")} partners)` : `Heavy hitters of ${p.task} by ${by}` }),
-        el("p", { class: "muted", text: spread
+        el("h2", { text: spread ? `Super-spreaders of ${p.task} (distinct ${chosen.key.join(", ")} partners)`
+          : chosen.algorithm ? `Heavy hitters of ${p.task} by ${by}` : `Sketch task ${p.task}` }),
+        el("p", { class: "muted", text: !chosen.algorithm ? "The store holds no estimate of this task yet." : spread
           ? "Estimates of distinct partners; the true count lies within ± the error bound."
           : "Count-Min over-estimates: the true value lies between estimate − error bound and the estimate." }),
-        answer.partial ? el("p", { class: "error", text: "Partial: a shard changed owner within a period in this range, so estimates may be low." }) : null,
-        table(answer.rows, [
+        ...(answer.partial ? [el("p", { class: "error", text: "Partial: a shard changed owner within a period in this range, so estimates may be low." })] : []),
+        answer.rows.length === 0 ? el("p", { class: "muted", text: "No estimate stored for this task in this range." }) : table(answer.rows, [
           ...keyColumns(answer.rows),
           { title: spread ? "distinct" : `${by} (estimate)`, id: "estimate", num: true, get: (r) => num(est(r)), value: est },
-          { title: "± error bound", id: "error_bound", num: true, get: (r) => num(r.error_bound), value: (r) => r.error_bound },
+          { title: spread ? "± error bound" : "error bound", id: "error_bound", num: true, get: (r) => num(r.error_bound), value: (r) => r.error_bound },
           { title: "periods", num: true, get: (r) => r.periods },
         ], "sketch-table"),
       );

@@ -54,7 +54,12 @@ async function settle(page) {
   await page.waitForFunction(() => ["ready", "error", "login"].includes(document.body.dataset.state), null, { timeout: 20000 });
   return page.evaluate(() => document.body.dataset.state);
 }
+// Every screenshot is of a finished view: no "null", "undefined", "NaN"
+// or "[object …]" text leaked into it.
 async function shot(page, name) {
+  const text = await page.evaluate(() => document.body.innerText);
+  const leak = text.match(/\b(null|undefined|NaN)\b|\[object \w+\]/);
+  check(`${name}: no null, undefined, NaN or [object] text`, !leak, leak && leak[0]);
   await page.screenshot({ path: join(SHOTS, name + ".png"), fullPage: true });
 }
 // Rows of a table as [{col: {text, value}}].
