@@ -367,5 +367,14 @@ async fn every_grafana_panel_query_runs_and_answers() {
         .map(|r| r["packets"].as_u64().unwrap())
         .sum();
     assert_eq!(total, n);
+    // The runs' decode counters come back from ClickHouse as recorded.
+    let (_, runs) = api.get("/api/v1/runs").await;
+    let decoded: u64 = runs["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["decoded"]["ip"].as_u64().unwrap())
+        .sum();
+    assert_eq!(decoded, n, "{runs}");
     api.stop().await;
 }
