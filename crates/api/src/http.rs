@@ -47,6 +47,12 @@ struct AppState {
     auth: Auth,
 }
 
+impl axum::extract::FromRef<AppState> for Arc<QueryService> {
+    fn from_ref(s: &AppState) -> Arc<QueryService> {
+        Arc::clone(&s.service)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::BAD_REQUEST);
@@ -450,9 +456,14 @@ async fn bounded(State(s): State<AppState>, req: Request, next: Next) -> Respons
     }
 }
 
-/// The HTTP router: operations behind the token, health and the OpenAPI
-/// document open.
+/// The HTTP router: operations (and the Grafana SimpleJSON face) behind
+/// the token; health, the OpenAPI document and the dashboard's page open.
 pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
+    let dashboard = crate::web::Features {
+        token_required: auth.required(),
+        alerts: ROUTES.contains(&"/api/v1/alerts"),
+        analyst: false,
+    };
     let state = AppState { service, auth };
     let api = Router::new()
         .route("/api/v1/tasks", get(tasks))
@@ -464,6 +475,7 @@ pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/alerts", get(alerts))
+        .merge(crate::simplejson::routes())
         // Outermost last: the token is checked before a slot is taken, so
         // unauthenticated callers cannot occupy the slots.
         .route_layer(middleware::from_fn_with_state(state.clone(), bounded))
@@ -473,6 +485,7 @@ pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::web::routes(dashboard))
         .merge(api)
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)

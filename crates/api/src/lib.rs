@@ -8,6 +8,8 @@
 //! reflection) and HTTP/JSON ([`http`], `/api/v1/…`, with an OpenAPI
 //! document). Parameters are validated once ([`ask`]), an optional bearer
 //! token guards both, and answers are capped at [`Limits::max_rows`].
+//! The HTTP server also serves the web dashboard ([`web`], at `/`) and
+//! Grafana's SimpleJSON face ([`simplejson`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -31,6 +33,8 @@ pub mod grpc;
 pub mod http;
 pub mod listen;
 pub mod service;
+pub mod simplejson;
+pub mod web;
 
 pub use error::ApiError;
 pub use service::{Limits, QueryService};
@@ -93,6 +97,11 @@ impl Auth {
 }
 
 impl Auth {
+    /// Whether a token is configured (the dashboard then asks for it).
+    pub fn required(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// Whether a token is configured and `header` carries it: the callers
     /// that may see the store's own error text (health reasons).
     pub fn authenticated(&self, header: Option<&str>) -> bool {

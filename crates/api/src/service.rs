@@ -238,6 +238,9 @@ pub struct RunRow {
     pub bytes: u64,
     /// Inputs and their outcome.
     pub inputs: Value,
+    /// Decode counters (what the decoder made of the packets read), once
+    /// the run finished; null while it runs.
+    pub decoded: Value,
 }
 
 /// A row-returning answer (**contract**: `{"rows":[…],"truncated":bool}`,
@@ -623,6 +626,7 @@ fn run_row(r: RunRecord) -> RunRow {
         packets: r.packets.max(0) as u64,
         bytes: r.bytes.max(0) as u64,
         inputs: r.inputs,
+        decoded: r.decoded,
     }
 }
 

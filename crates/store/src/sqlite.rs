@@ -33,6 +33,8 @@ pub struct RunRecord {
     pub packets: i64,
     /// Bytes read.
     pub bytes: i64,
+    /// Decode counters once finished (JSON object; null while running).
+    pub decoded: Value,
 }
 
 /// An open SQLite store.
@@ -263,9 +265,10 @@ pub(crate) fn read_runs(conn: &Connection) -> rusqlite::Result<Vec<RunRecord>> {
 /// The `limit` most recent runs, oldest first (the API's `runs`: bounded
 /// however many runs the store holds).
 pub(crate) fn read_recent_runs(conn: &Connection, limit: i64) -> rusqlite::Result<Vec<RunRecord>> {
-    let mut stmt = conn.prepare_cached("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes FROM (SELECT * FROM runs ORDER BY run_id DESC LIMIT ?1) ORDER BY run_id")?;
+    let mut stmt = conn.prepare_cached("SELECT run_id, engine_id, command, started_at_ns, finished_at_ns, status, inputs, packets, bytes, decoded FROM (SELECT * FROM runs ORDER BY run_id DESC LIMIT ?1) ORDER BY run_id")?;
     let rows = stmt.query_map([limit], |r| {
         let inputs: String = r.get(6)?;
+        let decoded: Option<String> = r.get(9)?;
         Ok(RunRecord {
             run_id: r.get(0)?,
             engine_id: r.get(1)?,
@@ -276,6 +279,9 @@ pub(crate) fn read_recent_runs(conn: &Connection, limit: i64) -> rusqlite::Resul
             inputs: serde_json::from_str(&inputs).unwrap_or(Value::Null),
             packets: r.get(7)?,
             bytes: r.get(8)?,
+            decoded: decoded
+                .and_then(|d| serde_json::from_str(&d).ok())
+                .unwrap_or(Value::Null),
         })
     })?;
     rows.collect()

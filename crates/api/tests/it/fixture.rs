@@ -99,6 +99,22 @@ impl Data {
 
     /// As [`Data::write`], each plan first changed by `change`.
     pub fn write_with(&self, store: &mut dyn Store, change: impl Fn(&mut EnginePlan)) {
+        self.write_runs(store, change, true);
+    }
+
+    /// As [`Data::write`], but the runs stay `running` (a live run's
+    /// windows); their ids, to finish later.
+    pub fn write_open(&self, store: &mut dyn Store) -> Vec<i64> {
+        self.write_runs(store, |_| {}, false)
+    }
+
+    fn write_runs(
+        &self,
+        store: &mut dyn Store,
+        change: impl Fn(&mut EnginePlan),
+        finish: bool,
+    ) -> Vec<i64> {
+        let mut runs = Vec::new();
         for engine in 0..2 {
             let mut plan = EnginePlan::from_config(&Config::default(), 2).unwrap();
             change(&mut plan);
@@ -129,6 +145,12 @@ impl Data {
                 input.push(r);
             }
             let out = input.finish().unwrap();
+            runs.push(run);
+            if !finish {
+                continue;
+            }
+            // Decode counters as a run records them (every record is IP).
+            let decoded = json!({"ip": out.packets, "malformed": 0});
             store
                 .finish_run(
                     run,
@@ -136,10 +158,11 @@ impl Data {
                     &json!(["gen"]),
                     out.packets,
                     out.tasks[0].bytes,
-                    &json!({}),
+                    &decoded,
                 )
                 .unwrap();
         }
+        runs
     }
 
     /// First window start; ranges in the tests are offsets from it.

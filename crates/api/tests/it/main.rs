@@ -4,8 +4,11 @@
 //! server alike; bad and hostile input is refused with a 400 and changes
 //! nothing; a token, when set, is required.
 
+mod dashboard;
 mod fixture;
+mod grafana;
 mod protection;
+mod simplejson;
 mod suite;
 
 use netspectra_store::read::Reader;

@@ -5,6 +5,7 @@ mod bench;
 mod distributed;
 mod docs;
 mod metrics;
+mod prometheus;
 mod query;
 mod secrets;
 mod sketch;

@@ -90,6 +90,7 @@ impl From<RunRow> for RunRecord {
             inputs: serde_json::from_str(&r.inputs).unwrap_or(Value::Null),
             packets: r.packets as i64,
             bytes: r.bytes as i64,
+            decoded: serde_json::from_str(&r.decoded).unwrap_or(Value::Null),
         }
     }
 }
