@@ -149,12 +149,14 @@ pub fn now_ns() -> u64 {
 
 /// The alert history filter of `alerts` (HTTP) and `ListAlerts` (gRPC),
 /// validated the same way for both: `state` is `firing` or `resolved`,
+/// `active` keeps only instances still firing,
 /// `rule` and `key` are bounded, `limit` as for rows.
 pub fn alert_filter(
     (from_ns, to_ns): (Option<u64>, Option<u64>),
     rule: Option<String>,
     state: Option<String>,
     key: Option<String>,
+    active: bool,
     limit: Option<u64>,
     limits: Limits,
 ) -> Result<netspectra_model::alert::AlertFilter, ApiError> {
@@ -182,6 +184,7 @@ pub fn alert_filter(
         rule: empty(rule),
         state: empty(state),
         key: empty(key),
+        active,
         limit: row_limit(limit, limits)?,
     })
 }

@@ -433,6 +433,7 @@ impl pb::query_service_server::QueryService for Grpc {
             text(r.rule),
             text(r.state),
             text(r.key),
+            r.active,
             r.limit.map(u64::from),
             self.service.limits(),
         )?;

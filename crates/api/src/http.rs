@@ -98,6 +98,7 @@ struct Params {
     rule: Option<String>,
     state: Option<String>,
     key: Option<String>,
+    active: Option<String>,
 }
 
 /// `Query<Params>` with our JSON error instead of axum's plain-text one.
@@ -176,11 +177,19 @@ impl Params {
             .as_deref()
             .map(|t| parse_time("to", t))
             .transpose()?;
+        let active = match self.active.as_deref() {
+            None | Some("false") | Some("0") => false,
+            Some("true") | Some("1") => true,
+            Some(other) => {
+                return Err(bad(format!("active: `{other}` is not true or false")));
+            }
+        };
         crate::ask::alert_filter(
             (from_ns, to_ns),
             self.rule.clone(),
             self.state.clone(),
             self.key.clone(),
+            active,
             limit,
             limits,
         )
@@ -302,7 +311,9 @@ const OPERATIONS: &[(&str, bool, &[&str])] = &[
     (
         "alerts",
         false,
-        &["from", "to", "since", "rule", "state", "key", "limit"],
+        &[
+            "from", "to", "since", "rule", "state", "key", "active", "limit",
+        ],
     ),
 ];
 
@@ -380,6 +391,7 @@ impl Params {
             ("rule", &self.rule),
             ("state", &self.state),
             ("key", &self.key),
+            ("active", &self.active),
         ];
         let allowed = |name: &str| (scoped && SCOPE.contains(&name)) || extra.contains(&name);
         match given.iter().find(|(name, v)| v.is_some() && !allowed(name)) {

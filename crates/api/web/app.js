@@ -386,8 +386,10 @@
       for (const k of ["rule", "state", "key"]) if (p[k]) q[k] = p[k];
       const all = (await api("/api/v1/alerts", q)).alerts;
       const byStart = (a, b) => (b.starts_at || "").localeCompare(a.starts_at || "");
-      const firing = all.filter((a) => a.state === "firing").sort(byStart);
-      const history = all.filter((a) => a.state !== "firing").sort(byStart);
+      // Every transition is stored: an instance still firing has a firing
+      // transition without `ends_at`; each resolved one is history.
+      const firing = all.filter((a) => a.state === "firing" && !a.ends_at).sort(byStart);
+      const history = all.filter((a) => a.state === "resolved").sort(byStart);
       firingBox.replaceChildren(el("h2", { text: `Firing (${firing.length})` }),
         firing.length ? table(firing, columns, "alerts-firing-table") : el("p", { class: "muted", text: "Nothing is firing." }));
       historyBox.replaceChildren(el("h2", { text: `History (${history.length})` }),

@@ -31,7 +31,9 @@ pub struct AlertRecord {
     pub window_start_ns: u64,
     /// When the instance started firing (end of the window that fired it).
     pub starts_at_ns: u64,
-    /// When it resolved (end of the window that resolved it); None while firing.
+    /// When it resolved (end of the window that resolved it); None while
+    /// firing. Read back, a firing transition carries its resolve's time
+    /// once there is one.
     pub ends_at_ns: Option<u64>,
     /// The AI analyst's explanation, when there is one.
     pub analysis: Option<String>,
@@ -50,6 +52,8 @@ pub struct AlertFilter {
     pub state: Option<String>,
     /// Only instances whose key JSON contains this text (e.g. an address).
     pub key: Option<String>,
+    /// Only instances still firing: firing transitions not yet resolved.
+    pub active: bool,
     /// At most this many, newest first.
     pub limit: usize,
 }

@@ -61,6 +61,8 @@ fn truth(data: &Data) -> Value {
         "trace": {"src_ip": top.0, "packets": top.1, "bytes": top.2},
         "top_spreader": spread[0].0,
         "token": TOKEN,
+        // `Data::alerts`: one instance resolved, one still firing.
+        "alerts": {"firing": 1, "resolved": 1},
     })
 }
 
@@ -97,6 +99,7 @@ async fn the_dashboard_shows_the_truth_in_a_real_browser() {
     let path = dir.path().join("ns.db");
     let mut store = netspectra_store::SqliteStore::open(&path).unwrap();
     data.write(&mut store);
+    store.record_alerts(&data.alerts(), None).unwrap();
     drop(store);
     let open = Api::start(Reader::open(&StoreUrl::Sqlite(path.clone())).unwrap(), None).await;
     let guarded = Api::start(
@@ -139,6 +142,7 @@ async fn the_dashboard_shows_the_truth_in_a_real_browser() {
         "sketches",
         "spreaders",
         "trace",
+        "alerts",
         "login",
     ] {
         let shot = shots.join(format!("{view}.png"));

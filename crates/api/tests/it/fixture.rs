@@ -93,6 +93,34 @@ impl Data {
     }
 
     /// Runs the default tasks in two engines (`e0`, `e1`), one run each.
+    /// Alert transitions over this capture's windows: big talker
+    /// 10.0.0.1 fired and resolved, scanner 10.0.0.2 still firing.
+    pub fn alerts(&self) -> Vec<netspectra_model::alert::AlertRecord> {
+        let t0 = self.t0() - self.t0() % WINDOW_NS;
+        let alert = |rule: &str, ip: &str, state: &str, w: u64, starts: u64, ends: Option<u64>| {
+            netspectra_model::alert::AlertRecord {
+                rule: rule.into(),
+                task: "per_src_ip".into(),
+                key: format!(r#"{{"SrcIP":"{ip}"}}"#),
+                metric: "bytes".into(),
+                value: 2e6,
+                operator: ">".into(),
+                threshold: 1e6,
+                severity: "warning".into(),
+                state: state.into(),
+                window_start_ns: t0 + w * WINDOW_NS,
+                starts_at_ns: t0 + starts * WINDOW_NS,
+                ends_at_ns: ends.map(|e| t0 + e * WINDOW_NS),
+                analysis: None,
+            }
+        };
+        vec![
+            alert("big_talker", "10.0.0.1", "firing", 0, 1, None),
+            alert("big_talker", "10.0.0.1", "resolved", 1, 1, Some(3)),
+            alert("scanner", "10.0.0.2", "firing", 1, 2, None),
+        ]
+    }
+
     pub fn write(&self, store: &mut dyn Store) {
         self.write_with(store, |_| {});
     }

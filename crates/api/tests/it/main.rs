@@ -21,6 +21,9 @@ fn sqlite_with(data: &fixture::Data) -> (tempfile::TempDir, std::path::PathBuf) 
     let path = dir.path().join("ns.db");
     let mut store = SqliteStore::open(&path).unwrap();
     data.write(&mut store);
+    // Twice (a re-evaluation): still one row each.
+    store.record_alerts(&data.alerts(), None).unwrap();
+    store.record_alerts(&data.alerts(), None).unwrap();
     (dir, path)
 }
 
@@ -50,6 +53,9 @@ async fn clickhouse_answers_match_the_truth_and_sqlite() {
         tokio::task::spawn_blocking(move || {
             let mut ch = ClickHouseStore::open(&url).unwrap().with_spool_dir(spool);
             data.write(&mut ch);
+            ch.record_alerts(&data.alerts(), None).unwrap();
+            // Recorded twice (a re-evaluation): still one row each.
+            ch.record_alerts(&data.alerts(), None).unwrap();
             ch.flush().unwrap()
         })
         .await

@@ -408,10 +408,96 @@ pub async fn check_everything(reader: Reader, data: &Data) -> Vec<(String, Value
     );
     assert!(rows.iter().all(|r| r["status"] == "complete"));
 
+    check_alerts(&mut api, data, &mut answers).await;
     check_grpc_matches_http(&mut api, &answers, (s, d, sp, dp, p)).await;
     check_hostile_input(&mut api).await;
     api.stop().await;
     answers
+}
+
+/// `alerts` over `Data::alerts` (stored by the caller): the contract JSON,
+/// newest first, filters, a resolved instance's firing transition carrying
+/// its end, `active`, and gRPC `ListAlerts` saying the same.
+async fn check_alerts(api: &mut Api, data: &Data, answers: &mut Vec<(String, Value)>) {
+    let stored = data.alerts();
+    let (status, all) = api.get("/api/v1/alerts").await;
+    assert_eq!(status, 200, "{all}");
+    let list = all["alerts"].as_array().unwrap();
+    assert_eq!(list.len(), 3, "{all}");
+    assert_eq!(all["truncated"], false);
+    let first = &list[0];
+    assert_eq!(first["rule"], "scanner", "newest window first: {all}");
+    for field in [
+        "rule",
+        "task",
+        "key",
+        "metric",
+        "value",
+        "operator",
+        "threshold",
+        "severity",
+        "state",
+        "window_start",
+        "starts_at",
+        "ends_at",
+        "analysis",
+    ] {
+        assert!(first.get(field).is_some(), "{field} in {first}");
+    }
+    assert_eq!(first["key"], json!({"SrcIP": "10.0.0.2"}));
+    assert_eq!(first["ends_at"], Value::Null);
+    let fired = list
+        .iter()
+        .find(|a| a["rule"] == "big_talker" && a["state"] == "firing")
+        .unwrap();
+    assert_eq!(
+        fired["ends_at"],
+        json!(netspectra_model::alert::rfc3339(
+            stored[1].ends_at_ns.unwrap()
+        )),
+        "a resolved instance's firing transition carries its end"
+    );
+    answers.push(("/api/v1/alerts".into(), all.clone()));
+    for (query, want) in [
+        ("state=resolved", 1),
+        ("state=firing", 2),
+        ("active=true", 1),
+        ("rule=big_talker", 2),
+        ("key=10.0.0.2", 1),
+        ("limit=1", 1),
+        (&*format!("from={}", stored[2].window_start_ns), 2),
+        (&*format!("to={}", stored[1].window_start_ns), 1),
+    ] {
+        let path = format!("/api/v1/alerts?{query}");
+        let (status, body) = api.get(&path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(
+            body["alerts"].as_array().unwrap().len(),
+            want,
+            "{path}: {body}"
+        );
+        answers.push((path, body));
+    }
+    for bad in ["state=pending", "active=maybe", "task=x", "from=2&to=1"] {
+        let (status, body) = api.get(&format!("/api/v1/alerts?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+    let grpc = api
+        .grpc
+        .list_alerts(pb::ListAlertsRequest {
+            active: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grpc.alerts.len(), 1);
+    assert_eq!(grpc.alerts[0].rule, "scanner");
+    assert_eq!(
+        grpc.alerts[0].key.get("SrcIP").map(String::as_str),
+        Some("10.0.0.2")
+    );
+    assert!(grpc.alerts[0].ends_at.is_none());
 }
 
 fn answer<'a>(answers: &'a [(String, Value)], path: &str) -> &'a Value {

@@ -196,8 +196,17 @@ impl ClickHouseReader {
 
 impl ClickHouseReader {
     pub(crate) async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
+        // A firing transition shows when its instance resolved, if it did
+        // (18.16 has no correlated subqueries: a join on the instance).
         let mut sql = String::from(
-            "SELECT ?fields FROM alerts FINAL WHERE window_start_ns >= ? AND window_start_ns < ?",
+            "SELECT rule, task, key, metric, value, operator, threshold, severity, state, \
+             window_start, window_start_ns, starts_at_ns, \
+             if(ends_at_ns = 0 AND state = 'firing', closed, ends_at_ns) AS ended, \
+             analysis, recorded_at_ns \
+             FROM alerts FINAL ANY LEFT JOIN \
+             (SELECT rule, key, starts_at_ns, ends_at_ns AS closed FROM alerts FINAL WHERE state = 'resolved') \
+             USING (rule, key, starts_at_ns) \
+             WHERE window_start_ns >= ? AND window_start_ns < ?",
         );
         if f.rule.is_some() {
             sql.push_str(" AND rule = ?");
@@ -207,6 +216,9 @@ impl ClickHouseReader {
         }
         if f.key.is_some() {
             sql.push_str(" AND position(key, ?) > 0");
+        }
+        if f.active {
+            sql.push_str(" AND state = 'firing' AND ends_at_ns = 0 AND closed = 0");
         }
         sql.push_str(" ORDER BY window_start_ns DESC, starts_at_ns DESC, rule, key, state LIMIT ?");
         let mut q = self

@@ -260,14 +260,16 @@ impl SqliteReader {
     pub(crate) async fn alerts(&self, f: &AlertFilter) -> Result<Vec<AlertRecord>, StoreError> {
         let f = f.clone();
         self.with_conn(move |c| {
-            let mut sql = String::from(
-                "SELECT rule, task, key, metric, value, operator, threshold, severity, state, window_start, starts_at, ends_at, analysis FROM alerts WHERE window_start >= ?1 AND window_start < ?2",
+            // A firing transition shows when its instance resolved, if it did.
+            let ends = "coalesce(a.ends_at, (SELECT r.ends_at FROM alerts r WHERE r.rule = a.rule AND r.key = a.key AND r.state = 'resolved' AND r.starts_at = a.starts_at))";
+            let mut sql = format!(
+                "SELECT a.rule, a.task, a.key, a.metric, a.value, a.operator, a.threshold, a.severity, a.state, a.window_start, a.starts_at, {ends}, a.analysis FROM alerts a WHERE a.window_start >= ?1 AND a.window_start < ?2"
             );
             let mut params: Vec<rusqlite::types::Value> = vec![
                 (f.from_ns.min(i64::MAX as u64) as i64).into(),
                 (f.to_ns.unwrap_or(i64::MAX as u64).min(i64::MAX as u64) as i64).into(),
             ];
-            for (column, value) in [("rule = ", &f.rule), ("state = ", &f.state)] {
+            for (column, value) in [("a.rule = ", &f.rule), ("a.state = ", &f.state)] {
                 if let Some(v) = value {
                     params.push(v.clone().into());
                     sql.push_str(&format!(" AND {column}?{}", params.len()));
@@ -275,11 +277,14 @@ impl SqliteReader {
             }
             if let Some(k) = &f.key {
                 params.push(k.clone().into());
-                sql.push_str(&format!(" AND instr(key, ?{}) > 0", params.len()));
+                sql.push_str(&format!(" AND instr(a.key, ?{}) > 0", params.len()));
+            }
+            if f.active {
+                sql.push_str(&format!(" AND a.state = 'firing' AND {ends} IS NULL"));
             }
             params.push((f.limit.min(i64::MAX as usize) as i64).into());
             sql.push_str(&format!(
-                " ORDER BY window_start DESC, starts_at DESC, rule, key, state LIMIT ?{}",
+                " ORDER BY a.window_start DESC, a.starts_at DESC, a.rule, a.key, a.state LIMIT ?{}",
                 params.len()
             ));
             let mut stmt = c.prepare(&sql)?;
