@@ -91,6 +91,8 @@ impl Email {
     /// Mails one group to every recipient.
     pub async fn send(&self, alerts: &[AlertRecord]) -> Result<(), NotifyError> {
         let mut message = Message::builder()
+            .message_id(None)
+            .date_now()
             .from(self.from.clone())
             .subject(super::text::subject(alerts));
         for to in &self.to {
