@@ -54,7 +54,7 @@ cleanup() {
         rc=1
     fi
     if [ $rc -ne 0 ]; then
-        for f in "$NETSPECTRA_CLUSTER_DIR"/logs/*.log; do
+        for f in "$NETSPECTRA_CLUSTER_DIR"/logs/*.log "$work"/query.log; do
             [ -f "$f" ] || continue
             echo "--- $f (last 15 lines)" >&2
             sed 's/\x1b\[[0-9;]*m//g' "$f" | tail -n 15 >&2
@@ -97,7 +97,7 @@ scripts/cluster.sh replay "$work/traffic.pcap" >/dev/null 2>"$work/replay.log" \
 # The stored totals, through the API, until they equal the offline ones.
 got=""
 for _ in $(seq 1 120); do
-    got=$("$bin" query aggregate --format json 2>/dev/null | python3 -c '
+    got=$("$bin" query aggregate --format json 2>>"$work/query.log" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 print(" ".join("%s=%d/%d/%d" % (s["task_name"], s["total_packets"], s["total_bytes"], s["flow_count"]) for s in d["summaries"]))' || true)

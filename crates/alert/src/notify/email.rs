@@ -38,7 +38,6 @@ fn tls_mode(smtp: &SmtpConfig) -> Result<&'static str, NotifyError> {
 impl Email {
     /// A mailer for the `smtp` section (checked: host, sender, recipients).
     pub fn new(smtp: &SmtpConfig) -> Result<Email, NotifyError> {
-        super::install_tls_provider();
         let host = smtp.host.trim();
         let parse = |field: &str, text: &str| {
             text.trim().parse::<Mailbox>().map_err(|e| {

@@ -8,6 +8,7 @@
 //! recorded either way, and counting goes on.
 
 mod email;
+mod http;
 pub mod text;
 mod webhook;
 
@@ -32,12 +33,6 @@ pub enum NotifyError {
     /// One attempt failed.
     #[error("{0}")]
     Send(String),
-}
-
-/// Makes rustls use *ring* (the crypto provider already in our tree) for
-/// HTTPS webhooks and SMTP over TLS.
-fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// One configured destination.

@@ -5,26 +5,24 @@ use netspectra_model::alert::{alerts_json, AlertRecord};
 use netspectra_model::redact::redact_urls;
 use std::time::Duration;
 
+/// Longest a webhook call may take, connecting included.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One webhook endpoint.
 pub struct Webhook {
     url: String,
     slack: bool,
-    client: reqwest::Client,
 }
 
 impl Webhook {
     /// A webhook posting to `url`, as `format` (`json` or `slack`).
     pub fn new(url: &str, format: &str) -> Result<Webhook, NotifyError> {
-        super::install_tls_provider();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| NotifyError::Setup(format!("webhook client: {e}")))?;
+        let url = url.trim().to_string();
+        url.parse::<hyper::Uri>()
+            .map_err(|e| NotifyError::Setup(format!("webhook URL {}: {e}", redact_urls(&url))))?;
         Ok(Webhook {
-            url: url.trim().to_string(),
+            url,
             slack: format == "slack",
-            client,
         })
     }
 
@@ -36,17 +34,10 @@ impl Webhook {
             alerts_json(alerts)
         };
         let where_ = redact_urls(&self.url);
-        let answer = self
-            .client
-            .post(&self.url)
-            .json(&body)
-            .send()
+        let status = super::http::post_json(&self.url, body.to_string().into_bytes(), TIMEOUT)
             .await
-            .map_err(|e| {
-                NotifyError::Send(format!("POST {where_}: {}", redact_urls(&e.to_string())))
-            })?;
-        let status = answer.status();
-        if status.is_success() {
+            .map_err(|e| NotifyError::Send(format!("POST {where_}: {}", redact_urls(&e))))?;
+        if (200..300).contains(&status) {
             Ok(())
         } else {
             Err(NotifyError::Send(format!("POST {where_}: HTTP {status}")))
