@@ -85,6 +85,7 @@ struct Params {
     protocol: Option<String>,
     limit: Option<String>,
     by: Option<String>,
+    run: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
 }
@@ -137,6 +138,7 @@ impl Params {
             limit: number("limit", &self.limit)?,
             src_ip: self.src_ip,
             dst_ip: self.dst_ip,
+            run: self.run,
         }
         .validate(limits)
     }
@@ -288,7 +290,7 @@ pub fn parse_query(op: &str, query: &str, limits: Limits) -> Result<Question, Ap
 
 /// Parameters of the time range and key filter, which every question takes.
 const SCOPE: &[&str] = &[
-    "task", "from", "to", "since", "src_ip", "dst_ip", "src_port", "dst_port", "protocol",
+    "task", "from", "to", "since", "src_ip", "dst_ip", "src_port", "dst_port", "protocol", "run",
 ];
 
 impl Params {
@@ -317,6 +319,7 @@ impl Params {
             ("limit", &self.limit),
             ("by", &self.by),
             ("type", &self.kind),
+            ("run", &self.run),
         ];
         let allowed = |name: &str| (scoped && SCOPE.contains(&name)) || extra.contains(&name);
         match given.iter().find(|(name, v)| v.is_some() && !allowed(name)) {

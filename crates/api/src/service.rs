@@ -419,8 +419,13 @@ impl QueryService {
             task.kind == "sketch" && task.algorithm.is_none() && !wanted.contains(&"exact");
         let what = task.algorithm.as_deref().unwrap_or(&task.kind);
         if !wanted.contains(&what) && !unknown_sketch {
+            let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) {
+                "an"
+            } else {
+                "a"
+            };
             return Err(bad(format!(
-                "task `{}` is a {what} task; {op} reads {} tasks",
+                "task `{}` is {article} {what} task; {op} reads {} tasks",
                 task.name,
                 wanted.join(" or ")
             )));
@@ -618,6 +623,7 @@ fn scope<'a>(task: &'a TaskView, ask: &'a Ask) -> Scope<'a> {
         key: &task.key,
         range: ask.range,
         filter: &ask.filter,
+        run: ask.run,
     }
 }
 

@@ -62,8 +62,8 @@ pub struct EngineArgs {
     /// Number of shards, as the probes' (default: config `bus.shards`, else 16).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     shards: Option<u32>,
-    /// Engine workers (default: config `aggregator.num_workers`, else one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Engine workers; 0 = one per core (default: config `aggregator.num_workers`, else one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
     workers: Option<u16>,
     /// JetStream: seconds before the server redelivers an unacknowledged
     /// batch (set when the durable consumers are created; default: config

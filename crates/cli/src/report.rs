@@ -135,9 +135,14 @@ pub fn json(r: &Report) -> Value {
         "window_s": r.window_ns as f64 / 1e9,
         "windows": r.engine.windows,
         "late_packets": r.engine.late_packets,
-        "store": r.store.as_ref().map(|(url, run)| json!({"url": url, "run_id": run})),
+        "store": r.store.as_ref().map(|(url, run)| json!({"url": url, "run_id": run, "replaced": r.replaced})),
         "tasks": tasks,
     })
+}
+
+/// `1 window`, `2 windows`: a count with its noun in the right number.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", num(n), if n == 1 { one } else { many })
 }
 
 /// Renders rows of cells as left/right aligned columns (numbers right).
@@ -181,12 +186,12 @@ pub fn table(r: &Report) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let _ = writeln!(
         out,
-        "{} packets, {} bytes in {:.2} s ({:.2} Mpps, {} workers)",
+        "{} packets, {} bytes in {:.2} s ({:.2} Mpps, {})",
         num(r.packets),
         num(r.bytes),
         secs,
         r.packets as f64 / secs / 1e6,
-        r.workers
+        count(r.workers as u64, "worker", "workers")
     );
     let file_rows: Vec<Vec<String>> = r
         .files
@@ -239,10 +244,19 @@ pub fn table(r: &Report) -> String {
         Some((url, run)) => {
             let _ = writeln!(
                 out,
-                "stored: {url} (run {run}, {} windows of {} s)",
-                r.engine.windows,
+                "stored: {url} (run {run}, {} of {} s)",
+                count(r.engine.windows, "window", "windows"),
                 r.window_ns as f64 / 1e9
             );
+            if !r.replaced.is_empty() {
+                let ids: Vec<String> = r.replaced.iter().map(i64::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "replaced {} {} of the same input (same path, size and content): queries no longer count it; --append keeps both",
+                    if ids.len() == 1 { "run" } else { "runs" },
+                    ids.join(", ")
+                );
+            }
         }
         None => out.push_str("not stored (--no-store)\n"),
     }
@@ -255,11 +269,11 @@ pub fn table(r: &Report) -> String {
         let key_names: Vec<String> = t.key.iter().map(|d| d.to_string()).collect();
         let _ = write!(
             out,
-            "\n{} ({}, key {}): {} keys, {} packets, {} bytes",
+            "\n{} ({}, key {}): {}, {} packets, {} bytes",
             t.name,
             t.kind.name(),
             key_names.join("+"),
-            num(t.rows.len() as u64),
+            count(t.rows.len() as u64, "key", "keys"),
             num(t.packets),
             num(t.bytes)
         );

@@ -42,8 +42,8 @@ pub struct RunArgs {
     /// Keep results in memory only.
     #[arg(long, conflicts_with = "serve")]
     no_store: bool,
-    /// Engine workers (default: config `aggregator.num_workers`, else one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Engine workers; 0 = one per core (default: config `aggregator.num_workers`, else one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
     workers: Option<u16>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]

@@ -377,6 +377,7 @@ impl RunningLive {
             store: run_store.describe(),
             engine: output,
             top: cfg.top,
+            replaced: Vec::new(),
         };
         let status = if error.is_some() {
             "failed"

@@ -2,6 +2,7 @@
 //! → store, and the [`Report`] of what was found.
 
 use crate::error::{Context, NodeError};
+use crate::identity;
 use crate::report::{FileReport, Report};
 use crate::setup::RunStore;
 use netspectra_capture::decode::decode;
@@ -26,6 +27,9 @@ pub struct AnalysisConfig {
     pub verify: bool,
     /// Rows kept per task in the report, by bytes (0 = all).
     pub top: usize,
+    /// Keep earlier runs of the same inputs (default: replace them, so a
+    /// repeated analysis does not count the capture twice).
+    pub append: bool,
 }
 
 /// Progress of a running analysis, for a progress bar.
@@ -118,13 +122,19 @@ impl Analysis {
             store: run_store.describe(),
             engine: output,
             top: cfg.top,
+            replaced: Vec::new(),
         };
         let status = if report.damaged() {
             "damaged"
         } else {
             "complete"
         };
+        run_store.set_identities(cfg.files.iter().map(|f| identity::of_file(f)).collect());
         run_store.finish(status, &report)?;
+        let mut report = report;
+        if !cfg.append {
+            report.replaced = run_store.replace_same_inputs()?;
+        }
         Ok(report)
     }
 }

@@ -46,6 +46,8 @@ pub struct Report {
     pub engine: EngineOutput,
     /// Rows shown per task; 0 = all.
     pub top: usize,
+    /// Earlier runs of the same inputs this run replaced in the store.
+    pub replaced: Vec<i64>,
 }
 
 impl Report {

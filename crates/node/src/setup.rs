@@ -83,6 +83,9 @@ pub struct RunStore {
     store: Option<Box<dyn Store>>,
     url: Option<String>,
     run_id: Option<i64>,
+    /// Identities of the inputs ([`crate::identity`]), one per input, recorded
+    /// with the run's outcome.
+    identities: Vec<Option<Value>>,
 }
 
 impl RunStore {
@@ -102,6 +105,7 @@ impl RunStore {
                 store: None,
                 url: None,
                 run_id: None,
+                identities: Vec::new(),
             };
             return Ok((none, Box::new(NullSink)));
         };
@@ -121,6 +125,7 @@ impl RunStore {
             // The report prints it: never with its password.
             url: Some(without_url_password(&url_text)),
             run_id: Some(run_id),
+            identities: Vec::new(),
         };
         Ok((run, sink))
     }
@@ -142,10 +147,55 @@ impl RunStore {
         }
     }
 
+    /// Records each input's identity ([`crate::identity::of_file`], in the
+    /// order of the report's files) with the run's outcome.
+    pub fn set_identities(&mut self, identities: Vec<Option<Value>>) {
+        self.identities = identities;
+    }
+
+    /// Marks every earlier run of exactly this run's inputs (same canonical
+    /// paths, sizes and fingerprints, finished `complete` or `damaged`)
+    /// replaced; returns their ids. Call after [`RunStore::finish`].
+    pub fn replace_same_inputs(&mut self) -> Result<Vec<i64>, NodeError> {
+        let (Some(store), Some(own)) = (&mut self.store, self.run_id) else {
+            return Ok(Vec::new());
+        };
+        let Some(mine) = self
+            .identities
+            .iter()
+            .cloned()
+            .collect::<Option<Vec<Value>>>()
+            .and_then(|ids| crate::identity::of_recorded(&Value::Array(ids)))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut replaced = Vec::new();
+        for run in store.runs()? {
+            let finished = matches!(run.status.as_str(), "complete" | "damaged");
+            if run.run_id != own
+                && finished
+                && crate::identity::of_recorded(&run.inputs).as_ref() == Some(&mine)
+            {
+                store.replace_run(run.run_id)?;
+                replaced.push(run.run_id);
+            }
+        }
+        Ok(replaced)
+    }
+
     /// Records the run's outcome and totals from its report.
     pub fn finish(&mut self, status: &str, report: &Report) -> Result<(), NodeError> {
         if let (Some(store), Some(id)) = (&mut self.store, self.run_id) {
-            let files = serde_json::to_value(&report.files).unwrap_or_default();
+            let mut files = serde_json::to_value(&report.files).unwrap_or_default();
+            if let Some(list) = files.as_array_mut() {
+                for (file, identity) in list.iter_mut().zip(&self.identities) {
+                    if let (Some(file), Some(Value::Object(identity))) =
+                        (file.as_object_mut(), identity)
+                    {
+                        file.extend(identity.clone());
+                    }
+                }
+            }
             let decoded = serde_json::to_value(&report.decoded).unwrap_or_default();
             store.finish_run(id, status, &files, report.packets, report.bytes, &decoded)?;
         }

@@ -18,6 +18,11 @@ pub fn key_text(key: &[netspectra_model::Dimension]) -> String {
     serde_json::Value::from(key.iter().map(|d| d.to_string()).collect::<Vec<_>>()).to_string()
 }
 
+/// `runs.status` of a run a later run replaced (a re-analysis of the same
+/// input): queries never read its rows (SQLite deletes them; ClickHouse
+/// deletes them in the background).
+pub const REPLACED: &str = "replaced";
+
 /// Schema version written to `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 4;
 
@@ -69,7 +74,7 @@ CREATE TABLE runs (
     command         TEXT    NOT NULL,
     started_at_ns   INTEGER NOT NULL,
     finished_at_ns  INTEGER,
-    status          TEXT    NOT NULL,      -- running | complete | damaged | failed
+    status          TEXT    NOT NULL,      -- running | complete | damaged | failed | replaced
     inputs          TEXT    NOT NULL,      -- JSON array of inputs and their outcome
     packets         INTEGER NOT NULL DEFAULT 0,
     bytes           INTEGER NOT NULL DEFAULT 0,

@@ -219,6 +219,29 @@ impl SqliteStore {
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         read_runs(&self.conn).map_err(|e| self.err(e))
     }
+
+    /// Marks a run replaced and deletes its rows and task definitions, in
+    /// one transaction ([`crate::Store::replace_run`]).
+    pub fn replace_run(&mut self, run_id: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            error: e,
+        })?;
+        let done = (|| {
+            tx.execute(
+                "UPDATE runs SET status = ?2 WHERE run_id = ?1",
+                params![run_id, crate::schema::REPLACED],
+            )?;
+            for table in ["exact_rows", "sketch_rows", "tasks"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE run_id = ?1"),
+                    params![run_id],
+                )?;
+            }
+            tx.commit()
+        })();
+        done.map_err(|e| self.err(e))
+    }
 }
 
 /// Every run in the `runs` table, oldest first (shared with the reader).
@@ -285,6 +308,10 @@ impl crate::Store for SqliteStore {
 
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         SqliteStore::runs(self)
+    }
+
+    fn replace_run(&mut self, run_id: i64) -> Result<(), StoreError> {
+        SqliteStore::replace_run(self, run_id)
     }
 
     fn apply_retention(&self, keep: std::time::Duration) -> Result<u64, StoreError> {

@@ -253,9 +253,11 @@ fn runs_are_stored_per_window_and_never_overwrite_each_other() {
     let db = dir.path().join("ns.db");
     let url = format!("sqlite:{}", db.display());
     for _ in 0..2 {
-        let (code, report) = analyze_json(&[file.to_str().unwrap(), "--store", &url]);
+        // `--append`: the same input twice is otherwise one run (replaced).
+        let (code, report) = analyze_json(&[file.to_str().unwrap(), "--store", &url, "--append"]);
         assert_eq!(code, 0);
         assert!(report["store"]["run_id"].is_i64());
+        assert_eq!(report["store"]["replaced"], serde_json::json!([]));
     }
     let conn = rusqlite::Connection::open(&db).unwrap();
     let runs: Vec<(i64, String, i64)> = conn

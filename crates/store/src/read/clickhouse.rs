@@ -97,7 +97,8 @@ impl ClickHouseReader {
             .map(drop)
     }
 
-    /// Changes with every insert and every dropped partition: the active
+    /// Changes with every insert (`runs` included: a replaced run) and
+    /// every dropped partition: the active
     /// parts' row count and newest modification time (metadata only, no
     /// data read); read at most once per [`GENERATION_TTL`].
     pub(crate) async fn generation(&self) -> Result<u64, StoreError> {
@@ -107,7 +108,7 @@ impl ClickHouseReader {
         }
         let q = self.client.query(
             "SELECT sum(rows), toUInt64(max(modification_time)) FROM system.parts \
-             WHERE active AND database = currentDatabase() AND table IN ('exact_rows', 'sketch_rows')",
+             WHERE active AND database = currentDatabase() AND table IN ('exact_rows', 'sketch_rows', 'runs')",
         );
         let (rows, modified) = self
             .fetch::<(u64, u64)>(q)
@@ -122,7 +123,14 @@ impl ClickHouseReader {
 
     pub(crate) async fn task_definitions(&self) -> Result<Vec<TaskInfo>, StoreError> {
         let rows: Vec<TaskRow> = self
-            .fetch(self.client.query("SELECT ?fields FROM tasks"))
+            .fetch(
+                self.client
+                    .query(
+                        "SELECT ?fields FROM tasks \
+                         WHERE run_id NOT IN (SELECT run_id FROM runs FINAL WHERE status = ?)",
+                    )
+                    .bind(crate::schema::REPLACED),
+            )
             .await?;
         Ok(rows
             .into_iter()

@@ -7,7 +7,7 @@
 //! `sum()` is NULL. Every value is a [`Param`], bound by the backend's
 //! client: nothing from a request is ever part of the SQL text.
 
-use super::{Measure, Scope, SketchMeasure, TimeRange};
+use super::{Measure, RunSelect, Scope, SketchMeasure, TimeRange};
 use netspectra_model::ip::IpBytes;
 
 /// Which SQL to write.
@@ -108,11 +108,27 @@ impl Builder {
         let (start, _, sort_time) = table.times(self.dialect);
         self.sql(" FROM ").sql(table.name()).sql(" WHERE task = ");
         self.param(Param::Text(scope.task.to_string()));
-        self.sql(" AND run_id IN (SELECT run_id FROM tasks WHERE name = ");
+        self.sql(match scope.run {
+            RunSelect::Latest => " AND run_id IN (SELECT max(run_id) FROM tasks WHERE name = ",
+            RunSelect::All | RunSelect::Id(_) => {
+                " AND run_id IN (SELECT run_id FROM tasks WHERE name = "
+            }
+        });
         self.param(Param::Text(scope.task.to_string()));
         self.sql(" AND key = ");
         self.param(Param::Text(crate::schema::key_text(scope.key)));
-        self.sql(")");
+        if let RunSelect::Id(id) = scope.run {
+            self.sql(" AND run_id = ").param(Param::Int(id));
+        }
+        let runs = match self.dialect {
+            Dialect::Sqlite => "runs",
+            Dialect::ClickHouse => "runs FINAL",
+        };
+        self.sql(" AND run_id NOT IN (SELECT run_id FROM ")
+            .sql(runs)
+            .sql(" WHERE status = ");
+        self.param(Param::Text(crate::schema::REPLACED.to_string()));
+        self.sql("))");
         let TimeRange { from_ns, to_ns } = scope.range;
         self.sql(" AND ").sql(start).sql(" >= ").param(int(from_ns));
         self.sql(" AND ").sql(start).sql(" < ").param(int(to_ns));
@@ -305,6 +321,7 @@ mod tests {
             key: &[],
             range: TimeRange::ALL,
             filter: &filter,
+            run: RunSelect::Id(7),
         };
         for d in [Dialect::Sqlite, Dialect::ClickHouse] {
             for q in [
