@@ -51,7 +51,7 @@ pub struct AnalyzeArgs {
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
+    let store = setup::store_url(args.no_store, args.store.as_deref(), &config)?;
     let serve = args.serve.plan(&config, store.as_deref())?;
     let bar = progress_bar(&args.files);
     let report = Analysis::run(

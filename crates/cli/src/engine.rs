@@ -81,7 +81,7 @@ pub struct EngineArgs {
 
 pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let url = setup::nats_url(args.nats.as_deref(), &config);
+    let url = setup::nats_url(args.nats.as_deref(), &config)?;
     let engine_id = args
         .engine_id
         .clone()
@@ -110,7 +110,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     let interop_subject = args.interop_subject.clone().or_else(|| {
         (!config.bus.interop_subject.is_empty()).then(|| config.bus.interop_subject.clone())
     });
-    let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
+    let store = setup::store_url(args.no_store, args.store.as_deref(), &config)?;
     let engine = EngineRole::start(EngineConfig {
         config,
         workers: args.workers.map_or(0, usize::from),

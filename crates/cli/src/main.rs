@@ -73,6 +73,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(|| RedactingStderr)
+        .with_ansi(colour_on_stderr())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETSPECTRA_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -101,6 +102,13 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether log lines may carry ANSI colours: only on a terminal, and never
+/// when `NO_COLOR` is set (to anything non-empty, https://no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Standard error with every URL's password replaced by `***`: the last

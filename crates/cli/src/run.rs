@@ -92,7 +92,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// when the interface cannot be opened or the capture breaks.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
+    let store = setup::store_url(args.no_store, args.store.as_deref(), &config)?;
     let serve = args.serve.plan(&config, store.as_deref())?;
     let persist = args.persist.as_ref().map(|dir| PersistOptions {
         snaplen: u32::try_from(args.snaplen).unwrap_or(65535),

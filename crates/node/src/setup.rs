@@ -13,28 +13,56 @@ use std::time::Duration;
 
 /// The configuration file, or the built-in defaults without one.
 pub fn load_config(path: Option<&Path>) -> Result<Config, NodeError> {
-    Ok(match path {
+    let config = match path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
-    })
+    };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
 }
 
 /// The store a role writes to: `--no-store` wins, then `--store`, then the
 /// config's `store.url`; an empty URL means none.
-pub fn store_url(no_store: bool, flag: Option<&str>, config: &Config) -> Option<String> {
+/// A `store.url` built from an unset variable is an error (the default
+/// store would be a silent surprise).
+pub fn store_url(
+    no_store: bool,
+    flag: Option<&str>,
+    config: &Config,
+) -> Result<Option<String>, NodeError> {
     if no_store {
-        return None;
+        return Ok(None);
+    }
+    if flag.is_none() {
+        config.require_set("store.url")?;
+        if !config.store.url.is_empty() {
+            // A bad URL from the file names its key.
+            if let Err(netspectra_store::StoreError::BadUrl { reason, .. }) =
+                StoreUrl::parse(&config.store.url)
+            {
+                return Err(NodeError::invalid(format!(
+                    "config error at `store.url`: {reason}"
+                )));
+            }
+        }
     }
     let url = flag.map_or_else(|| config.store.url.clone(), str::to_string);
-    (!url.is_empty()).then_some(url)
+    Ok((!url.is_empty()).then_some(url))
 }
 
 /// The NATS URL a probe or engine uses: `--nats`, then the config's
 /// `probe.nats_url`, then [`netspectra_bus::DEFAULT_URL`].
-pub fn nats_url(flag: Option<&str>, config: &Config) -> String {
-    flag.map(str::to_string)
+/// A `probe.nats_url` built from an unset variable is an error.
+pub fn nats_url(flag: Option<&str>, config: &Config) -> Result<String, NodeError> {
+    if flag.is_none() {
+        config.require_set("probe.nats_url")?;
+    }
+    Ok(flag
+        .map(str::to_string)
         .or_else(|| (!config.probe.nats_url.is_empty()).then(|| config.probe.nats_url.clone()))
-        .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string())
+        .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string()))
 }
 
 /// Bus settings given on the command line; each one given wins over the

@@ -366,3 +366,90 @@ fn gen_refuses_to_overwrite_and_marks_the_spreaders_analyze_reports() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_ne!(std::fs::read(&file).unwrap(), before);
 }
+
+/// Go2NetSpectra's `config.yaml` loads with none of its 17 variables set:
+/// one warning per variable (no colour codes when stderr is not a
+/// terminal), its ClickHouse writer named as not used; a value the command
+/// needs (the store URL) from an unset variable, or a bad `store.url`, is
+/// an error naming the key.
+#[test]
+fn go2netspectra_config_loads_without_its_variables_and_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/data/go2netspectra-config.yaml");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo.pcapng");
+    let clean = |cmd: &mut Command| {
+        for (k, _) in std::env::vars() {
+            if k.chars().all(|c| c.is_ascii_uppercase() || c == '_') && k != "PATH" && k != "HOME" {
+                cmd.env_remove(&k);
+            }
+        }
+    };
+    let mut cmd = bin();
+    clean(&mut cmd);
+    let o = cmd
+        .args([
+            "analyze",
+            demo.to_str().unwrap(),
+            "--no-store",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI codes when stderr is not a terminal: {err}"
+    );
+    for var in ["NATS_URL", "SMTP_PORT", "CLICKHOUSE_PASSWORD", "AI_API_KEY"] {
+        let needle = format!("environment variable {var} is not set");
+        assert_eq!(err.matches(&needle).count(), 1, "{var} once: {err}");
+    }
+    assert_eq!(err.matches("is not set:").count(), 17, "{err}");
+    assert!(
+        err.contains("writers[1] (type clickhouse) is not used"),
+        "{err}"
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "store:\n  url: postgres://db/ns\n").unwrap();
+    let o = run(&[
+        "analyze",
+        demo.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("store.url") && err.contains("unknown scheme `postgres`"),
+        "{err}"
+    );
+
+    let from_env = dir.path().join("env.yaml");
+    std::fs::write(&from_env, "store:\n  url: ${NS_TEST_UNSET_STORE}\n").unwrap();
+    let mut cmd = bin();
+    clean(&mut cmd);
+    let o = cmd
+        .args([
+            "analyze",
+            demo.to_str().unwrap(),
+            "--config",
+            from_env.to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("store.url") && err.contains("NS_TEST_UNSET_STORE"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("netspectra.db").exists(),
+        "no silent default store"
+    );
+}
