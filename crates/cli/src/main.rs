@@ -94,7 +94,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Damaged) => ExitCode::from(EXIT_DAMAGED),
         Err(e) => {
             // Errors quote URLs (store, NATS, API): never with a password.
-            eprintln!("error: {}", redact_secrets(&format!("{e:#}")));
+            eprintln!("error: {}", redact_secrets(&causes_once(&e)));
             if e.downcast_ref::<query::Refused>().is_some() {
                 ExitCode::from(EXIT_REFUSED)
             } else {
@@ -102,6 +102,24 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// An error and its causes, `: `-separated, each cause once: a cause whose
+/// text the message already holds (a library that both quotes its source
+/// and returns it as `source()`) is not repeated.
+fn causes_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Whether log lines may carry ANSI colours: only on a terminal, and never

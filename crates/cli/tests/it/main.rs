@@ -199,20 +199,59 @@ fn a_damaged_file_reports_what_was_read_then_the_error_and_exits_2() {
     assert_eq!(report["bytes"], expect_bytes);
     let err = report["files"][0]["error"].as_str().unwrap();
     assert!(err.contains("d.pcap") && err.contains("offset"), "{err}");
+    // The error is printed once: in the table, not also as a log line.
+    let o = run(&["analyze", file.to_str().unwrap(), "--no-store"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("offset"));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!log.contains("offset"), "printed twice: {log}");
 }
 
+/// An input that is not a capture, or is missing, is a usage error (exit 1,
+/// not "damaged"): every such input is named, nothing is read or stored,
+/// and the two cases behave alike; each cause is printed once.
 #[test]
-fn a_file_that_is_not_a_capture_is_named_and_others_still_count() {
+fn a_file_that_is_not_a_capture_or_missing_is_a_usage_error_naming_each() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, truth) = gen(dir.path(), "ok.pcap", 2_000, 5, "pcap", &[]);
+    let (file, _) = gen(dir.path(), "ok.pcap", 2_000, 5, "pcap", &[]);
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello, this is not a capture\n").unwrap();
-    let (code, report) =
-        analyze_json(&[text.to_str().unwrap(), file.to_str().unwrap(), "--no-store"]);
-    assert_eq!(code, 2);
-    let err = report["files"][0]["error"].as_str().unwrap();
-    assert!(err.contains("not a pcap or pcapng"), "{err}");
-    assert_eq!(report["packets"], truth["packets"]);
+    let missing = dir.path().join("missing.pcap");
+    let db = dir.path().join("ns.db");
+    let store = format!("sqlite:{}", db.display());
+    for inputs in [
+        vec![text.to_str().unwrap(), file.to_str().unwrap()],
+        vec![file.to_str().unwrap(), missing.to_str().unwrap()],
+        vec![
+            text.to_str().unwrap(),
+            file.to_str().unwrap(),
+            missing.to_str().unwrap(),
+        ],
+    ] {
+        let mut args = vec!["analyze"];
+        args.extend(&inputs);
+        args.extend(["--store", &store]);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{inputs:?}");
+        assert!(o.stdout.is_empty());
+        let err = String::from_utf8_lossy(&o.stderr);
+        if inputs.contains(&text.to_str().unwrap()) {
+            assert!(
+                err.contains("notes.txt is not a pcap or pcapng capture"),
+                "{err}"
+            );
+        }
+        if inputs.contains(&missing.to_str().unwrap()) {
+            assert!(err.contains("missing.pcap does not exist"), "{err}");
+        }
+        assert!(err.contains("nothing was analyzed"), "{err}");
+        assert!(!db.exists(), "nothing stored");
+    }
+    // An unreadable input: its cause once, not repeated.
+    let o = run(&["analyze", dir.path().to_str().unwrap(), "--no-store"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
 }
 
 #[test]
