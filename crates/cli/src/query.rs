@@ -641,7 +641,10 @@ fn rows_table(rows: &[Value], lead: &[&str]) -> String {
                     } else {
                         &row[name.as_str()]
                     };
-                    cell(v, *kind)
+                    // Ids are names, not quantities: never grouped
+                    // (ClickHouse's are start times in ns).
+                    let kind = if name == "run_id" { Kind::Text } else { *kind };
+                    cell(v, kind)
                 })
                 .collect()
         })
@@ -691,6 +694,12 @@ mod tests {
             {"key": {"SrcIP": "10.0.0.1", "SrcPort": 443}, "packets": 1234, "bytes": 5678901,
              "first_seen": "a", "last_seen": "b", "windows": 2},
         ], "truncated": true});
+        let runs = json!({"rows": [{"run_id": 1_764_552_000_123_456_789u64, "status": "complete"}], "truncated": false});
+        let text = render(Op::Runs, &runs, 20).unwrap();
+        assert!(
+            text.contains("1764552000123456789"),
+            "ids without separators: {text}"
+        );
         let text = render(Op::Top, &answer, 1).unwrap();
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();

@@ -293,6 +293,8 @@ pub fn table(r: &Report) -> String {
                     .into_iter()
                     .map(|(_, v)| match v {
                         Value::String(s) => s,
+                        // An untagged frame's VLAN: none.
+                        Value::Null => "-".to_string(),
                         other => other.to_string(),
                     })
                     .collect();
@@ -315,6 +317,7 @@ fn key_text(t: &TaskTotals, k: &FlowKey) -> String {
         .into_iter()
         .map(|(_, v)| match v {
             Value::String(s) => s,
+            Value::Null => "-".to_string(),
             other => other.to_string(),
         })
         .collect::<Vec<_>>()
@@ -363,7 +366,7 @@ fn sketch_table(out: &mut String, t: &TaskTotals, s: &SketchReport, top: usize) 
                 vec![
                     key_text(t, &e.key),
                     num(e.estimate),
-                    format!("± {}", num(e.error_bound)),
+                    bound_text(algorithm, e.error_bound),
                 ]
             })
             .collect();
@@ -392,6 +395,18 @@ fn sketch_table(out: &mut String, t: &TaskTotals, s: &SketchReport, top: usize) 
                 let _ = writeln!(out, "    missed {} (true {})", key_text(t, k), num(*v));
             }
         }
+    }
+}
+
+/// An estimate's error bound as the side it errs on: Count-Min only
+/// overestimates (`≤ N over`: the truth lies in [estimate − N, estimate]),
+/// the heavy-hitter buckets only underestimate (`≤ N under`), SuperSpread
+/// errs both ways (`± N`, 2σ).
+fn bound_text(algorithm: &str, bound: u64) -> String {
+    match algorithm {
+        "countmin" => format!("≤ {} over", num(bound)),
+        "hh" => format!("≤ {} under", num(bound)),
+        _ => format!("± {}", num(bound)),
     }
 }
 

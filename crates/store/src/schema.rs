@@ -23,8 +23,17 @@ pub fn key_text(key: &[netspectra_model::Dimension]) -> String {
 /// deletes them in the background).
 pub const REPLACED: &str = "replaced";
 
+/// How `tasks.algorithm` holds a task's algorithm (both backends):
+/// `countmin`, `hh` or `superspread` for sketch tasks, empty for exact ones.
+pub fn algorithm_text(task: &netspectra_model::task::TaskSpec) -> String {
+    match task.kind {
+        netspectra_model::task::TaskKind::Sketch(a) => a.name().to_string(),
+        netspectra_model::task::TaskKind::Exact => String::new(),
+    }
+}
+
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Why a file's `user_version` cannot be used.
 #[derive(Debug)]
@@ -141,5 +150,10 @@ CREATE TABLE bus_progress (
     // Version 4: sketch rows of a period split between engines.
     r#"
 ALTER TABLE sketch_rows ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
+"#,
+    // Version 5: a sketch task's algorithm with its definition (known
+    // before it stores any estimate; empty for exact tasks).
+    r#"
+ALTER TABLE tasks ADD COLUMN algorithm TEXT NOT NULL DEFAULT '';
 "#,
 ];

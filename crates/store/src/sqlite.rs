@@ -118,8 +118,8 @@ impl SqliteStore {
             let run_id = tx.last_insert_rowid();
             for t in tasks {
                 tx.execute(
-                    "INSERT INTO tasks (run_id, name, kind, key, window_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![run_id, t.name, t.kind.name(), crate::schema::key_text(&t.key), window_ns as i64],
+                    "INSERT INTO tasks (run_id, name, kind, key, window_ns, algorithm) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![run_id, t.name, t.kind.name(), crate::schema::key_text(&t.key), window_ns as i64, crate::schema::algorithm_text(t)],
                 )?;
             }
             tx.commit()?;

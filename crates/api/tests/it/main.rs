@@ -335,3 +335,90 @@ async fn run_selects_runs_and_a_replaced_run_is_never_read_on_both_stores() {
         );
     }
 }
+
+/// A sketch task that has stored no estimate yet still shows its algorithm
+/// (from its definition), on both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sketch_task_without_rows_shows_its_algorithm_on_both_stores() {
+    use netspectra_model::config::Config;
+    let config = Config::from_yaml(
+        "aggregator:\n  sketch:\n    tasks:\n      - {name: buckets, algorithm: hh, key: [SrcIP]}\n      - {name: spread, skt_type: 1, key: [SrcIP], element_key: [DstIP]}\n",
+        &|_| None,
+    )
+    .unwrap();
+    let plan = netspectra_engine::EnginePlan::from_config(&config, 1).unwrap();
+    let begin = |store: &mut dyn netspectra_store::Store| {
+        store
+            .begin_run(
+                "e",
+                "test",
+                &serde_json::json!([]),
+                &plan.tasks,
+                plan.window_ns,
+            )
+            .unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.db");
+    begin(&mut SqliteStore::open(&path).unwrap());
+    let server = ClickHouseServer::start();
+    let url = match StoreUrl::parse(&server.url()).unwrap() {
+        StoreUrl::ClickHouse(u) => u,
+        other => panic!("{other:?}"),
+    };
+    {
+        let url = url.clone();
+        let spool = dir.path().join("spool");
+        let plan = plan.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ch = ClickHouseStore::open(&url).unwrap().with_spool_dir(spool);
+            ch.begin_run(
+                "e",
+                "test",
+                &serde_json::json!([]),
+                &plan.tasks,
+                plan.window_ns,
+            )
+            .unwrap();
+            assert_eq!(ch.flush().unwrap().spooled_batches, 0);
+        })
+        .await
+        .unwrap();
+    }
+    for reader in [
+        Reader::open(&StoreUrl::Sqlite(path)).unwrap(),
+        Reader::open(&StoreUrl::ClickHouse(url)).unwrap(),
+    ] {
+        let api = suite::Api::start(reader, None).await;
+        let (_, tasks) = api.get("/api/v1/tasks").await;
+        let algorithm = |name: &str| {
+            tasks["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == name)
+                .map(|t| t["algorithm"].clone())
+        };
+        assert_eq!(
+            algorithm("buckets"),
+            Some(serde_json::json!("hh")),
+            "{tasks}"
+        );
+        assert_eq!(
+            algorithm("spread"),
+            Some(serde_json::json!("superspread")),
+            "{tasks}"
+        );
+        // Operations of the other kind are refused by name, with an article that fits.
+        let (status, body) = api.get("/api/v1/super-spreaders?task=buckets").await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is an hh task"),
+            "{body}"
+        );
+        api.stop().await;
+    }
+}

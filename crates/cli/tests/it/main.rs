@@ -347,6 +347,16 @@ fn table_output_shows_totals_and_top_rows_of_every_task() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
+    // Count-Min only overestimates: its bound is shown one-sided.
+    assert!(
+        out.lines()
+            .any(|l| l.contains(hh) && l.contains("≤ ") && l.trim_end().ends_with(" over")),
+        "{out}"
+    );
+    assert!(
+        !out.contains('±'),
+        "no two-sided bound for one-sided estimates:\n{out}"
+    );
 }
 mod run;
 
@@ -491,4 +501,107 @@ fn go2netspectra_config_loads_without_its_variables_and_errors_name_the_key() {
         !dir.path().join("netspectra.db").exists(),
         "no silent default store"
     );
+}
+
+/// Untagged frames have no VLAN (JSON null, `-` in the table), apart from
+/// tagged ones: per VLAN, the packets add up to the generator's tagged and
+/// untagged IP packets exactly.
+#[test]
+fn untagged_frames_have_no_vlan_rather_than_vlan_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(dir.path(), "v.pcap", 20_000, 8, "pcap", &[]);
+    let cfg = dir.path().join("vlan.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  types: [exact]\n  exact:\n    tasks:\n      - {name: per_vlan, key: [VLAN]}\n",
+    )
+    .unwrap();
+    let args = [
+        file.to_str().unwrap(),
+        "--no-store",
+        "--top",
+        "0",
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
+    let (code, report) = analyze_json(&args);
+    assert_eq!(code, 0);
+    let rows = task(&report, "per_vlan")["rows"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let (mut untagged, mut tagged) = (0, 0);
+    for r in &rows {
+        let p = r["packets"].as_u64().unwrap();
+        match &r["key"]["VLAN"] {
+            Value::Null => untagged += p,
+            Value::Number(_) => tagged += p,
+            other => panic!("VLAN {other}"),
+        }
+    }
+    let tagged_truth = truth["vlan_packets"].as_u64().unwrap();
+    assert_eq!(tagged, tagged_truth);
+    assert_eq!(
+        untagged,
+        truth["ip_packets"].as_u64().unwrap() - tagged_truth
+    );
+    let mut table_args = vec!["analyze"];
+    table_args.extend(args);
+    let o = run(&table_args);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.lines().any(|l| l.trim_start().starts_with("- ")),
+        "untagged shown as `-`:\n{table}"
+    );
+}
+
+/// `SrcNet/24/64` keys IPv4 sources by /24 and IPv6 ones by /64; the
+/// networks add up to the generator's per-source truth.
+#[test]
+fn network_keys_take_a_prefix_per_address_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(dir.path(), "n.pcap", 20_000, 9, "pcap", &[]);
+    let cfg = dir.path().join("net.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  types: [exact]\n  exact:\n    tasks:\n      - {name: nets, key: [SrcNet/24/64]}\n",
+    )
+    .unwrap();
+    let (code, report) = analyze_json(&[
+        file.to_str().unwrap(),
+        "--no-store",
+        "--top",
+        "0",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+    for (src, stats) in truth["per_src"].as_object().unwrap() {
+        let net = match src.parse::<std::net::IpAddr>().unwrap() {
+            std::net::IpAddr::V4(a) => {
+                let o = a.octets();
+                format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+            }
+            std::net::IpAddr::V6(a) => {
+                let s = a.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{net}/64")
+            }
+        };
+        *want.entry(net).or_default() += stats["packets"].as_u64().unwrap();
+    }
+    let got: std::collections::BTreeMap<String, u64> = task(&report, "nets")["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"]["SrcNet/24/64"].as_str().unwrap().to_string(),
+                r["packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(want.keys().any(|k| k.ends_with("/64")) && want.keys().any(|k| k.ends_with("/24")));
+    assert_eq!(got, want);
 }

@@ -537,6 +537,42 @@ fn the_first_hour_rerun_replaces_and_queries_say_their_scope() {
     assert_eq!(sum(&["--run", "latest"]), ip_packets);
     assert_eq!(sum(&["--run", &third_id]), ip_packets);
     assert_eq!(sum(&["--run", "1"]), 0, "run 1 was replaced");
+    // `windows` counts windows, not rows: the one-window demo stored twice
+    // is still one window, for top and trace.
+    let o = query(
+        &base,
+        &[
+            "top",
+            "--task",
+            "per_src_ip",
+            "--limit",
+            "0",
+            "--format",
+            "json",
+        ],
+    );
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = answer["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["windows"] == 1), "{answer}");
+    let src = rows[0]["key"]["SrcIP"].as_str().unwrap().to_string();
+    let o = query(
+        &base,
+        &[
+            "trace",
+            "--task",
+            "per_src_ip",
+            "--src-ip",
+            &src,
+            "--format",
+            "json",
+        ],
+    );
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(answer["lifecycle"]["windows"], 1, "{answer}");
+    assert_eq!(
+        answer["lifecycle"]["total_packets"], rows[0]["packets"],
+        "{answer}"
+    );
 
     // The table names its scope.
     let o = query(&base, &["top", "--task", "per_src_ip", "--limit", "3"]);

@@ -424,6 +424,7 @@ impl ClickHouseStore {
                 kind: t.kind.name().to_string(),
                 key: crate::schema::key_text(&t.key),
                 window_ns: window_ns as i64,
+                algorithm: crate::schema::algorithm_text(t),
             })
             .collect();
         self.queue(Batch::Runs(vec![row.clone()]))?;
@@ -746,7 +747,9 @@ pub(crate) async fn migrate(
                 clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
                     format!("{UNREACHABLE}{e}")
                 }
-                e => format!("the server refused the connection: {e}"),
+                e => url
+                    .auth_failure(&e.to_string())
+                    .unwrap_or_else(|| format!("the server refused the connection: {e}")),
             })?;
     server
         .query("CREATE DATABASE IF NOT EXISTS ?")

@@ -86,7 +86,10 @@ impl ClickHouseReader {
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
         match tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all::<T>()).await {
-            Ok(rows) => rows.map_err(|e| self.err(e.to_string())),
+            Ok(rows) => rows.map_err(|e| {
+                let text = e.to_string();
+                self.err(self.url.auth_failure(&text).unwrap_or(text))
+            }),
             Err(_) => Err(self.err(format!("no answer within {QUERY_TIMEOUT:?}"))),
         }
     }
@@ -140,6 +143,7 @@ impl ClickHouseReader {
                 key: serde_json::from_str(&t.key).unwrap_or_default(),
                 window_ns: t.window_ns.max(0) as u64,
                 run_id: t.run_id as i64,
+                algorithm: Some(t.algorithm).filter(|a| !a.is_empty()),
             })
             .collect())
     }

@@ -107,10 +107,10 @@ impl Filter {
     /// address range becomes the range of the networks it overlaps (a host
     /// filter finds its /N network instead of nothing).
     pub fn for_key(&self, key: &[Dimension]) -> Filter {
-        let widen = |c: Option<Cidr>, p: u8| {
+        let widen = |c: Option<Cidr>, p: netspectra_model::dimension::NetPrefix| {
             c.map(|c| Cidr {
-                first: ip::mask(&c.first, p),
-                last: ip::mask(&c.last, p),
+                first: ip::mask(&c.first, p.for_addr(&c.first)),
+                last: ip::mask(&c.last, p.for_addr(&c.last)),
             })
         };
         let mut f = self.clone();
@@ -242,6 +242,9 @@ pub struct TaskInfo {
     pub window_ns: u64,
     /// Run that defined it last.
     pub run_id: i64,
+    /// Sketch algorithm as the run defined it (None: an exact task, or a
+    /// run stored before definitions held it).
+    pub algorithm: Option<String>,
 }
 
 /// One key's sums over the windows of a question.
@@ -257,7 +260,7 @@ pub struct KeyTotals {
     pub first_seen: u64,
     /// Last packet, ns.
     pub last_seen: u64,
-    /// Windows (per engine) the key appears in.
+    /// Distinct windows the key appears in (whatever the engines and runs).
     pub windows: u64,
 }
 
@@ -581,7 +584,11 @@ mod tests {
             dst_ip: Some("10.9.0.0/16".parse().unwrap()),
             ..Filter::default()
         };
-        let on_nets = host.for_key(&[Dimension::SrcNet(24), Dimension::DstNet(8)]);
+        use netspectra_model::dimension::NetPrefix;
+        let on_nets = host.for_key(&[
+            Dimension::SrcNet(NetPrefix::both(24)),
+            Dimension::DstNet(NetPrefix::per_family(8, 64)),
+        ]);
         let src = on_nets.src_ip.unwrap();
         assert_eq!(
             (ip::to_string(&src.first), ip::to_string(&src.last)),

@@ -199,11 +199,14 @@ pub(crate) fn exact_totals(d: Dialect, scope: &Scope<'_>) -> Query {
     b.build()
 }
 
-/// Keyed: packets, bytes, first seen, last seen, windows.
+/// Keyed: packets, bytes, first seen, last seen, distinct windows.
 pub(crate) fn exact_top(d: Dialect, scope: &Scope<'_>, by: Measure, limit: usize) -> Query {
+    let (start, _, _) = Table::Exact.times(d);
     let mut b = Builder::new(d);
     b.sql("SELECT ").sql(KEY);
-    b.sql(", sum(packets) AS p, sum(bytes) AS b, min(first_seen) AS f, max(last_seen) AS l, count(*) AS n");
+    b.sql(", sum(packets) AS p, sum(bytes) AS b, min(first_seen) AS f, max(last_seen) AS l, count(DISTINCT ")
+        .sql(start)
+        .sql(") AS n");
     b.scope_where(Table::Exact, scope);
     let order = match by {
         Measure::Packets => "p DESC, b DESC, ",
@@ -218,14 +221,18 @@ pub(crate) fn exact_top(d: Dialect, scope: &Scope<'_>, by: Measure, limit: usize
     b.build()
 }
 
-/// Numbers: first seen, last seen, packets, bytes, matching rows.
+/// Numbers: first seen, last seen, packets, bytes, distinct windows.
 pub(crate) fn exact_trace(d: Dialect, scope: &Scope<'_>) -> Query {
+    let (start, _, _) = Table::Exact.times(d);
     let mut b = Builder::new(d);
     b.sql("SELECT ");
     b.zero_if_empty("min(first_seen)").sql(", ");
     b.zero_if_empty("max(last_seen)").sql(", ");
     b.zero_if_empty("sum(packets)").sql(", ");
-    b.zero_if_empty("sum(bytes)").sql(", count(*)");
+    b.zero_if_empty("sum(bytes)")
+        .sql(", count(DISTINCT ")
+        .sql(start)
+        .sql(")");
     b.scope_where(Table::Exact, scope);
     b.build()
 }

@@ -182,7 +182,7 @@ impl SqliteReader {
     pub(crate) async fn task_definitions(&self) -> Result<Vec<TaskInfo>, StoreError> {
         self.with_conn(|c| {
             let mut stmt = c.prepare(
-                "SELECT name, kind, key, window_ns, run_id FROM tasks \
+                "SELECT name, kind, key, window_ns, run_id, algorithm FROM tasks \
                  WHERE run_id NOT IN (SELECT run_id FROM runs WHERE status = ?1)",
             )?;
             let rows = stmt.query_map([crate::schema::REPLACED], |r| {
@@ -193,6 +193,7 @@ impl SqliteReader {
                     key: serde_json::from_str(&key).unwrap_or_default(),
                     window_ns: r.get::<_, i64>(3)? as u64,
                     run_id: r.get(4)?,
+                    algorithm: Some(r.get::<_, String>(5)?).filter(|a| !a.is_empty()),
                 })
             })?;
             rows.collect()
