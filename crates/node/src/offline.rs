@@ -127,7 +127,7 @@ impl Analysis {
         run_store.finish(status, &report)?;
         let mut report = report;
         if !cfg.append {
-            report.replaced = run_store.replace_same_inputs()?;
+            report.replaced = run_store.replace_same_inputs();
         }
         Ok(report)
     }

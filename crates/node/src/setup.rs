@@ -183,8 +183,24 @@ impl RunStore {
 
     /// Marks every earlier run of exactly this run's inputs (same canonical
     /// paths, sizes and fingerprints, finished `complete` or `damaged`)
-    /// replaced; returns their ids. Call after [`RunStore::finish`].
-    pub fn replace_same_inputs(&mut self) -> Result<Vec<i64>, NodeError> {
+    /// replaced; returns their ids. Call after [`RunStore::finish`]. Best
+    /// effort: a store that cannot be asked (a ClickHouse server that is
+    /// down; the run's rows wait in the spool) is a warning, and the run
+    /// stands as stored.
+    pub fn replace_same_inputs(&mut self) -> Vec<i64> {
+        match self.try_replace_same_inputs() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(
+                    message = "cannot replace earlier runs of the same input; if there are any, queries count them too (see `query runs`, `--run latest`)",
+                    error = %e
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn try_replace_same_inputs(&mut self) -> Result<Vec<i64>, NodeError> {
         let (Some(store), Some(own)) = (&mut self.store, self.run_id) else {
             return Ok(Vec::new());
         };

@@ -605,3 +605,54 @@ fn network_keys_take_a_prefix_per_address_family() {
     assert!(want.keys().any(|k| k.ends_with("/64")) && want.keys().any(|k| k.ends_with("/24")));
     assert_eq!(got, want);
 }
+
+/// With the ClickHouse server down, `analyze` spools its rows and succeeds:
+/// looking for an earlier run of the same input to replace is best effort.
+#[test]
+fn analyze_into_an_unreachable_clickhouse_spools_and_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo.pcapng");
+    let url = format!(
+        "clickhouse://127.0.0.1:{}/ns_down",
+        netspectra_testkit::free_port()
+    );
+    let o = bin()
+        .args([
+            "analyze",
+            demo.to_str().unwrap(),
+            "--store",
+            &url,
+            "--format",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["store"]["replaced"], serde_json::json!([]));
+    assert!(err.contains("wait in the spool"), "{err}");
+    assert!(dir.path().join("netspectra-spool").exists());
+}
+
+/// `--workers 0` means one per core, as `num_workers: 0` does.
+#[test]
+fn workers_0_is_one_per_core_like_the_config() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo.pcapng");
+    let (code, report) = analyze_json(&[demo.to_str().unwrap(), "--no-store", "--workers", "0"]);
+    assert_eq!(code, 0);
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(report["workers"].as_u64(), Some(cores));
+    let o = run(&[
+        "analyze",
+        demo.to_str().unwrap(),
+        "--no-store",
+        "--workers",
+        "1",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("(")
+            && String::from_utf8_lossy(&o.stdout).contains(", 1 worker)")
+    );
+}
