@@ -4,7 +4,9 @@
 //! blobs, IPv4 stored IPv4-mapped (`::ffff:a.b.c.d`), so byte order is address
 //! order and CIDR filters become range scans. A key column is NULL when the
 //! task's key does not include that dimension; a `SrcNet/N` or `DstNet/N`
-//! dimension stores the network address in `src_ip` / `dst_ip`.
+//! dimension stores the network address in `src_ip` / `dst_ip`. `vlan` is
+//! 65535 ([`netspectra_model::NO_VLAN`]) for an untagged frame, 0 for a
+//! priority-tagged one.
 //! `sketch_rows` holds each sketch task's reported estimates per period
 //! (heavy hitters by packets and bytes, super-spreaders by distinct count).
 //! `bus_progress` holds, per engine and consumer, what that engine has
