@@ -534,10 +534,21 @@ fn render(op: Op, answer: &Value, limit: u64) -> anyhow::Result<String> {
             }
             rows_table(std::slice::from_ref(life), &["first_seen", "last_seen"])
         }
-        Op::Runs => rows_table(
-            list("rows")?,
-            &["run_id", "status", "engine_id", "started_at", "finished_at"],
-        ),
+        Op::Runs => {
+            let rows = list("rows")?;
+            let mut t = rows_table(
+                rows,
+                &["run_id", "status", "engine_id", "started_at", "finished_at"],
+            );
+            if rows.iter().any(|r| {
+                r["run_id"]
+                    .as_u64()
+                    .is_some_and(|id| id >= 1_000_000_000_000_000)
+            }) {
+                t.push_str("run ids are ClickHouse's: each run's start time in ns since the epoch (--run takes them as shown)\n");
+            }
+            t
+        }
         Op::Timeseries => rows_table(list("rows")?, &["window_start", "window_end"]),
         Op::Top | Op::HeavyHitters | Op::SuperSpreaders => rows_table(list("rows")?, &[]),
     };
@@ -700,6 +711,7 @@ mod tests {
             text.contains("1764552000123456789"),
             "ids without separators: {text}"
         );
+        assert!(text.contains("start time in ns"), "{text}");
         let text = render(Op::Top, &answer, 1).unwrap();
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
