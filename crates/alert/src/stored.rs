@@ -12,7 +12,7 @@
 use crate::observe::{exact_value, key_json};
 use crate::rule::{Metric, Operator, Rule, Rules, Source};
 use crate::state::{Book, Notice, Observation};
-use netspectra_store::read::{Filter, Measure, Reader, Scope, SketchMeasure, TimeRange};
+use netspectra_store::read::{Filter, Measure, Reader, RunSelect, Scope, SketchMeasure, TimeRange};
 use netspectra_store::StoreError;
 
 /// Windows per rule read in one pass at most (a pass that falls behind
@@ -146,6 +146,9 @@ fn scope<'a>(rule: &'a Rule, range: TimeRange, filter: &'a Filter) -> Scope<'a> 
         key: &rule.task_key,
         range,
         filter,
+        // Every run: live runs cover different times and add up; an
+        // analysis that replaced an earlier one is never read.
+        run: RunSelect::All,
     }
 }
 

@@ -6,7 +6,7 @@ use crate::error::{bad, ApiError};
 use crate::service::Limits;
 use netspectra_model::ip::Cidr;
 use netspectra_model::time::{format_rfc3339_ns, parse_duration_ns, parse_rfc3339_ns};
-use netspectra_store::read::{Filter, TimeRange};
+use netspectra_store::read::{Filter, RunSelect, TimeRange};
 
 /// Longest task name accepted (names in configs are short identifiers).
 pub const MAX_TASK_NAME: usize = 256;
@@ -33,6 +33,8 @@ pub struct AskInput {
     /// Rows wanted; 0 = all (up to the server's maximum); None = the
     /// server's default.
     pub limit: Option<u64>,
+    /// Runs to read: a run id, `latest` or `all` (None or empty: all).
+    pub run: Option<String>,
 }
 
 /// A validated question.
@@ -46,6 +48,8 @@ pub struct Ask {
     pub filter: Filter,
     /// Rows to return (already capped by the server's maximum).
     pub limit: usize,
+    /// Runs to read.
+    pub run: RunSelect,
 }
 
 impl AskInput {
@@ -90,11 +94,14 @@ impl AskInput {
             protocol: number("protocol", self.protocol, 255)?.map(|v| v as u8),
         };
         let limit = row_limit(self.limit, limits)?;
+        let run = RunSelect::parse(self.run.as_deref().unwrap_or(""))
+            .map_err(|e| bad(format!("run: {e}")))?;
         Ok(Ask {
             task: self.task,
             range,
             filter,
             limit,
+            run,
         })
     }
 }

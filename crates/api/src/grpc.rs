@@ -89,6 +89,7 @@ struct Fields {
     dst_port: Option<u32>,
     protocol: Option<u32>,
     limit: Option<u64>,
+    run: String,
 }
 
 impl Fields {
@@ -103,6 +104,7 @@ impl Fields {
             dst_port: self.dst_port.map(u64::from),
             protocol: self.protocol.map(u64::from),
             limit: self.limit,
+            run: text(self.run),
         }
         .validate(service.limits())
     }
@@ -120,6 +122,7 @@ macro_rules! fields {
             dst_port: $r.dst_port,
             protocol: $r.protocol,
             limit: $limit,
+            run: $r.run,
         }
     };
 }
@@ -202,6 +205,7 @@ impl pb::query_service_server::QueryService for Grpc {
             dst_port: None,
             protocol: None,
             limit: None,
+            run: r.run,
         };
         let mut keys: Vec<_> = r.flow_keys.into_iter().collect();
         keys.sort();

@@ -93,6 +93,7 @@ struct Params {
     protocol: Option<String>,
     limit: Option<String>,
     by: Option<String>,
+    run: Option<String>,
     #[serde(rename = "type")]
     kind: Option<String>,
     rule: Option<String>,
@@ -149,6 +150,7 @@ impl Params {
             limit: number("limit", &self.limit)?,
             src_ip: self.src_ip,
             dst_ip: self.dst_ip,
+            run: self.run,
         }
         .validate(limits)
     }
@@ -359,7 +361,7 @@ pub fn parse_query(op: &str, query: &str, limits: Limits) -> Result<Question, Ap
 
 /// Parameters of the time range and key filter, which every question takes.
 const SCOPE: &[&str] = &[
-    "task", "from", "to", "since", "src_ip", "dst_ip", "src_port", "dst_port", "protocol",
+    "task", "from", "to", "since", "src_ip", "dst_ip", "src_port", "dst_port", "protocol", "run",
 ];
 
 impl Params {
@@ -392,6 +394,7 @@ impl Params {
             ("state", &self.state),
             ("key", &self.key),
             ("active", &self.active),
+            ("run", &self.run),
         ];
         let allowed = |name: &str| (scoped && SCOPE.contains(&name)) || extra.contains(&name);
         match given.iter().find(|(name, v)| v.is_some() && !allowed(name)) {

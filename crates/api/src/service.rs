@@ -130,7 +130,7 @@ pub struct Lifecycle {
     pub total_packets: u64,
     /// Bytes.
     pub total_bytes: u64,
-    /// Rows (window × engine) summed.
+    /// Distinct windows the matching rows lie in.
     pub windows: u64,
 }
 
@@ -168,7 +168,7 @@ pub struct FlowRow {
     pub first_seen: Time,
     /// Last packet.
     pub last_seen: Time,
-    /// Rows (window × engine) summed.
+    /// Distinct windows the key appears in.
     pub windows: u64,
 }
 
@@ -372,11 +372,14 @@ impl QueryService {
                 key,
                 window_ns,
                 run_id,
+                algorithm,
             } = t;
-            let algorithm = if kind == "sketch" {
-                self.reader.sketch_algorithm(&name).await?
-            } else {
-                None
+            // Runs stored before definitions held the algorithm: the one
+            // of the task's newest stored estimate.
+            let algorithm = match algorithm {
+                Some(a) => Some(a),
+                None if kind == "sketch" => self.reader.sketch_algorithm(&name).await?,
+                None => None,
             };
             views.push(TaskView {
                 key,
@@ -423,8 +426,13 @@ impl QueryService {
             task.kind == "sketch" && task.algorithm.is_none() && !wanted.contains(&"exact");
         let what = task.algorithm.as_deref().unwrap_or(&task.kind);
         if !wanted.contains(&what) && !unknown_sketch {
+            let article = if what.starts_with(['a', 'e', 'i', 'o', 'u']) || what == "hh" {
+                "an"
+            } else {
+                "a"
+            };
             return Err(bad(format!(
-                "task `{}` is a {what} task; {op} reads {} tasks",
+                "task `{}` is {article} {what} task; {op} reads {} tasks",
                 task.name,
                 wanted.join(" or ")
             )));
@@ -636,6 +644,7 @@ fn scope<'a>(task: &'a TaskView, ask: &'a Ask) -> Scope<'a> {
         key: &task.key,
         range: ask.range,
         filter: &ask.filter,
+        run: ask.run,
     }
 }
 

@@ -275,7 +275,10 @@ mod tests {
         decode(LinkType(9999), &[], &mut rec);
         assert_eq!(rec.l3, L3::UnsupportedLink);
         assert_eq!((rec.ts_ns, rec.wire_len, rec.cap_len), (7, 60, 60));
-        assert_eq!((rec.src_port, rec.vlan, rec.fragment), (0, 0, false));
+        assert_eq!(
+            (rec.src_port, rec.vlan, rec.fragment),
+            (0, netspectra_model::NO_VLAN, false)
+        );
     }
 
     #[test]

@@ -613,9 +613,15 @@ pub fn generate(out: &Path, opts: &GenOptions) -> Result<Truth, GenError> {
             .collect(),
         super_spreaders: spreaders
             .iter()
-            .map(|s| SrcDistinct {
-                src: ip::to_string(&plan.src_addr(s.src)),
-                distinct_dst: tally.distinct_dst(s.src),
+            .map(|s| {
+                let distinct_dst = tally.distinct_dst(s.src);
+                SrcDistinct {
+                    src: ip::to_string(&plan.src_addr(s.src)),
+                    distinct_dst,
+                    reported_by_default: Some(
+                        distinct_dst >= netspectra_model::task::DEFAULT_SPREAD_THRESHOLD,
+                    ),
+                }
             })
             .collect(),
         seed: opts.seed,

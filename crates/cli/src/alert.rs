@@ -118,7 +118,7 @@ fn store_url(
     flag: Option<&str>,
     config: &netspectra_model::config::Config,
 ) -> anyhow::Result<StoreUrl> {
-    let url = setup::store_url(false, flag, config)
+    let url = setup::store_url(false, flag, config)?
         .ok_or_else(|| anyhow!("no store: pass --store or set store.url"))?;
     Ok(StoreUrl::parse(&url)?)
 }

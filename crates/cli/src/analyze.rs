@@ -27,8 +27,8 @@ pub struct AnalyzeArgs {
     /// Rows shown per task, by bytes; 0 = all.
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
-    /// Engine workers (default: config `aggregator.num_workers`, else one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Engine workers; 0 = one per core (default: config `aggregator.num_workers`, else one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
     workers: Option<u16>,
     /// Result store: `sqlite:PATH` or a file path (default: config `store.url`, `sqlite:netspectra.db`).
     #[arg(long, value_name = "URL", conflicts_with = "no_store")]
@@ -40,13 +40,18 @@ pub struct AnalyzeArgs {
     /// accuracy (precision, recall, F1, relative error, worst misses).
     #[arg(long)]
     verify: bool,
+    /// Keep earlier runs of the same inputs in the store. By default a
+    /// re-analysis of the same files (same paths, sizes and content)
+    /// replaces their earlier run, so answers never count them twice.
+    #[arg(long, conflicts_with = "no_store")]
+    append: bool,
     #[command(flatten)]
     serve: ServeArgs,
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
+    let store = setup::store_url(args.no_store, args.store.as_deref(), &config)?;
     let serve = args.serve.plan(&config, store.as_deref())?;
     let bar = progress_bar(&args.files);
     let report = Analysis::run(
@@ -57,6 +62,7 @@ pub fn run(args: AnalyzeArgs) -> anyhow::Result<Outcome> {
             store,
             verify: args.verify,
             top: args.top,
+            append: args.append,
         },
         &mut |p| {
             bar.set_position(p.bytes_read);

@@ -16,7 +16,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "S", default_value_t = 1, conflicts_with = "file")]
     seed: u64,
     /// Workers of the multi-worker engine run (default: one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
     workers: Option<u16>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]

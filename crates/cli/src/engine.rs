@@ -63,8 +63,8 @@ pub struct EngineArgs {
     /// Number of shards, as the probes' (default: config `bus.shards`, else 16).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=65536))]
     shards: Option<u32>,
-    /// Engine workers (default: config `aggregator.num_workers`, else one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Engine workers; 0 = one per core (default: config `aggregator.num_workers`, else one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
     workers: Option<u16>,
     /// JetStream: seconds before the server redelivers an unacknowledged
     /// batch (set when the durable consumers are created; default: config
@@ -82,7 +82,7 @@ pub struct EngineArgs {
 
 pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let url = setup::nats_url(args.nats.as_deref(), &config);
+    let url = setup::nats_url(args.nats.as_deref(), &config)?;
     let engine_id = args
         .engine_id
         .clone()
@@ -111,7 +111,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
     let interop_subject = args.interop_subject.clone().or_else(|| {
         (!config.bus.interop_subject.is_empty()).then(|| config.bus.interop_subject.clone())
     });
-    let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
+    let store = setup::store_url(args.no_store, args.store.as_deref(), &config)?;
     // `alerter.enabled`: the alerter runs beside the engine, over its store;
     // engines sharing a bus elect one to act.
     let alerter = match (&store, config.alerter.enabled) {

@@ -23,6 +23,9 @@ pub struct GenArgs {
     /// Extra planted super-spreaders, by their number of distinct destinations.
     #[arg(long, value_name = "N,N,…", value_delimiter = ',')]
     spreaders: Vec<u32>,
+    /// Overwrite OUT (and OUT.truth.json) when they exist.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -32,6 +35,16 @@ enum FormatArg {
 }
 
 pub fn run(args: GenArgs) -> anyhow::Result<()> {
+    if !args.force {
+        for path in [args.out.clone(), truth_path(&args.out)] {
+            if path.exists() {
+                anyhow::bail!(
+                    "{} exists; pass --force to overwrite it, or choose another name",
+                    path.display()
+                );
+            }
+        }
+    }
     let opts = GenOptions {
         packets: args.packets,
         seed: args.seed,

@@ -76,6 +76,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(|| RedactingStderr)
+        .with_ansi(colour_on_stderr())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NETSPECTRA_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
@@ -97,7 +98,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Damaged) => ExitCode::from(EXIT_DAMAGED),
         Err(e) => {
             // Errors quote URLs (store, NATS, API): never with a password.
-            eprintln!("error: {}", redact_secrets(&format!("{e:#}")));
+            eprintln!("error: {}", redact_secrets(&causes_once(&e)));
             if e.downcast_ref::<query::Refused>().is_some() {
                 ExitCode::from(EXIT_REFUSED)
             } else {
@@ -105,6 +106,31 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// An error and its causes, `: `-separated, each cause once: a cause whose
+/// text the message already holds (a library that both quotes its source
+/// and returns it as `source()`) is not repeated.
+fn causes_once(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// Whether log lines may carry ANSI colours: only on a terminal, and never
+/// when `NO_COLOR` is set (to anything non-empty, https://no-color.org).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// Standard error with every URL's password replaced by `***`: the last

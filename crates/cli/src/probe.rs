@@ -75,7 +75,7 @@ pub struct ProbeArgs {
 
 pub fn run(args: ProbeArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let url = setup::nats_url(args.nats.as_deref(), &config);
+    let url = setup::nats_url(args.nats.as_deref(), &config)?;
     let probe_id = args.probe_id.clone().unwrap_or_else(default_probe_id);
     let align_ns = match &args.batch_align {
         Some(t) if t.trim() == "0" => 0,

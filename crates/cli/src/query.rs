@@ -6,13 +6,21 @@
 //! **Contract**: `--format json` prints the response body exactly as
 //! received; `--format table` renders it as aligned columns. An error answer
 //! prints `error: <message>` and exits 2 when the API refused the request
-//! (HTTP 4xx: a bad parameter, an unknown task, a missing token, nothing
-//! found), 1 when no answer could be had (unreachable, HTTP 5xx).
+//! (HTTP 4xx: a bad parameter, an unknown task, a missing token), 1 when
+//! no answer could be had (unreachable, HTTP 5xx). An empty answer is not a
+//! refusal: `trace` with no matching row prints `no rows match` and exits 0,
+//! as the other operations do.
+//!
+//! The table names the question's scope under the rows (which runs, which
+//! windows) and, when no row matches, the range the store holds. `--since D
+//! --of latest` counts back from the newest stored packet instead of the
+//! clock, for captures of the past.
 
 use crate::report::{columns, num, OutputFormat};
 use crate::Outcome;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
+use netspectra_model::time::format_rfc3339_ns;
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::time::Duration;
@@ -48,9 +56,19 @@ pub struct QueryArgs {
     /// Rows wanted; 0 = all, up to the server's maximum [default: 20].
     #[arg(long, value_name = "N")]
     limit: Option<u64>,
-    /// Only windows of the last DURATION (`90s`, `15m`, `1h`, `7d`).
+    /// Only windows of the last DURATION (`90s`, `15m`, `1h`, `7d`), back
+    /// from now (or from the newest stored packet with `--of latest`).
     #[arg(long, value_name = "DURATION", conflicts_with = "from")]
     since: Option<String>,
+    /// What `--since` counts back from: `now` (the clock, default) or
+    /// `latest` (the newest packet stored, for captures of the past).
+    #[arg(long, value_enum, value_name = "WHEN", requires = "since", default_value_t = Anchor::Now)]
+    of: Anchor,
+    /// Runs to read: a run id (`query runs`), `latest` (the newest run that
+    /// defined the task) or `all` [API default: all; a re-analysis of the
+    /// same input replaces its earlier run].
+    #[arg(long, value_name = "ID|latest|all")]
+    run: Option<String>,
     /// Only windows starting at or after T (RFC 3339, or integer ns since the epoch).
     #[arg(long, value_name = "T")]
     from: Option<String>,
@@ -134,6 +152,15 @@ impl Op {
     }
 }
 
+/// What `--since` counts back from.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Anchor {
+    /// The clock.
+    Now,
+    /// The newest packet stored (of the runs asked about).
+    Latest,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum By {
     Packets,
@@ -157,11 +184,13 @@ impl QueryArgs {
     /// where the operation returns rows.
     fn params(&self) -> Vec<(&'static str, String)> {
         let mut p = Vec::new();
+        let since = self.since.as_ref().filter(|_| self.of == Anchor::Now);
         for (name, value) in [
             ("task", &self.task),
-            ("since", &self.since),
+            ("since", &since.cloned()),
             ("from", &self.from),
             ("to", &self.to),
+            ("run", &self.run),
             ("src_ip", &self.src_ip),
             ("dst_ip", &self.dst_ip),
             ("src_port", &self.src_port),
@@ -192,9 +221,14 @@ impl QueryArgs {
 }
 
 /// Asks the API and prints its answer.
-pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
+pub fn run(mut args: QueryArgs) -> anyhow::Result<Outcome> {
     if args.by.is_some() && !matches!(args.op, Op::Top | Op::HeavyHitters) {
         bail!("--by applies to top and heavy-hitters only");
+    }
+    if args.run.is_some() && matches!(args.op, Op::Tasks | Op::Runs) {
+        bail!(
+            "--run applies to the operations that read rows, not to `query tasks` or `query runs`"
+        );
     }
     let given = args
         .api
@@ -213,19 +247,38 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
         .timeout(ANSWER_TIMEOUT)
         .build()
         .context("cannot set up the HTTP client")?;
-    let mut request = client
-        .get(&url)
-        .query(&args.params())
-        .header(reqwest::header::ACCEPT, "application/json");
-    if let Some(t) = &token {
-        request = request.bearer_auth(t);
+    let api = Api {
+        client,
+        base: base.clone(),
+        token: token.clone(),
+    };
+    if args.of == Anchor::Latest {
+        let since = args.since.clone().unwrap_or_default();
+        let span = netspectra_model::time::parse_duration_ns(&since)
+            .map_err(|e| anyhow!("--since: {e}"))?;
+        let Some((_, newest)) = api.stored_range(&args)? else {
+            println!(
+                "no rows match: the store holds no windows{}",
+                runs_note(&args)
+            );
+            return Ok(Outcome::Clean);
+        };
+        // Windows starting in (newest - span, newest]: the newest packet's
+        // window and those before it within the span.
+        args.to = Some((newest + 1).to_string());
+        args.from = Some((newest + 1).saturating_sub(span).to_string());
     }
-    let response = request.send().map_err(|e| unreachable(&base, &url, &e))?;
-    let status = response.status();
-    let body = response
-        .bytes()
-        .map_err(|e| anyhow!("reading the answer from {url}: {}", root_cause(&e)))?;
+    let (status, body) = api.get(args.op.path(), &args.params())?;
     if !status.is_success() {
+        if status.as_u16() == 404 && args.op == Op::Trace && is_not_found(&body) {
+            if args.format == OutputFormat::Json {
+                println!("{}", String::from_utf8_lossy(&body).trim_end());
+            } else {
+                print!("no rows match\n{}", scope_note(&args));
+                print!("{}", api.stored_note(&args));
+            }
+            return Ok(Outcome::Clean);
+        }
         return Err(failure(status.as_u16(), &body, &url, token.is_some()));
     }
     let mut out = std::io::stdout().lock();
@@ -243,10 +296,153 @@ pub fn run(args: QueryArgs) -> anyhow::Result<Outcome> {
             let text = render(args.op, &answer, args.limit.unwrap_or(DEFAULT_LIMIT))
                 .with_context(|| format!("unexpected answer from {url}"))?;
             out.write_all(text.as_bytes())?;
+            if !matches!(args.op, Op::Tasks | Op::Runs) {
+                out.write_all(scope_note(&args).as_bytes())?;
+                if is_empty(args.op, &answer) {
+                    out.write_all(api.stored_note(&args).as_bytes())?;
+                }
+            }
         }
     }
     out.flush()?;
     Ok(Outcome::Clean)
+}
+
+/// A connection to the API, for the question and the ones that explain it.
+struct Api {
+    client: reqwest::blocking::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Api {
+    /// `GET /api/v1/<op>?<params>`: the status and the body.
+    fn get(
+        &self,
+        op: &str,
+        params: &[(&str, String)],
+    ) -> anyhow::Result<(reqwest::StatusCode, Vec<u8>)> {
+        let url = format!("{}/api/v1/{op}", self.base);
+        let mut request = self
+            .client
+            .get(&url)
+            .query(params)
+            .header(reqwest::header::ACCEPT, "application/json");
+        if let Some(t) = &self.token {
+            request = request.bearer_auth(t);
+        }
+        let response = request
+            .send()
+            .map_err(|e| unreachable(&self.base, &url, &e))?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .map_err(|e| anyhow!("reading the answer from {url}: {}", root_cause(&e)))?;
+        Ok((status, body.to_vec()))
+    }
+
+    /// First and last packet stored by the exact tasks (of the runs asked
+    /// about), whatever the time range: one `aggregate` without a range.
+    /// None when nothing is stored.
+    fn stored_range(&self, args: &QueryArgs) -> anyhow::Result<Option<(u64, u64)>> {
+        let mut params = Vec::new();
+        if let Some(run) = &args.run {
+            params.push(("run", run.clone()));
+        }
+        let (status, body) = self.get("aggregate", &params)?;
+        if !status.is_success() {
+            let url = format!("{}/api/v1/aggregate", self.base);
+            return Err(failure(status.as_u16(), &body, &url, self.token.is_some()));
+        }
+        let answer: Value = serde_json::from_slice(&body)?;
+        let mut range: Option<(u64, u64)> = None;
+        for s in answer["summaries"].as_array().into_iter().flatten() {
+            let time = |f: &str| {
+                s[f].as_str()
+                    .and_then(|t| netspectra_model::time::parse_rfc3339_ns(t).ok())
+            };
+            if let (Some(a), Some(b)) = (time("first_seen"), time("last_seen")) {
+                range = Some(range.map_or((a, b), |(x, y)| (x.min(a), y.max(b))));
+            }
+        }
+        Ok(range)
+    }
+
+    /// For an empty answer: the range of packets the store holds, so that
+    /// a range that misses it is seen at once (best effort: an error here
+    /// says nothing rather than hide the answer).
+    fn stored_note(&self, args: &QueryArgs) -> String {
+        match self.stored_range(args) {
+            Ok(Some((first, last))) => format!(
+                "stored: packets from {} to {}{}\n",
+                format_rfc3339_ns(first),
+                format_rfc3339_ns(last),
+                if args.since.is_some() && args.of == Anchor::Now {
+                    " (--since counts back from now; `--of latest` counts back from the newest stored packet)"
+                } else {
+                    ""
+                }
+            ),
+            Ok(None) => format!("stored: no windows{}\n", runs_note(args)),
+            Err(_) => String::new(),
+        }
+    }
+}
+
+/// ` of run N` / ` of the latest run` when `--run` narrows the question.
+fn runs_note(args: &QueryArgs) -> String {
+    match args.run.as_deref().map(str::trim) {
+        None | Some("all") | Some("") => String::new(),
+        Some("latest") => " in the latest run".to_string(),
+        Some(id) => format!(" in run {id}"),
+    }
+}
+
+/// The scope line under a table: which runs and which windows were read.
+fn scope_note(args: &QueryArgs) -> String {
+    let runs = match args.run.as_deref().map(str::trim) {
+        None | Some("all") | Some("") => "all runs (--run ID|latest narrows it)".to_string(),
+        Some("latest") => "the latest run".to_string(),
+        Some(id) => format!("run {id}"),
+    };
+    let time = |t: &str| match t.parse::<u64>() {
+        Ok(ns) => format_rfc3339_ns(ns),
+        Err(_) => t.to_string(),
+    };
+    let windows = match (&args.since, &args.from, &args.to) {
+        (Some(d), Some(f), Some(t)) if args.of == Anchor::Latest => format!(
+            "windows starting in [{}, {}) (the {d} up to the newest stored packet)",
+            time(f),
+            time(t)
+        ),
+        (Some(d), _, None) => format!("windows of the last {d} (starting at or after now - {d})"),
+        (Some(d), _, Some(t)) => format!("windows of the last {d}, starting before {}", time(t)),
+        (None, Some(f), Some(t)) => format!("windows starting in [{}, {})", time(f), time(t)),
+        (None, Some(f), None) => format!("windows starting at or after {}", time(f)),
+        (None, None, Some(t)) => format!("windows starting before {}", time(t)),
+        (None, None, None) => "every stored window".to_string(),
+    };
+    format!("scope: {runs}; {windows}\n")
+}
+
+/// Whether an answer holds no row.
+fn is_empty(op: Op, answer: &Value) -> bool {
+    let field = if op == Op::Aggregate {
+        "summaries"
+    } else {
+        "rows"
+    };
+    answer[field].as_array().is_some_and(Vec::is_empty)
+        || (op == Op::Aggregate
+            && answer["summaries"]
+                .as_array()
+                .is_some_and(|s| s.iter().all(|x| x["flow_count"] == 0)))
+}
+
+/// Whether an error answer is the API's "nothing matches" (`not_found`).
+fn is_not_found(body: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(body)
+        .is_ok_and(|v| v["error"]["code"].as_str() == Some("not_found"))
 }
 
 /// The API's base URL: `http://host:port[/prefix]`, without a trailing
@@ -362,10 +558,21 @@ fn render(op: Op, answer: &Value, limit: u64) -> anyhow::Result<String> {
             }
             rows_table(std::slice::from_ref(life), &["first_seen", "last_seen"])
         }
-        Op::Runs => rows_table(
-            list("rows")?,
-            &["run_id", "status", "engine_id", "started_at", "finished_at"],
-        ),
+        Op::Runs => {
+            let rows = list("rows")?;
+            let mut t = rows_table(
+                rows,
+                &["run_id", "status", "engine_id", "started_at", "finished_at"],
+            );
+            if rows.iter().any(|r| {
+                r["run_id"]
+                    .as_u64()
+                    .is_some_and(|id| id >= 1_000_000_000_000_000)
+            }) {
+                t.push_str("run ids are ClickHouse's: each run's start time in ns since the epoch (--run takes them as shown)\n");
+            }
+            t
+        }
         Op::Timeseries => rows_table(list("rows")?, &["window_start", "window_end"]),
         Op::Top | Op::HeavyHitters | Op::SuperSpreaders => rows_table(list("rows")?, &[]),
         Op::Alerts => alerts_table(list("alerts")?),
@@ -471,7 +678,10 @@ fn rows_table(rows: &[Value], lead: &[&str]) -> String {
                     } else {
                         &row[name.as_str()]
                     };
-                    cell(v, *kind)
+                    // Ids are names, not quantities: never grouped
+                    // (ClickHouse's are start times in ns).
+                    let kind = if name == "run_id" { Kind::Text } else { *kind };
+                    cell(v, kind)
                 })
                 .collect()
         })
@@ -521,6 +731,13 @@ mod tests {
             {"key": {"SrcIP": "10.0.0.1", "SrcPort": 443}, "packets": 1234, "bytes": 5678901,
              "first_seen": "a", "last_seen": "b", "windows": 2},
         ], "truncated": true});
+        let runs = json!({"rows": [{"run_id": 1_764_552_000_123_456_789u64, "status": "complete"}], "truncated": false});
+        let text = render(Op::Runs, &runs, 20).unwrap();
+        assert!(
+            text.contains("1764552000123456789"),
+            "ids without separators: {text}"
+        );
+        assert!(text.contains("start time in ns"), "{text}");
         let text = render(Op::Top, &answer, 1).unwrap();
         let mut lines = text.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();

@@ -135,7 +135,7 @@ pub fn json(r: &Report) -> Value {
         "window_s": r.window_ns as f64 / 1e9,
         "windows": r.engine.windows,
         "late_packets": r.engine.late_packets,
-        "store": r.store.as_ref().map(|(url, run)| json!({"url": url, "run_id": run})),
+        "store": r.store.as_ref().map(|(url, run)| json!({"url": url, "run_id": run, "replaced": r.replaced})),
         "tasks": tasks,
     });
     if let Some(a) = &r.alerts {
@@ -166,6 +166,11 @@ alerts: {firing} fired, {resolved} resolved; notifications: {} sent, {} failed",
         );
     }
     out
+}
+
+/// `1 window`, `2 windows`: a count with its noun in the right number.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{} {}", num(n), if n == 1 { one } else { many })
 }
 
 /// Renders rows of cells as left/right aligned columns (numbers right).
@@ -209,12 +214,12 @@ pub fn table(r: &Report) -> String {
     let secs = r.elapsed.as_secs_f64().max(1e-9);
     let _ = writeln!(
         out,
-        "{} packets, {} bytes in {:.2} s ({:.2} Mpps, {} workers)",
+        "{} packets, {} bytes in {:.2} s ({:.2} Mpps, {})",
         num(r.packets),
         num(r.bytes),
         secs,
         r.packets as f64 / secs / 1e6,
-        r.workers
+        count(r.workers as u64, "worker", "workers")
     );
     let file_rows: Vec<Vec<String>> = r
         .files
@@ -267,10 +272,19 @@ pub fn table(r: &Report) -> String {
         Some((url, run)) => {
             let _ = writeln!(
                 out,
-                "stored: {url} (run {run}, {} windows of {} s)",
-                r.engine.windows,
+                "stored: {url} (run {run}, {} of {} s)",
+                count(r.engine.windows, "window", "windows"),
                 r.window_ns as f64 / 1e9
             );
+            if !r.replaced.is_empty() {
+                let ids: Vec<String> = r.replaced.iter().map(i64::to_string).collect();
+                let _ = writeln!(
+                    out,
+                    "replaced {} {} of the same input (same path, size and content): queries no longer count it; --append keeps both",
+                    if ids.len() == 1 { "run" } else { "runs" },
+                    ids.join(", ")
+                );
+            }
         }
         None => out.push_str("not stored (--no-store)\n"),
     }
@@ -286,11 +300,11 @@ pub fn table(r: &Report) -> String {
         let key_names: Vec<String> = t.key.iter().map(|d| d.to_string()).collect();
         let _ = write!(
             out,
-            "\n{} ({}, key {}): {} keys, {} packets, {} bytes",
+            "\n{} ({}, key {}): {}, {} packets, {} bytes",
             t.name,
             t.kind.name(),
             key_names.join("+"),
-            num(t.rows.len() as u64),
+            count(t.rows.len() as u64, "key", "keys"),
             num(t.packets),
             num(t.bytes)
         );
@@ -310,6 +324,8 @@ pub fn table(r: &Report) -> String {
                     .into_iter()
                     .map(|(_, v)| match v {
                         Value::String(s) => s,
+                        // An untagged frame's VLAN: none.
+                        Value::Null => "-".to_string(),
                         other => other.to_string(),
                     })
                     .collect();
@@ -332,6 +348,7 @@ fn key_text(t: &TaskTotals, k: &FlowKey) -> String {
         .into_iter()
         .map(|(_, v)| match v {
             Value::String(s) => s,
+            Value::Null => "-".to_string(),
             other => other.to_string(),
         })
         .collect::<Vec<_>>()
@@ -380,7 +397,7 @@ fn sketch_table(out: &mut String, t: &TaskTotals, s: &SketchReport, top: usize) 
                 vec![
                     key_text(t, &e.key),
                     num(e.estimate),
-                    format!("± {}", num(e.error_bound)),
+                    bound_text(algorithm, e.error_bound),
                 ]
             })
             .collect();
@@ -409,6 +426,18 @@ fn sketch_table(out: &mut String, t: &TaskTotals, s: &SketchReport, top: usize) 
                 let _ = writeln!(out, "    missed {} (true {})", key_text(t, k), num(*v));
             }
         }
+    }
+}
+
+/// An estimate's error bound as the side it errs on: Count-Min only
+/// overestimates (`≤ N over`: the truth lies in [estimate − N, estimate]),
+/// the heavy-hitter buckets only underestimate (`≤ N under`), SuperSpread
+/// errs both ways (`± N`, 2σ).
+fn bound_text(algorithm: &str, bound: u64) -> String {
+    match algorithm {
+        "countmin" => format!("≤ {} over", num(bound)),
+        "hh" => format!("≤ {} under", num(bound)),
+        _ => format!("± {}", num(bound)),
     }
 }
 

@@ -42,8 +42,8 @@ pub struct RunArgs {
     /// Keep results in memory only.
     #[arg(long, conflicts_with = "serve")]
     no_store: bool,
-    /// Engine workers (default: config `aggregator.num_workers`, else one per core).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Engine workers; 0 = one per core (default: config `aggregator.num_workers`, else one per core).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
     workers: Option<u16>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Table)]
@@ -92,7 +92,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// when the interface cannot be opened or the capture breaks.
 pub fn run(args: RunArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let store = setup::store_url(args.no_store, args.store.as_deref(), &config);
+    let store = setup::store_url(args.no_store, args.store.as_deref(), &config)?;
     let serve = args.serve.plan(&config, store.as_deref())?;
     let persist = args.persist.as_ref().map(|dir| PersistOptions {
         snaplen: u32::try_from(args.snaplen).unwrap_or(65535),

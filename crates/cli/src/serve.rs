@@ -71,6 +71,7 @@ impl ServeArgs {
         let Some(store) = store else {
             bail!("--serve needs a store: pass --store URL (or set `store.url` in the config)");
         };
+        require_token(&self.listen, config)?;
         Ok(Some(ApiConfig {
             url: StoreUrl::parse(store)?,
             options: self
@@ -113,7 +114,7 @@ pub struct ApiArgs {
 /// `netspectra api`: serves the store until SIGINT/SIGTERM.
 pub fn run(args: ApiArgs) -> anyhow::Result<Outcome> {
     let config = setup::load_config(args.config.as_deref())?;
-    let Some(store) = setup::store_url(false, args.store.as_deref(), &config) else {
+    let Some(store) = setup::store_url(false, args.store.as_deref(), &config)? else {
         bail!("no store to serve: pass --store URL (or set `store.url` in the config)");
     };
     let limits = Limits {
@@ -128,11 +129,24 @@ pub fn run(args: ApiArgs) -> anyhow::Result<Outcome> {
             })?,
         ..Limits::default()
     };
+    require_token(&args.listen, &config)?;
     let options = args.listen.listen().options(&config.api, limits)?;
     let url = StoreUrl::parse(&store)?;
     serve_until_stopped(ApiConfig { url, options })?;
     tracing::info!(message = "query API stopped");
     Ok(Outcome::Clean)
+}
+
+/// An `api.token` that came from an unset variable is an error (unless a
+/// token is given otherwise): serving without the token someone meant to
+/// set would open the stored traffic.
+fn require_token(listen: &ListenArgs, config: &Config) -> anyhow::Result<()> {
+    let given = listen.token.is_some()
+        || std::env::var(netspectra_node::api::TOKEN_ENV).is_ok_and(|t| !t.is_empty());
+    if !given {
+        config.require_set("api.token")?;
+    }
+    Ok(())
 }
 
 /// Serves `config` until SIGINT/SIGTERM (`api`, `analyze --serve`).

@@ -1,7 +1,9 @@
 //! Configuration: one YAML file drives every deployment; every key is optional.
 //!
 //! Loading goes YAML → tree → `${VAR}` / `${VAR:-default}` expansion inside
-//! string values only → typed structs with unknown keys rejected. Errors name
+//! string values only (an unset variable is empty, as in Go2NetSpectra, and
+//! a warning; a role that needs the value refuses it, [`Config::require_set`])
+//! → typed structs with unknown keys rejected. Errors name
 //! the key path (`aggregator.exact.tasks[0].key[1]`) and say what is allowed.
 //! Go2NetSpectra's `config.yaml` loads as is: its sections and keys (including
 //! the misspelt `size_thereshold`) are accepted; the ones a NetSpectra role
@@ -181,6 +183,11 @@ impl Default for BusSection {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    /// `${VAR}` references to variables that are not set, in file order
+    /// (filled while loading; see [`Config::warnings`] and
+    /// [`Config::require_set`]).
+    #[serde(skip)]
+    pub unset_env: Vec<UnsetVar>,
     /// Tasks, windows and workers.
     pub aggregator: AggregatorConfig,
     /// Where snapshots go.
@@ -197,6 +204,17 @@ pub struct Config {
     pub alerter: AlerterConfig,
     /// Mail relay for alerts (Go2NetSpectra `smtp`).
     pub smtp: SmtpConfig,
+}
+
+/// A `${VAR}` whose variable is not set: it expanded to an empty string
+/// (as Go2NetSpectra's `os.ExpandEnv` does), and a value that was only that
+/// reference is left out, so the key's default applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsetVar {
+    /// The variable.
+    pub name: String,
+    /// The key whose value referenced it (`smtp.port`).
+    pub key: String,
 }
 
 /// `aggregator`: what is counted and how time is cut.
@@ -720,8 +738,9 @@ impl Config {
         if tree.is_null() {
             tree = Value::Object(Default::default());
         }
-        expand_tree(&mut tree, &mut String::new(), env)?;
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let mut unset = Vec::new();
+        expand_tree(&mut tree, &mut String::new(), env, &mut unset)?;
+        let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
             invalid(
                 if key == "." {
@@ -733,7 +752,71 @@ impl Config {
             )
         })?;
         config.validate()?;
+        config.unset_env = unset;
         Ok(config)
+    }
+
+    /// What a user should hear about this configuration, one line each:
+    /// every unset variable once (with the keys that use it), and
+    /// Go2NetSpectra writers that NetSpectra does not run.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut names: Vec<&str> = self.unset_env.iter().map(|u| u.name.as_str()).collect();
+        names.dedup();
+        let mut seen = std::collections::HashSet::new();
+        for name in names.into_iter().filter(|n| seen.insert(*n)) {
+            let keys: Vec<&str> = self
+                .unset_env
+                .iter()
+                .filter(|u| u.name == name)
+                .map(|u| u.key.as_str())
+                .collect();
+            out.push(format!(
+                "environment variable {name} is not set: {} left empty (default used); set it, or write ${{{name}:-default}}",
+                keys.join(", ")
+            ));
+        }
+        let groups = [
+            ("exact", &self.aggregator.exact.writers),
+            ("sketch", &self.aggregator.sketch.writers),
+        ];
+        for (group, writers) in groups {
+            for (i, w) in writers.iter().enumerate() {
+                if w.enabled && w.kind == "clickhouse" {
+                    out.push(format!(
+                        "aggregator.{group}.writers[{i}] (type clickhouse) is not used: NetSpectra writes every task to the store named by --store or store.url (now `{}`); to store in ClickHouse, set store.url: clickhouse://USER:PASSWORD@HOST:8123/DATABASE (the HTTP port)",
+                        if self.store.url.is_empty() { "none" } else { self.store.url.as_str() }
+                    ));
+                } else if w.enabled {
+                    out.push(format!(
+                        "aggregator.{group}.writers[{i}] (type {}) is not used: NetSpectra writes to the store named by --store or store.url",
+                        w.kind
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// An error when `key` (or a key under it) referenced an unset
+    /// variable: for the values a role cannot do without (its store URL,
+    /// its API token, its NATS URL), where a silent default would be wrong.
+    pub fn require_set(&self, key: &str) -> Result<(), ConfigError> {
+        let under = |k: &str| {
+            k == key
+                || k.strip_prefix(key)
+                    .is_some_and(|r| r.starts_with('.') || r.starts_with('['))
+        };
+        match self.unset_env.iter().find(|u| under(&u.key)) {
+            Some(u) => Err(invalid(
+                u.key.clone(),
+                format!(
+                    "environment variable {} is not set, and this command needs the value",
+                    u.name
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// Whether a task group runs (`aggregator.types`).
@@ -855,19 +938,33 @@ fn check_task<'a>(
 
 /// Replaces `${VAR}` and `${VAR:-default}` in every string value of the tree
 /// (never in keys). A string that is exactly one reference is re-read as a
-/// YAML scalar, so `port: ${SMTP_PORT}` yields a number.
+/// YAML scalar, so `port: ${SMTP_PORT}` yields a number. An unset variable
+/// without a default expands to an empty string and is recorded in `unset`;
+/// a value that was only such a reference is removed (returns true), so
+/// the key's default applies.
 fn expand_tree(
     v: &mut Value,
     path: &mut String,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<(), ConfigError> {
+    unset: &mut Vec<UnsetVar>,
+) -> Result<bool, ConfigError> {
     match v {
         Value::String(s) => {
             if !s.contains("${") {
-                return Ok(());
+                return Ok(false);
             }
             let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
-            let expanded = expand_str(s, env).map_err(|m| invalid(path.clone(), m))?;
+            let before = unset.len();
+            let expanded = expand_str(s, env, &mut |name| {
+                unset.push(UnsetVar {
+                    name: name.to_string(),
+                    key: path.clone(),
+                })
+            })
+            .map_err(|m| invalid(path.clone(), m))?;
+            if whole && unset.len() > before {
+                return Ok(true);
+            }
             *v = if whole {
                 scalar(&expanded)
             } else {
@@ -878,24 +975,32 @@ fn expand_tree(
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                expand_tree(item, path, env)?;
+                if expand_tree(item, path, env, unset)? {
+                    *item = Value::String(String::new());
+                }
                 path.truncate(len);
             }
         }
         Value::Object(map) => {
+            let mut gone = Vec::new();
             for (k, item) in map.iter_mut() {
                 let len = path.len();
                 if !path.is_empty() {
                     path.push('.');
                 }
                 path.push_str(k);
-                expand_tree(item, path, env)?;
+                if expand_tree(item, path, env, unset)? {
+                    gone.push(k.clone());
+                }
                 path.truncate(len);
+            }
+            for k in gone {
+                map.remove(&k);
             }
         }
         _ => {}
     }
-    Ok(())
+    Ok(false)
 }
 
 fn scalar(text: &str) -> Value {
@@ -915,7 +1020,11 @@ fn scalar(text: &str) -> Value {
     }
 }
 
-fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+fn expand_str(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    unset: &mut dyn FnMut(&str),
+) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {
@@ -937,11 +1046,7 @@ fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
         match (env(name), default) {
             (Some(val), _) => out.push_str(&val),
             (None, Some(d)) => out.push_str(d),
-            (None, None) => {
-                return Err(format!(
-                    "environment variable {name} is not set (write ${{{name}:-default}} to give a default)"
-                ))
-            }
+            (None, None) => unset(name),
         }
         rest = &after[end + 1..];
     }

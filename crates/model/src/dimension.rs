@@ -22,19 +22,75 @@ pub enum Dimension {
     Protocol,
     /// Outer VLAN id.
     Vlan,
-    /// Source network: the source address truncated to this prefix length.
-    SrcNet(u8),
-    /// Destination network: the destination address truncated to this prefix length.
-    DstNet(u8),
+    /// Source network: the source address truncated to its family's
+    /// prefix length.
+    SrcNet(NetPrefix),
+    /// Destination network: the destination address truncated to its
+    /// family's prefix length.
+    DstNet(NetPrefix),
+}
+
+/// The prefix lengths of a `SrcNet`/`DstNet` dimension, one per address
+/// family: `SrcNet/24/64` keys IPv4 sources by /24 and IPv6 ones by /64
+/// (Akvorado's convention); `SrcNet/N` applies N to both (capped at 32 for
+/// IPv4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct NetPrefix {
+    /// IPv4 prefix length (0-32).
+    pub v4: u8,
+    /// IPv6 prefix length (0-128).
+    pub v6: u8,
+    /// Written as one length (`/N`), which is how it is shown again.
+    single: bool,
+}
+
+impl NetPrefix {
+    /// One length for both families (`/N`; IPv4 takes at most 32).
+    pub const fn both(n: u8) -> NetPrefix {
+        NetPrefix {
+            v4: if n < 32 { n } else { 32 },
+            v6: n,
+            single: true,
+        }
+    }
+
+    /// A length per family (`/V4/V6`).
+    pub const fn per_family(v4: u8, v6: u8) -> NetPrefix {
+        NetPrefix {
+            v4,
+            v6,
+            single: false,
+        }
+    }
+
+    /// The length that applies to `addr`'s family.
+    #[inline]
+    pub fn for_addr(&self, addr: &IpBytes) -> u8 {
+        if ip::is_v4(addr) {
+            self.v4
+        } else {
+            self.v6
+        }
+    }
+}
+
+impl fmt::Display for NetPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.single {
+            write!(f, "{}", self.v6)
+        } else {
+            write!(f, "{}/{}", self.v4, self.v6)
+        }
+    }
 }
 
 /// The names accepted in configuration, for error messages.
 pub const DIMENSION_NAMES: &str =
-    "SrcIP, DstIP, SrcPort, DstPort, Protocol, VLAN, SrcNet/N, DstNet/N";
+    "SrcIP, DstIP, SrcPort, DstPort, Protocol, VLAN, SrcNet/N, DstNet/N, SrcNet/V4/V6, DstNet/V4/V6";
 
 /// A dimension name that is not one of [`DIMENSION_NAMES`].
 #[derive(Debug, thiserror::Error)]
-#[error("unknown dimension `{0}`; allowed: {DIMENSION_NAMES} (N = prefix length 0-128)")]
+#[error("unknown dimension `{0}`; allowed: {DIMENSION_NAMES} (N = prefix length 0-128 for both families; V4 = IPv4 length 0-32, V6 = IPv6 length 0-128)")]
 pub struct UnknownDimension(pub String);
 
 impl FromStr for Dimension {
@@ -43,11 +99,14 @@ impl FromStr for Dimension {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || UnknownDimension(s.to_string());
         let lower = s.to_ascii_lowercase();
-        if let Some((name, prefix)) = lower.split_once('/') {
-            let prefix: u8 = prefix.parse().map_err(|_| err())?;
-            if prefix > 128 {
-                return Err(err());
-            }
+        if let Some((name, lengths)) = lower.split_once('/') {
+            let len = |t: &str, max: u8| -> Result<u8, UnknownDimension> {
+                t.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(err)
+            };
+            let prefix = match lengths.split_once('/') {
+                None => NetPrefix::both(len(lengths, 128)?),
+                Some((v4, v6)) => NetPrefix::per_family(len(v4, 32)?, len(v6, 128)?),
+            };
             return match name {
                 "srcnet" => Ok(Dimension::SrcNet(prefix)),
                 "dstnet" => Ok(Dimension::DstNet(prefix)),
@@ -106,7 +165,8 @@ pub struct FlowKey {
     pub src_port: u16,
     /// Destination port, or zero.
     pub dst_port: u16,
-    /// VLAN id, or zero.
+    /// VLAN id ([`crate::record::NO_VLAN`]: untagged), or zero when not
+    /// in the key.
     pub vlan: u16,
     /// Protocol number, or zero.
     pub protocol: u8,
@@ -152,8 +212,8 @@ impl FlowKey {
                 Dimension::DstPort => k.dst_port = rec.dst_port,
                 Dimension::Protocol => k.protocol = rec.protocol,
                 Dimension::Vlan => k.vlan = rec.vlan,
-                Dimension::SrcNet(p) => k.src_ip = ip::mask(&rec.src_ip, p),
-                Dimension::DstNet(p) => k.dst_ip = ip::mask(&rec.dst_ip, p),
+                Dimension::SrcNet(p) => k.src_ip = ip::mask(&rec.src_ip, p.for_addr(&rec.src_ip)),
+                Dimension::DstNet(p) => k.dst_ip = ip::mask(&rec.dst_ip, p.for_addr(&rec.dst_ip)),
             }
         }
         k
@@ -170,6 +230,7 @@ impl FlowKey {
                     Dimension::SrcPort => Value::from(self.src_port),
                     Dimension::DstPort => Value::from(self.dst_port),
                     Dimension::Protocol => Value::from(self.protocol),
+                    Dimension::Vlan if self.vlan == crate::record::NO_VLAN => Value::Null,
                     Dimension::Vlan => Value::from(self.vlan),
                     Dimension::SrcNet(p) => Value::from(net_text(&self.src_ip, p)),
                     Dimension::DstNet(p) => Value::from(net_text(&self.dst_ip, p)),
@@ -180,13 +241,8 @@ impl FlowKey {
     }
 }
 
-fn net_text(addr: &IpBytes, prefix: u8) -> String {
-    let len = if ip::is_v4(addr) {
-        prefix.min(32)
-    } else {
-        prefix
-    };
-    format!("{}/{}", ip::to_string(addr), len)
+fn net_text(addr: &IpBytes, prefix: NetPrefix) -> String {
+    format!("{}/{}", ip::to_string(addr), prefix.for_addr(addr))
 }
 
 #[cfg(test)]
@@ -204,6 +260,8 @@ mod tests {
             "VLAN",
             "SrcNet/24",
             "DstNet/64",
+            "SrcNet/24/64",
+            "DstNet/0/48",
         ] {
             let d: Dimension = name.parse().unwrap();
             assert_eq!(d.to_string(), name);
@@ -212,6 +270,31 @@ mod tests {
         let err = "SrcMac".parse::<Dimension>().unwrap_err().to_string();
         assert!(err.contains("SrcMac") && err.contains("DstPort"), "{err}");
         assert!("SrcNet/129".parse::<Dimension>().is_err());
+        assert!("SrcNet/33/64".parse::<Dimension>().is_err());
+        assert!("SrcNet/24/129".parse::<Dimension>().is_err());
+        assert!("SrcNet/24/64/1".parse::<Dimension>().is_err());
+    }
+
+    #[test]
+    fn a_network_key_takes_a_prefix_per_family() {
+        let v4 = PacketRecord {
+            src_ip: ip::from_v4([10, 1, 2, 3]),
+            ..Default::default()
+        };
+        let mut v6 = v4;
+        v6.src_ip = "2001:db8:1:2:3:4:5:6"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets();
+        let dims: [Dimension; 1] = ["SrcNet/24/64".parse().unwrap()];
+        let text = |r: &PacketRecord| FlowKey::project(r, &dims).render(&dims)[0].1.clone();
+        assert_eq!(text(&v4), Value::from("10.1.2.0/24"));
+        assert_eq!(text(&v6), Value::from("2001:db8:1:2::/64"));
+        // One length for both: /64 leaves every IPv4 address its own key.
+        let dims: [Dimension; 1] = ["SrcNet/64".parse().unwrap()];
+        let text = |r: &PacketRecord| FlowKey::project(r, &dims).render(&dims)[0].1.clone();
+        assert_eq!(text(&v4), Value::from("10.1.2.3/32"));
+        assert_eq!(text(&v6), Value::from("2001:db8:1:2::/64"));
     }
 
     #[test]
@@ -224,7 +307,7 @@ mod tests {
             protocol: 6,
             ..Default::default()
         };
-        let dims = [Dimension::SrcNet(16), Dimension::DstPort];
+        let dims = [Dimension::SrcNet(NetPrefix::both(16)), Dimension::DstPort];
         let k = FlowKey::project(&rec, &dims);
         assert_eq!(k.dst_ip, [0; 16]);
         assert_eq!(k.src_port, 0);

@@ -47,7 +47,7 @@ pub mod time;
 pub mod window;
 
 pub use dimension::{Dimension, FlowKey};
-pub use record::{DecodeCounters, Malformed, PacketRecord, L3};
+pub use record::{DecodeCounters, Malformed, PacketRecord, L3, NO_VLAN};
 
 /// `name` with every character other than ASCII letters, digits, `-` and `_`
 /// replaced by `_`: safe as a file name component and a NATS consumer name.

@@ -59,9 +59,14 @@ impl Malformed {
     }
 }
 
+/// `vlan` of a frame that carries no 802.1Q tag: distinct from a
+/// priority-tagged frame's VLAN 0, reported as no VLAN (JSON null, `-`).
+/// VLAN ids are 12 bits, so this value never names a real VLAN.
+pub const NO_VLAN: u16 = u16::MAX;
+
 /// One decoded packet. `Copy`, fixed size, no heap: it travels through
 /// channels and NATS batches by the million.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PacketRecord {
     /// Capture timestamp, nanoseconds since the Unix epoch.
     pub ts_ns: u64,
@@ -73,7 +78,8 @@ pub struct PacketRecord {
     pub src_port: u16,
     /// Transport destination port; 0 when the protocol has none or it was not captured.
     pub dst_port: u16,
-    /// Outer VLAN id (0 = untagged).
+    /// Outer VLAN id; [`NO_VLAN`] when the frame is untagged (0 is a
+    /// priority-tagged frame's VLAN 0).
     pub vlan: u16,
     /// IP protocol number (after IPv6 extension headers).
     pub protocol: u8,
@@ -90,6 +96,27 @@ pub struct PacketRecord {
     /// The transport header was cut short by the snap length: ports are still
     /// filled when their 4 bytes were captured, TCP flags when their byte was.
     pub l4_truncated: bool,
+}
+
+impl Default for PacketRecord {
+    /// An empty, untagged record.
+    fn default() -> Self {
+        PacketRecord {
+            ts_ns: 0,
+            src_ip: [0; 16],
+            dst_ip: [0; 16],
+            src_port: 0,
+            dst_port: 0,
+            vlan: NO_VLAN,
+            protocol: 0,
+            tcp_flags: 0,
+            wire_len: 0,
+            cap_len: 0,
+            l3: L3::default(),
+            fragment: false,
+            l4_truncated: false,
+        }
+    }
 }
 
 /// How many frames decoded to what. Kept per reader, merged at the end.

@@ -20,6 +20,10 @@
 use crate::config::{Config, SketchAlgorithm, SketchTaskConfig, TaskGroup};
 use crate::Dimension;
 
+/// Distinct elements a key needs before SuperSpread reports it, unless
+/// `threshold` (or `count_threshold`) says otherwise.
+pub const DEFAULT_SPREAD_THRESHOLD: u64 = 1024;
+
 /// The kind of computation a task performs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TaskKind {
@@ -75,7 +79,10 @@ impl SketchParams {
             SketchAlgorithm::Hh | SketchAlgorithm::SuperSpread => (1 << 15, 2),
         };
         let count_threshold = match algorithm {
-            SketchAlgorithm::SuperSpread => t.threshold.or(t.count_threshold).unwrap_or(1024),
+            SketchAlgorithm::SuperSpread => t
+                .threshold
+                .or(t.count_threshold)
+                .unwrap_or(DEFAULT_SPREAD_THRESHOLD),
             _ => t.count_threshold.unwrap_or(0),
         };
         SketchParams {

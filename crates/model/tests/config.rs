@@ -37,6 +37,24 @@ fn go2netspectra_config_loads_as_is() {
         "CLICKHOUSE_USERNAME",
         "CLICKHOUSE_PASSWORD",
     ];
+    // Without any of them it loads too: each unset variable is one warning,
+    // and the ClickHouse writer it enables is named as not used.
+    let bare = Config::from_yaml(text, &env(&[])).unwrap();
+    let warnings = bare.warnings();
+    assert_eq!(
+        warnings
+            .iter()
+            .filter(|w| w.starts_with("environment variable"))
+            .count(),
+        vars.len() + 2,
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w
+            .contains("aggregator.exact.writers[1] (type clickhouse) is not used")
+            && w.contains("store.url: clickhouse://")),
+        "{warnings:#?}"
+    );
     let mut pairs: Vec<(&str, &str)> = vars.iter().map(|v| (*v, "x")).collect();
     pairs.push(("SMTP_PORT", "587"));
     pairs.push(("CLICKHOUSE_PORT", "9000"));
@@ -163,12 +181,28 @@ fn environment_expands_inside_string_values_only() {
     )
     .unwrap();
     assert_eq!(cfg.store.url, "sqlite:/data/ns.db");
-    let e = Config::from_yaml("store: { url: \"${MISSING}\" }", &env(&[]))
-        .unwrap_err()
-        .to_string();
+    // An unset variable is empty (as in Go2NetSpectra): loading succeeds,
+    // the key keeps its default, and only a role that needs the value fails.
+    let cfg = Config::from_yaml("store: { url: \"${MISSING}\" }", &env(&[])).unwrap();
+    assert_eq!(cfg.store.url, Config::default().store.url);
+    let e = cfg.require_set("store.url").unwrap_err().to_string();
     assert!(
         e.contains("store.url") && e.contains("MISSING") && e.contains("not set"),
         "{e}"
+    );
+    assert!(cfg.require_set("api").is_ok());
+    let cfg = Config::from_yaml(
+        "store: { url: \"sqlite:${MISSING}/x.db\" }\nsmtp:\n  host: \"${MISSING}\"\n  port: ${PORT}\n",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(cfg.store.url, "sqlite:/x.db", "a part of a value is empty");
+    assert_eq!(cfg.smtp.port, 0, "a number left unset is its default");
+    let warnings = cfg.warnings();
+    assert_eq!(warnings.len(), 2, "one warning per variable: {warnings:?}");
+    assert!(
+        warnings[0].contains("MISSING") && warnings[0].contains("store.url, smtp.host"),
+        "{warnings:?}"
     );
     // A variable cannot inject structure: its value stays one string.
     let cfg = Config::from_yaml("smtp: { host: \"${H}\" }", &env(&[("H", "a\nport: 25")])).unwrap();

@@ -33,8 +33,18 @@ pub const STATE_KEY: &str = "alerter";
 
 /// The checked rules of `config` (an error names the config key).
 pub fn rules(config: &Config) -> Result<Rules, NodeError> {
-    Rules::from_config(config, &configured_tasks(config))
-        .map_err(|e| NodeError::invalid(e.to_string()))
+    checked(config, &configured_tasks(config))
+}
+
+/// The rules of `config` over `tasks`, checked, with every `${VAR}` the
+/// alerter uses set (the `alerter` section, and `smtp` when mail is sent).
+fn checked(config: &Config, tasks: &[TaskSpec]) -> Result<Rules, NodeError> {
+    let rules = Rules::from_config(config, tasks).map_err(|e| NodeError::invalid(e.to_string()))?;
+    config.require_set("alerter")?;
+    if rules.notifiers.iter().any(|n| n.kind == "email") {
+        config.require_set("smtp")?;
+    }
+    Ok(rules)
 }
 
 /// What an alerter did, for the role's summary.
@@ -84,8 +94,7 @@ impl InProcess {
         if !config.alerter.enabled {
             return Ok((sink, None));
         }
-        let rules =
-            Rules::from_config(config, tasks).map_err(|e| NodeError::invalid(e.to_string()))?;
+        let rules = checked(config, tasks)?;
         let dispatcher = Dispatcher::start(&rules, &config.smtp, Retry::default())
             .map_err(|e| NodeError::invalid(e.to_string()))?;
         let wrapped = AlertingSink::new(sink, rules, Some(dispatcher.outbox()));

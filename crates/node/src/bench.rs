@@ -530,7 +530,7 @@ fn to_table(r: &BenchResults) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "trace: {} packets ({}), {} sources, {} flows",
+        "trace: {} IP packets ({}), {} sources, {} flows",
         thousands(r.packets),
         r.source,
         thousands(r.sources),

@@ -35,6 +35,7 @@ pub mod api;
 pub mod bench;
 pub mod engine;
 mod error;
+pub mod identity;
 pub mod live;
 pub mod offline;
 pub mod probe;

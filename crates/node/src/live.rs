@@ -383,6 +383,7 @@ impl RunningLive {
             engine: output,
             top: cfg.top,
             alerts: alerting.map(InProcess::finish),
+            replaced: Vec::new(),
         };
         let status = if error.is_some() {
             "failed"
@@ -460,8 +461,15 @@ impl LiveSummary {
                 )
             })
             .unwrap_or_default();
+        // Linux's loopback hands the capture every packet twice (once going
+        // out, once coming in); the kernel's counter counts both copies.
+        let loopback = if self.iface == "lo" {
+            " (on loopback the kernel counts each packet twice, as sent and as received; the packets above count each once)"
+        } else {
+            ""
+        };
         format!(
-            "capture on {}: {} received, {} dropped by the kernel, {} by the interface; stopped by {}\n{persisted}",
+            "capture on {}: {} received{loopback}, {} dropped by the kernel, {} by the interface; stopped by {}\n{persisted}",
             self.iface, self.stats.received, self.stats.dropped, self.stats.if_dropped, self.stopped_by
         )
     }

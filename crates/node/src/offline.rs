@@ -3,10 +3,11 @@
 
 use crate::alerter::InProcess;
 use crate::error::{Context, NodeError};
+use crate::identity;
 use crate::report::{FileReport, Report};
 use crate::setup::RunStore;
 use netspectra_capture::decode::decode;
-use netspectra_capture::reader::CaptureReader;
+use netspectra_capture::reader::{CaptureError, CaptureReader};
 use netspectra_engine::{Engine, EngineInput, EnginePlan};
 use netspectra_model::config::Config;
 use netspectra_model::{DecodeCounters, PacketRecord};
@@ -27,6 +28,9 @@ pub struct AnalysisConfig {
     pub verify: bool,
     /// Rows kept per task in the report, by bytes (0 = all).
     pub top: usize,
+    /// Keep earlier runs of the same inputs (default: replace them, so a
+    /// repeated analysis does not count the capture twice).
+    pub append: bool,
 }
 
 /// Progress of a running analysis, for a progress bar.
@@ -49,22 +53,16 @@ const PROGRESS_EVERY: u64 = 1 << 16;
 pub struct Analysis;
 
 impl Analysis {
-    /// Reads every file into the engine and stores the run. A damaged or
-    /// unreadable file keeps what was read before the damage, names its
-    /// error in its [`FileReport`] and the run goes on ([`Report::damaged`]).
-    /// A missing file is an error before anything is read or stored.
+    /// Reads every file into the engine and stores the run. A damaged file
+    /// keeps what was read before the damage, names its error in its
+    /// [`FileReport`] and the run goes on ([`Report::damaged`]). An input
+    /// that is missing, unreadable or not a capture at all is a usage
+    /// error: every such input is named and nothing is read or stored.
     pub fn run(
         cfg: AnalysisConfig,
         progress: &mut dyn FnMut(AnalysisProgress),
     ) -> Result<Report, NodeError> {
-        for f in &cfg.files {
-            if !f.exists() {
-                return Err(NodeError::invalid(format!(
-                    "input file {} does not exist",
-                    f.display()
-                )));
-            }
-        }
+        check_inputs(&cfg.files)?;
         let mut plan = EnginePlan::from_config(&cfg.config, cfg.workers)?;
         plan.verify = cfg.verify;
         let inputs = serde_json::Value::from(
@@ -122,14 +120,45 @@ impl Analysis {
             engine: output,
             top: cfg.top,
             alerts,
+            replaced: Vec::new(),
         };
         let status = if report.damaged() {
             "damaged"
         } else {
             "complete"
         };
+        run_store.set_identities(cfg.files.iter().map(|f| identity::of_file(f)).collect());
         run_store.finish(status, &report)?;
+        let mut report = report;
+        if !cfg.append {
+            report.replaced = run_store.replace_same_inputs();
+        }
         Ok(report)
+    }
+}
+
+/// Refuses the run, before anything is read or stored, when some input is
+/// missing, unreadable or not a pcap/pcapng capture (naming each): a wrong
+/// argument, not damage (exit 1, where damage after valid data is exit 2).
+fn check_inputs(files: &[PathBuf]) -> Result<(), NodeError> {
+    let mut problems = Vec::new();
+    for f in files {
+        if !f.exists() {
+            problems.push(format!("input file {} does not exist", f.display()));
+            continue;
+        }
+        match CaptureReader::open(f) {
+            Ok(_) | Err(CaptureError::Damaged { .. }) => {}
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(NodeError::invalid(format!(
+            "{}; nothing was analyzed",
+            problems.join("; ")
+        )))
     }
 }
 
@@ -175,7 +204,9 @@ fn read_file(
             }
             Ok(None) => break,
             Err(e) => {
-                tracing::warn!(message = "damaged capture", file = %path.display(), error = %e);
+                // Reported once, in the file's row of the report (not also
+                // as a log line).
+                tracing::debug!(message = "damaged capture", file = %path.display(), error = %e);
                 report.error = Some(e.to_string());
                 break;
             }

@@ -48,6 +48,8 @@ pub struct Report {
     pub top: usize,
     /// What the in-process alerter found and sent (`alerter.enabled`).
     pub alerts: Option<crate::alerter::AlertOutcome>,
+    /// Earlier runs of the same inputs this run replaced in the store.
+    pub replaced: Vec<i64>,
 }
 
 impl Report {

@@ -13,28 +13,56 @@ use std::time::Duration;
 
 /// The configuration file, or the built-in defaults without one.
 pub fn load_config(path: Option<&Path>) -> Result<Config, NodeError> {
-    Ok(match path {
+    let config = match path {
         Some(path) => Config::load(path)?,
         None => Config::default(),
-    })
+    };
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    Ok(config)
 }
 
 /// The store a role writes to: `--no-store` wins, then `--store`, then the
 /// config's `store.url`; an empty URL means none.
-pub fn store_url(no_store: bool, flag: Option<&str>, config: &Config) -> Option<String> {
+/// A `store.url` built from an unset variable is an error (the default
+/// store would be a silent surprise).
+pub fn store_url(
+    no_store: bool,
+    flag: Option<&str>,
+    config: &Config,
+) -> Result<Option<String>, NodeError> {
     if no_store {
-        return None;
+        return Ok(None);
+    }
+    if flag.is_none() {
+        config.require_set("store.url")?;
+        if !config.store.url.is_empty() {
+            // A bad URL from the file names its key.
+            if let Err(netspectra_store::StoreError::BadUrl { reason, .. }) =
+                StoreUrl::parse(&config.store.url)
+            {
+                return Err(NodeError::invalid(format!(
+                    "config error at `store.url`: {reason}"
+                )));
+            }
+        }
     }
     let url = flag.map_or_else(|| config.store.url.clone(), str::to_string);
-    (!url.is_empty()).then_some(url)
+    Ok((!url.is_empty()).then_some(url))
 }
 
 /// The NATS URL a probe or engine uses: `--nats`, then the config's
 /// `probe.nats_url`, then [`netspectra_bus::DEFAULT_URL`].
-pub fn nats_url(flag: Option<&str>, config: &Config) -> String {
-    flag.map(str::to_string)
+/// A `probe.nats_url` built from an unset variable is an error.
+pub fn nats_url(flag: Option<&str>, config: &Config) -> Result<String, NodeError> {
+    if flag.is_none() {
+        config.require_set("probe.nats_url")?;
+    }
+    Ok(flag
+        .map(str::to_string)
         .or_else(|| (!config.probe.nats_url.is_empty()).then(|| config.probe.nats_url.clone()))
-        .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string())
+        .unwrap_or_else(|| netspectra_bus::DEFAULT_URL.to_string()))
 }
 
 /// Bus settings given on the command line; each one given wins over the
@@ -83,6 +111,9 @@ pub struct RunStore {
     store: Option<Box<dyn Store>>,
     url: Option<String>,
     run_id: Option<i64>,
+    /// Identities of the inputs ([`crate::identity`]), one per input, recorded
+    /// with the run's outcome.
+    identities: Vec<Option<Value>>,
 }
 
 impl RunStore {
@@ -102,6 +133,7 @@ impl RunStore {
                 store: None,
                 url: None,
                 run_id: None,
+                identities: Vec::new(),
             };
             return Ok((none, Box::new(NullSink)));
         };
@@ -121,6 +153,7 @@ impl RunStore {
             // The report prints it: never with its password.
             url: Some(without_url_password(&url_text)),
             run_id: Some(run_id),
+            identities: Vec::new(),
         };
         Ok((run, sink))
     }
@@ -142,10 +175,71 @@ impl RunStore {
         }
     }
 
+    /// Records each input's identity ([`crate::identity::of_file`], in the
+    /// order of the report's files) with the run's outcome.
+    pub fn set_identities(&mut self, identities: Vec<Option<Value>>) {
+        self.identities = identities;
+    }
+
+    /// Marks every earlier run of exactly this run's inputs (same canonical
+    /// paths, sizes and fingerprints, finished `complete` or `damaged`)
+    /// replaced; returns their ids. Call after [`RunStore::finish`]. Best
+    /// effort: a store that cannot be asked (a ClickHouse server that is
+    /// down; the run's rows wait in the spool) is a warning, and the run
+    /// stands as stored.
+    pub fn replace_same_inputs(&mut self) -> Vec<i64> {
+        match self.try_replace_same_inputs() {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(
+                    message = "cannot replace earlier runs of the same input; if there are any, queries count them too (see `query runs`, `--run latest`)",
+                    error = %e
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    fn try_replace_same_inputs(&mut self) -> Result<Vec<i64>, NodeError> {
+        let (Some(store), Some(own)) = (&mut self.store, self.run_id) else {
+            return Ok(Vec::new());
+        };
+        let Some(mine) = self
+            .identities
+            .iter()
+            .cloned()
+            .collect::<Option<Vec<Value>>>()
+            .and_then(|ids| crate::identity::of_recorded(&Value::Array(ids)))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut replaced = Vec::new();
+        for run in store.runs()? {
+            let finished = matches!(run.status.as_str(), "complete" | "damaged");
+            if run.run_id != own
+                && finished
+                && crate::identity::of_recorded(&run.inputs).as_ref() == Some(&mine)
+            {
+                store.replace_run(run.run_id)?;
+                replaced.push(run.run_id);
+            }
+        }
+        Ok(replaced)
+    }
+
     /// Records the run's outcome and totals from its report.
     pub fn finish(&mut self, status: &str, report: &Report) -> Result<(), NodeError> {
         if let (Some(store), Some(id)) = (&mut self.store, self.run_id) {
-            let files = serde_json::to_value(&report.files).unwrap_or_default();
+            let mut files = serde_json::to_value(&report.files).unwrap_or_default();
+            if let Some(list) = files.as_array_mut() {
+                for (file, identity) in list.iter_mut().zip(&self.identities) {
+                    if let (Some(file), Some(Value::Object(identity))) =
+                        (file.as_object_mut(), identity)
+                    {
+                        file.extend(identity.clone());
+                    }
+                }
+            }
             let decoded = serde_json::to_value(&report.decoded).unwrap_or_default();
             store.finish_run(id, status, &files, report.packets, report.bytes, &decoded)?;
         }

@@ -9,7 +9,7 @@ use crate::netspectra::v1::Packet;
 use crate::wire::{normalise, timestamp_ns};
 use crate::WireError;
 use bytes::Bytes;
-use netspectra_model::{ip, PacketRecord, L3};
+use netspectra_model::{ip, PacketRecord, L3, NO_VLAN};
 
 /// Why a message cannot become a record.
 pub type ConvertError = WireError;
@@ -43,7 +43,7 @@ impl From<&PacketRecord> for Packet {
             length: u64::from(rec.wire_len),
             cap_len: rec.cap_len,
             tcp_flags: u32::from(rec.tcp_flags),
-            vlan: u32::from(rec.vlan),
+            vlan: (rec.vlan != NO_VLAN).then_some(u32::from(rec.vlan)),
             ip_version: match rec.l3 {
                 L3::Ipv4 => 4,
                 L3::Ipv6 => 6,
@@ -110,7 +110,7 @@ impl TryFrom<&Packet> for PacketRecord {
         )?;
         rec.cap_len = p.cap_len;
         rec.tcp_flags = p.tcp_flags as u8;
-        rec.vlan = p.vlan as u16;
+        rec.vlan = p.vlan.map_or(NO_VLAN, |v| v as u16);
         rec.fragment = p.fragment;
         rec.l4_truncated = p.l4_truncated;
         Ok(rec)
@@ -160,7 +160,8 @@ mod tests {
             (
                 any::<u32>(),
                 any::<u32>(),
-                0u16..4096,
+                // Untagged (no field 18) and every VLAN id, 0 included.
+                prop_oneof![Just(NO_VLAN), 0u16..4096],
                 any::<bool>(),
                 any::<bool>(),
             ),

@@ -9,7 +9,7 @@
 //! accepts any field order, skips unknown fields, and merges repeated
 //! sub-messages as protobuf specifies.
 
-use netspectra_model::{ip, PacketRecord, L3};
+use netspectra_model::{ip, PacketRecord, L3, NO_VLAN};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
@@ -62,6 +62,16 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 /// Size of a varint field (`tag` is the encoded key's length) or 0 when the
 /// value is the proto3 default.
 #[inline]
+/// Bytes of field 18 (`vlan`, tag 2 bytes): present for every tagged
+/// frame, VLAN 0 included; absent for an untagged one.
+fn vlan_len(vlan: u16) -> usize {
+    if vlan == NO_VLAN {
+        0
+    } else {
+        2 + varint_len(u64::from(vlan))
+    }
+}
+
 fn varint_field_len(tag_len: usize, v: u64) -> usize {
     if v == 0 {
         0
@@ -127,7 +137,7 @@ pub fn encode_packet(rec: &PacketRecord, out: &mut Vec<u8>) {
         + varint_field_len(1, u64::from(rec.wire_len))
         + varint_field_len(2, u64::from(rec.cap_len))
         + varint_field_len(2, u64::from(rec.tcp_flags))
-        + varint_field_len(2, u64::from(rec.vlan))
+        + vlan_len(rec.vlan)
         + varint_field_len(2, version)
         + varint_field_len(2, u64::from(rec.fragment))
         + varint_field_len(2, u64::from(rec.l4_truncated));
@@ -156,7 +166,11 @@ pub fn encode_packet(rec: &PacketRecord, out: &mut Vec<u8>) {
     // 16..: NetSpectra extensions
     put_varint_field(out, key(16, VARINT), u64::from(rec.cap_len));
     put_varint_field(out, key(17, VARINT), u64::from(rec.tcp_flags));
-    put_varint_field(out, key(18, VARINT), u64::from(rec.vlan));
+    if rec.vlan != NO_VLAN {
+        // Present even when 0 (a priority-tagged frame); absent = untagged.
+        put_varint(out, key(18, VARINT));
+        put_varint(out, u64::from(rec.vlan));
+    }
     put_varint_field(out, key(19, VARINT), version);
     put_varint_field(out, key(20, VARINT), u64::from(rec.fragment));
     put_varint_field(out, key(21, VARINT), u64::from(rec.l4_truncated));

@@ -81,6 +81,13 @@ pub trait Store: Send {
     /// Every run, oldest first.
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
 
+    /// Marks run `run_id` replaced (`runs.status = 'replaced'`, see
+    /// [`schema::REPLACED`]) and deletes its rows: a re-analysis of the same
+    /// input supersedes it, so answers never count that input twice.
+    /// Queries skip a replaced run at once, whatever the backend's delete
+    /// takes (ClickHouse deletes in the background).
+    fn replace_run(&mut self, run_id: i64) -> Result<(), StoreError>;
+
     /// Deletes rows whose window (or sketch period) ended more than `keep`
     /// ago (`store.retention`); returns how many rows (SQLite) or day
     /// partitions (ClickHouse) went. One process per store should do it:

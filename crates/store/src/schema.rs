@@ -4,7 +4,9 @@
 //! blobs, IPv4 stored IPv4-mapped (`::ffff:a.b.c.d`), so byte order is address
 //! order and CIDR filters become range scans. A key column is NULL when the
 //! task's key does not include that dimension; a `SrcNet/N` or `DstNet/N`
-//! dimension stores the network address in `src_ip` / `dst_ip`.
+//! dimension stores the network address in `src_ip` / `dst_ip`. `vlan` is
+//! 65535 ([`netspectra_model::NO_VLAN`]) for an untagged frame, 0 for a
+//! priority-tagged one.
 //! `sketch_rows` holds each sketch task's reported estimates per period
 //! (heavy hitters by packets and bytes, super-spreaders by distinct count).
 //! `bus_progress` holds, per engine and consumer, what that engine has
@@ -21,8 +23,22 @@ pub fn key_text(key: &[netspectra_model::Dimension]) -> String {
     serde_json::Value::from(key.iter().map(|d| d.to_string()).collect::<Vec<_>>()).to_string()
 }
 
+/// `runs.status` of a run a later run replaced (a re-analysis of the same
+/// input): queries never read its rows (SQLite deletes them; ClickHouse
+/// deletes them in the background).
+pub const REPLACED: &str = "replaced";
+
+/// How `tasks.algorithm` holds a task's algorithm (both backends):
+/// `countmin`, `hh` or `superspread` for sketch tasks, empty for exact ones.
+pub fn algorithm_text(task: &netspectra_model::task::TaskSpec) -> String {
+    match task.kind {
+        netspectra_model::task::TaskKind::Sketch(a) => a.name().to_string(),
+        netspectra_model::task::TaskKind::Exact => String::new(),
+    }
+}
+
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Why a file's `user_version` cannot be used.
 #[derive(Debug)]
@@ -72,7 +88,7 @@ CREATE TABLE runs (
     command         TEXT    NOT NULL,
     started_at_ns   INTEGER NOT NULL,
     finished_at_ns  INTEGER,
-    status          TEXT    NOT NULL,      -- running | complete | damaged | failed
+    status          TEXT    NOT NULL,      -- running | complete | damaged | failed | replaced
     inputs          TEXT    NOT NULL,      -- JSON array of inputs and their outcome
     packets         INTEGER NOT NULL DEFAULT 0,
     bytes           INTEGER NOT NULL DEFAULT 0,
@@ -140,7 +156,12 @@ CREATE TABLE bus_progress (
     r#"
 ALTER TABLE sketch_rows ADD COLUMN partial INTEGER NOT NULL DEFAULT 0;
 "#,
-    // Version 5: alert transitions and the standalone alerter's state.
+    // Version 5: a sketch task's algorithm with its definition (known
+    // before it stores any estimate; empty for exact tasks).
+    r#"
+ALTER TABLE tasks ADD COLUMN algorithm TEXT NOT NULL DEFAULT '';
+"#,
+    // Version 6: alert transitions and the standalone alerter's state.
     r#"
 CREATE TABLE alerts (
     rule           TEXT    NOT NULL,

@@ -121,8 +121,8 @@ impl SqliteStore {
             let run_id = tx.last_insert_rowid();
             for t in tasks {
                 tx.execute(
-                    "INSERT INTO tasks (run_id, name, kind, key, window_ns) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![run_id, t.name, t.kind.name(), crate::schema::key_text(&t.key), window_ns as i64],
+                    "INSERT INTO tasks (run_id, name, kind, key, window_ns, algorithm) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![run_id, t.name, t.kind.name(), crate::schema::key_text(&t.key), window_ns as i64, crate::schema::algorithm_text(t)],
                 )?;
             }
             tx.commit()?;
@@ -255,6 +255,29 @@ impl SqliteStore {
     pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         read_runs(&self.conn).map_err(|e| self.err(e))
     }
+
+    /// Marks a run replaced and deletes its rows and task definitions, in
+    /// one transaction ([`crate::Store::replace_run`]).
+    pub fn replace_run(&mut self, run_id: i64) -> Result<(), StoreError> {
+        let tx = self.conn.transaction().map_err(|e| StoreError::Sqlite {
+            path: self.path.display().to_string(),
+            error: e,
+        })?;
+        let done = (|| {
+            tx.execute(
+                "UPDATE runs SET status = ?2 WHERE run_id = ?1",
+                params![run_id, crate::schema::REPLACED],
+            )?;
+            for table in ["exact_rows", "sketch_rows", "tasks"] {
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE run_id = ?1"),
+                    params![run_id],
+                )?;
+            }
+            tx.commit()
+        })();
+        done.map_err(|e| self.err(e))
+    }
 }
 
 /// Every run in the `runs` table, oldest first (shared with the reader).
@@ -325,6 +348,10 @@ impl crate::Store for SqliteStore {
 
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         SqliteStore::runs(self)
+    }
+
+    fn replace_run(&mut self, run_id: i64) -> Result<(), StoreError> {
+        SqliteStore::replace_run(self, run_id)
     }
 
     fn apply_retention(&self, keep: std::time::Duration) -> Result<u64, StoreError> {

@@ -33,6 +33,35 @@ pub struct ClickHouseUrl {
 }
 
 impl ClickHouseUrl {
+    /// The user the server sees (`default` when the URL names none).
+    pub fn user_name(&self) -> &str {
+        self.user
+            .as_deref()
+            .filter(|u| !u.is_empty())
+            .unwrap_or("default")
+    }
+
+    /// `authentication failed for user U` when a server's error says the
+    /// user or password was refused (ClickHouse codes 192 unknown user,
+    /// 193 wrong password, 516 authentication failed): the server answered,
+    /// so this is not an outage, and retrying will not help.
+    pub fn auth_failure(&self, server_error: &str) -> Option<String> {
+        let refused = [
+            "Code: 192",
+            "Code: 193",
+            "Code: 516",
+            "Wrong password",
+            "Authentication failed",
+            "Unknown user",
+        ];
+        refused.iter().any(|m| server_error.contains(m)).then(|| {
+            format!(
+                "authentication failed for user {}: check the user and password in the store URL",
+                self.user_name()
+            )
+        })
+    }
+
     /// `http://host:port`, what the HTTP client connects to.
     pub fn http_endpoint(&self) -> String {
         format!("http://{}:{}", self.host, self.port)

@@ -181,3 +181,253 @@ async fn a_redefined_task_answers_from_its_current_definition_only() {
     );
     api.stop().await;
 }
+
+/// Two writes of the same traffic (runs 1–2, then 3–4: one per engine,
+/// even sources in the first, odd in the second), the first write
+/// replaced, as a re-analysis does.
+fn written_twice_first_replaced(
+    store: &mut dyn netspectra_store::Store,
+    data: &fixture::Data,
+) -> Vec<i64> {
+    data.write(store);
+    data.write(store);
+    let ids: Vec<i64> = store.runs().unwrap().iter().map(|r| r.run_id).collect();
+    assert_eq!(ids.len(), 4);
+    store.replace_run(ids[0]).unwrap();
+    store.replace_run(ids[1]).unwrap();
+    ids
+}
+
+/// `run` over HTTP and gRPC against the truth: all = every kept run,
+/// latest = the newest run, an id = that run, a replaced run = nothing.
+/// Returns the HTTP answers (run ids written as `#n`, the run's index).
+async fn check_run_selection(
+    reader: Reader,
+    data: &fixture::Data,
+    ids: &[i64],
+) -> Vec<serde_json::Value> {
+    use netspectra_api::pb;
+    let mut api = suite::Api::start(reader, None).await;
+    let n = data.records.len() as u64;
+    let odd = data
+        .records
+        .iter()
+        .filter(|r| r.src_ip[15] % 2 == 1)
+        .count() as u64;
+    let packets =
+        |body: &serde_json::Value| body["summaries"][0]["total_packets"].as_u64().unwrap();
+    let mut answers = Vec::new();
+    let cases = [
+        ("".to_string(), n),
+        ("&run=all".to_string(), n),
+        ("&run=latest".to_string(), odd),
+        (format!("&run={}", ids[2]), n - odd),
+        (format!("&run={}", ids[3]), odd),
+        (format!("&run={}", ids[0]), 0),
+    ];
+    for (param, want) in &cases {
+        let (status, body) = api
+            .get(&format!("/api/v1/aggregate?task=per_src_ip{param}"))
+            .await;
+        assert_eq!(status, 200, "{param}: {body}");
+        assert_eq!(packets(&body), *want, "aggregate{param}: {body}");
+        let (_, top) = api
+            .get(&format!("/api/v1/top?task=per_src_ip&limit=0{param}"))
+            .await;
+        let sum: u64 = top["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["packets"].as_u64().unwrap())
+            .sum();
+        assert_eq!(sum, *want, "top{param}");
+        answers.push(body);
+        answers.push(top);
+    }
+    let (_, hh) = api
+        .get("/api/v1/heavy-hitters?task=per_src_ip_hh&run=latest&limit=0")
+        .await;
+    assert!(
+        hh["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["key"]["SrcIP"]
+                .as_str()
+                .unwrap()
+                .ends_with(['1', '3', '5', '7', '9'])),
+        "the latest run holds odd sources only: {hh}"
+    );
+    answers.push(hh);
+    let (status, body) = api.get("/api/v1/top?task=per_src_ip&run=newest").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("run"),
+        "{body}"
+    );
+    let (_, tasks) = api.get("/api/v1/tasks").await;
+    assert!(
+        tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["run_id"] == ids[3]),
+        "{tasks}"
+    );
+    // gRPC takes the same `run`.
+    let grpc = api
+        .grpc
+        .aggregate_flows(pb::AggregationRequest {
+            task_name: "per_src_ip".into(),
+            run: "latest".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(grpc.summaries[0].total_packets, odd);
+    let bad = api
+        .grpc
+        .top_keys(pb::TopKeysRequest {
+            task_name: "per_src_ip".into(),
+            run: "x".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    api.stop().await;
+    answers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_selects_runs_and_a_replaced_run_is_never_read_on_both_stores() {
+    let data = fixture::Data::small();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.db");
+    let ids = written_twice_first_replaced(&mut SqliteStore::open(&path).unwrap(), &data);
+    let runs = SqliteStore::open(&path).unwrap().runs().unwrap();
+    assert_eq!(runs[0].status, "replaced");
+    let on_sqlite =
+        check_run_selection(Reader::open(&StoreUrl::Sqlite(path)).unwrap(), &data, &ids).await;
+
+    let server = ClickHouseServer::start();
+    let url = match StoreUrl::parse(&server.url()).unwrap() {
+        StoreUrl::ClickHouse(u) => u,
+        other => panic!("{other:?}"),
+    };
+    let ch_ids = {
+        let url = url.clone();
+        let spool = dir.path().join("spool");
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ch = ClickHouseStore::open(&url).unwrap().with_spool_dir(spool);
+            let ids = written_twice_first_replaced(&mut ch, &data);
+            assert_eq!(ch.flush().unwrap().spooled_batches, 0);
+            ids
+        })
+        .await
+        .unwrap()
+    };
+    let on_clickhouse = check_run_selection(
+        Reader::open(&StoreUrl::ClickHouse(url)).unwrap(),
+        &data,
+        &ch_ids,
+    )
+    .await;
+    assert_eq!(on_sqlite.len(), on_clickhouse.len());
+    for (a, b) in on_sqlite.iter().zip(&on_clickhouse) {
+        assert_eq!(
+            without_run_ids(a),
+            without_run_ids(b),
+            "SQLite and ClickHouse differ"
+        );
+    }
+}
+
+/// A sketch task that has stored no estimate yet still shows its algorithm
+/// (from its definition), on both stores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sketch_task_without_rows_shows_its_algorithm_on_both_stores() {
+    use netspectra_model::config::Config;
+    let config = Config::from_yaml(
+        "aggregator:\n  sketch:\n    tasks:\n      - {name: buckets, algorithm: hh, key: [SrcIP]}\n      - {name: spread, skt_type: 1, key: [SrcIP], element_key: [DstIP]}\n",
+        &|_| None,
+    )
+    .unwrap();
+    let plan = netspectra_engine::EnginePlan::from_config(&config, 1).unwrap();
+    let begin = |store: &mut dyn netspectra_store::Store| {
+        store
+            .begin_run(
+                "e",
+                "test",
+                &serde_json::json!([]),
+                &plan.tasks,
+                plan.window_ns,
+            )
+            .unwrap();
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.db");
+    begin(&mut SqliteStore::open(&path).unwrap());
+    let server = ClickHouseServer::start();
+    let url = match StoreUrl::parse(&server.url()).unwrap() {
+        StoreUrl::ClickHouse(u) => u,
+        other => panic!("{other:?}"),
+    };
+    {
+        let url = url.clone();
+        let spool = dir.path().join("spool");
+        let plan = plan.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut ch = ClickHouseStore::open(&url).unwrap().with_spool_dir(spool);
+            ch.begin_run(
+                "e",
+                "test",
+                &serde_json::json!([]),
+                &plan.tasks,
+                plan.window_ns,
+            )
+            .unwrap();
+            assert_eq!(ch.flush().unwrap().spooled_batches, 0);
+        })
+        .await
+        .unwrap();
+    }
+    for reader in [
+        Reader::open(&StoreUrl::Sqlite(path)).unwrap(),
+        Reader::open(&StoreUrl::ClickHouse(url)).unwrap(),
+    ] {
+        let api = suite::Api::start(reader, None).await;
+        let (_, tasks) = api.get("/api/v1/tasks").await;
+        let algorithm = |name: &str| {
+            tasks["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == name)
+                .map(|t| t["algorithm"].clone())
+        };
+        assert_eq!(
+            algorithm("buckets"),
+            Some(serde_json::json!("hh")),
+            "{tasks}"
+        );
+        assert_eq!(
+            algorithm("spread"),
+            Some(serde_json::json!("superspread")),
+            "{tasks}"
+        );
+        // Operations of the other kind are refused by name, with an article that fits.
+        let (status, body) = api.get("/api/v1/super-spreaders?task=buckets").await;
+        assert_eq!(status, 400);
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is an hh task"),
+            "{body}"
+        );
+        api.stop().await;
+    }
+}

@@ -21,6 +21,11 @@ pub struct SrcDistinct {
     pub src: String,
     /// Number of distinct destination addresses.
     pub distinct_dst: u64,
+    /// Planted super-spreaders: whether `analyze` with the default tasks
+    /// reports it (its distinct count reaches the default SuperSpread
+    /// threshold, [`netspectra_model::task::DEFAULT_SPREAD_THRESHOLD`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_by_default: Option<bool>,
 }
 
 /// What a generated capture contains, computed while generating it.
@@ -220,6 +225,7 @@ impl Tally {
             }
             let text = name(i as u32);
             spread.push(SrcDistinct {
+                reported_by_default: None,
                 src: text.clone(),
                 distinct_dst: u64::from(self.src_distinct_dst[i]),
             });

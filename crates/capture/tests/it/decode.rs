@@ -105,7 +105,18 @@ fn ethernet_ipv4_tcp_with_flags() {
     let f = eth(0x0800, &ipv4(6, 0x4000, &tcp(40000, 443, 0x12)));
     let rec = dec(LinkType::ETHERNET, &f);
     assert_v4_tcp(&rec, 0x12);
-    assert_eq!(rec.vlan, 0);
+    assert_eq!(
+        rec.vlan,
+        netspectra_model::NO_VLAN,
+        "untagged is no VLAN, not VLAN 0"
+    );
+    // A priority-tagged frame (802.1Q with VID 0) is VLAN 0.
+    let tagged = eth_tagged(
+        &[(0x8100, 0)],
+        0x0800,
+        &ipv4(6, 0x4000, &tcp(40000, 443, 0x12)),
+    );
+    assert_eq!(dec(LinkType::ETHERNET, &tagged).vlan, 0);
 }
 
 #[test]

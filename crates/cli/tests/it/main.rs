@@ -7,6 +7,7 @@ mod docs;
 mod metrics;
 mod prometheus;
 mod query;
+mod readme;
 mod secrets;
 mod sketch;
 
@@ -199,20 +200,59 @@ fn a_damaged_file_reports_what_was_read_then_the_error_and_exits_2() {
     assert_eq!(report["bytes"], expect_bytes);
     let err = report["files"][0]["error"].as_str().unwrap();
     assert!(err.contains("d.pcap") && err.contains("offset"), "{err}");
+    // The error is printed once: in the table, not also as a log line.
+    let o = run(&["analyze", file.to_str().unwrap(), "--no-store"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("offset"));
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(!log.contains("offset"), "printed twice: {log}");
 }
 
+/// An input that is not a capture, or is missing, is a usage error (exit 1,
+/// not "damaged"): every such input is named, nothing is read or stored,
+/// and the two cases behave alike; each cause is printed once.
 #[test]
-fn a_file_that_is_not_a_capture_is_named_and_others_still_count() {
+fn a_file_that_is_not_a_capture_or_missing_is_a_usage_error_naming_each() {
     let dir = tempfile::tempdir().unwrap();
-    let (file, truth) = gen(dir.path(), "ok.pcap", 2_000, 5, "pcap", &[]);
+    let (file, _) = gen(dir.path(), "ok.pcap", 2_000, 5, "pcap", &[]);
     let text = dir.path().join("notes.txt");
     std::fs::write(&text, "hello, this is not a capture\n").unwrap();
-    let (code, report) =
-        analyze_json(&[text.to_str().unwrap(), file.to_str().unwrap(), "--no-store"]);
-    assert_eq!(code, 2);
-    let err = report["files"][0]["error"].as_str().unwrap();
-    assert!(err.contains("not a pcap or pcapng"), "{err}");
-    assert_eq!(report["packets"], truth["packets"]);
+    let missing = dir.path().join("missing.pcap");
+    let db = dir.path().join("ns.db");
+    let store = format!("sqlite:{}", db.display());
+    for inputs in [
+        vec![text.to_str().unwrap(), file.to_str().unwrap()],
+        vec![file.to_str().unwrap(), missing.to_str().unwrap()],
+        vec![
+            text.to_str().unwrap(),
+            file.to_str().unwrap(),
+            missing.to_str().unwrap(),
+        ],
+    ] {
+        let mut args = vec!["analyze"];
+        args.extend(&inputs);
+        args.extend(["--store", &store]);
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(1), "{inputs:?}");
+        assert!(o.stdout.is_empty());
+        let err = String::from_utf8_lossy(&o.stderr);
+        if inputs.contains(&text.to_str().unwrap()) {
+            assert!(
+                err.contains("notes.txt is not a pcap or pcapng capture"),
+                "{err}"
+            );
+        }
+        if inputs.contains(&missing.to_str().unwrap()) {
+            assert!(err.contains("missing.pcap does not exist"), "{err}");
+        }
+        assert!(err.contains("nothing was analyzed"), "{err}");
+        assert!(!db.exists(), "nothing stored");
+    }
+    // An unreadable input: its cause once, not repeated.
+    let o = run(&["analyze", dir.path().to_str().unwrap(), "--no-store"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.matches("Is a directory").count(), 1, "{err}");
 }
 
 #[test]
@@ -254,9 +294,11 @@ fn runs_are_stored_per_window_and_never_overwrite_each_other() {
     let db = dir.path().join("ns.db");
     let url = format!("sqlite:{}", db.display());
     for _ in 0..2 {
-        let (code, report) = analyze_json(&[file.to_str().unwrap(), "--store", &url]);
+        // `--append`: the same input twice is otherwise one run (replaced).
+        let (code, report) = analyze_json(&[file.to_str().unwrap(), "--store", &url, "--append"]);
         assert_eq!(code, 0);
         assert!(report["store"]["run_id"].is_i64());
+        assert_eq!(report["store"]["replaced"], serde_json::json!([]));
     }
     let conn = rusqlite::Connection::open(&db).unwrap();
     let runs: Vec<(i64, String, i64)> = conn
@@ -306,5 +348,312 @@ fn table_output_shows_totals_and_top_rows_of_every_task() {
     ] {
         assert!(out.contains(needle), "missing {needle:?} in\n{out}");
     }
+    // Count-Min only overestimates: its bound is shown one-sided.
+    assert!(
+        out.lines()
+            .any(|l| l.contains(hh) && l.contains("≤ ") && l.trim_end().ends_with(" over")),
+        "{out}"
+    );
+    assert!(
+        !out.contains('±'),
+        "no two-sided bound for one-sided estimates:\n{out}"
+    );
 }
 mod run;
+
+/// `gen` never overwrites a file silently, and its truth marks which
+/// planted super-spreaders `analyze` reports with the default tasks.
+#[test]
+fn gen_refuses_to_overwrite_and_marks_the_spreaders_analyze_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(
+        dir.path(),
+        "g.pcap",
+        60_000,
+        3,
+        "pcap",
+        &["--spreaders", "300,1500"],
+    );
+    let path = file.to_str().unwrap();
+    let before = std::fs::read(&file).unwrap();
+    let o = run(&["gen", path, "--packets", "10"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read(&file).unwrap(),
+        before,
+        "the file is unchanged"
+    );
+
+    let planted = truth["super_spreaders"].as_array().unwrap();
+    let (code, report) = analyze_json(&[path, "--no-store", "--top", "0"]);
+    assert_eq!(code, 0);
+    let reported: Vec<&str> = task(&report, "per_src_ip_spread")["super_spreaders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"]["SrcIP"].as_str().unwrap())
+        .collect();
+    let mut marks = Vec::new();
+    for s in planted {
+        let expected = s["reported_by_default"].as_bool().expect("marked");
+        assert_eq!(expected, s["distinct_dst"].as_u64().unwrap() >= 1024, "{s}");
+        let src = s["src"].as_str().unwrap();
+        assert_eq!(
+            reported.contains(&src),
+            expected,
+            "{src}: {s}; reported {reported:?}"
+        );
+        marks.push(expected);
+    }
+    assert!(
+        marks.contains(&true) && marks.contains(&false),
+        "{planted:?}"
+    );
+
+    let o = run(&["gen", path, "--packets", "10", "--force"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_ne!(std::fs::read(&file).unwrap(), before);
+}
+
+/// Go2NetSpectra's `config.yaml` loads with none of its 17 variables set:
+/// one warning per variable (no colour codes when stderr is not a
+/// terminal), its ClickHouse writer named as not used; a value the command
+/// needs (the store URL) from an unset variable, or a bad `store.url`, is
+/// an error naming the key.
+#[test]
+fn go2netspectra_config_loads_without_its_variables_and_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../model/tests/data/go2netspectra-config.yaml");
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo.pcapng");
+    let clean = |cmd: &mut Command| {
+        for (k, _) in std::env::vars() {
+            if k.chars().all(|c| c.is_ascii_uppercase() || c == '_') && k != "PATH" && k != "HOME" {
+                cmd.env_remove(&k);
+            }
+        }
+    };
+    let mut cmd = bin();
+    clean(&mut cmd);
+    let o = cmd
+        .args([
+            "analyze",
+            demo.to_str().unwrap(),
+            "--no-store",
+            "--config",
+            cfg.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "no ANSI codes when stderr is not a terminal: {err}"
+    );
+    for var in ["NATS_URL", "SMTP_PORT", "CLICKHOUSE_PASSWORD", "AI_API_KEY"] {
+        let needle = format!("environment variable {var} is not set");
+        assert_eq!(err.matches(&needle).count(), 1, "{var} once: {err}");
+    }
+    assert_eq!(err.matches("is not set:").count(), 17, "{err}");
+    assert!(
+        err.contains("writers[1] (type clickhouse) is not used"),
+        "{err}"
+    );
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "store:\n  url: postgres://db/ns\n").unwrap();
+    let o = run(&[
+        "analyze",
+        demo.to_str().unwrap(),
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("store.url") && err.contains("unknown scheme `postgres`"),
+        "{err}"
+    );
+
+    let from_env = dir.path().join("env.yaml");
+    std::fs::write(&from_env, "store:\n  url: ${NS_TEST_UNSET_STORE}\n").unwrap();
+    let mut cmd = bin();
+    clean(&mut cmd);
+    let o = cmd
+        .args([
+            "analyze",
+            demo.to_str().unwrap(),
+            "--config",
+            from_env.to_str().unwrap(),
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("store.url") && err.contains("NS_TEST_UNSET_STORE"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("netspectra.db").exists(),
+        "no silent default store"
+    );
+}
+
+/// Untagged frames have no VLAN (JSON null, `-` in the table), apart from
+/// tagged ones: per VLAN, the packets add up to the generator's tagged and
+/// untagged IP packets exactly.
+#[test]
+fn untagged_frames_have_no_vlan_rather_than_vlan_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(dir.path(), "v.pcap", 20_000, 8, "pcap", &[]);
+    let cfg = dir.path().join("vlan.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  types: [exact]\n  exact:\n    tasks:\n      - {name: per_vlan, key: [VLAN]}\n",
+    )
+    .unwrap();
+    let args = [
+        file.to_str().unwrap(),
+        "--no-store",
+        "--top",
+        "0",
+        "--config",
+        cfg.to_str().unwrap(),
+    ];
+    let (code, report) = analyze_json(&args);
+    assert_eq!(code, 0);
+    let rows = task(&report, "per_vlan")["rows"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let (mut untagged, mut tagged) = (0, 0);
+    for r in &rows {
+        let p = r["packets"].as_u64().unwrap();
+        match &r["key"]["VLAN"] {
+            Value::Null => untagged += p,
+            Value::Number(_) => tagged += p,
+            other => panic!("VLAN {other}"),
+        }
+    }
+    let tagged_truth = truth["vlan_packets"].as_u64().unwrap();
+    assert_eq!(tagged, tagged_truth);
+    assert_eq!(
+        untagged,
+        truth["ip_packets"].as_u64().unwrap() - tagged_truth
+    );
+    let mut table_args = vec!["analyze"];
+    table_args.extend(args);
+    let o = run(&table_args);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.lines().any(|l| l.trim_start().starts_with("- ")),
+        "untagged shown as `-`:\n{table}"
+    );
+}
+
+/// `SrcNet/24/64` keys IPv4 sources by /24 and IPv6 ones by /64; the
+/// networks add up to the generator's per-source truth.
+#[test]
+fn network_keys_take_a_prefix_per_address_family() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, truth) = gen(dir.path(), "n.pcap", 20_000, 9, "pcap", &[]);
+    let cfg = dir.path().join("net.yaml");
+    std::fs::write(
+        &cfg,
+        "aggregator:\n  types: [exact]\n  exact:\n    tasks:\n      - {name: nets, key: [SrcNet/24/64]}\n",
+    )
+    .unwrap();
+    let (code, report) = analyze_json(&[
+        file.to_str().unwrap(),
+        "--no-store",
+        "--top",
+        "0",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+    for (src, stats) in truth["per_src"].as_object().unwrap() {
+        let net = match src.parse::<std::net::IpAddr>().unwrap() {
+            std::net::IpAddr::V4(a) => {
+                let o = a.octets();
+                format!("{}.{}.{}.0/24", o[0], o[1], o[2])
+            }
+            std::net::IpAddr::V6(a) => {
+                let s = a.segments();
+                let net = std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0);
+                format!("{net}/64")
+            }
+        };
+        *want.entry(net).or_default() += stats["packets"].as_u64().unwrap();
+    }
+    let got: std::collections::BTreeMap<String, u64> = task(&report, "nets")["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["key"]["SrcNet/24/64"].as_str().unwrap().to_string(),
+                r["packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(want.keys().any(|k| k.ends_with("/64")) && want.keys().any(|k| k.ends_with("/24")));
+    assert_eq!(got, want);
+}
+
+/// With the ClickHouse server down, `analyze` spools its rows and succeeds:
+/// looking for an earlier run of the same input to replace is best effort.
+#[test]
+fn analyze_into_an_unreachable_clickhouse_spools_and_succeeds() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo.pcapng");
+    let url = format!(
+        "clickhouse://127.0.0.1:{}/ns_down",
+        netspectra_testkit::free_port()
+    );
+    let o = bin()
+        .args([
+            "analyze",
+            demo.to_str().unwrap(),
+            "--store",
+            &url,
+            "--format",
+            "json",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let report: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["store"]["replaced"], serde_json::json!([]));
+    assert!(err.contains("wait in the spool"), "{err}");
+    assert!(dir.path().join("netspectra-spool").exists());
+}
+
+/// `--workers 0` means one per core, as `num_workers: 0` does.
+#[test]
+fn workers_0_is_one_per_core_like_the_config() {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo.pcapng");
+    let (code, report) = analyze_json(&[demo.to_str().unwrap(), "--no-store", "--workers", "0"]);
+    assert_eq!(code, 0);
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(report["workers"].as_u64(), Some(cores));
+    let o = run(&[
+        "analyze",
+        demo.to_str().unwrap(),
+        "--no-store",
+        "--workers",
+        "1",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("(")
+            && String::from_utf8_lossy(&o.stdout).contains(", 1 worker)")
+    );
+}

@@ -468,3 +468,189 @@ fn api_without_a_token_is_not_reachable_from_the_network_unless_insecure_no_auth
     // (The default listen addresses without a token are loopback ones:
     // `netspectra_node::api` tests them.)
 }
+
+/// The README's first steps on the bundled capture, as a new user runs
+/// them: analyzing twice replaces the run (answers are not doubled),
+/// `--append` keeps both and `--run latest` picks one; `--since 1h` over a
+/// capture of the past says what it read and what the store holds, and
+/// `--of latest` counts back from the newest stored packet; a trace with
+/// no match is an empty answer (exit 0), not a refusal.
+#[test]
+fn the_first_hour_rerun_replaces_and_queries_say_their_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/demo.pcapng");
+    let demo = demo.to_str().unwrap();
+    let url = format!("sqlite:{}", dir.path().join("ns.db").display());
+    let (code, first) = super::analyze_json(&[demo, "--store", &url]);
+    assert_eq!(code, 0);
+    let ip_packets = super::task(&first, "per_src_ip")["packets"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(first["store"]["replaced"], serde_json::json!([]));
+    // The same command again: the first run is replaced, and the table says so.
+    let o = super::run(&["analyze", demo, "--store", &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(
+        table.contains("replaced run 1 of the same input") && table.contains("--append"),
+        "{table}"
+    );
+    assert!(table.contains("1 window of 60 s"), "{table}");
+
+    let mut api = Server::start(&["api", "--store", &url]);
+    api.wait_for("/healthz");
+    let base = api.base.clone();
+    let sum = |args: &[&str]| -> u64 {
+        let mut all = vec![
+            "top",
+            "--task",
+            "per_src_ip",
+            "--limit",
+            "0",
+            "--format",
+            "json",
+        ];
+        all.extend_from_slice(args);
+        let o = query(&base, &all);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+        answer["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["packets"].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        sum(&[]),
+        ip_packets,
+        "a re-analysis does not double the answers"
+    );
+
+    // --append keeps both runs: all of them add up, --run picks one.
+    let (code, third) = super::analyze_json(&[demo, "--store", &url, "--append"]);
+    assert_eq!(code, 0);
+    assert_eq!(third["store"]["replaced"], serde_json::json!([]));
+    let third_id = third["store"]["run_id"].as_i64().unwrap().to_string();
+    assert_eq!(sum(&[]), 2 * ip_packets);
+    assert_eq!(sum(&["--run", "all"]), 2 * ip_packets);
+    assert_eq!(sum(&["--run", "latest"]), ip_packets);
+    assert_eq!(sum(&["--run", &third_id]), ip_packets);
+    assert_eq!(sum(&["--run", "1"]), 0, "run 1 was replaced");
+    // `windows` counts windows, not rows: the one-window demo stored twice
+    // is still one window, for top and trace.
+    let o = query(
+        &base,
+        &[
+            "top",
+            "--task",
+            "per_src_ip",
+            "--limit",
+            "0",
+            "--format",
+            "json",
+        ],
+    );
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = answer["rows"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["windows"] == 1), "{answer}");
+    let src = rows[0]["key"]["SrcIP"].as_str().unwrap().to_string();
+    let o = query(
+        &base,
+        &[
+            "trace",
+            "--task",
+            "per_src_ip",
+            "--src-ip",
+            &src,
+            "--format",
+            "json",
+        ],
+    );
+    let answer: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(answer["lifecycle"]["windows"], 1, "{answer}");
+    assert_eq!(
+        answer["lifecycle"]["total_packets"], rows[0]["packets"],
+        "{answer}"
+    );
+
+    // The table names its scope.
+    let o = query(&base, &["top", "--task", "per_src_ip", "--limit", "3"]);
+    let table = stdout(&o);
+    assert!(
+        table.contains("scope: all runs") && table.contains("every stored window"),
+        "{table}"
+    );
+
+    // --since counts back from the clock: the 2026-01-01 capture is not in
+    // the last hour. The answer says so and names what is stored.
+    let o = query(
+        &base,
+        &[
+            "top",
+            "--task",
+            "per_src_ip",
+            "--since",
+            "1h",
+            "--limit",
+            "10",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(table.starts_with("no rows match\n"), "{table}");
+    assert!(table.contains("windows of the last 1h"), "{table}");
+    assert!(
+        table.contains("stored: packets from 2026-01-01T00:00:00") && table.contains("--of latest"),
+        "{table}"
+    );
+    // --of latest counts back from the newest stored packet.
+    assert_eq!(
+        sum(&["--since", "1h", "--of", "latest", "--run", "latest"]),
+        ip_packets
+    );
+    let o = query(
+        &base,
+        &[
+            "top",
+            "--task",
+            "per_src_ip",
+            "--since",
+            "1h",
+            "--of",
+            "latest",
+            "--limit",
+            "3",
+        ],
+    );
+    let table = stdout(&o);
+    assert!(
+        table.contains("the 1h up to the newest stored packet"),
+        "{table}"
+    );
+
+    // A trace that matches nothing: exit 0, "no rows match"; a bad request: 2.
+    let o = query(
+        &base,
+        &["trace", "--task", "per_flow", "--src-ip", "192.0.2.77"],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("no rows match\n"), "{}", stdout(&o));
+    let o = query(
+        &base,
+        &[
+            "top",
+            "--task",
+            "per_src_ip",
+            "--since",
+            "1h",
+            "--of",
+            "latest",
+            "--src-port",
+            "99999",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = query(&base, &["trace", "--task", "per_flow"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}

@@ -340,3 +340,64 @@ fn a_missing_interface_exits_1_naming_it_and_the_ones_that_exist() {
     assert!(err.contains(&pair.if_b), "{err}");
     assert!(o.stdout.is_empty());
 }
+
+/// On loopback the kernel hands the capture each packet twice (sent and
+/// received); the packets counted are the datagrams sent, and the table
+/// explains the kernel's doubled `received`.
+#[test]
+fn on_loopback_the_table_explains_the_kernel_counting_each_packet_twice() {
+    let pair = VethPair::new();
+    let up = VethPair::exec_in(&pair.ns_b, "ip", &["link", "set", "lo", "up"]);
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let mut child = VethPair::command(&pair.ns_b, env!("CARGO_BIN_EXE_netspectra"))
+        .args([
+            "run",
+            "--iface",
+            "lo",
+            "--bpf",
+            FILTER,
+            "--no-store",
+            "--duration",
+            "4",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("capturing on") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no capture started");
+    }
+    let script = format!(
+        "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         for _ in range(10): s.sendto(b'x' * 20, ('127.0.0.1', {PORT}))\n"
+    );
+    let sent = VethPair::exec_in(&pair.ns_b, "python3", &["-c", &script]);
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "{out}");
+    assert!(
+        out.starts_with("10 packets"),
+        "each datagram counted once:\n{out}"
+    );
+    assert!(
+        out.contains("20 received (on loopback the kernel counts each packet twice"),
+        "{out}"
+    );
+}

@@ -963,10 +963,11 @@ impl EngineSummary {
     pub fn text(&self) -> String {
         let c = &self.consumed;
         format!(
-            "engine {}: {} packets ({} bytes) from {} batches ({} duplicates skipped, {} bad{}), {} windows stored; first to last message {:.2} s ({:.2} Mpps)",
+            "engine {}: {} packets ({} bytes) from {} batches ({} duplicates skipped, {} bad{}), {} stored; first to last message {:.2} s ({:.2} Mpps)",
             self.engine_id, c.packets, c.bytes, c.batches, c.duplicates, c.bad,
             if c.lost_batches > 0 { format!(", {} LOST on core NATS", c.lost_batches) } else { String::new() },
-            self.windows, self.busy_s,
+            if self.windows == 1 { "1 window".to_string() } else { format!("{} windows", self.windows) },
+            self.busy_s,
             c.packets as f64 / self.busy_s.max(1e-9) / 1e6
         )
     }

@@ -206,6 +206,7 @@ fn analyze(files: Vec<PathBuf>, config: Config, store: &Path) -> netspectra_node
             store: Some(store.display().to_string()),
             verify: false,
             top: 5,
+            append: false,
         },
         &mut |_| {},
     )

@@ -39,6 +39,7 @@ fn the_api_role_serves_the_store_until_shut_down() {
             store: Some(url.clone()),
             verify: false,
             top: 10,
+            append: false,
         },
         &mut |_| {},
     )

@@ -265,6 +265,7 @@ fn one_engine_of_the_cluster_applies_the_retention() {
             store: Some(format!("sqlite:{}", db.display())),
             verify: false,
             top: 0,
+            append: false,
         },
         &mut |_| {},
     )

@@ -18,6 +18,7 @@ fn analysis_counts_every_packet_and_stores_the_run() {
             store: Some(format!("sqlite:{}", db.display())),
             verify: false,
             top: 0,
+            append: false,
         },
         &mut |_| ticks += 1,
     )
@@ -46,6 +47,7 @@ fn a_missing_file_is_refused_before_anything_is_stored() {
             store: Some(format!("sqlite:{}", db.display())),
             verify: false,
             top: 10,
+            append: false,
         },
         &mut |_| {},
     )

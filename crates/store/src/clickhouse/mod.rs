@@ -426,6 +426,7 @@ impl ClickHouseStore {
                 kind: t.kind.name().to_string(),
                 key: crate::schema::key_text(&t.key),
                 window_ns: window_ns as i64,
+                algorithm: crate::schema::algorithm_text(t),
             })
             .collect();
         self.queue(Batch::Runs(vec![row.clone()]))?;
@@ -583,6 +584,38 @@ impl ClickHouseStore {
             .and_then(|(n, state)| (n > 0).then_some(state)))
     }
 
+    /// Marks a run replaced (a version-3 row of `runs`, which every query
+    /// reads through `FINAL`), then deletes its rows (mutations, applied in
+    /// the background) ([`crate::Store::replace_run`]).
+    pub fn replace_run(&mut self, run_id: i64) -> Result<(), StoreError> {
+        let mut row = self
+            .fetch_all::<RunRow>(
+                self.client
+                    .query("SELECT ?fields FROM runs FINAL WHERE run_id = ?")
+                    .bind(run_id as u64),
+            )?
+            .pop()
+            .ok_or_else(|| self.error(format!("no run {run_id} in table runs")))?;
+        row.version = 3;
+        row.status = crate::schema::REPLACED.to_string();
+        self.queue(Batch::Runs(vec![row]))?;
+        let report = self.flush()?;
+        if report.spooled_batches > 0 {
+            return Err(self.error(format!(
+                "run {run_id} could not be marked replaced: the server does not take rows"
+            )));
+        }
+        for table in ["exact_rows", "sketch_rows"] {
+            self.execute(
+                self.client
+                    .query("ALTER TABLE ? DELETE WHERE run_id = ?")
+                    .bind(clickhouse::sql::Identifier(table))
+                    .bind(run_id as u64),
+            )?;
+        }
+        Ok(())
+    }
+
     /// Deletes run `run_id`'s exact rows in windows from `from_ns` on (a
     /// mutation; ClickHouse applies it in the background, so queries may
     /// still see them for a moment).
@@ -638,6 +671,10 @@ impl crate::Store for ClickHouseStore {
 
     fn all_progress(&self, consumer: &str) -> Result<Vec<(String, String)>, StoreError> {
         ClickHouseStore::all_progress(self, consumer)
+    }
+
+    fn replace_run(&mut self, run_id: i64) -> Result<(), StoreError> {
+        ClickHouseStore::replace_run(self, run_id)
     }
 
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
@@ -775,7 +812,9 @@ pub(crate) async fn migrate(
                 clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
                     format!("{UNREACHABLE}{e}")
                 }
-                e => format!("the server refused the connection: {e}"),
+                e => url
+                    .auth_failure(&e.to_string())
+                    .unwrap_or_else(|| format!("the server refused the connection: {e}")),
             })?;
     server
         .query("CREATE DATABASE IF NOT EXISTS ?")

@@ -38,6 +38,10 @@ pub(crate) struct TaskRow {
     pub kind: String,
     pub key: String,
     pub window_ns: i64,
+    /// Sketch algorithm (`countmin`, `hh`, `superspread`); empty for exact
+    /// tasks (and in spools written before the column existed).
+    #[serde(default)]
+    pub algorithm: String,
 }
 
 /// One row of `exact_rows`: one window's delta for one key of one task.

@@ -8,7 +8,7 @@
 //! [`super::ClickHouseStore::set_retention_ttl`]).
 
 /// Newest schema version this build writes into `schema_version`.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// Holds one row per applied migration; `max(version)` is the schema's version.
 pub const SCHEMA_VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (
@@ -93,7 +93,10 @@ ORDER BY (task, period_start, measure, src_ip, dst_ip, src_port, dst_port, proto
     // Version 3: sketch rows of a period split between engines (18.16
     // knows no `ADD COLUMN IF NOT EXISTS`: "already exists" counts as done).
     &["ALTER TABLE sketch_rows ADD COLUMN partial UInt8 DEFAULT 0"],
-    // Version 4: alert transitions (a re-inserted transition replaces
+    // Version 4: a sketch task's algorithm with its definition (known
+    // before it stores any estimate).
+    &["ALTER TABLE tasks ADD COLUMN algorithm String DEFAULT ''"],
+    // Version 5: alert transitions (a re-inserted transition replaces
     // itself: read with FINAL) and the standalone alerter's state.
     &[
         "CREATE TABLE IF NOT EXISTS alerts (

@@ -349,6 +349,7 @@ mod tests {
                     kind: "exact".into(),
                     key: "[\"SrcIP\"]".into(),
                     window_ns: 60,
+                    algorithm: String::new(),
                 })
                 .collect(),
         )
@@ -451,6 +452,7 @@ mod tests {
                     kind: "exact".into(),
                     key: "[]".into(),
                     window_ns: 1,
+                    algorithm: String::new(),
                 };
                 2
             ])

@@ -87,7 +87,10 @@ impl ClickHouseReader {
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
         match tokio::time::timeout(QUERY_TIMEOUT, query.fetch_all::<T>()).await {
-            Ok(rows) => rows.map_err(|e| self.err(e.to_string())),
+            Ok(rows) => rows.map_err(|e| {
+                let text = e.to_string();
+                self.err(self.url.auth_failure(&text).unwrap_or(text))
+            }),
             Err(_) => Err(self.err(format!("no answer within {QUERY_TIMEOUT:?}"))),
         }
     }
@@ -98,7 +101,8 @@ impl ClickHouseReader {
             .map(drop)
     }
 
-    /// Changes with every insert and every dropped partition: the active
+    /// Changes with every insert (`runs` included: a replaced run) and
+    /// every dropped partition: the active
     /// parts' row count and newest modification time (metadata only, no
     /// data read); read at most once per [`GENERATION_TTL`].
     pub(crate) async fn generation(&self) -> Result<u64, StoreError> {
@@ -108,7 +112,7 @@ impl ClickHouseReader {
         }
         let q = self.client.query(
             "SELECT sum(rows), toUInt64(max(modification_time)) FROM system.parts \
-             WHERE active AND database = currentDatabase() AND table IN ('exact_rows', 'sketch_rows')",
+             WHERE active AND database = currentDatabase() AND table IN ('exact_rows', 'sketch_rows', 'runs')",
         );
         let (rows, modified) = self
             .fetch::<(u64, u64)>(q)
@@ -123,7 +127,14 @@ impl ClickHouseReader {
 
     pub(crate) async fn task_definitions(&self) -> Result<Vec<TaskInfo>, StoreError> {
         let rows: Vec<TaskRow> = self
-            .fetch(self.client.query("SELECT ?fields FROM tasks"))
+            .fetch(
+                self.client
+                    .query(
+                        "SELECT ?fields FROM tasks \
+                         WHERE run_id NOT IN (SELECT run_id FROM runs FINAL WHERE status = ?)",
+                    )
+                    .bind(crate::schema::REPLACED),
+            )
             .await?;
         Ok(rows
             .into_iter()
@@ -133,6 +144,7 @@ impl ClickHouseReader {
                 key: serde_json::from_str(&t.key).unwrap_or_default(),
                 window_ns: t.window_ns.max(0) as u64,
                 run_id: t.run_id as i64,
+                algorithm: Some(t.algorithm).filter(|a| !a.is_empty()),
             })
             .collect())
     }

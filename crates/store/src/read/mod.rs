@@ -4,20 +4,23 @@
 //! Every question is asked of one task over a [`TimeRange`] of windows (or
 //! sketch periods) with a [`Filter`] on key dimensions. Rows are deltas per
 //! window and per engine, so answers are sums grouped by key: they merge
-//! across windows, engines and runs (runs add up: two analyses of the same
-//! capture count its traffic twice). The SQL is
+//! across windows, engines and runs. Which runs a question reads is its
+//! [`RunSelect`]: every run by default (live runs covering different times
+//! add up; a re-analysis of the same input replaces its earlier run, which
+//! is then never read, see [`crate::Store::replace_run`]), the newest run
+//! that defined the task, or one run by id. The SQL is
 //! written once (module `sql`) and rendered per backend; values always travel as
 //! bound parameters, never spliced into the text.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), netspectra_store::StoreError> {
-//! use netspectra_store::read::{Filter, Measure, Reader, Scope, TimeRange};
+//! use netspectra_store::read::{Filter, Measure, Reader, RunSelect, Scope, TimeRange};
 //! use netspectra_store::StoreUrl;
 //!
 //! let reader = Reader::open(&StoreUrl::parse("sqlite:netspectra.db")?)?;
 //! let filter = Filter { src_ip: Some("10.0.0.0/8".parse().unwrap()), ..Filter::default() };
 //! let key = [netspectra_model::Dimension::SrcIp];
-//! let scope = Scope { task: "per_src_ip", key: &key, range: TimeRange::ALL, filter: &filter };
+//! let scope = Scope { task: "per_src_ip", key: &key, range: TimeRange::ALL, filter: &filter, run: RunSelect::All };
 //! for row in reader.exact_top(&scope, Measure::Bytes, 10).await? {
 //!     println!("{:?} {} packets {} bytes", row.key, row.packets, row.bytes);
 //! }
@@ -105,10 +108,10 @@ impl Filter {
     /// address range becomes the range of the networks it overlaps (a host
     /// filter finds its /N network instead of nothing).
     pub fn for_key(&self, key: &[Dimension]) -> Filter {
-        let widen = |c: Option<Cidr>, p: u8| {
+        let widen = |c: Option<Cidr>, p: netspectra_model::dimension::NetPrefix| {
             c.map(|c| Cidr {
-                first: ip::mask(&c.first, p),
-                last: ip::mask(&c.last, p),
+                first: ip::mask(&c.first, p.for_addr(&c.first)),
+                last: ip::mask(&c.last, p.for_addr(&c.last)),
             })
         };
         let mut f = self.clone();
@@ -139,7 +142,47 @@ impl Filter {
     }
 }
 
-/// One question's subject: a task, a time range and a filter.
+/// Which runs a question reads (the API's `run` parameter). Runs that a
+/// re-analysis replaced are never read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RunSelect {
+    /// Every run that defined the task with the question's key: their rows
+    /// add up (the default).
+    #[default]
+    All,
+    /// Only the newest such run.
+    Latest,
+    /// Only this run.
+    Id(i64),
+}
+
+impl RunSelect {
+    /// Parses `all`, `latest` or a run id.
+    pub fn parse(text: &str) -> Result<RunSelect, String> {
+        match text.trim() {
+            "" | "all" => Ok(RunSelect::All),
+            "latest" => Ok(RunSelect::Latest),
+            t => t
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .map(RunSelect::Id)
+                .ok_or_else(|| format!("`{t}` is not a run id, `latest` or `all`")),
+        }
+    }
+}
+
+impl std::fmt::Display for RunSelect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunSelect::All => f.write_str("all"),
+            RunSelect::Latest => f.write_str("latest"),
+            RunSelect::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+/// One question's subject: a task, a time range, a filter and the runs.
 #[derive(Clone, Copy, Debug)]
 pub struct Scope<'a> {
     /// Task name.
@@ -152,6 +195,8 @@ pub struct Scope<'a> {
     pub range: TimeRange,
     /// Which keys.
     pub filter: &'a Filter,
+    /// Which runs.
+    pub run: RunSelect,
 }
 
 /// What exact top keys are ranked by.
@@ -198,6 +243,9 @@ pub struct TaskInfo {
     pub window_ns: u64,
     /// Run that defined it last.
     pub run_id: i64,
+    /// Sketch algorithm as the run defined it (None: an exact task, or a
+    /// run stored before definitions held it).
+    pub algorithm: Option<String>,
 }
 
 /// One key's sums over the windows of a question.
@@ -213,7 +261,7 @@ pub struct KeyTotals {
     pub first_seen: u64,
     /// Last packet, ns.
     pub last_seen: u64,
-    /// Windows (per engine) the key appears in.
+    /// Distinct windows the key appears in (whatever the engines and runs).
     pub windows: u64,
 }
 
@@ -588,7 +636,11 @@ mod tests {
             dst_ip: Some("10.9.0.0/16".parse().unwrap()),
             ..Filter::default()
         };
-        let on_nets = host.for_key(&[Dimension::SrcNet(24), Dimension::DstNet(8)]);
+        use netspectra_model::dimension::NetPrefix;
+        let on_nets = host.for_key(&[
+            Dimension::SrcNet(NetPrefix::both(24)),
+            Dimension::DstNet(NetPrefix::per_family(8, 64)),
+        ]);
         let src = on_nets.src_ip.unwrap();
         assert_eq!(
             (ip::to_string(&src.first), ip::to_string(&src.last)),

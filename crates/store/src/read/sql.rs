@@ -7,7 +7,7 @@
 //! `sum()` is NULL. Every value is a [`Param`], bound by the backend's
 //! client: nothing from a request is ever part of the SQL text.
 
-use super::{Measure, Scope, SketchMeasure, TimeRange};
+use super::{Measure, RunSelect, Scope, SketchMeasure, TimeRange};
 use netspectra_model::ip::IpBytes;
 
 /// Which SQL to write.
@@ -108,11 +108,27 @@ impl Builder {
         let (start, _, sort_time) = table.times(self.dialect);
         self.sql(" FROM ").sql(table.name()).sql(" WHERE task = ");
         self.param(Param::Text(scope.task.to_string()));
-        self.sql(" AND run_id IN (SELECT run_id FROM tasks WHERE name = ");
+        self.sql(match scope.run {
+            RunSelect::Latest => " AND run_id IN (SELECT max(run_id) FROM tasks WHERE name = ",
+            RunSelect::All | RunSelect::Id(_) => {
+                " AND run_id IN (SELECT run_id FROM tasks WHERE name = "
+            }
+        });
         self.param(Param::Text(scope.task.to_string()));
         self.sql(" AND key = ");
         self.param(Param::Text(crate::schema::key_text(scope.key)));
-        self.sql(")");
+        if let RunSelect::Id(id) = scope.run {
+            self.sql(" AND run_id = ").param(Param::Int(id));
+        }
+        let runs = match self.dialect {
+            Dialect::Sqlite => "runs",
+            Dialect::ClickHouse => "runs FINAL",
+        };
+        self.sql(" AND run_id NOT IN (SELECT run_id FROM ")
+            .sql(runs)
+            .sql(" WHERE status = ");
+        self.param(Param::Text(crate::schema::REPLACED.to_string()));
+        self.sql("))");
         let TimeRange { from_ns, to_ns } = scope.range;
         self.sql(" AND ").sql(start).sql(" >= ").param(int(from_ns));
         self.sql(" AND ").sql(start).sql(" < ").param(int(to_ns));
@@ -183,11 +199,14 @@ pub(crate) fn exact_totals(d: Dialect, scope: &Scope<'_>) -> Query {
     b.build()
 }
 
-/// Keyed: packets, bytes, first seen, last seen, windows.
+/// Keyed: packets, bytes, first seen, last seen, distinct windows.
 pub(crate) fn exact_top(d: Dialect, scope: &Scope<'_>, by: Measure, limit: usize) -> Query {
+    let (start, _, _) = Table::Exact.times(d);
     let mut b = Builder::new(d);
     b.sql("SELECT ").sql(KEY);
-    b.sql(", sum(packets) AS p, sum(bytes) AS b, min(first_seen) AS f, max(last_seen) AS l, count(*) AS n");
+    b.sql(", sum(packets) AS p, sum(bytes) AS b, min(first_seen) AS f, max(last_seen) AS l, count(DISTINCT ")
+        .sql(start)
+        .sql(") AS n");
     b.scope_where(Table::Exact, scope);
     let order = match by {
         Measure::Packets => "p DESC, b DESC, ",
@@ -202,14 +221,18 @@ pub(crate) fn exact_top(d: Dialect, scope: &Scope<'_>, by: Measure, limit: usize
     b.build()
 }
 
-/// Numbers: first seen, last seen, packets, bytes, matching rows.
+/// Numbers: first seen, last seen, packets, bytes, distinct windows.
 pub(crate) fn exact_trace(d: Dialect, scope: &Scope<'_>) -> Query {
+    let (start, _, _) = Table::Exact.times(d);
     let mut b = Builder::new(d);
     b.sql("SELECT ");
     b.zero_if_empty("min(first_seen)").sql(", ");
     b.zero_if_empty("max(last_seen)").sql(", ");
     b.zero_if_empty("sum(packets)").sql(", ");
-    b.zero_if_empty("sum(bytes)").sql(", count(*)");
+    b.zero_if_empty("sum(bytes)")
+        .sql(", count(DISTINCT ")
+        .sql(start)
+        .sql(")");
     b.scope_where(Table::Exact, scope);
     b.build()
 }
@@ -371,6 +394,7 @@ mod tests {
             key: &[],
             range: TimeRange::ALL,
             filter: &filter,
+            run: RunSelect::Id(7),
         };
         for d in [Dialect::Sqlite, Dialect::ClickHouse] {
             for q in [

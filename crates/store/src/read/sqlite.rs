@@ -165,12 +165,14 @@ impl SqliteReader {
         .await
     }
 
-    /// Grows with every row inserted (rows are only ever appended).
+    /// Grows with every row inserted (rows are only ever appended) and
+    /// with every run replaced (its rows are no longer read).
     pub(crate) async fn generation(&self) -> Result<u64, StoreError> {
         self.with_conn(|c| {
             c.query_row(
-                "SELECT coalesce((SELECT max(rowid) FROM exact_rows), 0) + coalesce((SELECT max(rowid) FROM sketch_rows), 0)",
-                [],
+                "SELECT coalesce((SELECT max(rowid) FROM exact_rows), 0) + coalesce((SELECT max(rowid) FROM sketch_rows), 0) \
+                 + (SELECT count(*) FROM runs WHERE status = ?1) * 1099511627776",
+                [crate::schema::REPLACED],
                 |r| r.get::<_, i64>(0),
             )
         })
@@ -180,8 +182,11 @@ impl SqliteReader {
 
     pub(crate) async fn task_definitions(&self) -> Result<Vec<TaskInfo>, StoreError> {
         self.with_conn(|c| {
-            let mut stmt = c.prepare("SELECT name, kind, key, window_ns, run_id FROM tasks")?;
-            let rows = stmt.query_map([], |r| {
+            let mut stmt = c.prepare(
+                "SELECT name, kind, key, window_ns, run_id, algorithm FROM tasks \
+                 WHERE run_id NOT IN (SELECT run_id FROM runs WHERE status = ?1)",
+            )?;
+            let rows = stmt.query_map([crate::schema::REPLACED], |r| {
                 let key: String = r.get(2)?;
                 Ok(TaskInfo {
                     name: r.get(0)?,
@@ -189,6 +194,7 @@ impl SqliteReader {
                     key: serde_json::from_str(&key).unwrap_or_default(),
                     window_ns: r.get::<_, i64>(3)? as u64,
                     run_id: r.get(4)?,
+                    algorithm: Some(r.get::<_, String>(5)?).filter(|a| !a.is_empty()),
                 })
             })?;
             rows.collect()

@@ -567,3 +567,32 @@ fn bus_progress_is_stored_after_the_rows_and_the_newest_is_loaded() {
     assert_eq!(store.load_progress("e1", "other").unwrap(), None);
     assert_eq!(store.load_progress("e2", "js").unwrap(), None);
 }
+
+/// A wrong password is said to be one (not "cannot reach the server"), by
+/// the writer's open and by the query reader alike, without the password.
+#[test]
+fn a_wrong_password_is_an_authentication_failure_naming_the_user() {
+    let server = ClickHouseServer::start();
+    let u = url(&format!(
+        "clickhouse://default:n0tThis@127.0.0.1:{}/ns_auth",
+        server.http_port()
+    ));
+    let e = ClickHouseStore::open(&u).err().expect("refused");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("authentication failed for user default"),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains("cannot reach") && !msg.contains("n0tThis"),
+        "{msg}"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let reader = netspectra_store::read::Reader::open(&StoreUrl::ClickHouse(u)).unwrap();
+    let msg = rt.block_on(reader.ping()).unwrap_err().to_string();
+    assert!(
+        msg.contains("authentication failed for user default"),
+        "{msg}"
+    );
+    assert!(!msg.contains("n0tThis"), "{msg}");
+}

@@ -494,6 +494,7 @@ async fn a_partial_sketch_period_is_stored_and_read_back_as_partial() {
         key: &task.key,
         range: TimeRange { from_ns, to_ns },
         filter: &filter,
+        run: netspectra_store::read::RunSelect::All,
     };
     assert!(!reader
         .sketch_partial(&scope(0, 60_000_000_000))
