@@ -38,6 +38,10 @@ pub struct AlertArgs {
     /// Seconds without renewal after which another replica takes over.
     #[arg(long, value_name = "SECS", default_value_t = 6.0)]
     lease_ttl: f64,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this
+    /// address (e.g. `127.0.0.1:9465`).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -103,6 +107,7 @@ pub fn run(args: AlertArgs) -> anyhow::Result<Outcome> {
             id,
             lease_ttl,
             retry: Default::default(),
+            metrics: args.metrics,
         },
         &stop,
     )?;

@@ -122,6 +122,7 @@ pub fn run(args: EngineArgs) -> anyhow::Result<Outcome> {
             id: engine_id.clone(),
             lease_ttl: Duration::from_secs(6),
             retry: Default::default(),
+            metrics: None,
         }),
         _ => None,
     };

@@ -229,6 +229,12 @@ impl EngineInput {
         self.windows_flushed
     }
 
+    /// Whether a window is open: false only before the first IP record
+    /// (then nothing was applied, so nothing waits to be stored).
+    pub fn window_open(&self) -> bool {
+        self.window.is_some()
+    }
+
     /// End (ns) of the open sketch period, once a packet opened one.
     pub fn period_end(&self) -> Option<u64> {
         self.period.map(|(_, end)| end)

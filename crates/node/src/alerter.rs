@@ -37,10 +37,12 @@ pub fn rules(config: &Config) -> Result<Rules, NodeError> {
 }
 
 /// The rules of `config` over `tasks`, checked, with every `${VAR}` the
-/// alerter uses set (the `alerter` section, and `smtp` when mail is sent).
+/// alerter uses set (its rules and notifiers, and `smtp` when mail is
+/// sent; not `alerter.ai_analysis`, which the AI role reads).
 fn checked(config: &Config, tasks: &[TaskSpec]) -> Result<Rules, NodeError> {
     let rules = Rules::from_config(config, tasks).map_err(|e| NodeError::invalid(e.to_string()))?;
-    config.require_set("alerter")?;
+    config.require_set("alerter.rules")?;
+    config.require_set("alerter.notifiers")?;
     if rules.notifiers.iter().any(|n| n.kind == "email") {
         config.require_set("smtp")?;
     }
@@ -132,6 +134,8 @@ pub struct AlerterConfig {
     pub lease_ttl: Duration,
     /// How notifiers retry.
     pub retry: Retry,
+    /// Serve `/metrics`, `/healthz` and `/readyz` here (`--metrics`).
+    pub metrics: Option<String>,
 }
 
 /// The standalone alerter role.
@@ -156,6 +160,8 @@ impl Alerter {
                 "no alert rules: add alerter.rules to the config",
             ));
         }
+        let telemetry = crate::telemetry::from_arg(cfg.metrics.as_deref())?;
+        telemetry.set_ready(false, "starting");
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -187,6 +193,7 @@ impl Alerter {
             if !leading {
                 // A follower forgets: when it leads, it starts from the store.
                 book = None;
+                telemetry.set_ready(true, "");
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
@@ -198,6 +205,8 @@ impl Alerter {
             let pass = rt.block_on(pass(&reader, store.as_mut(), &rules, &mut book, grace));
             match pass {
                 Ok(groups) => {
+                    telemetry.set_ready(true, "");
+                    metrics::counter!("netspectra_alert_evaluations_total").increment(1);
                     summary.passes += 1;
                     for (_, group) in groups {
                         summary
@@ -211,6 +220,7 @@ impl Alerter {
                     // Nothing was recorded or sent: the next pass starts
                     // again from the state in the store.
                     book = None;
+                    telemetry.set_ready(false, &format!("evaluation failed: {error}"));
                     tracing::warn!(message = "alert evaluation failed; retrying", %error);
                 }
             }

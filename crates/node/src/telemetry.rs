@@ -264,6 +264,18 @@ fn describe() {
             "netspectra_store_inserted_rows_total",
             "Rows inserted into ClickHouse.",
         ),
+        (
+            "netspectra_alert_evaluations_total",
+            "Evaluation passes of the alert role (as leader).",
+        ),
+        (
+            "netspectra_alert_notifications_sent_total",
+            "Alert notifications delivered, by notifier.",
+        ),
+        (
+            "netspectra_alert_notifications_failed_total",
+            "Alert notifications given up after every retry, by notifier.",
+        ),
     ] {
         describe_counter!(name, help);
     }

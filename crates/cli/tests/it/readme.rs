@@ -90,11 +90,15 @@ fn every_shell_block_of_the_readme_runs_as_written() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(
-        repo.join("data").canonicalize().unwrap(),
-        dir.path().join("data"),
-    )
-    .unwrap();
+    // The repository's read-only parts that examples name: the bundled
+    // capture and the deployment files.
+    for part in ["data", "deploy"] {
+        std::os::unix::fs::symlink(
+            repo.join(part).canonicalize().unwrap(),
+            dir.path().join(part),
+        )
+        .unwrap();
+    }
     let bin = Path::new(env!("CARGO_BIN_EXE_netspectra"));
     let bin_dir = bin.parent().unwrap();
     let path = format!(

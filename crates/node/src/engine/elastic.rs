@@ -52,7 +52,7 @@ pub(crate) struct Elastic {
     /// Shards no longer consumed, released once windows up to the given
     /// index are stored; with the period boundary they stopped at, when
     /// they left cleanly there.
-    leaving: BTreeMap<u32, (u64, Option<u64>)>,
+    leaving: BTreeMap<u32, (Option<u64>, Option<u64>)>,
     /// Members seen at the last heartbeat.
     members: Vec<String>,
     /// Core NATS: the last batch applied per shard and probe, shared.
@@ -120,7 +120,7 @@ impl Elastic {
         let ready: Vec<u32> = self
             .leaving
             .iter()
-            .filter(|&(_, &(window, _))| !self.jetstream || written > window)
+            .filter(|&(_, &(window, _))| !self.jetstream || window.is_none_or(|w| written > w))
             .map(|(&s, _)| s)
             .collect();
         for shard in ready {
@@ -190,8 +190,9 @@ impl Elastic {
     /// The loop stopped consuming `shard` and applied everything it had
     /// received from it into windows up to `window` (`boundary`: exactly up
     /// to that period end); the lease is released at the first heartbeat
-    /// after that window is stored.
-    pub(crate) fn stopped(&mut self, shard: u32, window: u64, boundary: Option<u64>) {
+    /// after that window is stored, or at once when `window` is None (the
+    /// engine never applied a record: nothing waits to be stored).
+    pub(crate) fn stopped(&mut self, shard: u32, window: Option<u64>, boundary: Option<u64>) {
         self.leaving.insert(shard, (window, boundary));
         self.next_beat = Instant::now();
     }

@@ -599,7 +599,11 @@ impl RunningEngine {
                 for &s in &list {
                     let boundary = departing.remove(&s).filter(|_| $boundary);
                     if let Some(el) = elastic.as_mut() {
-                        el.stopped(s, engine.window_index(), boundary);
+                        el.stopped(
+                            s,
+                            engine.window_open().then(|| engine.window_index()),
+                            boundary,
+                        );
                     }
                     tracing::info!(message = "giving a shard to another engine", shard = s,
                         window = engine.window_index(), at_period_end = ?boundary);

@@ -356,6 +356,7 @@ fn two_alerters_on_nats_notify_every_transition_once_across_a_leader_kill() {
             id: id.to_string(),
             lease_ttl: Duration::from_secs(2),
             retry: Default::default(),
+            metrics: None,
         };
         let s = stop.clone();
         (
