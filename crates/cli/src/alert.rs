@@ -159,7 +159,7 @@ pub fn table(alerts: &[AlertRecord]) -> String {
         .iter()
         .map(|a| {
             vec![
-                rfc3339(a.ends_at_ns.unwrap_or(a.starts_at_ns)),
+                rfc3339(a.at_ns()),
                 a.state.clone(),
                 a.rule.clone(),
                 key_text(&a.key),

@@ -290,9 +290,16 @@ pub fn run(mut args: QueryArgs) -> anyhow::Result<Outcome> {
             }
         }
         OutputFormat::Table => {
-            let answer: Value = serde_json::from_slice(&body).with_context(|| {
+            let mut answer: Value = serde_json::from_slice(&body).with_context(|| {
                 format!("the answer from {url} is not JSON: is {base} a NetSpectra API?")
             })?;
+            if matches!(args.op, Op::HeavyHitters | Op::SuperSpreaders) {
+                let algorithm = match args.op {
+                    Op::SuperSpreaders => Some("superspread".to_string()),
+                    _ => api.algorithm(args.task.as_deref().unwrap_or_default()),
+                };
+                one_sided_bounds(&mut answer, algorithm.as_deref());
+            }
             let text = render(args.op, &answer, args.limit.unwrap_or(DEFAULT_LIMIT))
                 .with_context(|| format!("unexpected answer from {url}"))?;
             out.write_all(text.as_bytes())?;
@@ -308,6 +315,23 @@ pub fn run(mut args: QueryArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Clean)
 }
 
+/// Shows each row's `error_bound` on the side the estimate errs: Count-Min
+/// over-counts (`≤ N over`), heavy-hitter buckets under-count (`≤ N
+/// under`), SuperSpread either way (`± N`); unknown: the number as is.
+fn one_sided_bounds(answer: &mut Value, algorithm: Option<&str>) {
+    let side = |n: u64| match algorithm {
+        Some("countmin") => format!("≤ {} over", num(n)),
+        Some("hh") => format!("≤ {} under", num(n)),
+        Some("superspread") => format!("± {}", num(n)),
+        _ => num(n),
+    };
+    for row in answer["rows"].as_array_mut().into_iter().flatten() {
+        if let Some(n) = row["error_bound"].as_u64() {
+            row["error_bound"] = Value::from(side(n));
+        }
+    }
+}
+
 /// A connection to the API, for the question and the ones that explain it.
 struct Api {
     client: reqwest::blocking::Client,
@@ -316,6 +340,21 @@ struct Api {
 }
 
 impl Api {
+    /// The algorithm of sketch task `task` (`countmin`, `hh`,
+    /// `superspread`), if the API says.
+    fn algorithm(&self, task: &str) -> Option<String> {
+        let (status, body) = self.get("tasks", &[]).ok()?;
+        let tasks: Value = serde_json::from_slice(&body)
+            .ok()
+            .filter(|_| status.is_success())?;
+        tasks["tasks"]
+            .as_array()?
+            .iter()
+            .find(|t| t["name"] == task)?["algorithm"]
+            .as_str()
+            .map(str::to_string)
+    }
+
     /// `GET /api/v1/<op>?<params>`: the status and the body.
     fn get(
         &self,
@@ -761,6 +800,22 @@ mod tests {
         assert!(text.contains("more rows match: --limit 1"), "{text}");
         let none = render(Op::Top, &json!({"rows": [], "truncated": false}), 20).unwrap();
         assert_eq!(none, "no rows match\n");
+    }
+
+    #[test]
+    fn sketch_bounds_show_the_side_they_err_on() {
+        let rows = || json!({"rows": [{"key": {"SrcIP": "10.0.0.1"}, "packets": 100, "error_bound": 1200}]});
+        for (algorithm, want) in [
+            (Some("countmin"), "≤ 1,200 over"),
+            (Some("hh"), "≤ 1,200 under"),
+            (Some("superspread"), "± 1,200"),
+            (None, "1,200"),
+        ] {
+            let mut a = rows();
+            one_sided_bounds(&mut a, algorithm);
+            assert_eq!(a["rows"][0]["error_bound"], want);
+            assert!(render(Op::HeavyHitters, &a, 20).unwrap().contains(want));
+        }
     }
 
     #[test]

@@ -162,7 +162,7 @@ alerts: {firing} fired, {resolved} resolved; notifications: {} sent, {} failed",
             out,
             "  {} at {}",
             alert.summary(),
-            netspectra_model::alert::rfc3339(alert.ends_at_ns.unwrap_or(alert.starts_at_ns))
+            netspectra_model::alert::rfc3339(alert.at_ns())
         );
     }
     out

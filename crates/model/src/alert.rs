@@ -109,6 +109,16 @@ impl AlertRecord {
         }
     }
 
+    /// When this transition happened: the resolve's time for a resolve,
+    /// the start of firing for a firing (which, read back, may also carry
+    /// its later resolve's time).
+    pub fn at_ns(&self) -> u64 {
+        match (self.state.as_str(), self.ends_at_ns) {
+            ("resolved", Some(t)) => t,
+            _ => self.starts_at_ns,
+        }
+    }
+
     /// A one-line summary for people: `FIRING big_talker {SrcIP=10.0.0.1}
     /// bytes=612000000 > 500000000 (warning)`.
     pub fn summary(&self) -> String {
