@@ -117,6 +117,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Q {
 }
 
 impl Params {
+    /// `from`, or `since` counted back from now (not both).
+    fn range_start(&self) -> Result<Option<u64>, ApiError> {
+        let from = self
+            .from
+            .as_deref()
+            .map(|t| parse_time("from", t))
+            .transpose()?;
+        match self.since.as_deref() {
+            Some(_) if from.is_some() => Err(bad("give either `since` or `from`, not both")),
+            Some(since) => parse_since(since, now_ns()).map(Some),
+            None => Ok(from),
+        }
+    }
+
     fn ask(self, state: &AppState) -> Result<crate::ask::Ask, ApiError> {
         self.ask_within(state.service.limits())
     }
@@ -125,17 +139,7 @@ impl Params {
         let number = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
             v.as_deref().map(|t| parse_number(name, t)).transpose()
         };
-        let mut from_ns = self
-            .from
-            .as_deref()
-            .map(|t| parse_time("from", t))
-            .transpose()?;
-        if let Some(since) = self.since.as_deref() {
-            if from_ns.is_some() {
-                return Err(bad("give either `since` or `from`, not both"));
-            }
-            from_ns = Some(parse_since(since, now_ns())?);
-        }
+        let from_ns = self.range_start()?;
         AskInput {
             task: self.task.unwrap_or_default(),
             from_ns,
@@ -158,17 +162,7 @@ impl Params {
     /// The alert history filter of `alerts`: time range, `rule`, `state`
     /// (`firing` or `resolved`), `key` (text the key contains), `limit`.
     fn alert_filter(&self, limits: Limits) -> Result<AlertFilter, ApiError> {
-        let mut from_ns = self
-            .from
-            .as_deref()
-            .map(|t| parse_time("from", t))
-            .transpose()?;
-        if let Some(since) = self.since.as_deref() {
-            if from_ns.is_some() {
-                return Err(bad("give either `since` or `from`, not both"));
-            }
-            from_ns = Some(parse_since(since, now_ns())?);
-        }
+        let from_ns = self.range_start()?;
         let limit = self
             .limit
             .as_deref()

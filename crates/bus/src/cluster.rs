@@ -61,8 +61,15 @@ pub async fn open_bucket(
     bus: &BusConfig,
     ttl: Duration,
 ) -> Result<LeaseBucket, BusError> {
-    let js = async_nats::jetstream::new(client.clone());
-    LeaseBucket::open(&js, &bucket_name(bus), ttl).await
+    open_named(client, &bucket_name(bus), ttl).await
+}
+
+async fn open_named(
+    client: &async_nats::Client,
+    name: &str,
+    ttl: Duration,
+) -> Result<LeaseBucket, BusError> {
+    LeaseBucket::open(&async_nats::jetstream::new(client.clone()), name, ttl).await
 }
 
 /// The bucket holding the alerter's leadership lease: `<PREFIX>_ALERTER`
@@ -77,8 +84,7 @@ pub async fn open_alerter_bucket(
     bus: &BusConfig,
     ttl: Duration,
 ) -> Result<LeaseBucket, BusError> {
-    let js = async_nats::jetstream::new(client.clone());
-    LeaseBucket::open(&js, &alerter_bucket_name(bus), ttl).await
+    open_named(client, &alerter_bucket_name(bus), ttl).await
 }
 
 /// The shards `me` owns among `members` (rendezvous hashing: each shard

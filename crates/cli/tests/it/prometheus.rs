@@ -317,11 +317,13 @@ fn a_real_prometheus_scrapes_engine_and_probe() {
             assert!(!read.is_empty(), "{expr} reads no metric");
             let exported = read.iter().all(|m| names.contains(m));
             if exported {
-                let series = answer["data"]["result"].as_array().map_or(0, Vec::len);
-                assert!(
-                    series > 0,
-                    "{expr}: no series, though its metrics are exported"
-                );
+                // A rate needs two samples in its range: a series first
+                // exported a moment ago has one, so ask again for a while.
+                wait(20, &format!("{expr} answers series"), || {
+                    let answer = query(&prom, &expr);
+                    let series = answer["data"]["result"].as_array().map_or(0, Vec::len);
+                    ((series > 0).then_some(()), answer.to_string())
+                });
                 answered += 1;
             }
         }

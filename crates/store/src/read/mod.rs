@@ -474,17 +474,11 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<KeyTotals>, StoreError> {
         let q = sql::exact_top(self.dialect(), scope, by, limit);
-        let rows = self.keyed(q).await?;
-        Ok(rows
+        Ok(self
+            .keyed(q)
+            .await?
             .into_iter()
-            .map(|k| KeyTotals {
-                key: k.key,
-                packets: k.a,
-                bytes: k.b,
-                first_seen: k.t1,
-                last_seen: k.t2,
-                windows: k.n,
-            })
+            .map(KeyTotals::from)
             .collect())
     }
 
@@ -556,17 +550,11 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<KeyTotals>, StoreError> {
         let q = sql::exact_in_range(self.dialect(), scope, by, lo, hi, limit);
-        let rows = self.keyed(q).await?;
-        Ok(rows
+        Ok(self
+            .keyed(q)
+            .await?
             .into_iter()
-            .map(|k| KeyTotals {
-                key: k.key,
-                packets: k.a,
-                bytes: k.b,
-                first_seen: k.t1,
-                last_seen: k.t2,
-                windows: k.n,
-            })
+            .map(KeyTotals::from)
             .collect())
     }
 
@@ -613,6 +601,21 @@ pub(crate) struct KeyedRow {
     pub(crate) t1: u64,
     pub(crate) t2: u64,
     pub(crate) n: u64,
+}
+
+impl From<KeyedRow> for KeyTotals {
+    /// The exact keyed queries select packets, bytes, first seen, last
+    /// seen and windows.
+    fn from(k: KeyedRow) -> KeyTotals {
+        KeyTotals {
+            key: k.key,
+            packets: k.a,
+            bytes: k.b,
+            first_seen: k.t1,
+            last_seen: k.t2,
+            windows: k.n,
+        }
+    }
 }
 
 /// A result row of numbers: the shape every unkeyed query selects.
