@@ -121,6 +121,8 @@ fn windows_sum_to_the_truth_runs_never_overwrite_and_reopening_migrates_nothing(
     assert_eq!(
         tables,
         [
+            "alert_state",
+            "alerts",
             "bus_progress",
             "exact_rows",
             "runs",
