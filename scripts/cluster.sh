@@ -5,7 +5,7 @@
 #
 #   scripts/cluster.sh up [--engines N] [--iface IF]   start nats-server (JetStream), clickhouse-server,
 #                                                      N engines (default 2, elastic membership), api,
-#                                                      alert (when this build has it), a live probe with --iface
+#                                                      alert, a live probe with --iface
 #   scripts/cluster.sh replay FILE...                  a probe replays capture files into the running stack
 #   scripts/cluster.sh status                          each process: pid, alive, ready, peak RSS
 #   scripts/cluster.sh env                             exports for `netspectra query` (API URL and token)
