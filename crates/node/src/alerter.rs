@@ -202,7 +202,19 @@ impl Alerter {
                 continue;
             }
             last_pass = Some(Instant::now());
-            let pass = rt.block_on(pass(&reader, store.as_mut(), &rules, &mut book, grace));
+            // The lease this pass acts under: it writes only while it still
+            // holds the same one (a fencing token), never after a successor
+            // took over.
+            let token = leader.as_ref().and_then(|(_, l)| l.token());
+            let still_leading = || leader.as_ref().is_none_or(|(_, l)| l.token() == token);
+            let pass = rt.block_on(pass(
+                &reader,
+                store.as_mut(),
+                &rules,
+                &mut book,
+                grace,
+                &still_leading,
+            ));
             match pass {
                 Ok(groups) => {
                     telemetry.set_ready(true, "");
@@ -248,6 +260,7 @@ async fn pass(
     rules: &Rules,
     book: &mut Option<Book>,
     grace_ns: u64,
+    still_leading: &dyn Fn() -> bool,
 ) -> Result<Vec<(u64, Vec<Notice>)>, NodeError> {
     let fresh = if book.is_none() {
         let saved = store.alert_state(STATE_KEY)?;
@@ -297,6 +310,12 @@ async fn pass(
         .flat_map(|(_, g)| g.iter().filter(|n| !n.repeat).map(|n| n.alert.clone()))
         .collect();
     let doc = serde_json::to_string(b).context("serializing the alert state")?;
+    if !still_leading() {
+        *b = before;
+        return Err(NodeError::invalid(
+            "leadership lost during the evaluation: nothing recorded or sent",
+        ));
+    }
     if let Err(e) = store.record_alerts(&records, Some((STATE_KEY, &doc))) {
         *b = before;
         return Err(e.into());

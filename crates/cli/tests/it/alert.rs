@@ -29,13 +29,22 @@ fn analyze(dir: &Path, name: &str, packets: &[planted::Packet], config: &Path, d
     );
 }
 
-fn alert(id: &str, config: &Path, db: &Path, nats: &str, log: &Path) -> Child {
+fn alert(id: &str, config: &Path, db: &Path, nats: &str, log: &Path, metrics: &str) -> Child {
     bin()
         .args(["alert", "--config"])
         .arg(config)
         .arg("--store")
         .arg(db)
-        .args(["--nats", nats, "--id", id, "--lease-ttl", "2"])
+        .args([
+            "--nats",
+            nats,
+            "--id",
+            id,
+            "--lease-ttl",
+            "2",
+            "--metrics",
+            metrics,
+        ])
         .env("NETSPECTRA_LOG", "info")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(log).unwrap())
@@ -75,7 +84,15 @@ fn two_alert_replicas_notify_every_transition_once_when_the_leader_is_killed() {
         &analyze_cfg,
         &db,
     );
-    let mut a = alert("a", &alert_cfg, &db, &nats.url(), &dir.path().join("a.log"));
+    let a_metrics = format!("127.0.0.1:{}", netspectra_testkit::free_port());
+    let mut a = alert(
+        "a",
+        &alert_cfg,
+        &db,
+        &nats.url(),
+        &dir.path().join("a.log"),
+        &a_metrics,
+    );
     let state_saved = || {
         rusqlite::Connection::open(&db)
             .and_then(|c| {
@@ -90,7 +107,23 @@ fn two_alert_replicas_notify_every_transition_once_when_the_leader_is_killed() {
         Duration::from_secs(30),
         state_saved,
     );
-    let mut b = alert("b", &alert_cfg, &db, &nats.url(), &dir.path().join("b.log"));
+    let status = |path: &str| {
+        reqwest::blocking::get(format!("http://{a_metrics}{path}"))
+            .map_or(0, |r| r.status().as_u16())
+    };
+    wait_until("a is ready", Duration::from_secs(10), || {
+        status("/readyz") == 200
+    });
+    assert_eq!(status("/healthz"), 200);
+    let b_metrics = format!("127.0.0.1:{}", netspectra_testkit::free_port());
+    let mut b = alert(
+        "b",
+        &alert_cfg,
+        &db,
+        &nats.url(),
+        &dir.path().join("b.log"),
+        &b_metrics,
+    );
 
     // Windows 1–3 land: the big talker and the scanner fire (two
     // evaluations, two calls).
