@@ -63,23 +63,18 @@ pub async fn evaluate(
     for (i, rule) in rules.rules.iter().enumerate() {
         let cursor = book.cursors.get(&rule.name).copied().unwrap_or(0);
         let from = cursor.max(span.from_ns);
-        let (stored, step) = match rule.source {
-            Source::Exact => (
-                exact_windows(reader, rule, from, span).await?,
-                rules.window_ns,
-            ),
-            _ => (
-                sketch_windows(reader, rule, from, span).await?,
-                rules.period_ns,
-            ),
+        let step = match rule.source {
+            Source::Exact => rules.window_ns,
+            _ => rules.period_ns,
         };
+        let stored = stored_windows(reader, rule, from, span.through_ns).await?;
         let mut windows = with_gaps(stored, cursor, span.through_ns, step, rules.period_ns);
         if span.latest_only {
             windows = windows.split_off(windows.len().saturating_sub(1));
         }
-        for (start, end, partial) in windows {
-            let obs = observe(reader, rule, start, end, partial).await?;
-            observed.push((end, i, obs));
+        for w in windows {
+            let obs = observe(reader, rule, w).await?;
+            observed.push((w.end, i, obs));
         }
     }
     observed.sort_by_key(|(end, i, _)| (*end, *i));
@@ -97,22 +92,45 @@ pub async fn evaluate(
     Ok(groups)
 }
 
+/// A window (or sketch period) a rule is evaluated on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Window {
+    start: u64,
+    end: u64,
+    /// Split between engines: estimates may be low.
+    partial: bool,
+    /// A stored exact window's task-wide packets, bytes and keys, as the
+    /// listing read them (None: a sketch period, or a window filled in).
+    totals: Option<(u64, u64, u64)>,
+}
+
+impl Window {
+    fn empty(start: u64, end: u64) -> Window {
+        Window {
+            start,
+            end,
+            partial: false,
+            totals: None,
+        }
+    }
+}
+
 /// `stored` windows with the windows missing between them (and up to
 /// `through`) filled in as empty: a window without rows had no traffic
 /// for the task, and must still resolve what no longer holds. Windows are
 /// `step` long, aligned, and cut at period ends (`period`); filling starts
 /// at the cursor, or at the first stored window when there is none.
 fn with_gaps(
-    stored: Vec<(u64, u64, bool)>,
+    stored: Vec<Window>,
     cursor: u64,
     through: u64,
     step: u64,
     period: u64,
-) -> Vec<(u64, u64, bool)> {
+) -> Vec<Window> {
     let Some(mut t) = (if cursor > 0 {
         Some(cursor)
     } else {
-        stored.first().map(|w| w.0)
+        stored.first().map(|w| w.start)
     }) else {
         return stored;
     };
@@ -120,11 +138,11 @@ fn with_gaps(
     let mut next = stored.into_iter().peekable();
     while out.len() < MAX_WINDOWS_PER_PASS {
         match next.peek() {
-            Some(&(start, end, partial)) if start <= t => {
+            Some(&w) if w.start <= t => {
                 next.next();
-                if start == t || end > t {
-                    out.push((start, end, partial));
-                    t = t.max(end);
+                if w.start == t || w.end > t {
+                    out.push(w);
+                    t = t.max(w.end);
                 }
             }
             _ => {
@@ -132,7 +150,7 @@ fn with_gaps(
                 if end > through {
                     break;
                 }
-                out.push((t, end, false));
+                out.push(Window::empty(t, end));
                 t = end;
             }
         }
@@ -159,49 +177,49 @@ fn after(from: u64) -> TimeRange {
     }
 }
 
-/// `(start, end, partial)` of a rule's closed exact windows from `from`.
-async fn exact_windows(
+/// A rule's stored windows (exact) or periods (sketch) from `from`, closed
+/// by `through`.
+async fn stored_windows(
     reader: &Reader,
     rule: &Rule,
     from: u64,
-    span: Span,
-) -> Result<Vec<(u64, u64, bool)>, StoreError> {
+    through: u64,
+) -> Result<Vec<Window>, StoreError> {
     let filter = Filter::default();
-    let points = reader
-        .exact_series(&scope(rule, after(from), &filter), MAX_WINDOWS_PER_PASS)
-        .await?;
-    Ok(points
-        .into_iter()
-        .filter(|p| p.window_end <= span.through_ns)
-        .map(|p| (p.window_start, p.window_end, false))
-        .collect())
+    let s = scope(rule, after(from), &filter);
+    let found: Vec<Window> = match rule.source {
+        Source::Exact => reader
+            .exact_series(&s, MAX_WINDOWS_PER_PASS)
+            .await?
+            .into_iter()
+            .map(|p| Window {
+                start: p.window_start,
+                end: p.window_end,
+                partial: false,
+                totals: Some((p.packets, p.bytes, p.keys)),
+            })
+            .collect(),
+        _ => reader
+            .sketch_periods(&s, MAX_WINDOWS_PER_PASS)
+            .await?
+            .into_iter()
+            .map(|(start, end, partial)| Window {
+                partial,
+                ..Window::empty(start, end)
+            })
+            .collect(),
+    };
+    Ok(found.into_iter().filter(|w| w.end <= through).collect())
 }
 
-/// `(start, end, partial)` of a rule's closed sketch periods from `from`.
-async fn sketch_windows(
-    reader: &Reader,
-    rule: &Rule,
-    from: u64,
-    span: Span,
-) -> Result<Vec<(u64, u64, bool)>, StoreError> {
-    let filter = Filter::default();
-    let periods = reader
-        .sketch_periods(&scope(rule, after(from), &filter), MAX_WINDOWS_PER_PASS)
-        .await?;
-    Ok(periods
-        .into_iter()
-        .filter(|&(_, end, _)| end <= span.through_ns)
-        .collect())
-}
-
-/// The instances of `rule` holding in the window `[start, end)`.
-async fn observe(
-    reader: &Reader,
-    rule: &Rule,
-    start: u64,
-    end: u64,
-    partial: bool,
-) -> Result<Observation, StoreError> {
+/// The instances of `rule` holding in window `w`.
+async fn observe(reader: &Reader, rule: &Rule, w: Window) -> Result<Observation, StoreError> {
+    let Window {
+        start,
+        end,
+        partial,
+        totals,
+    } = w;
     let filter = Filter::default();
     let one = TimeRange {
         from_ns: start,
@@ -229,9 +247,9 @@ async fn observe(
             }
         }
         Source::Exact => {
-            let point = reader.exact_series(&s, 1).await?;
-            if let Some(p) = point.first() {
-                let v = exact_value(rule.metric, p.packets, p.bytes, p.keys, len);
+            // Task-wide: the totals the window listing already read.
+            if let Some((packets, bytes, keys)) = totals {
+                let v = exact_value(rule.metric, packets, bytes, keys, len);
                 if rule.operator.holds(v, rule.threshold) {
                     holding.push(("{}".to_string(), v));
                 }
@@ -331,9 +349,23 @@ mod tests {
 
     #[test]
     fn missing_windows_are_filled_in_as_empty() {
-        let stored = vec![(20, 30, false), (50, 60, true)];
+        // Windows as (start, end, partial), in and out.
+        let gaps = |stored: &[(u64, u64, bool)], cursor, through, step, period| {
+            let stored = stored
+                .iter()
+                .map(|&(start, end, partial)| Window {
+                    partial,
+                    ..Window::empty(start, end)
+                })
+                .collect();
+            with_gaps(stored, cursor, through, step, period)
+                .into_iter()
+                .map(|w| (w.start, w.end, w.partial))
+                .collect::<Vec<_>>()
+        };
+        let stored = [(20, 30, false), (50, 60, true)];
         assert_eq!(
-            with_gaps(stored.clone(), 0, 80, 10, 40),
+            gaps(&stored, 0, 80, 10, 40),
             vec![
                 (20, 30, false),
                 (30, 40, false),
@@ -344,12 +376,12 @@ mod tests {
             ]
         );
         assert_eq!(
-            with_gaps(stored, 40, 60, 10, 40),
+            gaps(&stored, 40, 60, 10, 40),
             vec![(40, 50, false), (50, 60, true)]
         );
-        assert_eq!(with_gaps(vec![], 0, 80, 10, 40), vec![]);
+        assert_eq!(gaps(&[], 0, 80, 10, 40), vec![]);
         // Windows cut at a period end.
-        assert_eq!(with_gaps(vec![], 30, 50, 20, 40), vec![(30, 40, false)]);
+        assert_eq!(gaps(&[], 30, 50, 20, 40), vec![(30, 40, false)]);
     }
 
     #[test]

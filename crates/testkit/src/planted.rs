@@ -2,6 +2,7 @@
 //! written (never by decoding): background sources in every window, two big
 //! talkers and a scanner planted in known windows, as pcap files.
 
+use netspectra_model::alert::AlertRecord;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::Path;
@@ -175,61 +176,39 @@ pub fn config_yaml(hook: &str, extra: &[&str]) -> String {
     lines.join("\n") + "\n"
 }
 
-/// `(state, rule, source, evaluation time)` of alert JSON objects (webhook
-/// bodies `{"alerts": [...]}`), ordered as [`truth`].
-pub fn seen_in_bodies(bodies: &[String]) -> Vec<(String, String, String, u64)> {
-    let mut out: Vec<(String, String, String, u64)> = Vec::new();
-    for b in bodies {
-        for a in split_alerts(b) {
-            out.push(a);
-        }
-    }
+/// `(state, rule, source, evaluation time)` of transitions, ordered as
+/// [`truth`], to compare with it.
+pub fn seen(alerts: &[AlertRecord]) -> Vec<(String, String, String, u64)> {
+    let mut out: Vec<_> = alerts
+        .iter()
+        .map(|a| {
+            let key: serde_json::Value = serde_json::from_str(&a.key).unwrap_or_default();
+            (
+                a.state.clone(),
+                a.rule.clone(),
+                key["SrcIP"].as_str().unwrap_or_default().to_string(),
+                a.at_ns(),
+            )
+        })
+        .collect();
     out.sort_by(|a, b| (a.3, &a.1, &a.2).cmp(&(b.3, &b.1, &b.2)));
     out
 }
 
-/// The alerts of one body, read without a JSON library (testkit has no
-/// dependencies): each object's `state`, `rule`, `SrcIP` and end time.
-fn split_alerts(body: &str) -> Vec<(String, String, String, u64)> {
-    let field = |obj: &str, name: &str| -> Option<String> {
-        let at = obj.find(&format!("\"{name}\":\""))? + name.len() + 4;
-        Some(obj[at..at + obj[at..].find('"')?].to_string())
-    };
-    body.split("{\"rule\":")
-        .skip(1)
-        .filter_map(|rest| {
-            let obj = format!("{{\"rule\":{rest}");
-            let state = field(&obj, "state")?;
-            let time = if state == "resolved" {
-                field(&obj, "ends_at")?
-            } else {
-                field(&obj, "starts_at")?
-            };
-            Some((
-                state,
-                field(&obj, "rule")?,
-                field(&obj, "SrcIP")?,
-                rfc3339_ns(&time)?,
-            ))
+/// The transitions in webhook bodies (each `{"alerts": [...]}`), in order.
+pub fn from_bodies(bodies: &[String]) -> Vec<AlertRecord> {
+    bodies
+        .iter()
+        .filter_map(|b| serde_json::from_str::<serde_json::Value>(b).ok())
+        .flat_map(|v| {
+            v["alerts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(AlertRecord::from_json)
+                .collect::<Vec<_>>()
         })
         .collect()
-}
-
-/// `2026-01-01T00:01:10Z` (whole seconds, as alerts print them) in ns.
-fn rfc3339_ns(t: &str) -> Option<u64> {
-    let n = |a: usize, b: usize| t.get(a..b)?.parse::<u64>().ok();
-    let (y, mo, d, h, mi, s) = (
-        n(0, 4)?,
-        n(5, 7)?,
-        n(8, 10)?,
-        n(11, 13)?,
-        n(14, 16)?,
-        n(17, 19)?,
-    );
-    // Days from the civil date (proleptic Gregorian).
-    let (y, mo) = if mo <= 2 { (y - 1, mo + 12) } else { (y, mo) };
-    let days = 365 * y + y / 4 - y / 100 + y / 400 + (153 * (mo - 3) + 2) / 5 + d - 719_469;
-    Some(((days * 86_400) + h * 3600 + mi * 60 + s) * S)
 }
 
 #[cfg(test)]
@@ -240,10 +219,9 @@ mod tests {
     fn the_plan_has_three_instances_that_fire_and_resolve() {
         let t = truth(&traffic());
         assert_eq!(t.len(), 6, "{t:?}");
-        assert_eq!(rfc3339_ns("2026-01-01T00:00:20Z"), Some(T0 + 2 * WINDOW));
         let body = r#"{"alerts":[{"rule":"scanner","task":"t","key":{"SrcIP":"10.8.0.1"},"metric":"distinct","value":1517,"operator":">","threshold":1000,"severity":"critical","state":"resolved","window_start":"2026-01-01T00:00:40Z","starts_at":"2026-01-01T00:00:30Z","ends_at":"2026-01-01T00:01:00Z","analysis":null}]}"#;
         assert_eq!(
-            seen_in_bodies(&[body.to_string()]),
+            seen(&from_bodies(&[body.to_string()])),
             vec![(
                 "resolved".into(),
                 "scanner".into(),

@@ -150,13 +150,13 @@ fn two_alert_replicas_notify_every_transition_once_when_the_leader_is_killed() {
     );
     let want = planted::truth(&packets);
     wait_until("b notified the rest", Duration::from_secs(40), || {
-        planted::seen_in_bodies(&hook.bodies()).len() >= want.len()
+        planted::seen(&planted::from_bodies(&hook.bodies())).len() >= want.len()
     });
     std::thread::sleep(Duration::from_secs(2)); // nothing more may come
     let _ = b.kill();
     b.wait().unwrap();
     assert_eq!(
-        planted::seen_in_bodies(&hook.bodies()),
+        planted::seen(&planted::from_bodies(&hook.bodies())),
         want,
         "every transition exactly once; b's log:\n{}",
         std::fs::read_to_string(dir.path().join("b.log")).unwrap_or_default()
@@ -179,7 +179,7 @@ fn two_alert_replicas_notify_every_transition_once_when_the_leader_is_killed() {
     );
     let json = String::from_utf8(out.stdout).unwrap();
     assert!(json.starts_with("{\"alerts\":["), "{json}");
-    assert_eq!(planted::seen_in_bodies(&[json]), want);
+    assert_eq!(planted::seen(&planted::from_bodies(&[json])), want);
     let calls = hook.bodies().len();
     let table = bin()
         .args(["alert", "backtest", "--config"])
