@@ -327,7 +327,8 @@ async fn pass(
 }
 
 /// The transitions the rules of `config` would have produced over the
-/// windows of `store` starting in `[from_ns, to_ns)`; sends nothing.
+/// windows of `store` starting at or after `from_ns` and ending by `to_ns`;
+/// sends nothing.
 pub fn backtest(
     config: &Config,
     store: &StoreUrl,
@@ -341,16 +342,18 @@ pub fn backtest(
         .context("cannot start the runtime")?;
     let reader = Reader::open(store)?.with_cache(0);
     let mut book = Book::default();
-    let groups = rt.block_on(stored::evaluate(
-        &reader,
-        &rules,
-        &mut book,
-        Span {
+    let groups = rt.block_on(async {
+        // History ends where the newest engine's stored windows end: empty
+        // windows are filled in only up to there, never up to an open `to`.
+        let newest = reader.watermarks(from_ns).await?.into_iter().max();
+        let through_ns = to_ns.min(newest.unwrap_or(0));
+        let span = Span {
             from_ns,
-            through_ns: to_ns,
+            through_ns,
             latest_only: false,
-        },
-    ))?;
+        };
+        stored::evaluate(&reader, &rules, &mut book, span).await
+    })?;
     Ok(groups
         .into_iter()
         .flat_map(|(_, g)| g.into_iter().filter(|n| !n.repeat).map(|n| n.alert))

@@ -4,85 +4,51 @@
 //! from the packets written, and the backtest checked against what the
 //! replay notified. Replicas and a killed leader: the cli crate's tests.
 
-use netspectra_model::alert::AlertRecord;
 use netspectra_model::config::Config;
 use netspectra_node::alerter::backtest;
 use netspectra_node::offline::{Analysis, AnalysisConfig};
+use netspectra_node::report::Report;
 use netspectra_store::read::Reader;
 use netspectra_store::StoreUrl;
-use netspectra_testkit::planted::{self, truth, write_pcap, Packet, T0, WINDOW};
+use netspectra_testkit::planted::{self, from_bodies, seen, truth, write_pcap, Packet, T0, WINDOW};
 use netspectra_testkit::webhook::WebhookReceiver;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-fn traffic() -> Vec<Packet> {
-    planted::traffic()
-}
+use tempfile::TempDir;
 
 fn config(hook: &str, extra: &[&str]) -> Config {
     Config::from_yaml(&planted::config_yaml(hook, extra), &|_| None).unwrap()
 }
 
-/// The same view of found transitions.
-fn seen(alerts: &[AlertRecord]) -> Vec<(String, String, String, u64)> {
-    let mut out: Vec<_> = alerts
-        .iter()
-        .map(|a| {
-            let key: serde_json::Value = serde_json::from_str(&a.key).unwrap();
-            (
-                a.state.clone(),
-                a.rule.clone(),
-                key["SrcIP"].as_str().unwrap_or_default().to_string(),
-                a.at_ns(),
-            )
-        })
-        .collect();
-    out.sort_by(|a, b| (a.3, &a.1, &a.2).cmp(&(b.3, &b.1, &b.2)));
-    out
-}
-
-/// Transitions from webhook bodies (each `{"alerts": [...]}`).
-fn from_bodies(bodies: &[String]) -> Vec<AlertRecord> {
-    bodies
-        .iter()
-        .flat_map(|b| {
-            let v: serde_json::Value = serde_json::from_str(b).unwrap();
-            v["alerts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(AlertRecord::from_json)
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
-fn analyze(files: Vec<PathBuf>, config: Config, store: &Path) -> netspectra_node::report::Report {
-    Analysis::run(
+/// The planted capture analyzed into a fresh SQLite store with `config`:
+/// the directory (kept alive), the packets, the store and the report.
+fn analyze_planted(config: Config) -> (TempDir, Vec<Packet>, PathBuf, Report) {
+    let dir = tempfile::tempdir().unwrap();
+    let packets = planted::traffic();
+    let pcap = dir.path().join("planted.pcap");
+    write_pcap(&pcap, &packets).unwrap();
+    let db = dir.path().join("alerts.db");
+    let report = Analysis::run(
         AnalysisConfig {
-            files,
+            files: vec![pcap],
             config,
             workers: 0,
-            store: Some(store.display().to_string()),
+            store: Some(db.display().to_string()),
             verify: false,
             top: 5,
             append: false,
         },
         &mut |_| {},
     )
-    .unwrap()
+    .unwrap();
+    (dir, packets, db, report)
 }
 
 #[test]
 fn planted_sources_fire_and_resolve_as_the_truth_says_and_backtest_agrees() {
-    let dir = tempfile::tempdir().unwrap();
-    let packets = traffic();
-    let pcap = dir.path().join("planted.pcap");
-    write_pcap(&pcap, &packets).unwrap();
     let hook = WebhookReceiver::start();
-    let db = dir.path().join("alerts.db");
-    let report = analyze(vec![pcap], config(&hook.url(), &[]), &db);
+    let (_dir, packets, db, report) = analyze_planted(config(&hook.url(), &[]));
 
     let want = truth(&packets);
     assert_eq!(want.len(), 6, "the plan: 3 keys fire and resolve: {want:?}");
@@ -118,14 +84,9 @@ fn planted_sources_fire_and_resolve_as_the_truth_says_and_backtest_agrees() {
 
 #[test]
 fn a_dead_notifier_is_counted_and_counting_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let packets = traffic();
-    let pcap = dir.path().join("planted.pcap");
-    write_pcap(&pcap, &packets).unwrap();
     // Nothing listens there: every attempt is refused.
     let dead = format!("http://127.0.0.1:{}/hook", netspectra_testkit::free_port());
-    let db = dir.path().join("alerts.db");
-    let report = analyze(vec![pcap], config(&dead, &[]), &db);
+    let (_dir, packets, _db, report) = analyze_planted(config(&dead, &[]));
     let src_bytes: u64 = packets.iter().map(|p| u64::from(p.3)).sum();
     let per_src = report
         .engine
@@ -145,20 +106,29 @@ fn a_dead_notifier_is_counted_and_counting_goes_on() {
 
 #[test]
 fn for_delays_firing_and_repeat_interval_reminds() {
-    let dir = tempfile::tempdir().unwrap();
-    let packets = traffic();
-    let pcap = dir.path().join("planted.pcap");
-    write_pcap(&pcap, &packets).unwrap();
     let hook = WebhookReceiver::start();
-    let db = dir.path().join("alerts.db");
     // Held 20 s before firing: only 10.9.0.1 (3 windows) qualifies; every
-    // source with any packets for the whole capture, reminded every 30 s.
+    // source with any packets for the whole capture, reminded every 30 s;
+    // task-wide, more than 1 000 packets: windows 2–4 (1 850, 1 850, 1 700).
     let extra = [
         "{name: slow, task_name: per_src_ip, metric: bytes, operator: '>', threshold: 100000, for: 20s}",
         "{name: present, task_name: per_src_ip, metric: packets, operator: '>=', threshold: 5, repeat_interval: 30s, notifiers: [hook]}",
+        "{name: busy, task_name: per_src_ip, metric: total_packets, operator: '>', threshold: 1000}",
     ];
-    let report = analyze(vec![pcap], config(&hook.url(), &extra), &db);
+    let (_dir, _packets, db, report) = analyze_planted(config(&hook.url(), &extra));
     let alerts = report.alerts.unwrap().alerts;
+    let busy: Vec<_> = alerts.iter().filter(|a| a.rule == "busy").collect();
+    assert_eq!(busy.len(), 2, "{busy:?}");
+    assert_eq!(
+        (busy[0].state.as_str(), busy[0].key.as_str()),
+        ("firing", "{}")
+    );
+    assert_eq!(busy[0].starts_at_ns, T0 + 3 * WINDOW);
+    assert_eq!(busy[1].ends_at_ns, Some(T0 + 6 * WINDOW));
+    // The store's evaluation (task-wide totals included) agrees.
+    let url = StoreUrl::parse(&db.display().to_string()).unwrap();
+    let replayed = backtest(&config(&hook.url(), &extra), &url, 0, u64::MAX >> 1).unwrap();
+    assert_eq!(seen(&replayed), seen(&alerts));
     let slow: Vec<_> = alerts.iter().filter(|a| a.rule == "slow").collect();
     assert_eq!(slow.len(), 2, "{slow:?}");
     assert_eq!(slow[0].state, "firing");
