@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod analyst;
 pub mod ask;
 mod error;
 pub mod grpc;
@@ -149,6 +150,9 @@ pub struct ServeOptions {
     /// without it [`serve`] refuses, so stored traffic is never open to the
     /// network by accident.
     pub insecure_no_auth: bool,
+    /// Who answers `POST /api/v1/ask` and the dashboard's Ask view (None:
+    /// neither is offered).
+    pub analyst: Option<Arc<dyn analyst::Analyst>>,
 }
 
 impl ServeOptions {
