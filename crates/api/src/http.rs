@@ -3,6 +3,7 @@
 //! a 4xx/5xx status, the OpenAPI document at `/api/v1/openapi.json`, and
 //! `/healthz` (the process is up) and `/readyz` (the store answers).
 
+use crate::analyst::{Analyst, AskEvent};
 use crate::ask::{now_ns, parse_number, parse_since, parse_time, AskInput};
 use crate::error::{bad, ApiError};
 use crate::service::{Limits, QueryService};
@@ -11,8 +12,9 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use netspectra_model::alert::AlertFilter;
 use netspectra_store::read::Measure;
@@ -45,6 +47,7 @@ pub const OPENAPI: &str = include_str!("openapi.json");
 struct AppState {
     service: Arc<QueryService>,
     auth: Auth,
+    analyst: Option<Arc<dyn Analyst>>,
 }
 
 impl axum::extract::FromRef<AppState> for Arc<QueryService> {
@@ -292,6 +295,46 @@ async fn alerts(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError
     Ok(Json(body).into_response())
 }
 
+/// Longest question `POST /api/v1/ask` takes, in characters.
+pub const MAX_QUESTION_CHARS: usize = 4000;
+
+/// The body of `POST /api/v1/ask` (**contract**).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AskBody {
+    question: String,
+}
+
+/// `POST /api/v1/ask` `{"question"}`: the analyst's answer as a
+/// `text/event-stream` of [`AskEvent::sse`] events, ending with `done` or
+/// `error`. Closing the connection abandons the answer.
+async fn ask(State(s): State<AppState>, body: axum::body::Bytes) -> Result<Response, ApiError> {
+    let Some(analyst) = s.analyst.clone() else {
+        return Err(ApiError::NotFound(
+            "this server has no analyst (the `api` and `run` roles offer one)".into(),
+        ));
+    };
+    let AskBody { question } = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("the body must be {{\"question\": \"…\"}}: {e}")))?;
+    let question = question.trim().to_string();
+    if question.is_empty() {
+        return Err(bad("question: empty"));
+    }
+    if question.chars().count() > MAX_QUESTION_CHARS {
+        return Err(bad(format!(
+            "question: longer than {MAX_QUESTION_CHARS} characters"
+        )));
+    }
+    let events = tokio_stream::wrappers::ReceiverStream::new(analyst.ask(question));
+    let events = futures::StreamExt::map(events, |event: AskEvent| {
+        let (name, data) = event.sse();
+        Ok::<_, std::convert::Infallible>(Event::default().event(name).data(data.to_string()))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
 /// Each operation's parameters: whether it takes the time range and key
 /// filter ([`SCOPE`]), and what else. One table for the handlers and
 /// [`parse_query`].
@@ -424,10 +467,15 @@ async fn fallback(req: Request) -> ApiError {
 
 async fn method_not_allowed(req: Request) -> Response {
     let body = json!({"error": {"code": "method_not_allowed",
-        "message": format!("{} is not allowed on {}; every operation is a GET", req.method(), req.uri().path())}});
+        "message": format!("{} is not allowed on {}; every operation is a GET, except POST /api/v1/ask", req.method(), req.uri().path())}});
+    let allow = if req.uri().path() == "/api/v1/ask" {
+        "POST"
+    } else {
+        "GET"
+    };
     (
         StatusCode::METHOD_NOT_ALLOWED,
-        [(header::ALLOW, "GET")],
+        [(header::ALLOW, allow)],
         Json(body),
     )
         .into_response()
@@ -467,13 +515,17 @@ async fn bounded(State(s): State<AppState>, req: Request, next: Next) -> Respons
 
 /// The HTTP router: operations (and the Grafana SimpleJSON face) behind
 /// the token; health, the OpenAPI document and the dashboard's page open.
-pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
+pub fn router(service: Arc<QueryService>, auth: Auth, analyst: Option<Arc<dyn Analyst>>) -> Router {
     let dashboard = crate::web::Features {
         token_required: auth.required(),
         alerts: ROUTES.contains(&"/api/v1/alerts"),
-        analyst: false,
+        analyst: analyst.is_some(),
     };
-    let state = AppState { service, auth };
+    let state = AppState {
+        service,
+        auth,
+        analyst,
+    };
     let api = Router::new()
         .route("/api/v1/tasks", get(tasks))
         .route("/api/v1/aggregate", get(aggregate))
@@ -484,6 +536,7 @@ pub fn router(service: Arc<QueryService>, auth: Auth) -> Router {
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/runs", get(runs))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/ask", post(ask))
         .merge(crate::simplejson::routes())
         // Outermost last: the token is checked before a slot is taken, so
         // unauthenticated callers cannot occupy the slots.
@@ -539,7 +592,7 @@ mod tests {
             .map(String::as_str)
             .collect();
         let mut served: Vec<&str> = ROUTES.to_vec();
-        served.extend(["/api/v1/openapi.json", "/healthz", "/readyz"]);
+        served.extend(["/api/v1/openapi.json", "/api/v1/ask", "/healthz", "/readyz"]);
         documented.sort_unstable();
         served.sort_unstable();
         assert_eq!(documented, served);
@@ -547,6 +600,6 @@ mod tests {
             .as_object()
             .unwrap()
             .values()
-            .all(|p| p["get"]["operationId"].is_string()));
+            .all(|p| p["get"]["operationId"].is_string() || p["post"]["operationId"].is_string()));
     }
 }

@@ -291,7 +291,7 @@ pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, Ser
     if let Some(addr) = options.http {
         let listener = bind(addr, "HTTP").await?;
         running.http_addr = listener.local_addr().ok();
-        let app = http::router(service.clone(), auth.clone());
+        let app = http::router(service.clone(), auth.clone(), options.analyst.clone());
         let shutdown = until_stopped();
         let bounds = listen::HttpBounds {
             max_connections: options.limits.max_connections,

@@ -92,6 +92,7 @@ impl Listen {
             token,
             limits,
             insecure_no_auth: self.insecure_no_auth,
+            analyst: None,
         };
         // Refused here too (the server refuses as well), before any work:
         // `analyze --serve` must not read a whole capture first.
@@ -174,6 +175,7 @@ impl ApiConfig {
                 token: None,
                 limits: Limits::default(),
                 insecure_no_auth: false,
+                analyst: None,
             },
         }
     }

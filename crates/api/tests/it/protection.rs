@@ -27,6 +27,7 @@ async fn start(path: &Path, limits: Limits, token: Option<&str>) -> Running {
             token: token.map(str::to_string),
             limits,
             insecure_no_auth: false,
+            analyst: None,
         },
     )
     .await
