@@ -222,11 +222,7 @@ fn spreaders(g: &Gathered, tasks: &[context::Task]) -> Vec<String> {
             .map_or(String::from("one window"), |t| {
                 format!("one {} window", seconds(t.window_ns))
             });
-        let mut spreads: Vec<u64> = rows.iter().filter_map(|r| r["distinct"].as_u64()).collect();
-        spreads.sort_unstable();
-        let median = spreads[spreads.len() / 2].max(1);
         let top = first["distinct"].as_u64().unwrap_or(0);
-        let ratio = top as f64 / median as f64;
         let bound = first["error_bound"].as_u64().unwrap_or(0);
         let mut p = format!(
             "**{}** reached {} distinct peers in {window} (± {}, task `{task}`)",
@@ -234,15 +230,34 @@ fn spreaders(g: &Gathered, tasks: &[context::Task]) -> Vec<String> {
             thousands(top),
             thousands(bound),
         );
-        if rows.len() > 1 {
-            let _ = write!(
-                p,
-                ", {:.0}× the median of the {} sources reported",
-                ratio,
-                rows.len()
-            );
+        // What a usual source reaches: the median of the reported ones
+        // when the sketch reported enough, else the other sources'
+        // average number of flows (exact: flows per source).
+        let spreads: Vec<u64> = rows.iter().filter_map(|r| r["distinct"].as_u64()).collect();
+        let baseline = if spreads.len() >= 5 {
+            Some((
+                median(spreads.clone()),
+                format!("the median of the {} sources reported", spreads.len()),
+            ))
+        } else {
+            other_sources_flows(g, tasks, top).map(|avg| {
+                (
+                    avg,
+                    format!(
+                        "the other sources' average of {} flows each",
+                        thousands(avg)
+                    ),
+                )
+            })
+        };
+        let ratio = baseline
+            .as_ref()
+            .map(|(b, _)| top as f64 / (*b).max(1) as f64);
+        if let Some((_, what)) = &baseline {
+            let _ = write!(p, ", {:.0}× {what}", ratio.unwrap_or(0.0));
         }
-        if ratio >= SCAN_RATIO && top >= SCAN_MIN_DISTINCT {
+        let scan = top >= SCAN_MIN_DISTINCT && ratio.is_none_or(|r| r >= SCAN_RATIO);
+        if scan {
             let _ = write!(
                 p,
                 " — typical of a scan. Check which destinations and ports it tried (`top` on a task keyed by source and destination, with `src_ip={}`) and whether any answered.",
@@ -254,6 +269,26 @@ fn spreaders(g: &Gathered, tasks: &[context::Task]) -> Vec<String> {
         out.push(p);
     }
     out
+}
+
+/// The average number of flows of a source other than the top spreader
+/// (`top` flows assumed its own), from the totals of a per-source and a
+/// per-flow exact task; None without both.
+fn other_sources_flows(g: &Gathered, tasks: &[context::Task], top: u64) -> Option<u64> {
+    let per_source = tasks
+        .iter()
+        .find(|t| t.kind == "exact" && t.key == ["SrcIP"])?;
+    let per_flow = context::peer_task(tasks, "SrcIP", "DstIP")?;
+    let count = |name: &str| {
+        answers(g, "aggregate")
+            .filter(|(args, _)| args.as_object().is_some_and(|o| o.is_empty()))
+            .flat_map(|(_, a)| a["summaries"].as_array().cloned().unwrap_or_default())
+            .find(|s| s["task_name"] == name)
+            .and_then(|s| s["flow_count"].as_u64())
+    };
+    let sources = count(&per_source.name)?;
+    let flows = count(&per_flow.name)?;
+    (sources > 1).then(|| flows.saturating_sub(top) / (sources - 1))
 }
 
 fn heavy_hitters(g: &Gathered) -> Vec<String> {

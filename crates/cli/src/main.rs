@@ -4,6 +4,7 @@
 
 mod alert;
 mod analyze;
+mod ask;
 mod bench;
 mod engine;
 mod gen;
@@ -59,6 +60,8 @@ enum Command {
     Alert(alert::AlertArgs),
     /// Ask the query API over HTTP: tasks, aggregate, top, trace, heavy hitters, super-spreaders, time series, runs.
     Query(query::QueryArgs),
+    /// Ask the AI analyst about the stored traffic; the answer streams as it is written.
+    Ask(ask::AskArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Api(args) => serve::run(args),
         Command::Query(args) => query::run(args),
         Command::Alert(args) => alert::run(args),
+        Command::Ask(args) => ask::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

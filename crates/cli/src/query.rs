@@ -486,7 +486,7 @@ fn is_not_found(body: &[u8]) -> bool {
 
 /// The API's base URL: `http://host:port[/prefix]`, without a trailing
 /// slash or `/api/v1`; a bare `host:port` gets `http://`.
-fn base_url(given: &str) -> anyhow::Result<String> {
+pub(crate) fn base_url(given: &str) -> anyhow::Result<String> {
     let trimmed = given.trim().trim_end_matches('/');
     let trimmed = trimmed.strip_suffix("/api/v1").unwrap_or(trimmed);
     let lower = trimmed.to_ascii_lowercase();
@@ -530,7 +530,7 @@ fn unreachable(base: &str, url: &str, e: &reqwest::Error) -> anyhow::Error {
 }
 
 /// The error an answer carries: [`Refused`] for a 4xx, else a plain error.
-fn failure(status: u16, body: &[u8], url: &str, sent_token: bool) -> anyhow::Error {
+pub(crate) fn failure(status: u16, body: &[u8], url: &str, sent_token: bool) -> anyhow::Error {
     let parsed: Option<Value> = serde_json::from_slice(body).ok();
     let mut message = parsed
         .as_ref()

@@ -78,6 +78,7 @@ impl ServeArgs {
                 .listen
                 .listen()
                 .options(&config.api, Limits::default())?,
+            ai: Some(config.ai.clone()),
         }))
     }
 }
@@ -132,7 +133,11 @@ pub fn run(args: ApiArgs) -> anyhow::Result<Outcome> {
     require_token(&args.listen, &config)?;
     let options = args.listen.listen().options(&config.api, limits)?;
     let url = StoreUrl::parse(&store)?;
-    serve_until_stopped(ApiConfig { url, options })?;
+    serve_until_stopped(ApiConfig {
+        url,
+        options,
+        ai: Some(config.ai.clone()),
+    })?;
     tracing::info!(message = "query API stopped");
     Ok(Outcome::Clean)
 }

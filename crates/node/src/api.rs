@@ -6,7 +6,7 @@
 use crate::error::{Context, NodeError};
 use crate::Shutdown;
 use netspectra_api::{Limits, ServeError, ServeOptions};
-use netspectra_model::config::ApiConfig as ApiSection;
+use netspectra_model::config::{AiConfig as AiSection, ApiConfig as ApiSection};
 use netspectra_store::read::Reader;
 use netspectra_store::StoreUrl;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -160,6 +160,10 @@ pub struct ApiConfig {
     pub url: StoreUrl,
     /// Listeners, token and limits.
     pub options: ServeOptions,
+    /// The `ai` section of the analyst answering `POST /api/v1/ask` and
+    /// the dashboard's Ask view (None: no analyst; an empty section: the
+    /// offline analyst).
+    pub ai: Option<AiSection>,
 }
 
 impl ApiConfig {
@@ -177,6 +181,7 @@ impl ApiConfig {
                 insecure_no_auth: false,
                 analyst: None,
             },
+            ai: None,
         }
     }
 }
@@ -200,13 +205,13 @@ impl ApiServer {
     /// Opens the store for reading and binds the listeners; returns once
     /// the API answers (or why it cannot).
     pub fn start(config: ApiConfig) -> Result<ApiServer, NodeError> {
-        let ApiConfig { url, options } = config;
+        let ApiConfig { url, options, ai } = config;
         let open_to_all = options.token.is_none();
         let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("ns-api".into())
-            .spawn(move || serve_thread(url, options, ready_tx, stop_rx))
+            .spawn(move || serve_thread(url, options, ai, ready_tx, stop_rx))
             .context("cannot start the query API thread")?;
         let mut api = ApiServer {
             grpc_addr: None,
@@ -296,7 +301,8 @@ impl Drop for ApiServer {
 /// addresses (or the failure) on `ready`, then serves until `stop`.
 fn serve_thread(
     url: StoreUrl,
-    options: ServeOptions,
+    mut options: ServeOptions,
+    ai: Option<AiSection>,
     ready: mpsc::Sender<Ready>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), ServeError> {
@@ -324,6 +330,15 @@ fn serve_thread(
                 return Ok(());
             }
         };
+        if let Some(ai) = &ai {
+            match analyst(&url, ai, options.limits) {
+                Ok(a) => options.analyst = Some(a),
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return Ok(());
+                }
+            }
+        }
         let running = match netspectra_api::serve(reader, options).await {
             Ok(r) => r,
             Err(e) => {
@@ -478,4 +493,18 @@ mod tests {
             .options(&config, Limits::default())
             .is_err());
     }
+}
+
+/// The analyst of `ai` over the store at `url` (a reader of its own, with
+/// the API's limits); call on the runtime that will run it.
+pub fn analyst(
+    url: &StoreUrl,
+    ai: &AiSection,
+    limits: Limits,
+) -> Result<std::sync::Arc<dyn netspectra_api::analyst::Analyst>, NodeError> {
+    let reader = Reader::open(url)?;
+    let tools = netspectra_ai::Tools::local(std::sync::Arc::new(
+        netspectra_api::QueryService::new(reader, limits),
+    ));
+    netspectra_ai::build(ai, tools).map_err(|e| NodeError::invalid(format!("ai: {e}")))
 }

@@ -17,13 +17,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 use tempfile::TempDir;
 
-fn config(hook: &str, extra: &[&str]) -> Config {
+pub(crate) fn config(hook: &str, extra: &[&str]) -> Config {
     Config::from_yaml(&planted::config_yaml(hook, extra), &|_| None).unwrap()
 }
 
 /// The planted capture analyzed into a fresh SQLite store with `config`:
 /// the directory (kept alive), the packets, the store and the report.
-fn analyze_planted(config: Config) -> (TempDir, Vec<Packet>, PathBuf, Report) {
+pub(crate) fn analyze_planted(config: Config) -> (TempDir, Vec<Packet>, PathBuf, Report) {
     let dir = tempfile::tempdir().unwrap();
     let packets = planted::traffic();
     let pcap = dir.path().join("planted.pcap");

@@ -3,6 +3,7 @@
 //! counts checked against the generator's truth or what the test sent.
 
 mod alerts;
+mod analyst;
 mod api;
 mod distributed;
 mod elastic;
