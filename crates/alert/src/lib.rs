@@ -41,7 +41,7 @@ pub mod sink;
 pub mod state;
 pub mod stored;
 
-pub use notify::{Dispatcher, Outbox, Retry};
+pub use notify::{Analysis, Dispatcher, Enrichment, Outbox, Retry};
 pub use rule::{Rule, RuleError, Rules};
 pub use sink::AlertingSink;
 pub use state::{Book, Notice, Observation};

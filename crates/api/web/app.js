@@ -188,8 +188,7 @@
     sketches: { title: "Heavy hitters & spreaders", render: sketches },
     trace: { title: "Flow trace", render: trace },
     alerts: { title: "Alerts", when: (c) => c.alerts, render: alerts },
-    // The AI analyst's view (streamed answers) is shown only when the
-    // server reports an analyst: `ask: { title: "Ask", when: (c) => c.analyst, render: ask }`.
+    ask: { title: "Ask", when: (c) => c.analyst, render: ask },
   };
 
   function overview(root, p) {
@@ -397,6 +396,216 @@
     };
   }
 
+  // ---------- ask (the AI analyst) ----------
+  // POST /api/v1/ask answers as Server-Sent Events (tool_call, delta, then
+  // done or error). EventSource cannot POST or send the token, so the
+  // stream is read with fetch and parsed here. The model's text is
+  // Markdown from an outside party: it is drawn with DOM nodes and
+  // textContent (a few basic forms), never as HTML.
+  let asking = null; // the AbortController of the answer in progress
+
+  // Calls on(event, data) for each event of the stream, until it ends.
+  async function askStream(question, signal, on) {
+    const headers = { Accept: "text/event-stream", "Content-Type": "application/json" };
+    if (token()) headers.Authorization = "Bearer " + token();
+    const r = await fetch("/api/v1/ask", { method: "POST", headers, body: JSON.stringify({ question }), signal });
+    if (!r.ok) {
+      let body = null;
+      try { body = await r.json(); } catch (_) { body = null; }
+      const e = body && body.error ? body.error : { code: "http_" + r.status, message: r.statusText };
+      throw new ApiError(r.status, e.code, e.message);
+    }
+    const reader = r.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    const dispatch = (block) => {
+      let event = "message";
+      const data = [];
+      for (const line of block.split(/\r\n|\r|\n/)) {
+        if (line === "" || line.startsWith(":")) continue; // keep-alive comments
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        let value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.startsWith(" ")) value = value.slice(1);
+        if (field === "event") event = value;
+        else if (field === "data") data.push(value);
+      }
+      if (data.length) on(event, JSON.parse(data.join("\n")));
+    };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      // Events end with a blank line.
+      let end;
+      while ((end = buffer.search(/\r\n\r\n|\n\n|\r\r/)) >= 0) {
+        const sep = buffer.slice(end).match(/^(\r\n\r\n|\n\n|\r\r)/)[0];
+        dispatch(buffer.slice(0, end));
+        buffer = buffer.slice(end + sep.length);
+      }
+    }
+    if (buffer.trim()) dispatch(buffer);
+  }
+
+  // `top(task=per_src_ip, by=bytes, limit=5)`.
+  function callText(call) {
+    const args = Object.entries(call.arguments || {})
+      .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`);
+    return `${call.name}(${args.join(", ")})`;
+  }
+
+  // **bold**, *em*, `code` of one line, as nodes; everything else is text.
+  function inline(text) {
+    const out = [];
+    const re = /`([^`]+)`|\*\*(.+?)\*\*|__(.+?)__|\*([^*\s][^*]*?)\*/g;
+    let last = 0, m;
+    while ((m = re.exec(text)) !== null) {
+      if (m.index > last) out.push(document.createTextNode(text.slice(last, m.index)));
+      if (m[1] !== undefined) out.push(el("code", { text: m[1] }));
+      else if (m[2] !== undefined || m[3] !== undefined) out.push(el("strong", {}, inline(m[2] !== undefined ? m[2] : m[3])));
+      else out.push(el("em", { text: m[4] }));
+      last = re.lastIndex;
+    }
+    if (last < text.length) out.push(document.createTextNode(text.slice(last)));
+    return out;
+  }
+
+  // Markdown's basic forms (paragraphs, headings, lists, fenced code) as
+  // DOM nodes; a half-written answer renders too.
+  function markdown(text) {
+    const nodes = [];
+    let para = [], list = null, code = null;
+    const flush = () => {
+      if (para.length) nodes.push(el("p", {}, para.flatMap((l, i) => (i ? [el("br"), ...inline(l)] : inline(l)))));
+      para = [];
+      list = null;
+    };
+    for (const line of text.split(/\r?\n/)) {
+      if (code) {
+        if (/^\s*```/.test(line)) { code = null; continue; }
+        code.textContent += (code.textContent ? "\n" : "") + line;
+        continue;
+      }
+      let m;
+      if (/^\s*```/.test(line)) {
+        flush();
+        code = el("code");
+        nodes.push(el("pre", {}, code));
+      } else if (line.trim() === "") {
+        flush();
+      } else if ((m = line.match(/^(#{1,6})\s+(.*)$/))) {
+        flush();
+        nodes.push(el("h" + Math.min(6, m[1].length + 2), {}, inline(m[2])));
+      } else if ((m = line.match(/^\s*(?:([-*+])|(\d+)[.)])\s+(.*)$/))) {
+        if (para.length) flush();
+        const tag = m[1] ? "ul" : "ol";
+        if (!list || list.tagName.toLowerCase() !== tag) { list = el(tag); nodes.push(list); }
+        list.append(el("li", {}, inline(m[3])));
+      } else if (list && /^\s+\S/.test(line)) {
+        list.lastChild.append(" ", ...inline(line.trim()));
+      } else {
+        list = null;
+        para.push(line);
+      }
+    }
+    flush();
+    return nodes;
+  }
+
+  function ask(root) {
+    const question = el("textarea", { name: "question", id: "ask-question", rows: 3, maxlength: 4000, required: true,
+      placeholder: "Which sources sent the most bytes in the last hour, and is any of them scanning?" });
+    const send = el("button", { type: "submit", id: "ask-send", text: "Ask" });
+    const stop = el("button", { type: "button", id: "ask-stop", text: "Stop", disabled: true });
+    const form = el("form", { class: "card ask", id: "ask-form" }, el("label", {}, "question", question), el("div", { class: "row" }, send, stop));
+    const toolsHead = el("h2", { text: "Queries run", hidden: true });
+    const toolsBox = el("ul", { class: "tools", id: "ask-tools", hidden: true });
+    const answerBox = el("div", { class: "answer", id: "ask-answer", "aria-live": "polite" });
+    const status = el("p", { class: "muted", id: "ask-status" });
+    const errorBox = el("p", { class: "error", id: "ask-error", hidden: true });
+    const out = el("div", { class: "card", id: "ask-output", hidden: true },
+      toolsHead, toolsBox, el("h2", { text: "Answer" }), answerBox, status, errorBox);
+    root.append(el("h1", { text: "Ask the analyst" }),
+      el("p", { class: "muted", text: "Answers come from the stored numbers: the analyst runs the same queries as the other views." }),
+      form, out);
+    stop.addEventListener("click", () => { if (asking) asking.abort(); });
+    question.addEventListener("keydown", (ev) => {
+      if (ev.key === "Enter" && (ev.ctrlKey || ev.metaKey)) { ev.preventDefault(); form.requestSubmit(); }
+    });
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const q = question.value.trim();
+      if (!q) return;
+      if (asking) asking.abort();
+      const controller = new AbortController();
+      asking = controller;
+      let text = "";
+      let calls = 0;
+      const setState = (state, message) => {
+        answerBox.dataset.state = state;
+        status.textContent = message || "";
+      };
+      out.hidden = false;
+      toolsHead.hidden = toolsBox.hidden = true;
+      toolsBox.replaceChildren();
+      answerBox.replaceChildren();
+      errorBox.hidden = true;
+      errorBox.textContent = "";
+      send.disabled = true;
+      stop.disabled = false;
+      setState("streaming", "Thinking…");
+      const addCall = (call) => {
+        calls++;
+        toolsHead.hidden = toolsBox.hidden = false;
+        toolsBox.append(el("li", { class: "mono", text: callText(call) }));
+      };
+      try {
+        await askStream(q, controller.signal, (event, data) => {
+          if (controller !== asking) return;
+          if (event === "tool_call") {
+            addCall(data);
+          } else if (event === "delta") {
+            text += data.text || "";
+            answerBox.replaceChildren(...markdown(text));
+            setState("streaming", "Answering…");
+          } else if (event === "done") {
+            // The whole answer is the reference; calls missed are added.
+            text = typeof data.answer === "string" ? data.answer : text;
+            answerBox.replaceChildren(...markdown(text));
+            for (const call of (data.tool_calls || []).slice(calls)) addCall(call);
+            setState("done", calls ? `${calls} ${calls === 1 ? "query" : "queries"} run.` : "");
+          } else if (event === "error") {
+            const e = data.error || {};
+            errorBox.hidden = false;
+            errorBox.textContent = e.message || "the analyst failed";
+            setState("error", "");
+          }
+        });
+        if (answerBox.dataset.state === "streaming") {
+          errorBox.hidden = false;
+          errorBox.textContent = "The answer stopped before it was complete.";
+          setState("error", "");
+        }
+      } catch (e) {
+        if (controller.signal.aborted) {
+          setState("stopped", "Stopped.");
+        } else if (e instanceof ApiError && e.status === 401) {
+          return needLogin("The token was refused.");
+        } else {
+          errorBox.hidden = false;
+          errorBox.textContent = e.message || String(e);
+          setState("error", "");
+        }
+      } finally {
+        if (asking === controller) asking = null;
+        send.disabled = false;
+        stop.disabled = true;
+      }
+    });
+    question.focus();
+    // Nothing to reload: an answer is asked for, not refreshed.
+    return async () => {};
+  }
+
   // ---------- shell ----------
   function setLive(on) {
     $("#live").hidden = !on;
@@ -432,6 +641,7 @@
       .map(([name, v]) => el("a", { href: "#/" + name, class: name === active ? "active" : "", "data-view": name, text: v.title })));
   }
   async function render() {
+    if (asking) { asking.abort(); asking = null; } // leaving the Ask view ends its answer
     const { view, params } = parseHash();
     const v = VIEWS[view] && (!VIEWS[view].when || VIEWS[view].when(config)) ? VIEWS[view] : null;
     drawNav(view);

@@ -658,13 +658,30 @@ pub struct NotifierConfig {
 }
 
 /// `alerter.ai_analysis`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AiAnalysisConfig {
     /// On or off.
     pub enabled: bool,
     /// Address of the AI role.
     pub service_addr: String,
+    /// Longest the analysis of one notification may take; past it the
+    /// notification goes out without analysis (a slow model must not hold
+    /// every later notification back). Default `60s`.
+    pub timeout: DurationText,
+}
+
+/// Default `alerter.ai_analysis.timeout`.
+pub const DEFAULT_AI_ANALYSIS_TIMEOUT_NS: u64 = 60 * NS_PER_SEC;
+
+impl Default for AiAnalysisConfig {
+    fn default() -> Self {
+        AiAnalysisConfig {
+            enabled: false,
+            service_addr: String::new(),
+            timeout: DurationText(DEFAULT_AI_ANALYSIS_TIMEOUT_NS),
+        }
+    }
 }
 
 /// One alert rule (Go2NetSpectra shape).
@@ -866,6 +883,12 @@ impl Config {
         }
         if bus.member_ttl.0 < NS_PER_SEC {
             return Err(invalid("bus.member_ttl", "must be at least `1s`"));
+        }
+        if self.alerter.ai_analysis.timeout.0 == 0 {
+            return Err(invalid(
+                "alerter.ai_analysis.timeout",
+                "must be greater than 0, e.g. `60s`",
+            ));
         }
         if self
             .store

@@ -280,3 +280,28 @@ fn bus_and_store_keys_have_defaults_and_parse_units() {
         assert!(err.contains(key), "{yaml}: {err}");
     }
 }
+
+#[test]
+fn ai_analysis_timeout_defaults_to_a_minute_and_parses_units() {
+    let c = Config::from_yaml("{}", &|_| None).unwrap();
+    assert_eq!(c.alerter.ai_analysis.timeout.0, 60_000_000_000);
+    let c = Config::from_yaml(
+        "alerter: { ai_analysis: { enabled: true, timeout: 1500ms } }",
+        &|_| None,
+    )
+    .unwrap();
+    assert!(c.alerter.ai_analysis.enabled);
+    assert_eq!(c.alerter.ai_analysis.timeout.0, 1_500_000_000);
+    for yaml in [
+        "alerter: { ai_analysis: { timeout: 0s } }",
+        "alerter: { ai_analysis: { timeout: 0 } }",
+    ] {
+        let e = err(yaml);
+        assert!(
+            e.contains("alerter.ai_analysis.timeout") && e.contains("greater than 0"),
+            "{yaml}: {e}"
+        );
+    }
+    let e = err("alerter: { ai_analysis: { timeout: 60 } }");
+    assert!(e.contains("needs a unit"), "{e}");
+}

@@ -276,6 +276,14 @@ fn describe() {
             "netspectra_alert_notifications_failed_total",
             "Alert notifications given up after every retry, by notifier.",
         ),
+        (
+            "netspectra_alert_analysis_total",
+            "Alert notifications explained by the AI analysis (alerter.ai_analysis).",
+        ),
+        (
+            "netspectra_alert_analysis_failed_total",
+            "Alert notifications sent without analysis because it failed or timed out, by reason (error, timeout).",
+        ),
     ] {
         describe_counter!(name, help);
     }

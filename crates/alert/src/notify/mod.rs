@@ -6,13 +6,22 @@
 //! backoff. A notifier that stays down costs a logged error and a count in
 //! `netspectra_alert_notifications_failed_total{notifier}`; the alerts are
 //! recorded either way, and counting goes on.
+//!
+//! With an [`Enrichment`] (`alerter.ai_analysis`), the thread first asks
+//! the analysis for an explanation of each group, at most its timeout; the
+//! answer fills the alerts' `analysis`. A failure or a timeout is logged
+//! and counted (`netspectra_alert_analysis_failed_total{reason}`), and the
+//! group is sent without analysis: the analysis never costs a notification.
 
 mod email;
+mod enrich;
 mod http;
+pub mod markdown;
 pub mod text;
 mod webhook;
 
 pub use email::Email;
+pub use enrich::{Analysis, AnalysisFuture, Enrichment};
 pub use webhook::Webhook;
 
 use crate::rule::Rules;
@@ -59,6 +68,10 @@ pub struct DispatchStats {
     pub failed: AtomicU64,
     /// Groups dropped because the queue was full (notifiers far behind).
     pub dropped: AtomicU64,
+    /// Groups the analysis explained.
+    pub analysed: AtomicU64,
+    /// Groups sent without analysis because it failed or timed out.
+    pub analysis_failed: AtomicU64,
 }
 
 /// How a dispatcher retries: attempts and the first delay (doubling).
@@ -132,6 +145,17 @@ impl Dispatcher {
         smtp: &SmtpConfig,
         retry: Retry,
     ) -> Result<Dispatcher, NotifyError> {
+        Dispatcher::start_with(rules, smtp, retry, None)
+    }
+
+    /// [`Dispatcher::start`], and with `enrichment` each group is analysed
+    /// before it is sent (see the module documentation).
+    pub fn start_with(
+        rules: &Rules,
+        smtp: &SmtpConfig,
+        retry: Retry,
+        enrichment: Option<Enrichment>,
+    ) -> Result<Dispatcher, NotifyError> {
         let mut notifiers: Vec<(String, Notifier)> = Vec::new();
         for n in &rules.notifiers {
             let notifier = match n.kind.as_str() {
@@ -151,7 +175,7 @@ impl Dispatcher {
         let (s, i) = (stats.clone(), idle.clone());
         let thread = std::thread::Builder::new()
             .name("alert-notify".into())
-            .spawn(move || drain(rx, notifiers, routes, retry, s, i))
+            .spawn(move || drain(rx, notifiers, routes, retry, enrichment, s, i))
             .map_err(|e| NotifyError::Setup(format!("cannot start the notifier thread: {e}")))?;
         Ok(Dispatcher {
             tx: Some(tx),
@@ -204,6 +228,7 @@ fn drain(
     notifiers: Vec<(String, Notifier)>,
     routes: HashMap<String, Vec<String>>,
     retry: Retry,
+    enrichment: Option<Enrichment>,
     stats: Arc<DispatchStats>,
     idle: Arc<(std::sync::Mutex<usize>, std::sync::Condvar)>,
 ) {
@@ -222,11 +247,25 @@ fn drain(
         // group until one gets through, so a dead receiver does not delay
         // every later group by a whole retry series.
         let mut down: std::collections::HashSet<String> = Default::default();
-        while let Some(group) = rx.recv().await {
+        while let Some(mut group) = rx.recv().await {
+            let routed = |n: &Notice, name: &String| {
+                routes.get(&n.alert.rule).is_some_and(|r| r.contains(name))
+            };
+            let addressed = group
+                .iter()
+                .any(|n| notifiers.iter().any(|(name, _)| routed(n, name)));
+            if let (Some(e), true) = (&enrichment, addressed) {
+                let alerts = group.iter().map(|n| n.alert.clone()).collect();
+                if let Some(text) = e.explain(alerts, &stats).await {
+                    for n in &mut group {
+                        n.alert.analysis = Some(text.clone());
+                    }
+                }
+            }
             for (name, notifier) in &notifiers {
                 let alerts: Vec<AlertRecord> = group
                     .iter()
-                    .filter(|n| routes.get(&n.alert.rule).is_some_and(|r| r.contains(name)))
+                    .filter(|n| routed(n, name))
                     .map(|n| n.alert.clone())
                     .collect();
                 if alerts.is_empty() {

@@ -1,5 +1,10 @@
 //! What a notification says: a subject, a plain-text body, an HTML body
 //! (every value escaped) and a Slack text, from one group of alerts.
+//!
+//! A group's AI analysis is one text for the whole group (every alert of
+//! the group carries the same one): each body shows it once, after the
+//! alerts — as Markdown in the text part, rendered and sanitised in the
+//! HTML part ([`super::markdown`]), escaped for Slack.
 
 use netspectra_model::alert::{key_text, rfc3339, AlertRecord};
 use std::fmt::Write;
@@ -28,11 +33,25 @@ pub fn plain(alerts: &[AlertRecord]) -> String {
                 .map(|t| format!(", resolved at {}", rfc3339(t)))
                 .unwrap_or_default()
         );
-        if let Some(analysis) = &a.analysis {
-            let _ = writeln!(out, "  analysis: {analysis}");
-        }
+    }
+    for analysis in analyses(alerts) {
+        let _ = write!(out, "\nAnalysis:\n\n{}\n", analysis.trim_end());
     }
     out
+}
+
+/// The distinct analyses of a group, in order (one, when the dispatcher
+/// analysed the group).
+pub fn analyses(alerts: &[AlertRecord]) -> Vec<&str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for a in alerts {
+        if let Some(text) = a.analysis.as_deref().filter(|t| !t.trim().is_empty()) {
+            if !seen.contains(&text) {
+                seen.push(text);
+            }
+        }
+    }
+    seen
 }
 
 /// A table of the alerts; everything from data or config is escaped.
@@ -59,25 +78,36 @@ pub fn html(alerts: &[AlertRecord]) -> String {
         );
     }
     out.push_str("</table>");
-    for a in alerts.iter().filter(|a| a.analysis.is_some()) {
+    for analysis in analyses(alerts) {
         let _ = write!(
             out,
-            "<h3>{}</h3><pre>{}</pre>",
-            escape(&a.rule),
-            escape(a.analysis.as_deref().unwrap_or_default())
+            "<h3>Analysis</h3><div class=\"analysis\">{}</div>",
+            super::markdown::to_safe_html(analysis)
         );
     }
     out.push_str("</body></html>");
     out
 }
 
-/// Slack's `text`: a headline and one line per alert.
+/// Slack's `text`: a headline, one line per alert, then the analysis.
+/// Slack reads `<…>` as links and mentions (`<!channel>`), so `& < >` in
+/// anything from data, config or the model are escaped as it asks.
 pub fn slack(alerts: &[AlertRecord]) -> String {
     let mut out = format!("*{}*\n", subject(alerts));
     for a in alerts {
-        let _ = writeln!(out, "• {}", a.summary());
+        let _ = writeln!(out, "• {}", slack_escape(&a.summary()));
+    }
+    for analysis in analyses(alerts) {
+        let _ = write!(out, "\n{}\n", slack_escape(analysis.trim_end()));
     }
     out
+}
+
+/// Slack's escaping of message text: `&`, `<` and `>` only.
+pub fn slack_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// HTML-escapes text (`& < > " '`).
@@ -118,8 +148,51 @@ mod tests {
             analysis: Some("<b>x</b>".into()),
         };
         let h = html(std::slice::from_ref(&a));
-        assert!(!h.contains("<script>") && !h.contains("<b>x"), "{h}");
+        assert!(!h.contains("<script>"), "{h}");
         assert!(h.contains("&lt;script&gt;"));
         assert_eq!(subject(&[a]), "NetSpectra: 1 firing, 0 resolved");
+    }
+
+    fn alert(rule: &str, analysis: Option<&str>) -> AlertRecord {
+        AlertRecord {
+            rule: rule.into(),
+            task: "per_src_ip".into(),
+            key: r#"{"SrcIP":"10.0.0.1"}"#.into(),
+            metric: "bytes".into(),
+            value: 2.0,
+            operator: ">".into(),
+            threshold: 1.0,
+            severity: "warning".into(),
+            state: "firing".into(),
+            window_start_ns: 0,
+            starts_at_ns: 0,
+            ends_at_ns: None,
+            analysis: analysis.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_group_analysis_is_shown_once_in_each_form() {
+        let md = "**Scan** from 10.0.0.1 <script>x()</script> & more";
+        let group = [alert("a", Some(md)), alert("b", Some(md))];
+        let h = html(&group);
+        assert_eq!(h.matches("<h3>Analysis</h3>").count(), 1, "{h}");
+        assert!(h.contains("<strong>Scan</strong>"), "{h}");
+        assert!(!h.contains("<script") && !h.contains("x()"), "{h}");
+        let p = plain(&group);
+        assert_eq!(p.matches("Analysis:").count(), 1, "{p}");
+        assert!(
+            p.contains(md),
+            "the text part carries the Markdown as is: {p}"
+        );
+        let s = slack(&group);
+        assert_eq!(s.matches("*Scan*").count(), 1, "{s}");
+        assert!(
+            s.contains("&lt;script&gt;x()&lt;/script&gt; &amp; more"),
+            "{s}"
+        );
+        assert!(s.contains("bytes=2 &gt; 1"), "{s}");
+        let none = [alert("a", None)];
+        assert!(!html(&none).contains("Analysis") && !plain(&none).contains("Analysis"));
     }
 }

@@ -203,3 +203,195 @@ fn a_dead_receiver_is_given_up_and_counted_without_blocking_the_sender() {
     drop(outbox);
     d.finish(Duration::from_secs(1));
 }
+
+mod enrichment {
+    //! `alerter.ai_analysis`: each group is analysed once before it is
+    //! sent; the answer reaches the mail (rendered, sanitised) and the
+    //! webhook; a failing, panicking or hanging analysis costs the
+    //! analysis, never the notification.
+
+    use super::*;
+    use netspectra_alert::notify::{AnalysisFuture, Enrichment};
+    use std::sync::{Arc, Mutex};
+
+    /// What the model might say: Markdown with hostile HTML in it.
+    const ANSWER: &str = "**10.0.0.1** sent `612 MB` to one host.\n\n\
+        - likely a backup <script>alert(1)</script>\n\
+        - <img src=x onerror=alert(2)>\n\n\
+        [details](javascript:alert(3)) and [runbook](https://example.org/rb)\n";
+
+    /// An analysis scripted by `answer`, recording each call's alerts.
+    fn scripted(
+        answer: impl Fn() -> AnalysisFuture + Send + Sync + 'static,
+    ) -> (Enrichment, Arc<Mutex<Vec<Vec<AlertRecord>>>>) {
+        let calls: Arc<Mutex<Vec<Vec<AlertRecord>>>> = Arc::default();
+        let seen = calls.clone();
+        let analysis = move |alerts: Vec<AlertRecord>| {
+            seen.lock().unwrap().push(alerts);
+            answer()
+        };
+        (
+            Enrichment::new(Arc::new(analysis), Duration::from_millis(800)),
+            calls,
+        )
+    }
+
+    /// Rules sending to a mail sink and a JSON webhook.
+    fn mail_and_hook(smtp: &SmtpSink, hook: &WebhookReceiver) -> (Rules, Config) {
+        rules(&format!(
+            "alerter:\n  ai_analysis: {{enabled: true, timeout: 800ms}}\n  rules:\n    - {{name: big_talker, task_name: per_src_ip, metric: bytes, operator: '>', threshold: 5e8}}\n  notifiers:\n    - {{name: mail, type: email}}\n    - {{name: hook, type: webhook, url: '{}'}}\nsmtp: {{host: 127.0.0.1, port: {}, to: oncall@example.org, tls: none}}\n",
+            hook.url(),
+            smtp.port()
+        ))
+    }
+
+    fn html_part(mail: &str) -> String {
+        let body = quoted_printable(mail);
+        let start = body.find("text/html").expect("an HTML part");
+        body[start..].to_string()
+    }
+
+    fn text_part(mail: &str) -> String {
+        let body = quoted_printable(mail);
+        let start = body.find("text/plain").expect("a text part");
+        let end = body.find("text/html").unwrap_or(body.len());
+        body[start..end].to_string()
+    }
+
+    fn webhook_analyses(body: &str) -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        v["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["analysis"].clone())
+            .collect()
+    }
+
+    #[test]
+    fn the_analysis_reaches_the_mail_rendered_and_sanitised_and_the_webhook() {
+        let smtp = SmtpSink::start();
+        let hook = WebhookReceiver::start();
+        let (rules, config) = mail_and_hook(&smtp, &hook);
+        let (enrichment, calls) = scripted(|| Box::pin(async { Ok(ANSWER.to_string()) }));
+        let d = Dispatcher::start_with(&rules, &config.smtp, FAST, Some(enrichment)).unwrap();
+        d.outbox().send(vec![
+            notice("big_talker", "10.0.0.1", "firing"),
+            notice("big_talker", "10.0.0.2", "resolved"),
+        ]);
+        assert!(d.flush(Duration::from_secs(20)));
+        // One analysis for the group, over its structured alerts.
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(calls.len(), 1, "one analysis per group");
+        assert_eq!(calls[0].len(), 2);
+        assert_eq!(calls[0][0].key, r#"{"SrcIP":"10.0.0.1"}"#);
+        assert_eq!(calls[0][1].state, "resolved");
+        assert_eq!(d.stats().analysed.load(Ordering::Relaxed), 1);
+        assert_eq!(d.stats().sent.load(Ordering::Relaxed), 2);
+
+        let mail = smtp.wait_for(1, Duration::from_secs(10));
+        let html = html_part(&mail[0]);
+        assert_eq!(html.matches("<h3>Analysis</h3>").count(), 1, "{html}");
+        assert!(html.contains("<strong>10.0.0.1</strong>"), "{html}");
+        assert!(html.contains("<code>612 MB</code>"), "{html}");
+        assert!(html.contains("<li>likely a backup"), "{html}");
+        assert!(
+            html.contains(
+                r#"<a href="https://example.org/rb" rel="noopener noreferrer">runbook</a>"#
+            ),
+            "{html}"
+        );
+        let lower = html.to_ascii_lowercase();
+        for bad in ["<script", "alert(1)", "<img", "onerror=", "javascript:"] {
+            assert!(!lower.contains(bad), "`{bad}` reached the mail: {html}");
+        }
+        // The text part carries the Markdown as the model wrote it.
+        let text = text_part(&mail[0]);
+        assert!(text.contains("**10.0.0.1** sent `612 MB`"), "{text}");
+
+        let bodies = hook.wait_for(1, Duration::from_secs(5));
+        assert_eq!(
+            webhook_analyses(&bodies[0]),
+            vec![serde_json::json!(ANSWER); 2],
+            "every alert of the group carries the analysis"
+        );
+        d.finish(Duration::from_secs(1));
+    }
+
+    /// Sends one group through `enrichment` and checks it arrives, without
+    /// analysis, by mail and webhook within `within`.
+    fn delivered_without_analysis(enrichment: Enrichment, within: Duration) -> DispatchCounts {
+        let smtp = SmtpSink::start();
+        let hook = WebhookReceiver::start();
+        let (rules, config) = mail_and_hook(&smtp, &hook);
+        let d = Dispatcher::start_with(&rules, &config.smtp, FAST, Some(enrichment)).unwrap();
+        let started = Instant::now();
+        d.outbox()
+            .send(vec![notice("big_talker", "10.0.0.1", "firing")]);
+        let mail = smtp.wait_for(1, within);
+        let bodies = hook.wait_for(1, within);
+        let took = started.elapsed();
+        assert_eq!(mail.len(), 1, "the mail went out");
+        assert_eq!(bodies.len(), 1, "the webhook was called");
+        assert!(took < within, "delivered after {took:?}");
+        assert!(!html_part(&mail[0]).contains("Analysis"), "{}", mail[0]);
+        assert!(!text_part(&mail[0]).contains("Analysis"), "{}", mail[0]);
+        assert_eq!(webhook_analyses(&bodies[0]), vec![serde_json::Value::Null]);
+        assert!(d.flush(Duration::from_secs(5)));
+        let counts = DispatchCounts {
+            sent: d.stats().sent.load(Ordering::Relaxed),
+            analysed: d.stats().analysed.load(Ordering::Relaxed),
+            analysis_failed: d.stats().analysis_failed.load(Ordering::Relaxed),
+            took,
+        };
+        d.finish(Duration::from_secs(1));
+        counts
+    }
+
+    struct DispatchCounts {
+        sent: u64,
+        analysed: u64,
+        analysis_failed: u64,
+        took: Duration,
+    }
+
+    #[test]
+    fn a_failing_empty_or_panicking_analysis_still_sends_the_notification() {
+        type Answer = fn() -> AnalysisFuture;
+        let answers: [Answer; 3] = [
+            || Box::pin(async { Err("the model answered 503".to_string()) }),
+            || Box::pin(async { Ok("  \n".to_string()) }),
+            || Box::pin(async { panic!("the analyst broke") }),
+        ];
+        for answer in answers {
+            let (enrichment, calls) = scripted(answer);
+            let c = delivered_without_analysis(enrichment, Duration::from_secs(10));
+            assert_eq!(calls.lock().unwrap().len(), 1);
+            assert_eq!((c.sent, c.analysed, c.analysis_failed), (2, 0, 1));
+        }
+    }
+
+    #[test]
+    fn a_hanging_analysis_is_cut_at_its_timeout_and_the_notification_sent() {
+        // Never answers (a stalled model); the timeout is 800 ms.
+        let (enrichment, calls) = scripted(|| Box::pin(std::future::pending()));
+        let timeout = enrichment.timeout;
+        let c = delivered_without_analysis(enrichment, timeout + Duration::from_secs(4));
+        assert!(c.took >= timeout, "waited for the analysis: {:?}", c.took);
+        assert_eq!(calls.lock().unwrap().len(), 1);
+        assert_eq!((c.sent, c.analysed, c.analysis_failed), (2, 0, 1));
+    }
+
+    #[test]
+    fn groups_no_notifier_receives_are_not_analysed() {
+        let (rules, config) = rules(
+            "alerter:\n  rules:\n    - {name: quiet, task_name: per_src_ip, metric: bytes, operator: '>', threshold: 1, notifiers: []}\n",
+        );
+        let (enrichment, calls) = scripted(|| Box::pin(async { Ok("x".to_string()) }));
+        let d = Dispatcher::start_with(&rules, &config.smtp, FAST, Some(enrichment)).unwrap();
+        d.outbox().send(vec![notice("quiet", "10.0.0.1", "firing")]);
+        assert!(d.flush(Duration::from_secs(5)));
+        assert!(calls.lock().unwrap().is_empty());
+        d.finish(Duration::from_secs(1));
+    }
+}

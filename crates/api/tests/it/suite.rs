@@ -21,13 +21,23 @@ pub struct Api {
 
 impl Api {
     pub async fn start(reader: Reader, token: Option<&str>) -> Api {
+        let options = ServeOptions {
+            token: token.map(str::to_string),
+            ..ServeOptions::default()
+        };
+        Api::start_with(reader, options).await
+    }
+
+    /// Serves `reader` with `options` (token, analyst, …) on free loopback
+    /// ports.
+    pub async fn start_with(reader: Reader, options: ServeOptions) -> Api {
+        let token = options.token.clone();
         let running = serve(
             reader,
             ServeOptions {
                 grpc: Some("127.0.0.1:0".parse().unwrap()),
                 http: Some("127.0.0.1:0".parse().unwrap()),
-                token: token.map(str::to_string),
-                ..ServeOptions::default()
+                ..options
             },
         )
         .await
@@ -40,7 +50,7 @@ impl Api {
             grpc,
             http: reqwest::Client::new(),
             running,
-            token: token.map(str::to_string),
+            token,
         }
     }
 

@@ -229,6 +229,18 @@ try {
     await shot(page, "alerts");
   }
 
+  // The Ask view (issue 12) only with an analyst, which this server lacks
+  // (ask.mjs checks the view with one).
+  phase = "ask";
+  const analyst = (await (await fetch(`${BASE}/ui/config.json`)).json()).analyst;
+  check("this server has no analyst", analyst === false, analyst);
+  await open(page, `${BASE}/#/overview`);
+  check("without an analyst, no Ask view is offered", (await page.$$("#nav a[data-view=ask]")).length === 0);
+  await page.goto(`${BASE}/#/ask`);
+  await page.waitForSelector("#error:not([hidden])");
+  check("without an analyst, #/ask is no view", (await page.textContent("#error")).includes("ask")
+    && (await page.$$("#ask-form")).length === 0);
+
   // No console errors, except the 401 the wrong token earned.
   const unexpected = errors.filter((e) => !(e.phase === "token-wrong" && e.text.includes("401")));
   check("no console errors", unexpected.length === 0, JSON.stringify(unexpected));
