@@ -13,7 +13,7 @@ use crate::error::{Context, NodeError};
 use crate::Shutdown;
 use netspectra_alert::notify::DispatchStats;
 use netspectra_alert::stored::{self, Span};
-use netspectra_alert::{AlertingSink, Book, Dispatcher, Notice, Retry, Rules};
+use netspectra_alert::{AlertingSink, Book, Dispatcher, Enrichment, Notice, Retry, Rules};
 use netspectra_bus::lease::Leadership;
 use netspectra_bus::BusConfig;
 use netspectra_engine::{TaskSpec, WindowSink};
@@ -47,6 +47,39 @@ fn checked(config: &Config, tasks: &[TaskSpec]) -> Result<Rules, NodeError> {
         config.require_set("smtp")?;
     }
     Ok(rules)
+}
+
+/// The analysis of each notification (`alerter.ai_analysis.enabled`):
+/// the `ai` role's at `alerter.ai_analysis.service_addr` when set, else an
+/// analyst here (the `ai` section's model, or the offline analyst) over
+/// `store`. None when off, or when there is no store to read context from.
+fn enrichment(config: &Config, store: Option<&StoreUrl>) -> Result<Option<Enrichment>, NodeError> {
+    let section = &config.alerter.ai_analysis;
+    if !section.enabled {
+        return Ok(None);
+    }
+    let timeout = Duration::from_nanos(section.timeout.0);
+    let analyst = if !section.service_addr.trim().is_empty() {
+        return Err(NodeError::invalid("REMOTE-ANALYST-PENDING"));
+    } else {
+        let Some(store) = store else {
+            tracing::warn!(message = "alerter.ai_analysis is enabled but there is no store to read the alerts' context from: notifications go without analysis");
+            return Ok(None);
+        };
+        crate::api::analyst(store, &config.ai, netspectra_api::Limits::default())?
+    };
+    Ok(Some(Enrichment::new(
+        std::sync::Arc::new(move |alerts: Vec<AlertRecord>| analyst.analyse_alerts(alerts)),
+        timeout,
+    )))
+}
+
+/// How long to wait for queued notifications: `base`, or longer when each
+/// may first wait for its analysis.
+fn flush_deadline(base: Duration, enrichment: &Option<Enrichment>) -> Duration {
+    enrichment
+        .as_ref()
+        .map_or(base, |e| base.max(e.timeout + Duration::from_secs(30)))
 }
 
 /// What an alerter did, for the role's summary.
@@ -83,35 +116,48 @@ impl AlertOutcome {
 pub struct InProcess {
     dispatcher: Dispatcher,
     found: netspectra_alert::sink::Transitions,
+    flush: Duration,
 }
 
 impl InProcess {
-    /// When `alerter.enabled`, puts the alerter in front of `sink`;
+    /// When `alerter.enabled`, puts the alerter in front of `sink` (the
+    /// run's `store`, if any, gives alert analyses their context);
     /// otherwise returns `sink` as it is.
     pub fn wrap(
         config: &Config,
         tasks: &[TaskSpec],
+        store: Option<&str>,
         sink: Box<dyn WindowSink>,
     ) -> Result<(Box<dyn WindowSink>, Option<InProcess>), NodeError> {
         if !config.alerter.enabled {
             return Ok((sink, None));
         }
         let rules = checked(config, tasks)?;
-        let dispatcher = Dispatcher::start(&rules, &config.smtp, Retry::default())
+        let store = store.map(StoreUrl::parse).transpose()?;
+        let enrichment = enrichment(config, store.as_ref())?;
+        let flush = flush_deadline(FLUSH_DEADLINE, &enrichment);
+        let dispatcher = Dispatcher::start_with(&rules, &config.smtp, Retry::default(), enrichment)
             .map_err(|e| NodeError::invalid(e.to_string()))?;
         let wrapped = AlertingSink::new(sink, rules, Some(dispatcher.outbox()));
         let found = wrapped.transitions();
-        Ok((Box::new(wrapped), Some(InProcess { dispatcher, found })))
+        Ok((
+            Box::new(wrapped),
+            Some(InProcess {
+                dispatcher,
+                found,
+                flush,
+            }),
+        ))
     }
 
     /// After the engine finished (its sink dropped, so the last group is
     /// queued): sends what is queued, at most [`FLUSH_DEADLINE`].
     pub fn finish(self) -> AlertOutcome {
         let alerts = std::mem::take(&mut *self.found.lock().unwrap_or_else(|p| p.into_inner()));
-        if !self.dispatcher.flush(FLUSH_DEADLINE) {
+        if !self.dispatcher.flush(self.flush) {
             tracing::warn!(
                 message = "alert notifications still queued at exit",
-                waited_s = FLUSH_DEADLINE.as_secs()
+                waited_s = self.flush.as_secs()
             );
         }
         let outcome = AlertOutcome::with_stats(alerts, self.dispatcher.stats());
@@ -169,7 +215,9 @@ impl Alerter {
             .context("cannot start the runtime")?;
         let reader = Reader::open(&cfg.store)?.with_cache(0);
         let mut store = netspectra_store::open(&cfg.store, &format!("alerter-{}", cfg.id))?;
-        let dispatcher = Dispatcher::start(&rules, &cfg.config.smtp, cfg.retry)
+        let enrichment = enrichment(&cfg.config, Some(&cfg.store))?;
+        let final_flush = flush_deadline(Duration::from_secs(10), &enrichment);
+        let dispatcher = Dispatcher::start_with(&rules, &cfg.config.smtp, cfg.retry, enrichment)
             .map_err(|e| NodeError::invalid(e.to_string()))?;
         let outbox = dispatcher.outbox();
         let leader = match &cfg.nats {
@@ -242,7 +290,7 @@ impl Alerter {
         }
         // The dispatcher's thread ends once every sender is gone.
         drop(outbox);
-        dispatcher.flush(Duration::from_secs(10));
+        dispatcher.flush(final_flush);
         let alerts = std::mem::take(&mut summary.outcome.alerts);
         summary.outcome = AlertOutcome::with_stats(alerts, dispatcher.stats());
         dispatcher.finish(Duration::ZERO);

@@ -183,7 +183,8 @@ impl LiveRun {
             },
             None => None,
         };
-        let (sink, alerting) = InProcess::wrap(&cfg.config, &plan.tasks, sink)?;
+        let (sink, alerting) =
+            InProcess::wrap(&cfg.config, &plan.tasks, cfg.store.as_deref(), sink)?;
         let engine = Engine::start(plan, sink)?;
         telemetry.set_ready(true, "");
         export(&Captured::default(), &LiveStats::default());

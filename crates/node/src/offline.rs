@@ -73,6 +73,7 @@ impl Analysis {
         );
         let window_ns = plan.window_ns;
         let workers = plan.workers;
+        let store = cfg.store.clone();
         let (mut run_store, sink) = RunStore::begin(
             cfg.store,
             &cfg.config.store,
@@ -82,7 +83,7 @@ impl Analysis {
             window_ns,
         )?;
 
-        let (sink, alerting) = InProcess::wrap(&cfg.config, &plan.tasks, sink)?;
+        let (sink, alerting) = InProcess::wrap(&cfg.config, &plan.tasks, store.as_deref(), sink)?;
         let started = Instant::now();
         let mut engine = Engine::start(plan, sink)?;
         let mut decoded = DecodeCounters::default();

@@ -414,3 +414,88 @@ async fn post_ask_streams_the_answer_behind_the_token() {
         .await
         .unwrap();
 }
+
+/// The planted analysis with `alerter.ai_analysis` on, plus `ai` lines.
+fn analyse_with_enrichment(hook: &WebhookReceiver, ai: &str) {
+    let yaml = netspectra_testkit::planted::config_yaml(&hook.url(), &[]).replace(
+        "alerter:\n",
+        "alerter:\n  ai_analysis: {enabled: true, timeout: 20s}\n",
+    ) + ai;
+    let config = netspectra_model::config::Config::from_yaml(&yaml, &|_| None).unwrap();
+    analyze_planted(config);
+}
+
+#[test]
+fn notifications_carry_the_offline_analysis_of_their_alerts() {
+    let hook = WebhookReceiver::start();
+    analyse_with_enrichment(&hook, "");
+    let alerts = netspectra_testkit::planted::from_bodies(&hook.bodies());
+    assert_eq!(alerts.len(), 6, "every transition notified");
+    let scanner = alerts
+        .iter()
+        .find(|a| a.rule == "scanner" && a.state == "firing")
+        .unwrap();
+    let analysis = scanner.analysis.as_deref().expect("analysed");
+    assert!(
+        analysis.contains("**scanner**") && analysis.contains("typical of a scan"),
+        "{analysis}"
+    );
+    assert!(
+        alerts.iter().all(|a| a.analysis.is_some()),
+        "every group analysed"
+    );
+}
+
+#[test]
+fn notifications_carry_the_models_analysis_and_go_without_it_when_it_fails() {
+    let server = OpenAiServer::start(vec![]);
+    // Every group: one answer; the third group's model call fails.
+    server.push(vec![
+        completion("first analysis"),
+        completion("second analysis"),
+        error(500, "down"),
+        error(500, "down"),
+        error(500, "down"),
+        error(500, "down"),
+    ]);
+    for _ in 0..10 {
+        server.push(vec![completion("later analysis")]);
+    }
+    let hook = WebhookReceiver::start();
+    let ai = format!(
+        "ai:\n  base_url: {}\n  model: test-model\n  timeout: 5s\n",
+        server.base_url()
+    );
+    analyse_with_enrichment(&hook, &ai);
+    let bodies = hook.bodies();
+    let groups: Vec<Vec<Value>> = bodies
+        .iter()
+        .map(|b| {
+            serde_json::from_str::<Value>(b).unwrap()["alerts"]
+                .as_array()
+                .unwrap()
+                .clone()
+        })
+        .collect();
+    assert!(groups.len() >= 3, "{bodies:?}");
+    assert!(
+        groups[0].iter().all(|a| a["analysis"] == "first analysis"),
+        "{:?}",
+        groups[0]
+    );
+    assert!(groups[1].iter().all(|a| a["analysis"] == "second analysis"));
+    assert!(
+        groups[2].iter().all(|a| a["analysis"].is_null()),
+        "sent without: {:?}",
+        groups[2]
+    );
+    // The model got structured alerts, never the notification's HTML.
+    let prompt = server.received()[0].body["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        prompt.contains("\"rule\":\"big_talker\"") || prompt.contains("\"rule\":\"scanner\""),
+        "{prompt}"
+    );
+}
