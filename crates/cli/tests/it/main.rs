@@ -2,6 +2,7 @@
 //! which is computed from the generator's own choices, never by decoding.
 
 mod alert;
+mod ask;
 mod bench;
 mod distributed;
 mod docs;

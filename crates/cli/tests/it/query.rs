@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 /// A spawned server, killed when dropped (a failed assertion never leaves
 /// one running).
-struct Server {
+pub(crate) struct Server {
     child: Option<Child>,
     /// `http://127.0.0.1:PORT`.
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
     /// Starts `netspectra ARGS --http 127.0.0.1:<free port> --grpc off`.
-    fn start(args: &[&str]) -> Server {
+    pub(crate) fn start(args: &[&str]) -> Server {
         let addr = format!("127.0.0.1:{}", free_port());
         let child = super::bin()
             .args(args)
@@ -40,7 +40,7 @@ impl Server {
 
     /// Polls `path` until it answers 200; panics (with the server's
     /// stderr) if it exits or takes longer than 60 s.
-    fn wait_for(&mut self, path: &str) -> String {
+    pub(crate) fn wait_for(&mut self, path: &str) -> String {
         let client = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(5))
             .build()
