@@ -9,6 +9,7 @@ use crate::context::{self, Gathered};
 use crate::tools::Tools;
 use netspectra_api::analyst::{AskEvent, BoxFuture};
 use netspectra_model::alert::{key_text, rfc3339, AlertRecord};
+use netspectra_model::thousands;
 use serde_json::Value;
 use std::fmt::Write;
 use tokio::sync::mpsc::Sender;
@@ -377,20 +378,8 @@ fn address(g: &Gathered, address: &str) -> Option<String> {
         }
     }
     if let Some((_, top)) = answers(g, "top").find(|(args, _)| args["src_ip"] == address) {
-        let peers: Vec<String> = top["rows"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|r| {
-                format!(
-                    "{} ({})",
-                    row_key(r),
-                    human_bytes(r["bytes"].as_u64().unwrap_or(0))
-                )
-            })
-            .collect();
-        if !peers.is_empty() {
-            let _ = write!(p, " top peers by bytes: {}.", peers.join(", "));
+        if let Some(peers) = peer_list(top) {
+            let _ = write!(p, " top peers by bytes: {peers}.");
         }
     }
     if !any {
@@ -432,20 +421,8 @@ fn alert_findings(alerts: &[AlertRecord], g: &Gathered) -> String {
             }
         }
         if let Some((_, t)) = peers.by_ref().find(|(args, _)| matches(args)) {
-            let list: Vec<String> = t["rows"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|r| {
-                    format!(
-                        "{} ({})",
-                        row_key(r),
-                        human_bytes(r["bytes"].as_u64().unwrap_or(0))
-                    )
-                })
-                .collect();
-            if !list.is_empty() {
-                let _ = write!(out, " Top peers by bytes: {}.", list.join(", "));
+            if let Some(peers) = peer_list(t) {
+                let _ = write!(out, " Top peers by bytes: {peers}.");
             }
         }
         let advice = match a.metric.as_str() {
@@ -463,6 +440,23 @@ fn alert_findings(alerts: &[AlertRecord], g: &Gathered) -> String {
         }
     }
     out
+}
+
+/// A `top` answer's rows as `key (bytes), …` (None when empty).
+fn peer_list(top: &Value) -> Option<String> {
+    let peers: Vec<String> = top["rows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{} ({})",
+                row_key(r),
+                human_bytes(r["bytes"].as_u64().unwrap_or(0))
+            )
+        })
+        .collect();
+    (!peers.is_empty()).then(|| peers.join(", "))
 }
 
 fn median(mut v: Vec<u64>) -> u64 {
@@ -495,19 +489,6 @@ fn scalar(v: &Value) -> String {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }
-}
-
-/// `50213` → `50,213`.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }
 
 /// Bytes with a decimal unit: `812.3 MB`.
@@ -551,9 +532,6 @@ mod tests {
 
     #[test]
     fn numbers_read_as_people_write_them() {
-        assert_eq!(thousands(50213), "50,213");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1_000_000), "1,000,000");
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(human_bytes(812_345_678), "812.3 MB");
         assert_eq!(percent(31, 100), "31 %");

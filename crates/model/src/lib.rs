@@ -49,6 +49,19 @@ pub mod window;
 pub use dimension::{Dimension, FlowKey};
 pub use record::{DecodeCounters, Malformed, PacketRecord, L3, NO_VLAN};
 
+/// `1234567` → `1,234,567`: counts as reports and the analyst write them.
+pub fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// `name` with every character other than ASCII letters, digits, `-` and `_`
 /// replaced by `_`: safe as a file name component and a NATS consumer name.
 pub fn safe_name(name: &str) -> String {
@@ -61,4 +74,17 @@ pub fn safe_name(name: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }
