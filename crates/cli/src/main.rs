@@ -2,6 +2,7 @@
 //! configuration into the role types of `netspectra-node`, renders what
 //! they return and maps errors to exit codes; the work is done there.
 
+mod ai;
 mod alert;
 mod analyze;
 mod bench;
@@ -57,6 +58,8 @@ enum Command {
     Api(serve::ApiArgs),
     /// Evaluate alert rules over a store and send notifications (`alert backtest`: replay them over history).
     Alert(alert::AlertArgs),
+    /// Serve the AI analyst over gRPC (Go2NetSpectra's AIService and NetSpectra's AnalystService), grounded in a store.
+    Ai(ai::AiArgs),
     /// Ask the query API over HTTP: tasks, aggregate, top, trace, heavy hitters, super-spreaders, time series, runs.
     Query(query::QueryArgs),
 }
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
         Command::Api(args) => serve::run(args),
         Command::Query(args) => query::run(args),
         Command::Alert(args) => alert::run(args),
+        Command::Ai(args) => ai::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

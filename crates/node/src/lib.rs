@@ -30,6 +30,7 @@
 //! # Ok::<(), netspectra_node::NodeError>(())
 //! ```
 
+pub mod ai;
 pub mod alerter;
 pub mod api;
 pub mod bench;
