@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use netspectra_model::alert::AlertFilter;
 use netspectra_store::read::Measure;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use std::sync::Arc;
 
 /// Longest URI accepted (parameters travel in the query string).
@@ -134,10 +134,6 @@ impl Params {
         }
     }
 
-    fn ask(self, state: &AppState) -> Result<crate::ask::Ask, ApiError> {
-        self.ask_within(state.service.limits())
-    }
-
     fn ask_within(self, limits: Limits) -> Result<crate::ask::Ask, ApiError> {
         let number = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
             v.as_deref().map(|t| parse_number(name, t)).transpose()
@@ -232,67 +228,80 @@ async fn health(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Re
     }
 }
 
-async fn tasks(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("tasks")?;
-    Ok(Json(s.service.tasks().await?).into_response())
+/// Operation `op`'s answer (the JSON body of `GET /api/v1/<op>`) to the
+/// parameters `p`, validated as the operation requires.
+async fn answer(service: &QueryService, op: &str, p: Params) -> Result<Value, ApiError> {
+    p.only_for(op)?;
+    match op {
+        "tasks" => json(service.tasks().await),
+        "runs" => {
+            let limit = p
+                .limit
+                .as_deref()
+                .map(|t| parse_number("limit", t))
+                .transpose()?;
+            json(service.runs(limit).await)
+        }
+        "aggregate" => json(service.aggregate(&p.ask_within(service.limits())?).await),
+        "top" => {
+            let by = p.measure()?;
+            json(service.top(&p.ask_within(service.limits())?, by).await)
+        }
+        "trace" => json(service.trace(&p.ask_within(service.limits())?).await),
+        "heavy-hitters" => {
+            let by = p.measure()?;
+            json(
+                service
+                    .heavy_hitters(&p.ask_within(service.limits())?, by)
+                    .await,
+            )
+        }
+        "super-spreaders" => json(
+            service
+                .super_spreaders(&p.ask_within(service.limits())?)
+                .await,
+        ),
+        "timeseries" => json(service.timeseries(&p.ask_within(service.limits())?).await),
+        "alerts" => {
+            let filter = p.alert_filter(service.limits())?;
+            let (alerts, truncated) = service.alerts(&filter).await?;
+            // The alert JSON (**contract**), with `truncated` as other lists have.
+            let mut body = netspectra_model::alert::alerts_json(&alerts);
+            body["truncated"] = truncated.into();
+            Ok(body)
+        }
+        other => Err(ApiError::NotFound(format!("no operation `{other}`"))),
+    }
 }
 
-async fn runs(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("runs")?;
-    let limit = p
-        .limit
-        .as_deref()
-        .map(|t| parse_number("limit", t))
-        .transpose()?;
-    Ok(Json(s.service.runs(limit).await?).into_response())
+/// An operation's answer as JSON. Encoding cannot fail: the answers are
+/// plain structs whose maps have string keys.
+fn json<T: serde::Serialize>(answer: Result<T, ApiError>) -> Result<Value, ApiError> {
+    Ok(serde_json::to_value(answer?).unwrap_or_default())
 }
 
-async fn aggregate(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("aggregate")?;
-    let ask = p.ask(&s)?;
-    Ok(Json(s.service.aggregate(&ask).await?).into_response())
+/// Answers operation `op` (`top`, `heavy-hitters`, …) to a query string,
+/// exactly as `GET /api/v1/<op>?<query>` would: the same validation, the
+/// same JSON. The AI analyst's tools call it.
+pub async fn operate(service: &QueryService, op: &str, query: &str) -> Result<Value, ApiError> {
+    answer(service, op, params(query)?).await
 }
 
-async fn top(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("top")?;
-    let by = p.measure()?;
-    let ask = p.ask(&s)?;
-    Ok(Json(s.service.top(&ask, by).await?).into_response())
+/// A query string's parameters.
+fn params(query: &str) -> Result<Params, ApiError> {
+    let uri: axum::http::Uri = format!("/?{query}")
+        .parse()
+        .map_err(|e| bad(format!("bad query string: {e}")))?;
+    Query::<Params>::try_from_uri(&uri)
+        .map(|Query(p)| p)
+        .map_err(|e| bad(format!("bad query string: {}", e.body_text())))
 }
 
-async fn trace(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("trace")?;
-    let ask = p.ask(&s)?;
-    Ok(Json(s.service.trace(&ask).await?).into_response())
-}
-
-async fn heavy_hitters(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("heavy-hitters")?;
-    let by = p.measure()?;
-    let ask = p.ask(&s)?;
-    Ok(Json(s.service.heavy_hitters(&ask, by).await?).into_response())
-}
-
-async fn super_spreaders(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("super-spreaders")?;
-    let ask = p.ask(&s)?;
-    Ok(Json(s.service.super_spreaders(&ask).await?).into_response())
-}
-
-async fn timeseries(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("timeseries")?;
-    let ask = p.ask(&s)?;
-    Ok(Json(s.service.timeseries(&ask).await?).into_response())
-}
-
-async fn alerts(State(s): State<AppState>, Q(p): Q) -> Result<Response, ApiError> {
-    p.only_for("alerts")?;
-    let filter = p.alert_filter(s.service.limits())?;
-    let (alerts, truncated) = s.service.alerts(&filter).await?;
-    // The alert JSON (**contract**), with `truncated` as other lists have.
-    let mut body = netspectra_model::alert::alerts_json(&alerts);
-    body["truncated"] = truncated.into();
-    Ok(Json(body).into_response())
+/// The `GET` handler of operation `op`.
+fn operation(op: &'static str) -> axum::routing::MethodRouter<AppState> {
+    get(move |State(s): State<AppState>, Q(p): Q| async move {
+        answer(&s.service, op, p).await.map(Json)
+    })
 }
 
 /// Longest question `POST /api/v1/ask` takes, in characters.
@@ -371,11 +380,7 @@ pub struct Question {
 /// `runs`, …) exactly as its handler does, without a store: the fuzz
 /// target and tests use it to reach the parsing without a server.
 pub fn parse_query(op: &str, query: &str, limits: Limits) -> Result<Question, ApiError> {
-    let uri: axum::http::Uri = format!("/?{query}")
-        .parse()
-        .map_err(|e| bad(format!("bad query string: {e}")))?;
-    let Query(p) = Query::<Params>::try_from_uri(&uri)
-        .map_err(|e| bad(format!("bad query string: {}", e.body_text())))?;
+    let p = params(query)?;
     p.only_for(op)?;
     let by = matches!(op, "top" | "heavy-hitters")
         .then(|| p.measure())
@@ -527,15 +532,15 @@ pub fn router(service: Arc<QueryService>, auth: Auth, analyst: Option<Arc<dyn An
         analyst,
     };
     let api = Router::new()
-        .route("/api/v1/tasks", get(tasks))
-        .route("/api/v1/aggregate", get(aggregate))
-        .route("/api/v1/top", get(top))
-        .route("/api/v1/trace", get(trace))
-        .route("/api/v1/heavy-hitters", get(heavy_hitters))
-        .route("/api/v1/super-spreaders", get(super_spreaders))
-        .route("/api/v1/timeseries", get(timeseries))
-        .route("/api/v1/runs", get(runs))
-        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/tasks", operation("tasks"))
+        .route("/api/v1/aggregate", operation("aggregate"))
+        .route("/api/v1/top", operation("top"))
+        .route("/api/v1/trace", operation("trace"))
+        .route("/api/v1/heavy-hitters", operation("heavy-hitters"))
+        .route("/api/v1/super-spreaders", operation("super-spreaders"))
+        .route("/api/v1/timeseries", operation("timeseries"))
+        .route("/api/v1/runs", operation("runs"))
+        .route("/api/v1/alerts", operation("alerts"))
         .route("/api/v1/ask", post(ask))
         .merge(crate::simplejson::routes())
         // Outermost last: the token is checked before a slot is taken, so

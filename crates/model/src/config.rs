@@ -581,10 +581,20 @@ pub struct AiConfig {
     pub api_key: String,
     /// Model name.
     pub model: String,
-    /// OpenAI-compatible base URL.
+    /// OpenAI-compatible base URL (e.g. `https://api.openai.com/v1`,
+    /// Gemini's `…/v1beta/openai/`, `http://localhost:11434/v1` for Ollama).
     pub base_url: String,
     /// gRPC listen address of the AI role.
     pub grpc_listen_addr: String,
+    /// Longest wait for the model server: for an answer to start, and
+    /// between two pieces of a streamed answer. Default `60s`.
+    pub timeout: Option<DurationText>,
+    /// Most tokens one model answer may take. Default 2048.
+    pub max_tokens: Option<u32>,
+    /// Offer the query operations as tools (default true); false for a
+    /// model without tool calls: the stored context then goes into the
+    /// prompt instead.
+    pub tools: Option<bool>,
 }
 
 /// `probe` (Go2NetSpectra shape).

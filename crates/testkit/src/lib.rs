@@ -6,6 +6,7 @@
 pub mod clickhouse;
 pub mod nats;
 pub mod netns;
+pub mod openai;
 pub mod planted;
 pub mod smtp;
 pub mod webhook;

@@ -18,8 +18,9 @@ impl Webhook {
     /// A webhook posting to `url`, as `format` (`json` or `slack`).
     pub fn new(url: &str, format: &str) -> Result<Webhook, NotifyError> {
         let url = url.trim().to_string();
-        url.parse::<hyper::Uri>()
-            .map_err(|e| NotifyError::Setup(format!("webhook URL {}: {e}", redact_urls(&url))))?;
+        netspectra_http::check_url(&url).map_err(|e| {
+            NotifyError::Setup(format!("webhook URL: {}", redact_urls(&e.to_string())))
+        })?;
         Ok(Webhook {
             url,
             slack: format == "slack",
