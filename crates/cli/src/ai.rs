@@ -41,8 +41,8 @@ pub struct AiArgs {
     /// can ask about the stored traffic (refused without this flag).
     #[arg(long)]
     insecure_no_auth: bool,
-    /// Answers in progress at once; one more is refused at once
-    /// (RESOURCE_EXHAUSTED).
+    /// Answers in progress at once (at most 4, what the analyst answers at
+    /// once); one more is refused at once (RESOURCE_EXHAUSTED).
     #[arg(long, value_name = "N", default_value_t = AiLimits::default().max_in_flight as u64,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     max_answers: u64,

@@ -132,11 +132,8 @@ impl AiGatewayConfig {
 /// The analyst for `ai` over the store `service` reads: the one switch
 /// between the gateway and crate `netspectra-ai`.
 fn analyst(ai: &AiConfig, service: Arc<QueryService>) -> Result<Arc<dyn Analyst>, NodeError> {
-    // TEMPORARY until crate netspectra-ai is merged:
-    // netspectra_ai::build(ai, netspectra_ai::Tools::local(service))
-    //     .map_err(|e| NodeError::invalid(format!("config error at `ai`: {e}")))
-    let _ = (ai, service);
-    Err(NodeError::invalid("no analyst in this build yet"))
+    netspectra_ai::build(ai, netspectra_ai::Tools::local(service))
+        .map_err(|e| NodeError::invalid(format!("config error at `ai`: {e}")))
 }
 
 /// What the serving thread reports once bound.
@@ -306,6 +303,16 @@ fn serve_thread(
         };
         let model = analyst.model();
         options.health = Some(service.clone());
+        // The analyst refuses more itself; refused here they get the
+        // right status (RESOURCE_EXHAUSTED, not UNAVAILABLE).
+        if options.limits.max_in_flight > netspectra_ai::MAX_CONCURRENT_ANSWERS {
+            tracing::warn!(
+                message = "fewer answers at once than asked: the analyst answers at most this many",
+                asked = options.limits.max_in_flight,
+                max = netspectra_ai::MAX_CONCURRENT_ANSWERS
+            );
+            options.limits.max_in_flight = netspectra_ai::MAX_CONCURRENT_ANSWERS;
+        }
         let running = match serve_ai(analyst, options).await {
             Ok(r) => r,
             Err(e) => {

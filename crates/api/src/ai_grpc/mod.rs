@@ -35,7 +35,9 @@ use tonic::Status;
 pub struct AiLimits {
     /// Answers in progress at once, over all methods; one more is refused
     /// with RESOURCE_EXHAUSTED (a model answer takes seconds: queueing
-    /// would only hide the overload).
+    /// would only hide the overload). Default 4, what the analyst of
+    /// `netspectra-ai` answers at once (more here would only turn the
+    /// refusal into the analyst's own failure).
     pub max_in_flight: usize,
     /// Longest one answer may take, tool calls included; then it is
     /// abandoned with DEADLINE_EXCEEDED (a hung model stream never holds a
@@ -48,7 +50,7 @@ pub struct AiLimits {
 impl Default for AiLimits {
     fn default() -> Self {
         AiLimits {
-            max_in_flight: 8,
+            max_in_flight: 4,
             answer_timeout: Duration::from_secs(300),
             max_request_bytes: 256 * 1024,
         }
