@@ -4,10 +4,11 @@
 # (deploy/k8s/*.yaml, deploy/helm/netspectra/values.yaml, compose limits).
 #
 # Method: scripts/test-cluster.sh with MEASURE_RSS=1 runs the stack of
-# scripts/cluster.sh (nats-server, clickhouse-server, 2 engines, api) with
-# the deploy config's default tasks (3 exact + Count-Min + SuperSpread),
-# replays a generated capture of PACKETS packets through a probe, waits
-# until the api answers the offline totals, then prints each process's
+# scripts/cluster.sh (nats-server, clickhouse-server, 2 engines, api, alert,
+# ai) with the deploy config's default tasks (3 exact + Count-Min +
+# SuperSpread), replays a generated capture of PACKETS packets through a
+# probe, waits until the api answers the offline totals and the ai gateway
+# has answered one question over them, then prints each process's
 # VmHWM from /proc/PID/status (the kernel's peak RSS of that process, the
 # figure GNU time's "Maximum resident set size" reports) before `down`.
 # The probe is measured separately with GNU time (/usr/bin/time -v), as it

@@ -10,6 +10,9 @@
 //! token guards both, and answers are capped at [`Limits::max_rows`].
 //! The HTTP server also serves the web dashboard ([`web`], at `/`) and
 //! Grafana's SimpleJSON face ([`simplejson`]).
+//! The `ai` role's gRPC faces over an [`analyst::Analyst`] are in
+//! [`ai_grpc`] (Go2NetSpectra's `v1.AIService`, our `AnalystService`,
+//! and [`ai_grpc::RemoteAnalyst`], their client).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
