@@ -36,6 +36,8 @@ port=$((20000 + RANDOM % 20000))
 nats_pid=$!
 sleep 1
 "$NETSPECTRA_BIN" gen "$work/t.pcap" --packets "$packets" >/dev/null 2>&1
-/usr/bin/time -v "$NETSPECTRA_BIN" probe --file "$work/t.pcap" --jetstream \
-    --nats "nats://127.0.0.1:$port" >/dev/null 2>"$work/time.txt"
+# With the deploy config and a stream that fits the disk (NATS refuses one
+# larger than its share of the free space).
+NETSPECTRA_STREAM_MAX_BYTES=1GiB /usr/bin/time -v "$NETSPECTRA_BIN" probe --config deploy/config/netspectra.yaml \
+    --file "$work/t.pcap" --jetstream --nats "nats://127.0.0.1:$port" >/dev/null 2>"$work/time.txt"
 awk -F': ' '/Maximum resident set size/ {printf "probe (replay)   peak_rss %d MiB\n", $2 / 1024}' "$work/time.txt"
