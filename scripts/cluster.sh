@@ -5,10 +5,12 @@
 #
 #   scripts/cluster.sh up [--engines N] [--iface IF]   start nats-server (JetStream), clickhouse-server,
 #                                                      N engines (default 2, elastic membership), api,
-#                                                      alert, a live probe with --iface
+#                                                      alert, ai (the AI analyst gateway), a live probe
+#                                                      with --iface
 #   scripts/cluster.sh replay FILE...                  a probe replays capture files into the running stack
 #   scripts/cluster.sh status                          each process: pid, alive, ready, peak RSS
 #   scripts/cluster.sh env                             exports for `netspectra query` (API URL and token)
+#                                                      and the AI gateway's gRPC address
 #   scripts/cluster.sh down                            stop everything `up` started (TERM, then KILL after 15 s)
 #
 # Environment: NETSPECTRA_BIN (default: target/release/netspectra, else
@@ -30,6 +32,8 @@ ch_tcp=$((base + 4))
 api_http=$((base + 5))
 api_grpc=$((base + 6))
 probe_metrics=$((base + 7))
+ai_grpc=$((base + 8))
+ai_metrics=$((base + 9))
 engine_metrics0=$((base + 10)) # engine i: base + 10 + i
 
 die() { echo "cluster.sh: error: $*" >&2; exit 1; }
@@ -74,6 +78,7 @@ role_env() {
     export CLICKHOUSE_PASSWORD
     export NETSPECTRA_SPOOL_DIR="$state/spool"
     export NETSPECTRA_API_HTTP="127.0.0.1:$api_http" NETSPECTRA_API_GRPC="127.0.0.1:$api_grpc"
+    export NETSPECTRA_AI_GRPC="127.0.0.1:$ai_grpc"
     NETSPECTRA_API_TOKEN="$(cat "$state/api-token")"
     export NETSPECTRA_API_TOKEN
     export NETSPECTRA_LOG="${NETSPECTRA_LOG:-info}"
@@ -222,7 +227,11 @@ cmd_up() {
     else
         log "this netspectra has no \`alert\` role yet: not started"
     fi
-    # The `ai` role (netspectra ai, issue 12) is started here once it exists.
+    if "$bin" ai --help >/dev/null 2>&1; then
+        start ai "$bin" ai --config "$config" --metrics "127.0.0.1:$ai_metrics"
+    else
+        log "this netspectra has no \`ai\` role yet: not started"
+    fi
     if [ -n "$iface" ]; then
         start probe "$bin" probe --config "$config" --iface "$iface" --metrics "127.0.0.1:$probe_metrics"
     fi
@@ -230,6 +239,7 @@ cmd_up() {
         wait_ready "engine-$i" "$((engine_metrics0 + i))" /readyz
     done
     wait_ready api "$api_http" /readyz
+    [ -f "$state/pids/ai" ] && wait_ready ai "$ai_metrics" /readyz
     [ -n "$iface" ] && wait_ready probe "$probe_metrics" /readyz
     if [ -f "$state/pids/alert" ]; then
         sleep 0.5
@@ -260,6 +270,7 @@ cmd_status() {
             nats) port=$nats_monitor path=/healthz ;;
             clickhouse) port=$ch_http path=/ping ;;
             api) port=$api_http path=/readyz ;;
+            ai) port=$ai_metrics path=/readyz ;;
             probe) port=$probe_metrics path=/readyz ;;
             engine-*) port=$((engine_metrics0 + ${name#engine-})) path=/readyz ;;
             *) port="" path="" ;;
@@ -283,6 +294,7 @@ cmd_env() {
     [ -f "$state/api-token" ] || die "no cluster in $state"
     echo "export NETSPECTRA_API=http://127.0.0.1:$api_http"
     echo "export NETSPECTRA_API_TOKEN=\$(cat $state/api-token)"
+    echo "export NETSPECTRA_AI_GRPC=127.0.0.1:$ai_grpc"
 }
 
 cmd_down() {
@@ -296,7 +308,7 @@ cmd_down() {
             kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
         fi
         # Roles flush on TERM; give each a moment before the servers go.
-        case $name in engine-*|api|alert|probe) ;; *) sleep 0.2 ;; esac
+        case $name in engine-*|api|alert|ai|probe) ;; *) sleep 0.2 ;; esac
     done
     for ((i = 0; i < 150; i++)); do
         left=""

@@ -4,10 +4,11 @@
 # (deploy/k8s/*.yaml, deploy/helm/netspectra/values.yaml, compose limits).
 #
 # Method: scripts/test-cluster.sh with MEASURE_RSS=1 runs the stack of
-# scripts/cluster.sh (nats-server, clickhouse-server, 2 engines, api) with
-# the deploy config's default tasks (3 exact + Count-Min + SuperSpread),
-# replays a generated capture of PACKETS packets through a probe, waits
-# until the api answers the offline totals, then prints each process's
+# scripts/cluster.sh (nats-server, clickhouse-server, 2 engines, api, alert,
+# ai) with the deploy config's default tasks (3 exact + Count-Min +
+# SuperSpread), replays a generated capture of PACKETS packets through a
+# probe, waits until the api answers the offline totals and the ai gateway
+# has answered one question over them, then prints each process's
 # VmHWM from /proc/PID/status (the kernel's peak RSS of that process, the
 # figure GNU time's "Maximum resident set size" reports) before `down`.
 # The probe is measured separately with GNU time (/usr/bin/time -v), as it
@@ -35,6 +36,8 @@ port=$((20000 + RANDOM % 20000))
 nats_pid=$!
 sleep 1
 "$NETSPECTRA_BIN" gen "$work/t.pcap" --packets "$packets" >/dev/null 2>&1
-/usr/bin/time -v "$NETSPECTRA_BIN" probe --file "$work/t.pcap" --jetstream \
-    --nats "nats://127.0.0.1:$port" >/dev/null 2>"$work/time.txt"
+# With the deploy config and a stream that fits the disk (NATS refuses one
+# larger than its share of the free space).
+NETSPECTRA_STREAM_MAX_BYTES=1GiB /usr/bin/time -v "$NETSPECTRA_BIN" probe --config deploy/config/netspectra.yaml \
+    --file "$work/t.pcap" --jetstream --nats "nats://127.0.0.1:$port" >/dev/null 2>"$work/time.txt"
 awk -F': ' '/Maximum resident set size/ {printf "probe (replay)   peak_rss %d MiB\n", $2 / 1024}' "$work/time.txt"

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Tests scripts/cluster.sh: `up` brings the distributed stack up on loopback
 # (nats-server with JetStream, clickhouse-server, two engines with elastic
-# membership, api, and alert when this build has it), a probe replay of a
+# membership, api, alert and the ai gateway), a probe replay of a
 # generated capture lands in the store with exactly the totals `analyze`
 # computes offline, the api answers (and refuses a request without its
-# token), both engines share the 16 shards, and `down` leaves no process
-# behind — checked even when a step fails.
+# token), the ai gateway answers Go2NetSpectra's AIService over gRPC naming
+# the capture's top source (and refuses a call without the token), both
+# engines share the 16 shards, and `down` leaves no process behind —
+# checked even when a step fails.
 #
 # Usage: scripts/test-cluster.sh   (NETSPECTRA_BIN: the binary, default the
 # debug build in CARGO_TARGET_DIR or target/; scripts/test.sh runs it).
@@ -36,6 +38,8 @@ done
 export NETSPECTRA_CLUSTER_PORT_BASE=$base
 # Short windows, so the replay's last window closes within seconds.
 export NETSPECTRA_WINDOW=2s NETSPECTRA_PERIOD=4s
+# A small stream: NATS refuses one larger than its share of the free disk.
+export NETSPECTRA_STREAM_MAX_BYTES=256MiB
 
 # Whatever happens: `down`, then no process that `up` started may be left.
 started_pids=()
@@ -69,12 +73,55 @@ trap 'exit 130' INT TERM
 
 # A capture and what `analyze` counts in it offline, with the same config.
 "$bin" gen "$work/traffic.pcap" --packets "$packets" >/dev/null 2>&1
-want=$("$bin" analyze "$work/traffic.pcap" --no-store --format json --top 1 \
-    --config deploy/config/netspectra.yaml | python3 -c '
+"$bin" analyze "$work/traffic.pcap" --no-store --format json --top 1 \
+    --config deploy/config/netspectra.yaml >"$work/offline.json"
+want=$(python3 -c '
 import json, sys
-d = json.load(sys.stdin)
-print(" ".join("%s=%d/%d/%d" % (t["name"], t["packets"], t["bytes"], t["keys"]) for t in d["tasks"] if t["kind"] == "exact"))')
-log "expected (offline analyze): $want"
+d = json.load(open(sys.argv[1]))
+print(" ".join("%s=%d/%d/%d" % (t["name"], t["packets"], t["bytes"], t["keys"]) for t in d["tasks"] if t["kind"] == "exact"))' "$work/offline.json")
+# The top source by bytes, which the ai gateway's answer must name.
+top_src=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(next(t for t in d["tasks"] if t["name"] == "per_src_ip")["rows"][0]["key"]["SrcIP"])' "$work/offline.json")
+log "expected (offline analyze): $want; top source $top_src"
+
+# grpc_unary PORT /pkg.Service/Method TOKEN TEXT: a unary gRPC call whose
+# request and answer are one string field (number 1), over HTTP/2 with
+# curl (no gRPC client needed). Prints the gRPC status, a tab, the answer.
+grpc_unary() {
+    python3 -c '
+import struct, sys
+text = sys.argv[1].encode()
+n, size = len(text), b""
+while True:
+    size += bytes([(n & 0x7f) | (0x80 if n > 0x7f else 0)])
+    n >>= 7
+    if not n:
+        break
+msg = b"\x0a" + size + text
+sys.stdout.buffer.write(b"\x00" + struct.pack(">I", len(msg)) + msg)' "$4" >"$work/grpc.req"
+    local auth=()
+    [ -n "$3" ] && auth=(-H "authorization: Bearer $3")
+    curl -sS --http2-prior-knowledge --max-time 60 -X POST -H 'content-type: application/grpc' \
+        -H 'te: trailers' "${auth[@]}" --data-binary @"$work/grpc.req" \
+        -D "$work/grpc.head" -o "$work/grpc.body" "http://127.0.0.1:$1$2" || return 1
+    python3 -c '
+import re, sys
+head = open(sys.argv[1], "rb").read().decode("latin-1")
+status = re.findall(r"(?im)^grpc-status:\s*(\d+)", head)
+body = open(sys.argv[2], "rb").read()
+text = ""
+if len(body) > 5 and body[5] == 0x0a:
+    i, n, shift = 6, 0, 0
+    while True:
+        b = body[i]; i += 1
+        n |= (b & 0x7f) << shift; shift += 7
+        if b < 0x80:
+            break
+    text = body[i:i + n].decode()
+print((status[-1] if status else "?") + "\t" + text.replace("\n", " "))' "$work/grpc.head" "$work/grpc.body"
+}
 
 log "cluster.sh up (ports $((base + 1))-$((base + 20)))"
 scripts/cluster.sh up --engines 2 >"$work/env.sh"
@@ -89,6 +136,8 @@ done
 if "$bin" alert --help >/dev/null 2>&1; then
     grep -Eq '^alert +[0-9]+ up ' <<<"$status" || { echo "$status" >&2; fail "alert is not running"; }
 fi
+grep -Eq '^ai +[0-9]+ up +200 ' <<<"$status" || { echo "$status" >&2; fail "ai is not up and ready"; }
+[ -n "${NETSPECTRA_AI_GRPC:-}" ] || fail "cluster.sh env gave no AI gateway address"
 
 log "replaying $packets packets"
 scripts/cluster.sh replay "$work/traffic.pcap" >/dev/null 2>"$work/replay.log" \
@@ -114,6 +163,17 @@ log "stored through the cluster and answered by the api: $got"
 rc=0
 NETSPECTRA_API_TOKEN='' "$bin" query tasks >/dev/null 2>&1 || rc=$?
 [ "$rc" = 2 ] || fail "a request without the token: exit $rc, want 2 (refused)"
+
+# The ai gateway: Go2NetSpectra's AIService answers from the store (the
+# offline analyst names the top source), and only with the token.
+ai_port=${NETSPECTRA_AI_GRPC##*:}
+answer=$(grpc_unary "$ai_port" /v1.AIService/AnalyzeTraffic "$NETSPECTRA_API_TOKEN" \
+    "Alert: Total_Traffic_Spike on per_src_ip") || fail "the ai gateway did not answer"
+[ "${answer%%$'\t'*}" = 0 ] || fail "AnalyzeTraffic: gRPC status ${answer%%$'\t'*}: ${answer#*$'\t'}"
+grep -qF "$top_src" <<<"${answer#*$'\t'}" || fail "the ai gateway's answer does not name $top_src: ${answer#*$'\t'}"
+refused=$(grpc_unary "$ai_port" /v1.AIService/AnalyzeTraffic "" "x") || fail "the ai gateway did not answer"
+[ "${refused%%$'\t'*}" = 16 ] || fail "AnalyzeTraffic without the token: gRPC status ${refused%%$'\t'*}, want 16 (UNAUTHENTICATED)"
+log "the ai gateway answers with the top source ($top_src) and refuses a call without the token"
 
 # Both engines hold shards, together all 16 (elastic membership; a shard
 # moves at its period's end, in packet time, so give it a few periods).

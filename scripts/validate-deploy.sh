@@ -77,7 +77,7 @@ if (cd deploy/compose && "$venv_compose/bin/docker-compose" --env-file "$work/em
     fail "compose.yaml is accepted without the secrets of .env"
 fi
 services=$(cd deploy/compose && "$venv_compose/bin/docker-compose" --env-file .env.example -f compose.yaml config --services | sort | tr '\n' ' ')
-[ "$services" = "alert api clickhouse engine-1 engine-2 grafana nats probe prometheus " ] \
+[ "$services" = "ai alert api clickhouse engine-1 engine-2 grafana nats probe prometheus " ] \
     || fail "compose services are: $services"
 
 log "Helm chart: lint, render, values and schema checks (helm-python-sdk)"

@@ -224,7 +224,7 @@ def main(root, out):
                 check(c["args"][1:3] == ["--config", "/etc/netspectra/netspectra.yaml"],
                       f"{where}: {d['kind']} {d['metadata']['name']}: not started with the shared config")
                 role = c["args"][0]
-                check(role in ("probe", "engine", "api", "alert"), f"{where}: unknown role {role}")
+                check(role in ("probe", "engine", "api", "alert", "ai"), f"{where}: unknown role {role}")
                 if role != "alert":
                     check(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/healthz"
                           and c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/readyz",

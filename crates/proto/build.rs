@@ -3,14 +3,14 @@
 //! package's file in `OUT_DIR` is written once, complete:
 //!
 //! - `v1.rs` — Go2NetSpectra's package `v1`: `traffic.proto` (`FiveTuple`,
-//!   `PacketInfo`) and `query.proto` (its `QueryService`, over NetSpectra's
-//!   query messages).
+//!   `PacketInfo`), `query.proto` (its `QueryService`, over NetSpectra's
+//!   query messages) and `ai.proto` (its `AIService`, as it was).
 //! - `netspectra.v1.rs` — NetSpectra's package `netspectra.v1`:
-//!   `packets.proto` (which reuses Go2NetSpectra's `FiveTuple`) and the query
-//!   API's `query.proto`.
+//!   `packets.proto` (which reuses Go2NetSpectra's `FiveTuple`), the query
+//!   API's `query.proto` and the analyst's `analyst.proto`.
 //!
-//! With the `grpc` feature tonic-prost-build adds each `QueryService`'s
-//! server and client; without it only the messages are generated. Either
+//! With the `grpc` feature tonic-prost-build adds each service's server
+//! and client; without it only the messages are generated. Either
 //! way protoc writes each package's descriptor set (with its imports),
 //! which the query API serves through gRPC reflection.
 
@@ -40,6 +40,7 @@ fn main() {
         &[
             "proto/go2netspectra/v1/traffic.proto",
             "proto/go2netspectra/v1/query.proto",
+            "proto/go2netspectra/v1/ai.proto",
         ],
         &includes,
     );
@@ -53,6 +54,7 @@ fn main() {
         &[
             "proto/netspectra/v1/packets.proto",
             "proto/netspectra/v1/query.proto",
+            "proto/netspectra/v1/analyst.proto",
         ],
         &includes,
     );

@@ -442,24 +442,7 @@ impl pb::query_service_server::QueryService for Grpc {
             self.service.limits(),
         )?;
         let (found, truncated) = self.service.bounded(self.service.alerts(&filter)).await?;
-        let alerts = found
-            .into_iter()
-            .map(|a| pb::Alert {
-                key: key_map(serde_json::from_str(&a.key).unwrap_or_default()),
-                window_start: stamp(Time(a.window_start_ns)),
-                starts_at: stamp(Time(a.starts_at_ns)),
-                ends_at: a.ends_at_ns.and_then(|t| stamp(Time(t))),
-                rule: a.rule,
-                task: a.task,
-                metric: a.metric,
-                value: a.value,
-                operator: a.operator,
-                threshold: a.threshold,
-                severity: a.severity,
-                state: a.state,
-                analysis: a.analysis.unwrap_or_default(),
-            })
-            .collect();
+        let alerts = found.iter().map(crate::ai_grpc::alerts::to_pb).collect();
         Ok(Response::new(pb::ListAlertsResponse { alerts, truncated }))
     }
 }

@@ -10,6 +10,9 @@
 //! token guards both, and answers are capped at [`Limits::max_rows`].
 //! The HTTP server also serves the web dashboard ([`web`], at `/`) and
 //! Grafana's SimpleJSON face ([`simplejson`]).
+//! The `ai` role's gRPC faces over an [`analyst::Analyst`] are in
+//! [`ai_grpc`] (Go2NetSpectra's `v1.AIService`, our `AnalystService`,
+//! and [`ai_grpc::RemoteAnalyst`], their client).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod ai_grpc;
 pub mod analyst;
 pub mod ask;
 mod error;
@@ -233,24 +237,26 @@ impl Running {
     }
 }
 
-/// Keeps `grpc.health.v1` telling the truth: the query service (and the
-/// server as a whole) is SERVING while the store answers, NOT_SERVING
-/// otherwise, re-checked every few seconds until `stopped`.
-async fn report_health(
+/// Keeps `grpc.health.v1` telling the truth: the named services (and the
+/// server as a whole) are SERVING while the store answers, NOT_SERVING
+/// otherwise, re-checked every few seconds until `stopped` (no store to
+/// check: SERVING).
+pub(crate) async fn report_health(
     reporter: tonic_health::server::HealthReporter,
-    service: Arc<QueryService>,
+    service: Option<Arc<QueryService>>,
+    names: Vec<&'static str>,
     stopped: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     use tonic_health::ServingStatus;
-    let name = <pb::query_service_server::QueryServiceServer<grpc::Grpc> as tonic::server::NamedService>::NAME;
     let watch = async {
         loop {
-            let status = match service.health().await {
-                Ok(()) => ServingStatus::Serving,
-                Err(_) => ServingStatus::NotServing,
+            let status = match &service {
+                Some(s) if s.health().await.is_err() => ServingStatus::NotServing,
+                _ => ServingStatus::Serving,
             };
-            reporter.set_service_status(name, status).await;
-            reporter.set_service_status("", status).await;
+            for name in names.iter().copied().chain([""]) {
+                reporter.set_service_status(name, status).await;
+            }
             tokio::time::sleep(HEALTH_EVERY).await;
         }
     };
@@ -259,6 +265,41 @@ async fn report_health(
         () = stopped => {}
     }
     Ok(())
+}
+
+/// The reflection service, behind the token, listing only the `services`
+/// this server answers and itself (the descriptor sets also hold the other
+/// role's services).
+pub(crate) fn reflection(
+    services: &[&'static str],
+    auth: &Auth,
+) -> Result<
+    tonic::service::interceptor::InterceptedService<
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        impl tonic::service::Interceptor + Clone + Send + Sync + 'static,
+    >,
+    ServeError,
+> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(go2netspectra::FILE_DESCRIPTOR_SET);
+    for name in services
+        .iter()
+        .chain(&["grpc.reflection.v1.ServerReflection"])
+    {
+        builder = builder.with_service_name(*name);
+    }
+    let reflection = builder.build_v1().map_err(|e| ServeError::Failed {
+        what: "gRPC",
+        message: format!("reflection: {e}"),
+    })?;
+    let auth = auth.clone();
+    Ok(tonic::service::interceptor::InterceptedService::new(
+        reflection,
+        move |req: tonic::Request<()>| auth.check(&req).map(|()| req),
+    ))
 }
 
 /// Binds the requested listeners and serves the API on the current tokio
@@ -310,25 +351,18 @@ pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, Ser
     if let Some(addr) = options.grpc {
         let listener = bind(addr, "gRPC").await?;
         running.grpc_addr = listener.local_addr().ok();
+        let names = vec![
+            <pb::query_service_server::QueryServiceServer<grpc::Grpc> as tonic::server::NamedService>::NAME,
+            <go2netspectra::query_service_server::QueryServiceServer<grpc::Reference> as tonic::server::NamedService>::NAME,
+        ];
         let (health, health_service) = tonic_health::server::health_reporter();
         running.tasks.push(tokio::spawn(report_health(
             health,
-            service.clone(),
+            Some(service.clone()),
+            names[..1].to_vec(),
             until_stopped(),
         )));
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(go2netspectra::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| ServeError::Failed {
-                what: "gRPC",
-                message: format!("reflection: {e}"),
-            })?;
-        let reflection_auth = auth.clone();
-        let reflection = tonic::service::interceptor::InterceptedService::new(
-            reflection,
-            move |req: tonic::Request<()>| reflection_auth.check(&req).map(|()| req),
-        );
+        let reflection = reflection(&names, &auth)?;
         let native = Arc::new(grpc::Grpc::new(service, auth));
         let reference = go2netspectra::query_service_server::QueryServiceServer::new(
             grpc::Reference(native.clone()),

@@ -2,6 +2,7 @@
 //! configuration into the role types of `netspectra-node`, renders what
 //! they return and maps errors to exit codes; the work is done there.
 
+mod ai;
 mod alert;
 mod analyze;
 mod ask;
@@ -58,6 +59,8 @@ enum Command {
     Api(serve::ApiArgs),
     /// Evaluate alert rules over a store and send notifications (`alert backtest`: replay them over history).
     Alert(alert::AlertArgs),
+    /// Serve the AI analyst over gRPC (Go2NetSpectra's AIService and NetSpectra's AnalystService), grounded in a store.
+    Ai(ai::AiArgs),
     /// Ask the query API over HTTP: tasks, aggregate, top, trace, heavy hitters, super-spreaders, time series, runs.
     Query(query::QueryArgs),
     /// Ask the AI analyst about the stored traffic; the answer streams as it is written.
@@ -96,6 +99,7 @@ fn main() -> ExitCode {
         Command::Query(args) => query::run(args),
         Command::Alert(args) => alert::run(args),
         Command::Ask(args) => ask::run(args),
+        Command::Ai(args) => ai::run(args),
     };
     match result {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,

@@ -50,18 +50,44 @@ fn checked(config: &Config, tasks: &[TaskSpec]) -> Result<Rules, NodeError> {
 }
 
 /// The analysis of each notification (`alerter.ai_analysis.enabled`):
-/// the `ai` role's at `alerter.ai_analysis.service_addr` when set, else an
+/// the `ai` role's at `alerter.ai_analysis.service_addr` when set (with
+/// the API's token, which the gateway shares), else an
 /// analyst here (the `ai` section's model, or the offline analyst) over
 /// `store`. None when off, or when there is no store to read context from.
 fn enrichment(config: &Config, store: Option<&StoreUrl>) -> Result<Option<Enrichment>, NodeError> {
+    use netspectra_api::analyst::Analyst as _;
     let section = &config.alerter.ai_analysis;
     if !section.enabled {
         return Ok(None);
     }
     let timeout = Duration::from_nanos(section.timeout.0);
-    let analyst = if !section.service_addr.trim().is_empty() {
-        return Err(NodeError::invalid("REMOTE-ANALYST-PENDING"));
-    } else {
+    let addr = section.service_addr.trim();
+    if !addr.is_empty() {
+        // The gateway's client keeps its connection on a runtime of its
+        // own, which lives as long as the analysis does.
+        let rt = std::sync::Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("ns-alert-ai")
+                .enable_all()
+                .build()
+                .context("cannot start the AI client's runtime")?,
+        );
+        let token = Some(config.api.token.as_str()).filter(|t| !t.is_empty());
+        let remote = {
+            let _in_runtime = rt.enter();
+            netspectra_api::ai_grpc::RemoteAnalyst::connect(addr, token)
+                .map_err(|e| NodeError::invalid(format!("alerter.ai_analysis.service_addr: {e}")))?
+        };
+        return Ok(Some(Enrichment::new(
+            std::sync::Arc::new(move |alerts: Vec<AlertRecord>| {
+                let _runtime = &rt;
+                remote.analyse_alerts(alerts)
+            }),
+            timeout,
+        )));
+    }
+    let analyst = {
         let Some(store) = store else {
             tracing::warn!(message = "alerter.ai_analysis is enabled but there is no store to read the alerts' context from: notifications go without analysis");
             return Ok(None);

@@ -10,6 +10,7 @@
 //! | `engine` | [`engine::EngineRole`] | NATS → engine → store, acks after storage |
 //! | `api` | [`api::ApiServer`] | store → query API (gRPC + HTTP/JSON) |
 //! | `alert` | [`alerter::Alerter`] | store → rules → notifiers (one leader per cluster) |
+//! | `ai` | [`ai::AiGateway`] | store → analyst → AI gRPC services |
 //! | `bench` | [`bench::run`] | exact vs. sketches, engine throughput |
 //!
 //! Every long-running role has the same life cycle: `start(config)` opens
@@ -30,6 +31,7 @@
 //! # Ok::<(), netspectra_node::NodeError>(())
 //! ```
 
+pub mod ai;
 pub mod alerter;
 pub mod api;
 pub mod bench;

@@ -4,6 +4,7 @@
 //! server alike; bad and hostile input is refused with a 400 and changes
 //! nothing; a token, when set, is required.
 
+mod ai;
 mod dashboard;
 mod fixture;
 mod grafana;

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `netspectra` binary against the generator's truth,
 //! which is computed from the generator's own choices, never by decoding.
 
+mod ai;
 mod alert;
 mod ask;
 mod bench;

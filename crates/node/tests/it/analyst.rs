@@ -499,3 +499,35 @@ fn notifications_carry_the_models_analysis_and_go_without_it_when_it_fails() {
         "{prompt}"
     );
 }
+
+#[test]
+fn notifications_can_be_analysed_by_the_ai_gateway() {
+    // A gateway over the planted store (its offline analyst) …
+    let (_dir, _packets, url) = store();
+    let gateway = netspectra_node::ai::AiGateway::start(
+        netspectra_node::ai::AiGatewayConfig::loopback(url, AiConfig::default()),
+    )
+    .unwrap();
+    // … explains the notifications of another run of the same capture.
+    let hook = WebhookReceiver::start();
+    let yaml = netspectra_testkit::planted::config_yaml(&hook.url(), &[]).replace(
+        "alerter:\n",
+        &format!(
+            "alerter:\n  ai_analysis: {{enabled: true, service_addr: '{}', timeout: 20s}}\n",
+            gateway.grpc_addr
+        ),
+    );
+    analyze_planted(netspectra_model::config::Config::from_yaml(&yaml, &|_| None).unwrap());
+    let alerts = netspectra_testkit::planted::from_bodies(&hook.bodies());
+    assert_eq!(alerts.len(), 6);
+    let scanner = alerts
+        .iter()
+        .find(|a| a.rule == "scanner" && a.state == "firing")
+        .unwrap();
+    let analysis = scanner
+        .analysis
+        .as_deref()
+        .expect("analysed by the gateway");
+    assert!(analysis.contains("typical of a scan"), "{analysis}");
+    gateway.stop().unwrap();
+}

@@ -2,6 +2,7 @@
 //! cycle (`start` → `describe` → `wait(&shutdown)`) the CLI relies on, with
 //! counts checked against the generator's truth or what the test sent.
 
+mod ai;
 mod alerts;
 mod analyst;
 mod api;
