@@ -374,6 +374,20 @@ pub fn store_text(url: &StoreUrl) -> String {
     }
 }
 
+/// The analyst of `ai` over the store at `url` (a reader of its own, with
+/// the API's limits); call on the runtime that will run it.
+pub fn analyst(
+    url: &StoreUrl,
+    ai: &AiSection,
+    limits: Limits,
+) -> Result<std::sync::Arc<dyn netspectra_api::analyst::Analyst>, NodeError> {
+    let reader = Reader::open(url)?;
+    let tools = netspectra_ai::Tools::local(std::sync::Arc::new(
+        netspectra_api::QueryService::new(reader, limits),
+    ));
+    netspectra_ai::build(ai, tools).map_err(|e| NodeError::invalid(format!("ai: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -493,18 +507,4 @@ mod tests {
             .options(&config, Limits::default())
             .is_err());
     }
-}
-
-/// The analyst of `ai` over the store at `url` (a reader of its own, with
-/// the API's limits); call on the runtime that will run it.
-pub fn analyst(
-    url: &StoreUrl,
-    ai: &AiSection,
-    limits: Limits,
-) -> Result<std::sync::Arc<dyn netspectra_api::analyst::Analyst>, NodeError> {
-    let reader = Reader::open(url)?;
-    let tools = netspectra_ai::Tools::local(std::sync::Arc::new(
-        netspectra_api::QueryService::new(reader, limits),
-    ));
-    netspectra_ai::build(ai, tools).map_err(|e| NodeError::invalid(format!("ai: {e}")))
 }
