@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Rebuilds the seed corpus in fuzz/seeds/<target>/ from the generator
 # (`netspectra gen`), the repository's capture (data/demo.pcapng, its first
-# blocks) and hand-built messages. Seeds are committed; run this only to
+# blocks) and hand-built messages (model_stream's streams are written by hand
+# in seeds/model_stream and left as they are). Seeds are committed; run this only to
 # change them. Usage: fuzz/make-seeds.sh PATH/TO/netspectra
 set -euo pipefail
 cd "$(dirname "$0")"
 bin=${1:?usage: fuzz/make-seeds.sh PATH/TO/netspectra}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-for t in pcap_reader pcapng_reader frame_decoder wire_batch config_yaml api_query sqlite_open; do
+for t in pcap_reader pcapng_reader frame_decoder wire_batch config_yaml api_query sqlite_open model_stream; do
     mkdir -p "seeds/$t"
 done
 "$bin" gen "$tmp/a.pcap" --packets 12 --seed 1 >/dev/null

@@ -193,7 +193,11 @@ impl ChatClient {
             }
             .map_err(|e| AiError::Protocol(format!("the model's stream: {e}")))?;
             for event in events {
-                if apply(&mut turn, &event, deltas).await? {
+                let (text, done) = apply(&mut turn, &event)?;
+                if let Some(text) = text {
+                    send(deltas, AskEvent::Delta(text)).await?;
+                }
+                if done {
                     return Ok(turn);
                 }
             }
@@ -330,15 +334,12 @@ pub(crate) async fn send(deltas: &Sender<AskEvent>, event: AskEvent) -> Result<(
     deltas.send(event).await.map_err(|_| AiError::Abandoned)
 }
 
-/// Applies one stream event; true once the stream says it is done.
-async fn apply(
-    turn: &mut Turn,
-    event: &SseEvent,
-    deltas: &Sender<AskEvent>,
-) -> Result<bool, AiError> {
+/// Applies one stream event to `turn`: the text it adds (if any), and
+/// whether the stream says it is done.
+fn apply(turn: &mut Turn, event: &SseEvent) -> Result<(Option<String>, bool), AiError> {
     let data = event.data.trim();
     if data == "[DONE]" {
-        return Ok(true);
+        return Ok((None, true));
     }
     let chunk: Value = serde_json::from_str(data).map_err(|e| {
         AiError::Protocol(format!(
@@ -353,14 +354,15 @@ async fn apply(
         )));
     }
     let Some(choice) = chunk["choices"].get(0) else {
-        return Ok(false); // e.g. a usage-only chunk
+        return Ok((None, false)); // e.g. a usage-only chunk
     };
     let delta = &choice["delta"];
-    if let Some(text) = delta["content"].as_str() {
-        if !text.is_empty() {
-            turn.content.push_str(text);
-            send(deltas, AskEvent::Delta(text.to_string())).await?;
-        }
+    let text = delta["content"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(str::to_string);
+    if let Some(text) = &text {
+        turn.content.push_str(text);
     }
     if let Some(calls) = delta["tool_calls"].as_array() {
         for (position, c) in calls.iter().enumerate() {
@@ -401,7 +403,23 @@ async fn apply(
     if let Some(reason) = choice["finish_reason"].as_str() {
         turn.finish_reason = Some(reason.to_string());
     }
-    Ok(false)
+    Ok((text, false))
+}
+
+/// A whole event stream, read at once: the turn it carries (tests and the
+/// fuzz target read streams this way; [`ChatClient::stream`] applies the
+/// same rules as the bytes arrive).
+pub fn parse_stream(bytes: &[u8]) -> Result<Turn, AiError> {
+    let mut parser = SseParser::default();
+    let mut turn = Turn::default();
+    let bad = |e: crate::sse::SseError| AiError::Protocol(format!("the model's stream: {e}"));
+    let events = parser.push(bytes).map_err(bad)?;
+    for event in events.iter().chain(parser.finish().map_err(bad)?.iter()) {
+        if apply(&mut turn, event)?.1 {
+            break;
+        }
+    }
+    Ok(turn)
 }
 
 /// A non-streamed answer's turn.
@@ -466,6 +484,40 @@ fn snippet(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_of_several_servers_read_alike() {
+        // OpenAI: numbered pieces; Gemini's compatible endpoint: whole
+        // calls without an index; a usage-only chunk; no [DONE].
+        let openai = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi \"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"a\",\"function\":{\"name\":\"top\",\"arguments\":\"{\\\"task\\\":\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"\\\"t\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let gemini = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi \",\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"top\",\"arguments\":\"{\\\"task\\\":\\\"t\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        );
+        for stream in [openai, gemini] {
+            let turn = parse_stream(stream.as_bytes()).unwrap();
+            assert_eq!(turn.content, "Hi ");
+            assert_eq!(turn.finish_reason.as_deref(), Some("tool_calls"));
+            assert_eq!(
+                turn.tool_calls,
+                [RequestedCall {
+                    id: "a".into(),
+                    name: "top".into(),
+                    arguments: r#"{"task":"t"}"#.into()
+                }],
+                "{stream}"
+            );
+        }
+        assert!(parse_stream(
+            b"data: {\"choices\": [{\"delta\": {\"tool_calls\": [{\"index\": 99}]}}]}\n\n"
+        )
+        .is_err());
+    }
 
     #[test]
     fn error_bodies_of_several_servers_give_their_message() {

@@ -281,6 +281,10 @@ fn describe() {
             "Alert notifications explained by the AI analysis (alerter.ai_analysis).",
         ),
         (
+            "netspectra_ai_model_requests_total",
+            "Requests to the AI model server, by outcome (ok, retried, failed).",
+        ),
+        (
             "netspectra_alert_analysis_failed_total",
             "Alert notifications sent without analysis because it failed or timed out, by reason (error, timeout).",
         ),
