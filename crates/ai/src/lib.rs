@@ -91,6 +91,11 @@ pub enum AiError {
 /// connection to the model server for up to minutes).
 pub const MAX_CONCURRENT_ANSWERS: usize = 4;
 
+/// Longest time one answer may take, tool calls included; the HTTP face
+/// closes a connection after 300 s and the gRPC gateway's deadline is the
+/// same, so an answer that would outlive them is ended with a reason.
+pub const MAX_ANSWER_TIME: std::time::Duration = std::time::Duration::from_secs(295);
+
 /// Events buffered towards a slow reader before the answer waits.
 const EVENT_BUFFER: usize = 64;
 
@@ -134,15 +139,23 @@ impl Analyst for Built {
         let backend = self.backend.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = match &*backend {
-                Backend::Offline(o) => o.answer(&question, &tx).await,
-                Backend::Model(m) => match m.answer(&question, &tx).await {
-                    Ok((answer, tool_calls)) => {
+            let answer = async {
+                match &*backend {
+                    Backend::Offline(o) => o.answer(&question, &tx).await,
+                    Backend::Model(m) => {
+                        let (answer, tool_calls) = m.answer(&question, &tx).await?;
                         openai::send(&tx, AskEvent::Done { answer, tool_calls }).await
                     }
-                    Err(e) => Err(e),
-                },
+                }
             };
+            let outcome = tokio::time::timeout(MAX_ANSWER_TIME, answer)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(AiError::Timeout(format!(
+                        "no complete answer within {} s",
+                        MAX_ANSWER_TIME.as_secs()
+                    )))
+                });
             match outcome {
                 Ok(()) | Err(AiError::Abandoned) => {}
                 Err(error) => {

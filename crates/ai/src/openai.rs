@@ -496,9 +496,7 @@ mod tests {
             "data: {\"choices\":[],\"usage\":{\"total_tokens\":3}}\n\n",
             "data: [DONE]\n\n",
         );
-        let gemini = concat!(
-            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi \",\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"top\",\"arguments\":\"{\\\"task\\\":\\\"t\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
-        );
+        let gemini = "data: {\"choices\":[{\"delta\":{\"content\":\"Hi \",\"tool_calls\":[{\"id\":\"a\",\"type\":\"function\",\"function\":{\"name\":\"top\",\"arguments\":\"{\\\"task\\\":\\\"t\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n";
         for stream in [openai, gemini] {
             let turn = parse_stream(stream.as_bytes()).unwrap();
             assert_eq!(turn.content, "Hi ");
