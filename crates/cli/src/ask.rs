@@ -184,16 +184,16 @@ impl Printer {
         match event {
             AskEvent::ToolCall(call) => {
                 if let Some(s) = &self.spinner {
-                    s.set_message(format!("querying {}", call_text(&call)));
+                    s.set_message(format!("querying {}", printable(&call_text(&call))));
                 } else if self.tools_on_stderr && self.format == AskFormat::Text {
-                    eprintln!("→ {}", call_text(&call));
+                    eprintln!("→ {}", printable(&call_text(&call)));
                 }
             }
             AskEvent::Delta(text) => {
                 if self.format == AskFormat::Text {
                     self.finish();
                     let mut out = std::io::stdout().lock();
-                    out.write_all(text.as_bytes())?;
+                    out.write_all(printable(&text).as_bytes())?;
                     out.flush()?;
                 }
             }
@@ -216,7 +216,7 @@ impl Printer {
                 if self.format == AskFormat::Text {
                     println!();
                 }
-                bail!("the analyst could not answer: {message}");
+                bail!("the analyst could not answer: {}", printable(&message));
             }
         }
         Ok(false)
@@ -228,6 +228,15 @@ impl Printer {
             s.finish_and_clear();
         }
     }
+}
+
+/// Text as it may reach a terminal: control characters (escape sequences
+/// that could move the cursor, retitle the window or hide text) dropped,
+/// line breaks and tabs kept. A model's answer is not trusted to be text.
+fn printable(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect()
 }
 
 /// `top(task=per_src_ip, by=bytes)`.
@@ -243,4 +252,17 @@ fn call_text(call: &ToolCall) -> String {
         })
         .collect();
     format!("{}({})", call.name, args.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn escape_sequences_never_reach_the_terminal() {
+        assert_eq!(
+            printable("ok \u{1b}]0;owned\u{7}\u{1b}[2Jdone\n\tnext\r"),
+            "ok ]0;owned[2Jdone\n\tnext"
+        );
+    }
 }
