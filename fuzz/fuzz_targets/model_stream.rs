@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(turn) = parse_stream(stream) {
-        assert!(turn.tool_calls.len() <= 65);
+        assert!(turn.tool_calls.len() <= 64);
     }
     // Whole, or in two pieces cut anywhere: the same events.
     let cut = usize::from(cut) * stream.len() / 255;

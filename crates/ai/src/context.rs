@@ -199,11 +199,22 @@ const AROUND: u64 = 5;
 /// Alerts of one notification given context (the rest are listed only).
 pub const MAX_ALERTS_WITH_CONTEXT: usize = 5;
 
+/// One alert's context: the answers of its `timeseries` and `top` calls.
+#[derive(Clone, Debug, Default)]
+pub struct AlertContext {
+    /// The key's windows around the alert.
+    pub series: Option<Value>,
+    /// The key's top peers by bytes.
+    pub peers: Option<Value>,
+}
+
 /// What an alert's analysis reads: per alert (the first few), the key's
 /// windows from a few before the alert to a few after (an exact task
-/// holding the key's dimensions), and its top peers.
-pub async fn around_alerts(tools: &Tools, alerts: &[AlertRecord]) -> Gathered {
+/// holding the key's dimensions), and its top peers; every call made, and
+/// each alert's own answers.
+pub async fn around_alerts(tools: &Tools, alerts: &[AlertRecord]) -> (Gathered, Vec<AlertContext>) {
     let mut g = Gathered::default();
+    let mut contexts = Vec::new();
     let all = tasks(&g.run(tools, "tasks", json!({})).await);
     for alert in alerts.iter().take(MAX_ALERTS_WITH_CONTEXT) {
         let filter = key_filter(alert);
@@ -211,8 +222,14 @@ pub async fn around_alerts(tools: &Tools, alerts: &[AlertRecord]) -> Gathered {
             .iter()
             .find(|t| t.name == alert.task)
             .map_or(60_000_000_000, |t| t.window_ns.max(1));
-        let from = alert.window_start_ns.saturating_sub(AROUND * window);
-        let to = alert.ends_at_ns.unwrap_or(alert.window_start_ns + window) + AROUND * window;
+        // Saturating: the times of an alert sent over gRPC are anyone's.
+        let from = alert
+            .window_start_ns
+            .saturating_sub(AROUND.saturating_mul(window));
+        let to = alert
+            .ends_at_ns
+            .unwrap_or(alert.window_start_ns.saturating_add(window))
+            .saturating_add(AROUND.saturating_mul(window));
         let range = |mut args: Map<String, Value>| {
             args.insert("from".into(), netspectra_model::alert::rfc3339(from).into());
             args.insert("to".into(), netspectra_model::alert::rfc3339(to).into());
@@ -239,11 +256,12 @@ pub async fn around_alerts(tools: &Tools, alerts: &[AlertRecord]) -> Gathered {
                     .filter(|t| t.kind == "exact")
                     .find(|t| dims.iter().all(|d| t.key.iter().any(|k| k == d)))
             });
+        let mut context = AlertContext::default();
         if let Some(t) = series_task {
             let mut args = range(filter.clone());
             args.insert("task".into(), t.name.clone().into());
             args.insert("limit".into(), (4 * AROUND + 4).into());
-            g.run(tools, "timeseries", Value::Object(args)).await;
+            context.series = Some(g.run(tools, "timeseries", Value::Object(args)).await);
         }
         let peers = match dims.as_slice() {
             ["SrcIP"] => peer_task(&all, "SrcIP", "DstIP"),
@@ -256,8 +274,9 @@ pub async fn around_alerts(tools: &Tools, alerts: &[AlertRecord]) -> Gathered {
             args.insert("task".into(), t.name.clone().into());
             args.insert("by".into(), "bytes".into());
             args.insert("limit".into(), 5.into());
-            g.run(tools, "top", Value::Object(args)).await;
+            context.peers = Some(g.run(tools, "top", Value::Object(args)).await);
         }
+        contexts.push(context);
     }
-    g
+    (g, contexts)
 }

@@ -160,7 +160,10 @@ impl Analyst for Built {
                 Ok(()) | Err(AiError::Abandoned) => {}
                 Err(error) => {
                     tracing::warn!(message = "the analyst could not answer", %error);
-                    let _ = tx.send(AskEvent::Failed(error.to_string())).await;
+                    // Bounded: a reader that stopped reading must not keep
+                    // this task (and its answer slot) for ever.
+                    let failed = tx.send(AskEvent::Failed(error.to_string()));
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), failed).await;
                 }
             }
         });

@@ -67,13 +67,18 @@ impl ModelAnalyst {
         let mut answer = String::new();
         let mut round = 0;
         loop {
-            let offer = use_tools && round < MAX_ROUNDS;
-            let turn = match self
-                .client
-                .stream(&messages, offer.then_some(&specs), events)
-                .await
-            {
-                Err(AiError::ToolsUnsupported(why)) if offer && round == 0 => {
+            let last_round = round >= MAX_ROUNDS;
+            if last_round && use_tools && round == MAX_ROUNDS {
+                // Tools stay offered (a conversation holding tool calls
+                // without them is refused by some servers); the model is
+                // told to answer instead.
+                messages.push(json!({"role": "user", "content": format!(
+                    "You have used all {MAX_ROUNDS} rounds of tool calls: answer now from the results above."
+                )}));
+            }
+            let offer = use_tools.then_some(&specs);
+            let turn = match self.client.stream(&messages, offer, events).await {
+                Err(AiError::ToolsUnsupported(why)) if use_tools && round == 0 => {
                     tracing::warn!(message = "model does not take tools; its prompt gets the stored context instead", %why);
                     use_tools = false;
                     self.context_instead_of_tools(&mut messages, question, &mut calls, events)
@@ -83,7 +88,21 @@ impl ModelAnalyst {
                 other => other?,
             };
             answer.push_str(&turn.content);
-            if turn.tool_calls.is_empty() || !offer {
+            if turn.finish_reason.as_deref() == Some("length") {
+                let note = "\n\n_(The answer was cut at ai.max_tokens.)_";
+                answer.push_str(note);
+                send(events, AskEvent::Delta(note.into())).await?;
+            }
+            if turn.tool_calls.is_empty() {
+                break;
+            }
+            if last_round {
+                if answer.trim().is_empty() {
+                    return Err(AiError::Empty(format!(
+                        "model `{}` kept calling tools after {MAX_ROUNDS} rounds without answering",
+                        self.model()
+                    )));
+                }
                 break;
             }
             messages.push(turn.message());
@@ -144,7 +163,7 @@ impl ModelAnalyst {
     pub fn analyse(&self, alerts: Vec<AlertRecord>) -> BoxFuture<Result<String, String>> {
         let me = self.clone();
         Box::pin(async move {
-            let gathered = context::around_alerts(&me.tools, &alerts).await;
+            let (gathered, _) = context::around_alerts(&me.tools, &alerts).await;
             let records: Vec<Value> = alerts.iter().map(AlertRecord::to_json).collect();
             let messages = [
                 json!({"role": "system", "content": SYSTEM}),

@@ -69,8 +69,8 @@ impl OfflineAnalyst {
     pub fn analyse(&self, alerts: Vec<AlertRecord>) -> BoxFuture<Result<String, String>> {
         let tools = self.tools.clone();
         Box::pin(async move {
-            let gathered = context::around_alerts(&tools, &alerts).await;
-            Ok(alert_findings(&alerts, &gathered))
+            let (_, contexts) = context::around_alerts(&tools, &alerts).await;
+            Ok(alert_findings(&alerts, &contexts))
         })
     }
 }
@@ -138,10 +138,7 @@ fn findings(g: &Gathered, addresses: &[String], focus: Focus) -> Vec<String> {
     let spread = spreaders(g, &tasks);
     let hitters = heavy_hitters(g);
     let alerts = alerts(g);
-    let about = addresses
-        .iter()
-        .filter_map(|a| address(g, a))
-        .collect::<Vec<_>>();
+    let about = addresses.iter().map(|a| address(g, a)).collect::<Vec<_>>();
     let mut out = about;
     let order: [&Vec<String>; 4] = match focus {
         Focus::Traffic => [&traffic, &spread, &hitters, &alerts],
@@ -354,7 +351,7 @@ fn alerts(g: &Gathered) -> Vec<String> {
     vec![p]
 }
 
-fn address(g: &Gathered, address: &str) -> Option<String> {
+fn address(g: &Gathered, address: &str) -> String {
     let sum = |param: &str| {
         answers(g, "aggregate")
             .find(|(args, _)| args[param] == address)
@@ -385,25 +382,23 @@ fn address(g: &Gathered, address: &str) -> Option<String> {
     if !any {
         p = format!("**{address}** does not appear in the stored traffic.");
     }
-    Some(p.trim_end_matches(';').to_string())
+    p.trim_end_matches(';').to_string()
 }
 
-/// The analysis of a notification's alerts, from their context.
-fn alert_findings(alerts: &[AlertRecord], g: &Gathered) -> String {
+/// The analysis of a notification's alerts, from each one's context
+/// (the first few have one).
+fn alert_findings(alerts: &[AlertRecord], contexts: &[context::AlertContext]) -> String {
     let mut out = String::new();
-    let mut series = answers(g, "timeseries");
-    let mut peers = answers(g, "top");
     for (i, a) in alerts.iter().enumerate() {
         if i > 0 {
             out.push_str("\n\n");
         }
         let _ = write!(out, "**{}**: {}.", a.rule, a.summary());
-        if i >= context::MAX_ALERTS_WITH_CONTEXT {
+        let Some(c) = contexts.get(i) else {
             continue;
-        }
-        let filter = context::key_filter(a);
-        let matches = |args: &Value| filter.iter().all(|(k, v)| &args[k] == v);
-        if let Some((_, s)) = series.by_ref().find(|(args, _)| matches(args)) {
+        };
+        let ok = |v: &Option<Value>| v.clone().filter(|v| v.get("error").is_none());
+        if let Some(s) = ok(&c.series) {
             let rows = s["rows"].as_array().cloned().unwrap_or_default();
             if let Some(peak) = rows.iter().max_by_key(|r| r["bytes"].as_u64().unwrap_or(0)) {
                 let typical = median(rows.iter().filter_map(|r| r["bytes"].as_u64()).collect());
@@ -420,10 +415,8 @@ fn alert_findings(alerts: &[AlertRecord], g: &Gathered) -> String {
                 out.push_str(" No stored traffic of this key around it.");
             }
         }
-        if let Some((_, t)) = peers.by_ref().find(|(args, _)| matches(args)) {
-            if let Some(peers) = peer_list(t) {
-                let _ = write!(out, " Top peers by bytes: {peers}.");
-            }
+        if let Some(peers) = ok(&c.peers).as_ref().and_then(peer_list) {
+            let _ = write!(out, " Top peers by bytes: {peers}.");
         }
         let advice = match a.metric.as_str() {
             "distinct" => " Many distinct peers from one key is typical of a scan: check which ports it tried and whether any peer answered.",

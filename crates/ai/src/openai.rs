@@ -81,6 +81,11 @@ impl Turn {
 
 /// Largest error or non-streamed answer read (a bounded read).
 const MAX_ANSWER: usize = 8 << 20;
+/// Most text one answer may stream (far beyond any `max_tokens`): a
+/// server that never stops is cut off.
+const MAX_TEXT: usize = 4 << 20;
+/// Most tool calls one turn may ask for.
+const MAX_CALLS: usize = 64;
 
 /// Talks to one model server.
 #[derive(Clone, Debug)]
@@ -301,7 +306,7 @@ impl ChatClient {
         let message = error_message(&body);
         let base = &self.settings.base_url;
         let model = &self.settings.model;
-        let lower = message.to_ascii_lowercase();
+        let about = BadRequest::of(&body, &message);
         match status {
             429 | 500 | 502 | 503 | 504 => Attempt::Again(
                 AiError::Unavailable(format!("the model server at {base} answered {status}: {message}")),
@@ -314,17 +319,76 @@ impl ChatClient {
             404 => Attempt::Fail(AiError::Model(format!(
                 "model `{model}` or its endpoint is not at {base} (404: {message}); check ai.model and ai.base_url"
             ))),
-            400 | 422 if lower.contains("tool") || lower.contains("function") => {
+            400 | 422 if about == BadRequest::Tools => {
                 Attempt::Fail(AiError::ToolsUnsupported(format!(
                     "model `{model}` at {base} does not take tools ({status}: {message})"
                 )))
             }
-            400 | 422 if lower.contains("model") => Attempt::Fail(AiError::Model(format!(
+            400 | 422 if about == BadRequest::Model => Attempt::Fail(AiError::Model(format!(
                 "model `{model}` is not usable at {base} ({status}: {message}); check ai.model"
             ))),
             _ => Attempt::Fail(AiError::Refused(format!(
                 "the model server at {base} answered {status}: {message}"
             ))),
+        }
+    }
+}
+
+/// What a 400 is about, as far as a user can act on it.
+#[derive(Debug, PartialEq, Eq)]
+enum BadRequest {
+    /// The model (or this server) does not take tools.
+    Tools,
+    /// The model name is unknown.
+    Model,
+    /// Anything else (a context too long, a bad parameter…).
+    Other,
+}
+
+impl BadRequest {
+    /// From the error's `code` when the server gives one (OpenAI:
+    /// `model_not_found`), else from narrow phrases of its message: "too
+    /// long … functions" is not a server without tools.
+    fn of(body: &[u8], message: &str) -> BadRequest {
+        let value: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let error = &value.get(0).unwrap_or(&value)["error"];
+        let code = error["code"].as_str().unwrap_or_default();
+        let m = message.to_ascii_lowercase();
+        if code == "model_not_found" {
+            return BadRequest::Model;
+        }
+        if code.contains("context_length") || m.contains("context length") || m.contains("too long")
+        {
+            return BadRequest::Other;
+        }
+        let refuses = [
+            "not support",
+            "unsupported",
+            "does not support",
+            "not enabled",
+            "not available",
+            "unknown parameter",
+            "unrecognized",
+        ]
+        .iter()
+        .any(|p| m.contains(p));
+        if refuses && (m.contains("tool") || m.contains("function")) {
+            BadRequest::Tools
+        } else if m.contains("model")
+            && [
+                "not found",
+                "does not exist",
+                "unknown model",
+                "invalid model",
+                "no such model",
+                "not a valid model",
+            ]
+            .iter()
+            .any(|p| m.contains(p))
+        {
+            BadRequest::Model
+        } else {
+            BadRequest::Other
         }
     }
 }
@@ -362,6 +426,11 @@ fn apply(turn: &mut Turn, event: &SseEvent) -> Result<(Option<String>, bool), Ai
         .filter(|t| !t.is_empty())
         .map(str::to_string);
     if let Some(text) = &text {
+        if turn.content.len() + text.len() > MAX_TEXT {
+            return Err(AiError::Protocol(format!(
+                "the model's answer grew beyond {MAX_TEXT} bytes"
+            )));
+        }
         turn.content.push_str(text);
     }
     if let Some(calls) = delta["tool_calls"].as_array() {
@@ -378,7 +447,7 @@ fn apply(turn: &mut Turn, event: &SseEvent) -> Result<(Option<String>, bool), Ai
                     .unwrap_or(turn.tool_calls.len()),
                 None => turn.tool_calls.len().max(position),
             };
-            if slot > 64 {
+            if slot >= MAX_CALLS {
                 return Err(AiError::Protocol(format!(
                     "tool call index {slot} in the model's stream"
                 )));
@@ -393,11 +462,8 @@ fn apply(turn: &mut Turn, event: &SseEvent) -> Result<(Option<String>, bool), Ai
             if let Some(name) = c["function"]["name"].as_str() {
                 t.name.push_str(name);
             }
-            match &c["function"]["arguments"] {
-                Value::String(s) => t.arguments.push_str(s),
-                Value::Null => {}
-                other => t.arguments.push_str(&other.to_string()),
-            }
+            t.arguments
+                .push_str(&arguments_text(&c["function"]["arguments"]));
         }
     }
     if let Some(reason) = choice["finish_reason"].as_str() {
@@ -422,6 +488,16 @@ pub fn parse_stream(bytes: &[u8]) -> Result<Turn, AiError> {
     Ok(turn)
 }
 
+/// A call's arguments as JSON text: servers send a string of JSON (as
+/// OpenAI specifies), some an object.
+fn arguments_text(arguments: &Value) -> String {
+    match arguments {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
 /// A non-streamed answer's turn.
 fn whole_turn(value: &Value) -> Result<Turn, AiError> {
     let Some(choice) = value["choices"].get(0) else {
@@ -436,17 +512,14 @@ fn whole_turn(value: &Value) -> Result<Turn, AiError> {
         .map(|calls| {
             calls
                 .iter()
+                .take(MAX_CALLS)
                 .map(|c| RequestedCall {
                     id: c["id"].as_str().unwrap_or_default().to_string(),
                     name: c["function"]["name"]
                         .as_str()
                         .unwrap_or_default()
                         .to_string(),
-                    arguments: match &c["function"]["arguments"] {
-                        Value::String(s) => s.clone(),
-                        Value::Null => String::new(),
-                        other => other.to_string(),
-                    },
+                    arguments: arguments_text(&c["function"]["arguments"]),
                 })
                 .collect()
         })
@@ -515,6 +588,39 @@ mod tests {
             b"data: {\"choices\": [{\"delta\": {\"tool_calls\": [{\"index\": 99}]}}]}\n\n"
         )
         .is_err());
+    }
+
+    #[test]
+    fn bad_requests_are_told_apart_by_what_to_fix() {
+        let of = |body: &str| BadRequest::of(body.as_bytes(), &error_message(body.as_bytes()));
+        assert_eq!(
+            of(r#"{"error":{"message":"tools are not supported for this model"}}"#),
+            BadRequest::Tools
+        );
+        assert_eq!(
+            of(
+                r#"{"error":{"message":"registry.ollama.ai/library/gemma does not support tools"}}"#
+            ),
+            BadRequest::Tools
+        );
+        assert_eq!(
+            of(r#"{"error":{"message":"x","code":"model_not_found"}}"#),
+            BadRequest::Model
+        );
+        assert_eq!(
+            of(r#"{"error":{"message":"The model `gpt-9` does not exist"}}"#),
+            BadRequest::Model
+        );
+        assert_eq!(
+            of(
+                r#"{"error":{"message":"This model's maximum context length is 8192 tokens; your messages and functions are too long","code":"context_length_exceeded"}}"#
+            ),
+            BadRequest::Other
+        );
+        assert_eq!(
+            of(r#"{"error":{"message":"temperature must be at most 2"}}"#),
+            BadRequest::Other
+        );
     }
 
     #[test]

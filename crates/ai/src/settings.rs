@@ -73,11 +73,11 @@ impl Settings {
                 "ai.base_url `{base}` must start with http:// or https://"
             )));
         }
+        let set = |k: String| Some(k.trim().to_string()).filter(|k| !k.is_empty());
         let api_key = std::env::var(API_KEY_ENV)
             .ok()
-            .or_else(|| Some(ai.api_key.clone()))
-            .map(|k| k.trim().to_string())
-            .filter(|k| !k.is_empty());
+            .and_then(set)
+            .or_else(|| set(ai.api_key.clone()));
         let timeout = ai
             .timeout
             .map_or(DEFAULT_TIMEOUT, |d| Duration::from_nanos(d.0));

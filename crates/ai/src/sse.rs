@@ -16,6 +16,9 @@ pub struct SseEvent {
 /// Longest line accepted: an endless line from a broken server must not
 /// grow memory without bound.
 pub const MAX_LINE: usize = 4 << 20;
+/// Most data one event may carry (its `data:` lines together), for the
+/// same reason.
+pub const MAX_EVENT: usize = 4 << 20;
 
 /// Turns pieces of an event stream into events.
 #[derive(Default)]
@@ -24,6 +27,7 @@ pub struct SseParser {
     last_was_cr: bool,
     event: String,
     data: Vec<String>,
+    data_bytes: usize,
 }
 
 /// The stream is not an event stream.
@@ -79,6 +83,7 @@ impl SseParser {
                 });
             }
             self.event.clear();
+            self.data_bytes = 0;
             return Ok(());
         }
         if line.starts_with(':') {
@@ -89,7 +94,15 @@ impl SseParser {
             None => (line.as_str(), ""),
         };
         match field {
-            "data" => self.data.push(value.to_string()),
+            "data" => {
+                self.data_bytes += value.len() + 1;
+                if self.data_bytes > MAX_EVENT {
+                    return Err(SseError(format!(
+                        "an event carrying more than {MAX_EVENT} bytes"
+                    )));
+                }
+                self.data.push(value.to_string());
+            }
             "event" => self.event = value.to_string(),
             // `id` and `retry` steer reconnection, which a one-shot answer
             // does not do; unknown fields are ignored, as the rules say.
@@ -145,5 +158,12 @@ mod tests {
         assert!(p.push(b"data: \xff\xfe\n").is_err());
         let mut p = SseParser::default();
         assert!(p.push(&vec![b'a'; MAX_LINE + 1]).is_err());
+        let mut p = SseParser::default();
+        let line = format!("data: {}\n", "x".repeat(1 << 20));
+        let mut failed = false;
+        for _ in 0..5 {
+            failed |= p.push(line.as_bytes()).is_err();
+        }
+        assert!(failed, "an event without end is refused");
     }
 }

@@ -54,7 +54,12 @@ impl Tools {
             Ok(q) => q,
             Err(message) => return error("bad_request", &message),
         };
-        match netspectra_api::http::operate(&self.service, op, &query).await {
+        // Within the API's limits: a slot of the shared pool (or shed) and
+        // the request timeout, as a GET of the operation would be.
+        let answer = self
+            .service
+            .bounded(netspectra_api::http::operate(&self.service, op, &query));
+        match answer.await {
             Ok(answer) => answer,
             Err(e) => error(e.code(), &e.to_string()),
         }
@@ -146,14 +151,16 @@ pub fn for_model(mut answer: Value) -> String {
             .and_then(Value::as_array_mut)
             .filter(|r| !r.is_empty())
         else {
-            let mut cut = MAX_RESULT_BYTES;
+            let mut cut = MAX_RESULT_BYTES / 2;
             while !text.is_char_boundary(cut) {
                 cut -= 1;
             }
-            return format!(
-                "{}… (cut: the answer is longer than {MAX_RESULT_BYTES} bytes)",
-                &text[..cut]
-            );
+            // Still JSON, so a prompt that embeds it stays valid.
+            return json!({
+                "cut": format!("the answer is longer than {MAX_RESULT_BYTES} bytes; its start follows"),
+                "start": &text[..cut],
+            })
+            .to_string();
         };
         let keep = rows.len() / 2;
         rows.truncate(keep);
@@ -197,7 +204,7 @@ pub fn specs() -> Value {
         ("trace", "One flow's life (first and last packet, packets, bytes, windows) in an exact task, selected by the key filter.", scope()),
         ("heavy_hitters", "Heavy hitters estimated by a Count-Min or heavy-hitter sketch task, with error bounds.", with(json!({"limit": limit, "by": by}))),
         ("super_spreaders", "Keys (usually sources) reaching the most distinct elements (usually destinations) per window, estimated by a SuperSpread task, with error bounds.", with(json!({"limit": limit}))),
-        ("timeseries", "Packets, bytes and distinct keys per window of an exact task, for the key filter.", with(json!({"limit": limit}))),
+        ("timeseries", "Packets, bytes and distinct keys per window of an exact task, for the key filter, oldest window first: give `from`/`to` (or `since`) to see a given period.", with(json!({"limit": limit}))),
         ("alerts", "Stored alert transitions (firing and resolved), newest first.", json!({
             "from": s("string", "Start, RFC 3339."),
             "to": s("string", "End, RFC 3339."),

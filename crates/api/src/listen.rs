@@ -25,10 +25,11 @@ pub struct HttpBounds {
     /// a kept-alive connection may sit idle.
     pub header_timeout: Duration,
     /// A connection is asked to close (after its current request) once
-    /// this old, so no client keeps one forever.
+    /// this old, so no client keeps one forever; the request in progress
+    /// then gets up to `max_age` more (a streamed answer).
     pub max_age: Duration,
-    /// Requests in progress get this long to finish on stop or at
-    /// `max_age`; then the connection is closed.
+    /// Requests in progress get this long to finish on stop; then the
+    /// connection is closed.
     pub grace: Duration,
 }
 
@@ -90,12 +91,22 @@ pub async fn serve_http(
             let _slot = slot;
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             tokio::pin!(conn);
-            tokio::select! {
+            let aged = tokio::select! {
                 _ = conn.as_mut() => return,
-                _ = stop.wait_for(|s| *s) => {}
-                () = tokio::time::sleep(bounds.max_age) => {}
-            }
+                _ = stop.wait_for(|s| *s) => false,
+                () = tokio::time::sleep(bounds.max_age) => true,
+            };
             conn.as_mut().graceful_shutdown();
+            if aged {
+                // Old: no new request on it, but the one in progress (a
+                // streamed answer may take minutes) gets up to `max_age`
+                // more, unless the server stops meanwhile.
+                tokio::select! {
+                    _ = conn.as_mut() => return,
+                    _ = stop.wait_for(|s| *s) => {}
+                    () = tokio::time::sleep(bounds.max_age) => return,
+                }
+            }
             let _ = tokio::time::timeout(bounds.grace, conn).await;
         });
     }

@@ -93,10 +93,10 @@ fn from_store(args: &AskArgs, question: &str, printer: &mut Printer) -> anyhow::
         let mut events = analyst.ask(question.to_string());
         while let Some(event) = events.recv().await {
             if printer.event(event)? {
-                break;
+                return Ok(());
             }
         }
-        anyhow::Ok(())
+        bail!("the analyst stopped without an answer")
     })
 }
 

@@ -571,8 +571,8 @@ pub struct ApiConfig {
     pub token: String,
 }
 
-/// `ai` (Go2NetSpectra shape).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `ai` (Go2NetSpectra shape). Its `Debug` never shows the key.
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AiConfig {
     /// Provider label.
@@ -595,6 +595,21 @@ pub struct AiConfig {
     /// model without tool calls: the stored context then goes into the
     /// prompt instead.
     pub tools: Option<bool>,
+}
+
+impl std::fmt::Debug for AiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiConfig")
+            .field("provider", &self.provider)
+            .field("api_key", &(!self.api_key.is_empty()).then_some("<set>"))
+            .field("model", &self.model)
+            .field("base_url", &self.base_url)
+            .field("grpc_listen_addr", &self.grpc_listen_addr)
+            .field("timeout", &self.timeout)
+            .field("max_tokens", &self.max_tokens)
+            .field("tools", &self.tools)
+            .finish()
+    }
 }
 
 /// `probe` (Go2NetSpectra shape).
@@ -709,8 +724,8 @@ pub struct AlertRuleConfig {
     pub notifiers: Option<Vec<String>>,
 }
 
-/// `smtp` (Go2NetSpectra shape).
-#[derive(Clone, Debug, Default, Deserialize)]
+/// `smtp` (Go2NetSpectra shape). Its `Debug` never shows the password.
+#[derive(Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
     /// Relay host.
@@ -728,6 +743,20 @@ pub struct SmtpConfig {
     /// `none`, `starttls` or `tls`; unset: `tls` on port 465, `starttls`
     /// when a password is set, else `none`.
     pub tls: String,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("username", &self.username)
+            .field("password", &(!self.password.is_empty()).then_some("<set>"))
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// Upper bound on `num_workers`: more threads than this only add overhead.

@@ -81,6 +81,18 @@ mod tests {
     use super::thousands;
 
     #[test]
+    fn secrets_never_show_in_debug_output() {
+        let c = crate::config::Config::from_yaml(
+            "ai: {api_key: sk-hunter2, model: m}\nsmtp: {host: h, password: hunter2}\n",
+            &|_| None,
+        )
+        .unwrap();
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<set>"));
+    }
+
+    #[test]
     fn groups_thousands() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");

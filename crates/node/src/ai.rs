@@ -54,12 +54,7 @@ impl AiListen {
     /// NETSPECTRA_API_TOKEN, `api.token`), then the defaults. A non-loopback
     /// address without a token is refused unless `insecure_no_auth`.
     pub fn options(&self, config: &Config, limits: AiLimits) -> Result<AiServeOptions, NodeError> {
-        let token = self
-            .token
-            .clone()
-            .or_else(|| std::env::var(TOKEN_ENV).ok())
-            .or_else(|| Some(config.api.token.clone()))
-            .filter(|t| !t.is_empty());
+        let token = crate::api::token(self.token.as_deref(), &config.api);
         let configured = config.ai.grpc_listen_addr.trim();
         let (text, source) = match self.grpc.as_deref() {
             Some(t) => (t, "--grpc".to_string()),

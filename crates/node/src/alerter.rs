@@ -65,18 +65,18 @@ fn enrichment(config: &Config, store: Option<&StoreUrl>) -> Result<Option<Enrich
     if !addr.is_empty() {
         // The gateway's client keeps its connection on a runtime of its
         // own, which lives as long as the analysis does.
-        let rt = std::sync::Arc::new(
+        let rt = std::sync::Arc::new(OwnRuntime(Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
                 .thread_name("ns-alert-ai")
                 .enable_all()
                 .build()
                 .context("cannot start the AI client's runtime")?,
-        );
-        let token = Some(config.api.token.as_str()).filter(|t| !t.is_empty());
+        )));
+        let token = crate::api::token(None, &config.api);
         let remote = {
-            let _in_runtime = rt.enter();
-            netspectra_api::ai_grpc::RemoteAnalyst::connect(addr, token)
+            let _in_runtime = rt.0.as_ref().map(tokio::runtime::Runtime::enter);
+            netspectra_api::ai_grpc::RemoteAnalyst::connect(addr, token.as_deref())
                 .map_err(|e| NodeError::invalid(format!("alerter.ai_analysis.service_addr: {e}")))?
         };
         return Ok(Some(Enrichment::new(
@@ -98,6 +98,19 @@ fn enrichment(config: &Config, store: Option<&StoreUrl>) -> Result<Option<Enrich
         std::sync::Arc::new(move |alerts: Vec<AlertRecord>| analyst.analyse_alerts(alerts)),
         timeout,
     )))
+}
+
+/// A runtime that may be dropped anywhere, even inside another runtime
+/// (the notifier thread drops the analysis from its own): it shuts down in
+/// the background instead of blocking, which tokio forbids there.
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// How long to wait for queued notifications: `base`, or longer when each

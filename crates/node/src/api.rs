@@ -33,6 +33,16 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often a waiting role looks at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
 
+/// The bearer token the API (and the `ai` gateway, which shares it)
+/// requires: `flag`, else env NETSPECTRA_API_TOKEN, else `api.token`; an
+/// empty one is none.
+pub fn token(flag: Option<&str>, config: &ApiSection) -> Option<String> {
+    flag.map(str::to_string)
+        .or_else(|| std::env::var(TOKEN_ENV).ok())
+        .or_else(|| Some(config.token.clone()))
+        .filter(|t| !t.is_empty())
+}
+
 /// Where the query API listens and who may ask, as given on the command
 /// line (each `None` falls back to the config's `api` section, then to the
 /// defaults).
@@ -54,12 +64,7 @@ impl Listen {
     /// The listeners and token: flags first, then the config's `api`
     /// section (and NETSPECTRA_API_TOKEN), then the defaults.
     pub fn options(&self, config: &ApiSection, limits: Limits) -> Result<ServeOptions, NodeError> {
-        let token = self
-            .token
-            .clone()
-            .or_else(|| std::env::var(TOKEN_ENV).ok())
-            .or_else(|| Some(config.token.clone()))
-            .filter(|t| !t.is_empty());
+        let token = token(self.token.as_deref(), config);
         let (default_grpc, default_http) = if token.is_some() {
             (DEFAULT_GRPC, DEFAULT_HTTP)
         } else {

@@ -286,7 +286,7 @@ fn describe() {
         ),
         (
             "netspectra_alert_analysis_failed_total",
-            "Alert notifications sent without analysis because it failed or timed out, by reason (error, timeout).",
+            "Alert notifications sent without analysis because it failed or timed out, by reason (error, timeout, backlog: the queue was behind).",
         ),
     ] {
         describe_counter!(name, help);

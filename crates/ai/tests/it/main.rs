@@ -245,10 +245,16 @@ async fn an_unreachable_server_is_retried_then_named() {
     };
     let c = ChatClient::new(Settings::from_config(&ai).unwrap().unwrap()).with_retry(Retry {
         attempts: 2,
-        first_delay: Duration::from_millis(10),
-        max_delay: Duration::from_millis(10),
+        first_delay: Duration::from_millis(300),
+        max_delay: Duration::from_millis(300),
     });
-    match c.complete(&question(), None).await {
+    let started = Instant::now();
+    let outcome = c.complete(&question(), None).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "retried once after the delay"
+    );
+    match outcome {
         Err(AiError::Unavailable(m)) => assert!(m.contains(&port.to_string()), "{m}"),
         other => panic!("{other:?}"),
     }

@@ -41,12 +41,30 @@ pub struct Enrichment {
     pub analysis: Arc<dyn Analysis>,
     /// Longest wait per group; then the group goes out without analysis.
     pub timeout: Duration,
+    /// Set by the dispatcher in the second half of a flush.
+    pub(super) hurry: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Enrichment {
     /// An enrichment by `analysis`, waiting at most `timeout` per group.
     pub fn new(analysis: Arc<dyn Analysis>, timeout: Duration) -> Enrichment {
-        Enrichment { analysis, timeout }
+        Enrichment {
+            analysis,
+            timeout,
+            hurry: Arc::default(),
+        }
+    }
+
+    /// Counts a group sent without analysis because `waiting` groups are
+    /// queued behind it.
+    pub(super) fn skip(&self, stats: &DispatchStats, waiting: usize) {
+        stats.analysis_failed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("netspectra_alert_analysis_failed_total", "reason" => "backlog")
+            .increment(1);
+        tracing::warn!(
+            message = "alert notifications queued behind: sending without analysis",
+            waiting
+        );
     }
 
     /// The analysis of `alerts`, or None (logged and counted) when it

@@ -97,8 +97,15 @@ impl Default for Retry {
 /// counted (they are recorded in the store regardless).
 const QUEUE: usize = 1024;
 
+/// Groups waiting behind the one at hand from which it is sent without
+/// analysis.
+const ANALYSIS_BACKLOG: usize = 8;
+
 /// The sending side: a queue and the thread that drains it.
 pub struct Dispatcher {
+    /// The enrichment's flag: set in the second half of a flush, when
+    /// analyses are skipped.
+    hurry: Option<Arc<std::sync::atomic::AtomicBool>>,
     tx: Option<tokio::sync::mpsc::Sender<Vec<Notice>>>,
     thread: Option<std::thread::JoinHandle<()>>,
     stats: Arc<DispatchStats>,
@@ -173,11 +180,13 @@ impl Dispatcher {
         let stats = Arc::new(DispatchStats::default());
         let idle = Arc::new((std::sync::Mutex::new(0usize), std::sync::Condvar::new()));
         let (s, i) = (stats.clone(), idle.clone());
+        let hurry = enrichment.as_ref().map(|e| e.hurry.clone());
         let thread = std::thread::Builder::new()
             .name("alert-notify".into())
             .spawn(move || drain(rx, notifiers, routes, retry, enrichment, s, i))
             .map_err(|e| NotifyError::Setup(format!("cannot start the notifier thread: {e}")))?;
         Ok(Dispatcher {
+            hurry,
             tx: Some(tx),
             thread: Some(thread),
             stats,
@@ -201,7 +210,25 @@ impl Dispatcher {
 
     /// Waits until every queued group is sent or given up, at most
     /// `deadline`; returns whether the queue emptied.
+    /// Analyses go on for the first half of `deadline`; in the second, the
+    /// groups still queued are sent without.
     pub fn flush(&self, deadline: Duration) -> bool {
+        let half = deadline / 2;
+        if self.wait_idle(half) {
+            return true;
+        }
+        let hurry = |on| {
+            if let Some(h) = &self.hurry {
+                h.store(on, Ordering::Relaxed);
+            }
+        };
+        hurry(true);
+        let emptied = self.wait_idle(deadline - half);
+        hurry(false);
+        emptied
+    }
+
+    fn wait_idle(&self, deadline: Duration) -> bool {
         let (lock, cv) = &*self.idle;
         let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
         let (guard, _) = cv
@@ -256,7 +283,13 @@ fn drain(
                 .any(|n| notifiers.iter().any(|(name, _)| routed(n, name)));
             if let (Some(e), true) = (&enrichment, addressed) {
                 let alerts = group.iter().map(|n| n.alert.clone()).collect();
-                if let Some(text) = e.explain(alerts, &stats).await {
+                // Far behind (a slow model, a replay's burst), or past
+                // half of a flush's deadline: each group would wait for its
+                // analysis in turn, so they go out without until the queue
+                // drains — an analysis never costs a notification.
+                if rx.len() >= ANALYSIS_BACKLOG || e.hurry.load(Ordering::Relaxed) {
+                    e.skip(&stats, rx.len());
+                } else if let Some(text) = e.explain(alerts, &stats).await {
                     for n in &mut group {
                         n.alert.analysis = Some(text.clone());
                     }

@@ -383,6 +383,64 @@ mod enrichment {
     }
 
     #[test]
+    fn a_queue_far_behind_goes_out_without_analysis() {
+        // A stalled model (800 ms timeout) and 12 groups at once: waiting
+        // for every analysis would take ~10 s; past 8 queued groups they
+        // go out without, so all arrive soon, most unexplained.
+        let hook = WebhookReceiver::start();
+        let (rules, config) = rules(&format!(
+            "alerter:\n  rules:\n    - {{name: big_talker, task_name: per_src_ip, metric: bytes, operator: '>', threshold: 1}}\n  notifiers:\n    - {{name: hook, type: webhook, url: '{}'}}\n",
+            hook.url()
+        ));
+        let (enrichment, calls) = scripted(|| Box::pin(std::future::pending()));
+        let d = Dispatcher::start_with(&rules, &config.smtp, FAST, Some(enrichment)).unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..12 {
+            d.outbox()
+                .send(vec![notice("big_talker", &format!("10.0.0.{i}"), "firing")]);
+        }
+        assert_eq!(hook.wait_for(12, Duration::from_secs(8)).len(), 12);
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
+        let analysed = calls.lock().unwrap().len();
+        assert!((1..12).contains(&analysed), "{analysed} analyses tried");
+        assert_eq!(
+            d.stats()
+                .analysis_failed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            12
+        );
+        d.finish(Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_flush_stops_waiting_for_analyses_half_way() {
+        // Three groups behind a stalled model (800 ms each): a 2 s flush
+        // waits 1 s for analyses, then sends the rest without.
+        let hook = WebhookReceiver::start();
+        let (rules, config) = rules(&format!(
+            "alerter:\n  rules:\n    - {{name: big_talker, task_name: per_src_ip, metric: bytes, operator: '>', threshold: 1}}\n  notifiers:\n    - {{name: hook, type: webhook, url: '{}'}}\n",
+            hook.url()
+        ));
+        let (enrichment, calls) = scripted(|| Box::pin(std::future::pending()));
+        let d = Dispatcher::start_with(&rules, &config.smtp, FAST, Some(enrichment)).unwrap();
+        for i in 0..4 {
+            d.outbox()
+                .send(vec![notice("big_talker", &format!("10.0.1.{i}"), "firing")]);
+        }
+        assert!(
+            d.flush(Duration::from_secs(2)),
+            "emptied within the deadline"
+        );
+        assert_eq!(hook.bodies().len(), 4);
+        assert!(calls.lock().unwrap().len() < 4, "not every group waited");
+        d.finish(Duration::from_secs(1));
+    }
+
+    #[test]
     fn groups_no_notifier_receives_are_not_analysed() {
         let (rules, config) = rules(
             "alerter:\n  rules:\n    - {name: quiet, task_name: per_src_ip, metric: bytes, operator: '>', threshold: 1, notifiers: []}\n",

@@ -89,7 +89,9 @@ impl AnalystService for Native {
                 let _ = tx.send(Ok(event_to_pb(stopped))).await;
             };
             if tokio::time::timeout(limit, forward).await.is_err() {
-                let _ = tx.send(Err(too_slow(limit))).await;
+                // Never waits: a client that stopped reading must not hold
+                // the slot.
+                let _ = tx.try_send(Err(too_slow(limit)));
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -100,7 +100,9 @@ impl AiService for Reference {
                 send(Err(failed("it stopped without an answer"))).await;
             };
             if tokio::time::timeout(limit, forward).await.is_err() {
-                send(Err(too_slow(limit))).await;
+                // Never waits: a client that stopped reading must not hold
+                // the slot.
+                let _ = tx.try_send(Err(too_slow(limit)));
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -54,6 +54,8 @@ fn the_ai_role_answers_from_the_store_over_both_services_until_shut_down() {
         "a clear top source"
     );
     let top = by_bytes[0].0.clone();
+    // The generator's first packet: 2026-01-01T00:00:00Z.
+    let first_packet_ns: u64 = 1_767_225_600 * 1_000_000_000;
 
     let mut config = AiGatewayConfig::loopback(StoreUrl::parse(&url).unwrap(), AiConfig::default());
     config.options = AiServeOptions {
@@ -174,19 +176,23 @@ fn the_ai_role_answers_from_the_store_over_both_services_until_shut_down() {
             assert!(args.is_object(), "{c:?}");
         }
 
-        // An alert on the top source: analysed, the source named.
-        let alert = pb::Alert {
+        // An alert on the top source, in the capture's window: analysed
+        // from the store (the source's packets, as the truth counts them).
+        let alert = netspectra_api::ai_grpc::alerts::to_pb(&netspectra_model::alert::AlertRecord {
             rule: "big_talker".into(),
             task: "per_src_ip".into(),
-            key: [("SrcIP".to_string(), top.clone())].into(),
+            key: serde_json::json!({"SrcIP": top}).to_string(),
             metric: "bytes".into(),
             value: truth.per_src[&top].bytes as f64,
             operator: ">".into(),
             threshold: 1.0,
             severity: "warning".into(),
             state: "firing".into(),
-            ..Default::default()
-        };
+            window_start_ns: first_packet_ns,
+            starts_at_ns: first_packet_ns,
+            ends_at_ns: None,
+            analysis: None,
+        });
         let answer = analyst
             .analyze_alert(req(
                 pb::AnalyzeAlertRequest {
@@ -197,7 +203,12 @@ fn the_ai_role_answers_from_the_store_over_both_services_until_shut_down() {
             .await
             .unwrap()
             .into_inner();
-        assert!(answer.analysis.contains(&top), "{}", answer.analysis);
+        let packets = netspectra_model::thousands(truth.per_src[&top].packets);
+        assert!(
+            answer.analysis.contains(&format!(" in {packets} packets")),
+            "{packets} packets of {top} in {}",
+            answer.analysis
+        );
         assert_eq!(answer.model, "");
     });
 
