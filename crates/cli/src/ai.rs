@@ -44,9 +44,10 @@ pub struct AiArgs {
     /// Answers in progress at once (at most 4, what the analyst answers at
     /// once); one more is refused at once (RESOURCE_EXHAUSTED).
     #[arg(long, value_name = "N", default_value_t = AiLimits::default().max_in_flight as u64,
-          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+          value_parser = clap::value_parser!(u64).range(1..=netspectra_ai::MAX_CONCURRENT_ANSWERS as u64))]
     max_answers: u64,
-    /// Seconds one answer may take, tool calls included (DEADLINE_EXCEEDED).
+    /// Seconds one answer may take, tool calls included (DEADLINE_EXCEEDED);
+    /// at most 295, the analyst's own limit.
     #[arg(long, value_name = "SECS", default_value_t = AiLimits::default().answer_timeout.as_secs_f64())]
     answer_timeout: f64,
 }
@@ -68,9 +69,12 @@ pub fn run(args: AiArgs) -> anyhow::Result<Outcome> {
         max_in_flight: usize::try_from(args.max_answers).unwrap_or(usize::MAX),
         answer_timeout: std::time::Duration::try_from_secs_f64(args.answer_timeout)
             .ok()
-            .filter(|d| !d.is_zero())
+            .filter(|d| !d.is_zero() && *d <= netspectra_ai::MAX_ANSWER_TIME)
             .ok_or_else(|| {
-                anyhow::anyhow!("--answer-timeout must be a positive number of seconds")
+                anyhow::anyhow!(
+                    "--answer-timeout must be a positive number of seconds, at most {}",
+                    netspectra_ai::MAX_ANSWER_TIME.as_secs()
+                )
             })?,
         ..AiLimits::default()
     };

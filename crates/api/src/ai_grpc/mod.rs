@@ -51,7 +51,8 @@ impl Default for AiLimits {
     fn default() -> Self {
         AiLimits {
             max_in_flight: 4,
-            answer_timeout: Duration::from_secs(300),
+            // Within the analyst's own 295 s (netspectra_ai::MAX_ANSWER_TIME).
+            answer_timeout: Duration::from_secs(295),
             max_request_bytes: 256 * 1024,
         }
     }
