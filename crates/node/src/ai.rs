@@ -10,6 +10,7 @@
 
 use crate::api::{listen_addr, TOKEN_ENV};
 use crate::error::{Context, NodeError};
+use crate::server_thread::{Ready, ServerThread};
 use crate::telemetry::Telemetry;
 use crate::Shutdown;
 use netspectra_api::ai_grpc::{serve_ai, AiLimits, AiServeOptions};
@@ -19,8 +20,7 @@ use netspectra_model::config::{AiConfig, Config};
 use netspectra_store::read::Reader;
 use netspectra_store::StoreUrl;
 use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -136,7 +136,6 @@ struct Bound {
     grpc: SocketAddr,
     model: Option<String>,
 }
-type Ready = Result<Bound, NodeError>;
 
 /// The AI gateway serving on its own thread; stopped by
 /// [`AiGateway::stop`] or when dropped.
@@ -146,8 +145,7 @@ pub struct AiGateway {
     /// The model answering (None: the offline analyst).
     pub model: Option<String>,
     telemetry: Telemetry,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), ServeError>>>,
+    server: ServerThread,
 }
 
 impl AiGateway {
@@ -157,32 +155,16 @@ impl AiGateway {
         let telemetry = crate::telemetry::from_arg(config.metrics.as_deref())?;
         telemetry.set_ready(false, "starting");
         let open_to_all = config.options.token.is_none();
-        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let thread_telemetry = telemetry.clone();
-        let thread = std::thread::Builder::new()
-            .name("ns-ai".into())
-            .spawn(move || serve_thread(config, thread_telemetry, ready_tx, stop_rx))
-            .context("cannot start the AI gateway thread")?;
-        let mut gateway = AiGateway {
-            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            model: None,
+        let (server, bound) = ServerThread::spawn("ns-ai", "AI gateway", move |ready, stop| {
+            serve(config, thread_telemetry, ready, stop)
+        })?;
+        let gateway = AiGateway {
+            grpc_addr: bound.grpc,
+            model: bound.model,
             telemetry,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            server,
         };
-        match ready_rx.recv() {
-            Ok(Ok(bound)) => {
-                gateway.grpc_addr = bound.grpc;
-                gateway.model = bound.model;
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(NodeError::invalid(
-                    "the AI gateway thread stopped before serving",
-                ))
-            }
-        }
         let addr = gateway.grpc_addr;
         tracing::info!(message = "AI gateway listening", %addr, model = gateway.model.as_deref().unwrap_or("offline"));
         if open_to_all && !addr.ip().is_loopback() {
@@ -209,10 +191,7 @@ impl AiGateway {
 
     /// Serves until `shutdown` is triggered, then stops.
     pub fn serve_until(self, shutdown: &Shutdown) -> Result<(), NodeError> {
-        while !shutdown.is_triggered() {
-            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
-                break;
-            }
+        while !shutdown.is_triggered() && !self.server.is_finished() {
             std::thread::sleep(POLL);
         }
         self.stop()
@@ -221,132 +200,91 @@ impl AiGateway {
     /// Asks the server to finish the answers in flight and stop; waits
     /// for it (at most a few seconds).
     pub fn stop(mut self) -> Result<(), NodeError> {
-        self.shutdown().context("AI gateway")
-    }
-
-    fn shutdown(&mut self) -> Result<(), ServeError> {
         self.telemetry.set_ready(false, "stopping");
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(ServeError::Failed {
-                what: "AI gateway",
-                message: "its thread panicked".into(),
-            }),
-            None => Ok(()),
-        }
+        self.server.shutdown().context("AI gateway")
     }
 }
 
-impl Drop for AiGateway {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            tracing::warn!(message = "AI gateway failed", error = %e);
-        }
-    }
-}
-
-/// The gateway thread: a runtime, the store's query service, the analyst,
-/// the server; reports the bound address (or the failure) on `ready`, keeps
+/// The gateway thread's body: the store's query service, the analyst, the
+/// server; reports the bound address (or the failure) on `ready`, keeps
 /// `/readyz` following the store, then serves until `stop`.
-fn serve_thread(
+async fn serve(
     config: AiGatewayConfig,
     telemetry: Telemetry,
-    ready: mpsc::Sender<Ready>,
+    ready: Ready<Bound>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), ServeError> {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ns-ai-rt")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    let AiGatewayConfig {
+        url,
+        ai,
+        mut options,
+        query_limits,
+        metrics: _,
+    } = config;
+    // Opened on the runtime: a ClickHouse reader's client lives there.
+    let reader = match Reader::open(&url) {
+        Ok(r) => r.with_cache(query_limits.cache_entries),
         Err(e) => {
-            let _ = ready.send(Err(NodeError::Failed {
-                context: "cannot start the AI gateway runtime".into(),
-                cause: e.to_string(),
-            }));
+            let _ = ready.send(Err(e.into()));
             return Ok(());
         }
     };
-    let result = rt.block_on(async move {
-        let AiGatewayConfig {
-            url,
-            ai,
-            mut options,
-            query_limits,
-            metrics: _,
-        } = config;
-        // Opened on the runtime: a ClickHouse reader's client lives there.
-        let reader = match Reader::open(&url) {
-            Ok(r) => r.with_cache(query_limits.cache_entries),
-            Err(e) => {
-                let _ = ready.send(Err(e.into()));
-                return Ok(());
-            }
-        };
-        let service = Arc::new(QueryService::new(reader, query_limits));
-        let analyst = match analyst(&ai, service.clone()) {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return Ok(());
-            }
-        };
-        let model = analyst.model();
-        options.health = Some(service.clone());
-        // The analyst refuses more itself; refused here they get the
-        // right status (RESOURCE_EXHAUSTED, not UNAVAILABLE).
-        if options.limits.max_in_flight > netspectra_ai::MAX_CONCURRENT_ANSWERS {
-            tracing::warn!(
-                message = "fewer answers at once than asked: the analyst answers at most this many",
-                asked = options.limits.max_in_flight,
-                max = netspectra_ai::MAX_CONCURRENT_ANSWERS
-            );
-            options.limits.max_in_flight = netspectra_ai::MAX_CONCURRENT_ANSWERS;
-        }
-        let running = match serve_ai(analyst, options).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = ready.send(Err(e.into()));
-                return Ok(());
-            }
-        };
-        let Some(grpc) = running.grpc_addr else {
-            let _ = ready.send(Err(NodeError::invalid("the AI gateway bound no address")));
+    let service = Arc::new(QueryService::new(reader, query_limits));
+    let analyst = match analyst(&ai, service.clone()) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(e));
             return Ok(());
-        };
-        let _ = ready.send(Ok(Bound { grpc, model }));
-        // Ready while the store the tools read answers.
-        let readiness = tokio::spawn(async move {
-            loop {
-                match service.health().await {
-                    Ok(()) => telemetry.set_ready(true, ""),
-                    Err(e) => telemetry.set_ready(false, &format!("store: {e}")),
-                }
-                tokio::time::sleep(READY_EVERY).await;
+        }
+    };
+    let model = analyst.model();
+    options.health = Some(service.clone());
+    // The analyst refuses more itself; refused here they get the
+    // right status (RESOURCE_EXHAUSTED, not UNAVAILABLE).
+    if options.limits.max_in_flight > netspectra_ai::MAX_CONCURRENT_ANSWERS {
+        tracing::warn!(
+            message = "fewer answers at once than asked: the analyst answers at most this many",
+            asked = options.limits.max_in_flight,
+            max = netspectra_ai::MAX_CONCURRENT_ANSWERS
+        );
+        options.limits.max_in_flight = netspectra_ai::MAX_CONCURRENT_ANSWERS;
+    }
+    let running = match serve_ai(analyst, options).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return Ok(());
+        }
+    };
+    let Some(grpc) = running.grpc_addr else {
+        let _ = ready.send(Err(NodeError::invalid("the AI gateway bound no address")));
+        return Ok(());
+    };
+    let _ = ready.send(Ok(Bound { grpc, model }));
+    // Ready while the store the tools read answers.
+    let readiness = tokio::spawn(async move {
+        loop {
+            match service.health().await {
+                Ok(()) => telemetry.set_ready(true, ""),
+                Err(e) => telemetry.set_ready(false, &format!("store: {e}")),
             }
-        });
-        // A dropped sender (the handle is gone) also means stop.
-        let _ = stop.await;
-        readiness.abort();
-        running.stop();
-        match tokio::time::timeout(STOP_GRACE, running.wait()).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(
-                    message = "answers still running after the grace period; closing them",
-                    grace_s = STOP_GRACE.as_secs()
-                );
-                Ok(())
-            }
+            tokio::time::sleep(READY_EVERY).await;
         }
     });
-    rt.shutdown_timeout(Duration::from_secs(1));
-    result
+    // A dropped sender (the handle is gone) also means stop.
+    let _ = stop.await;
+    readiness.abort();
+    running.stop();
+    match tokio::time::timeout(STOP_GRACE, running.wait()).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                message = "answers still running after the grace period; closing them",
+                grace_s = STOP_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]

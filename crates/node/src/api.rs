@@ -4,14 +4,13 @@
 //! [`ApiServer`] starts it, reports where it listens and stops it gracefully.
 
 use crate::error::{Context, NodeError};
+use crate::server_thread::{Ready, ServerThread};
 use crate::Shutdown;
 use netspectra_api::{Limits, ServeError, ServeOptions};
 use netspectra_model::config::{AiConfig as AiSection, ApiConfig as ApiSection};
 use netspectra_store::read::Reader;
 use netspectra_store::StoreUrl;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -193,7 +192,6 @@ impl ApiConfig {
 
 /// Where the API listens, reported by the API thread once bound.
 type Bound = (Option<SocketAddr>, Option<SocketAddr>);
-type Ready = Result<Bound, NodeError>;
 
 /// The query API serving on its own thread; stopped by [`ApiServer::stop`]
 /// or when dropped.
@@ -202,8 +200,7 @@ pub struct ApiServer {
     pub grpc_addr: Option<SocketAddr>,
     /// Where HTTP listens.
     pub http_addr: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<Result<(), ServeError>>>,
+    server: ServerThread,
 }
 
 impl ApiServer {
@@ -212,30 +209,15 @@ impl ApiServer {
     pub fn start(config: ApiConfig) -> Result<ApiServer, NodeError> {
         let ApiConfig { url, options, ai } = config;
         let open_to_all = options.token.is_none();
-        let (ready_tx, ready_rx) = mpsc::channel::<Ready>();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("ns-api".into())
-            .spawn(move || serve_thread(url, options, ai, ready_tx, stop_rx))
-            .context("cannot start the query API thread")?;
-        let mut api = ApiServer {
-            grpc_addr: None,
-            http_addr: None,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+        let (server, (grpc_addr, http_addr)) =
+            ServerThread::spawn("ns-api", "query API", move |ready, stop| {
+                serve(url, options, ai, ready, stop)
+            })?;
+        let api = ApiServer {
+            grpc_addr,
+            http_addr,
+            server,
         };
-        match ready_rx.recv() {
-            Ok(Ok((grpc, http))) => {
-                api.grpc_addr = grpc;
-                api.http_addr = http;
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(_) => {
-                return Err(NodeError::invalid(
-                    "the query API thread stopped before serving",
-                ))
-            }
-        }
         for (what, addr) in [("gRPC", api.grpc_addr), ("HTTP", api.http_addr)] {
             let Some(addr) = addr else { continue };
             tracing::info!(message = "query API listening", protocol = what, %addr);
@@ -264,10 +246,7 @@ impl ApiServer {
 
     /// Serves until `shutdown` is triggered, then stops.
     pub fn serve_until(self, shutdown: &Shutdown) -> Result<(), NodeError> {
-        while !shutdown.is_triggered() {
-            if self.thread.as_ref().is_some_and(|t| t.is_finished()) {
-                break;
-            }
+        while !shutdown.is_triggered() && !self.server.is_finished() {
             std::thread::sleep(POLL);
         }
         self.stop()
@@ -276,99 +255,58 @@ impl ApiServer {
     /// Asks the servers to finish the requests in flight and stop; waits
     /// for them (at most a few seconds).
     pub fn stop(mut self) -> Result<(), NodeError> {
-        self.shutdown().context("query API")
-    }
-
-    fn shutdown(&mut self) -> Result<(), ServeError> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.thread.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(ServeError::Failed {
-                what: "API",
-                message: "its thread panicked".into(),
-            }),
-            None => Ok(()),
-        }
+        self.server.shutdown().context("query API")
     }
 }
 
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        if let Err(e) = self.shutdown() {
-            tracing::warn!(message = "query API failed", error = %e);
-        }
-    }
-}
-
-/// The API thread: a runtime, the reader, the servers; reports the bound
-/// addresses (or the failure) on `ready`, then serves until `stop`.
-fn serve_thread(
+/// The API thread's body: the reader, the analyst, the servers; reports
+/// the bound addresses (or the failure) on `ready`, then serves until
+/// `stop`.
+async fn serve(
     url: StoreUrl,
     mut options: ServeOptions,
     ai: Option<AiSection>,
-    ready: mpsc::Sender<Ready>,
+    ready: Ready<Bound>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), ServeError> {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ns-api-rt")
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
+    // Opened on the runtime: a ClickHouse reader's client lives there.
+    let reader = match Reader::open(&url) {
+        Ok(r) => r,
         Err(e) => {
-            let _ = ready.send(Err(NodeError::Failed {
-                context: "cannot start the API runtime".into(),
-                cause: e.to_string(),
-            }));
+            let _ = ready.send(Err(e.into()));
             return Ok(());
         }
     };
-    let result = rt.block_on(async move {
-        // Opened on the runtime: a ClickHouse reader's client lives there.
-        let reader = match Reader::open(&url) {
-            Ok(r) => r,
+    if let Some(ai) = &ai {
+        match analyst(&url, ai, options.limits) {
+            Ok(a) => options.analyst = Some(a),
             Err(e) => {
-                let _ = ready.send(Err(e.into()));
+                let _ = ready.send(Err(e));
                 return Ok(());
             }
-        };
-        if let Some(ai) = &ai {
-            match analyst(&url, ai, options.limits) {
-                Ok(a) => options.analyst = Some(a),
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return Ok(());
-                }
-            }
         }
-        let running = match netspectra_api::serve(reader, options).await {
-            Ok(r) => r,
-            Err(e) => {
-                let _ = ready.send(Err(e.into()));
-                return Ok(());
-            }
-        };
-        let _ = ready.send(Ok((running.grpc_addr, running.http_addr)));
-        // A dropped sender (the handle is gone) also means stop.
-        let _ = stop.await;
-        running.stop();
-        match tokio::time::timeout(STOP_GRACE, running.wait()).await {
-            Ok(r) => r,
-            Err(_) => {
-                tracing::warn!(
-                    message =
-                        "query API requests still running after the grace period; closing them",
-                    grace_s = STOP_GRACE.as_secs()
-                );
-                Ok(())
-            }
+    }
+    let running = match netspectra_api::serve(reader, options).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e.into()));
+            return Ok(());
         }
-    });
-    rt.shutdown_timeout(Duration::from_secs(1));
-    result
+    };
+    let _ = ready.send(Ok((running.grpc_addr, running.http_addr)));
+    // A dropped sender (the handle is gone) also means stop.
+    let _ = stop.await;
+    running.stop();
+    match tokio::time::timeout(STOP_GRACE, running.wait()).await {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::warn!(
+                message = "query API requests still running after the grace period; closing them",
+                grace_s = STOP_GRACE.as_secs()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// The store for messages (a ClickHouse URL without its password).

@@ -42,6 +42,7 @@ pub mod live;
 pub mod offline;
 pub mod probe;
 pub mod report;
+mod server_thread;
 pub mod setup;
 mod shutdown;
 pub mod telemetry;
