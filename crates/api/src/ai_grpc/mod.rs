@@ -226,7 +226,8 @@ pub async fn serve_ai(
     let max_streams = u32::try_from(limits.max_in_flight.max(1) * 4).unwrap_or(u32::MAX);
     running.tasks.push(tokio::spawn(async move {
         tonic::transport::Server::builder()
-            // A backstop behind each answer's own deadline.
+            // Bounds the unary answers; a stream's forwarder keeps its own
+            // deadline (tonic's timeout ends when the handler returns).
             .timeout(limits.answer_timeout + Duration::from_secs(5))
             .max_concurrent_streams(Some(max_streams))
             .add_service(health_service)
