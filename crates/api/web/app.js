@@ -659,6 +659,7 @@
     await refresh();
   }
   function needLogin(message) {
+    if (asking) { asking.abort(); asking = null; } // no answer goes on after logout
     sessionStorage.removeItem(TOKEN_KEY);
     tasks = null; current = null; setLive(false);
     $("#view").replaceChildren();
