@@ -111,7 +111,7 @@ impl SqliteReader {
     /// caller stops waiting (the API's request timeout dropped the future),
     /// the running statement is interrupted, so an abandoned whole-history
     /// query does not keep a connection and a blocking thread busy.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
