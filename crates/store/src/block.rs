@@ -132,55 +132,77 @@ pub fn encode(columns: u8, rows: &[(&FlowKey, &FlowCounters)], out: &mut Vec<u8>
     } else {
         1
     };
-    out.reserve(16 + rows.len() * 24);
+    out.reserve(16 + rows.len() * 28);
     out.push(FORMAT);
     out.push(columns);
     put_varint(out, rows.len() as u64);
     put_varint(out, base);
     put_varint(out, unit);
+    // One pass over the rows (they may be scattered in their owner's
+    // table), each column gathered into its own buffer, then appended.
     let c = Columns(columns);
-    for (present, ip) in [
-        (
-            c.src_ip(),
-            (|k: &FlowKey| k.src_ip) as fn(&FlowKey) -> [u8; 16],
-        ),
-        (c.dst_ip(), |k: &FlowKey| k.dst_ip),
-    ] {
-        if !present {
-            continue;
+    let n = rows.len();
+    let mut src = (
+        Vec::with_capacity(if c.src_ip() { n } else { 0 }),
+        Vec::new(),
+    );
+    let mut dst = (
+        Vec::with_capacity(if c.dst_ip() { n } else { 0 }),
+        Vec::new(),
+    );
+    let mut vlans: Vec<u8> = Vec::with_capacity(if c.vlan() { 2 * n } else { 0 });
+    let mut counters: Vec<u8> = Vec::with_capacity(n * 12);
+    src.1.reserve(if c.src_ip() { 4 * n } else { 0 });
+    dst.1.reserve(if c.dst_ip() { 4 * n } else { 0 });
+    let push_ip = |col: &mut (Vec<u8>, Vec<u8>), a: &[u8; 16]| {
+        if a[..12] == V4_PREFIX {
+            col.0.push(4);
+            col.1.extend_from_slice(&a[12..]);
+        } else {
+            col.0.push(16);
+            col.1.extend_from_slice(a);
         }
-        for (k, _) in rows {
-            out.push(if ip(k)[..12] == V4_PREFIX { 4 } else { 16 });
-        }
-        for (k, _) in rows {
-            let a = ip(k);
-            if a[..12] == V4_PREFIX {
-                out.extend_from_slice(&a[12..]);
-            } else {
-                out.extend_from_slice(&a);
-            }
-        }
-    }
+    };
+    let mut sports: Vec<u8> = Vec::new();
+    let mut dports: Vec<u8> = Vec::new();
+    let mut protos: Vec<u8> = Vec::new();
     if c.src_port() {
-        rows.iter()
-            .for_each(|(k, _)| out.extend_from_slice(&k.src_port.to_le_bytes()));
+        sports.reserve(2 * n);
     }
     if c.dst_port() {
-        rows.iter()
-            .for_each(|(k, _)| out.extend_from_slice(&k.dst_port.to_le_bytes()));
+        dports.reserve(2 * n);
     }
     if c.protocol() {
-        rows.iter().for_each(|(k, _)| out.push(k.protocol));
+        protos.reserve(n);
     }
-    if c.vlan() {
-        rows.iter()
-            .for_each(|(k, _)| out.extend_from_slice(&k.vlan.to_le_bytes()));
+    for (k, v) in rows {
+        if c.src_ip() {
+            push_ip(&mut src, &k.src_ip);
+        }
+        if c.dst_ip() {
+            push_ip(&mut dst, &k.dst_ip);
+        }
+        if c.src_port() {
+            sports.extend_from_slice(&k.src_port.to_le_bytes());
+        }
+        if c.dst_port() {
+            dports.extend_from_slice(&k.dst_port.to_le_bytes());
+        }
+        if c.protocol() {
+            protos.push(k.protocol);
+        }
+        if c.vlan() {
+            vlans.extend_from_slice(&k.vlan.to_le_bytes());
+        }
+        put_varint(&mut counters, v.packets);
+        put_varint(&mut counters, v.bytes);
+        put_varint(&mut counters, (v.first_seen - base) / unit);
+        put_varint(&mut counters, (v.last_seen - v.first_seen) / unit);
     }
-    for (_, c) in rows {
-        put_varint(out, c.packets);
-        put_varint(out, c.bytes);
-        put_varint(out, (c.first_seen - base) / unit);
-        put_varint(out, (c.last_seen - c.first_seen) / unit);
+    for part in [
+        &src.0, &src.1, &dst.0, &dst.1, &sports, &dports, &protos, &vlans, &counters,
+    ] {
+        out.extend_from_slice(part);
     }
     t
 }

@@ -13,7 +13,7 @@ use netspectra_model::window::FlowCounters;
 use netspectra_model::FlowKey;
 use rusqlite::Connection;
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 type Hasher = foldhash::fast::FixedState;
 
@@ -46,6 +46,14 @@ fn is_empty(f: &Filter) -> bool {
     *f == Filter::default()
 }
 
+fn value(p: &Param) -> rusqlite::types::Value {
+    match p {
+        Param::Int(v) => rusqlite::types::Value::Integer(*v),
+        Param::Text(s) => rusqlite::types::Value::Text(s.clone()),
+        Param::Ip(ip) => rusqlite::types::Value::Blob(ip.to_vec()),
+    }
+}
+
 /// Runs the block query and hands every block's matching rows to `each`.
 fn scan(
     conn: &Connection,
@@ -53,13 +61,24 @@ fn scan(
     filter: &Filter,
     mut each: impl FnMut(&Block<'_>),
 ) -> rusqlite::Result<()> {
+    scan_into(conn, q, filter, |m, rows| {
+        each(&Block {
+            rows: rows.as_slice(),
+            ..*m
+        })
+    })
+}
+
+/// [`scan`], handing the block's rows in the decode buffer itself (the
+/// [`Block`]'s `rows` are empty), which the callee may take to keep them.
+fn scan_into(
+    conn: &Connection,
+    q: &Query,
+    filter: &Filter,
+    mut each: impl FnMut(&Block<'_>, &mut Vec<(FlowKey, FlowCounters)>),
+) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&q.text)?;
-    let params = q.params.iter().map(|p| match p {
-        Param::Int(v) => rusqlite::types::Value::Integer(*v),
-        Param::Text(s) => rusqlite::types::Value::Text(s.clone()),
-        Param::Ip(ip) => rusqlite::types::Value::Blob(ip.to_vec()),
-    });
-    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(q.params.iter().map(value)))?;
     let mut buf = Vec::new();
     let unsigned = |v: i64| v.max(0) as u64;
     while let Some(r) = rows.next()? {
@@ -70,13 +89,16 @@ fn scan(
         if !is_empty(filter) {
             buf.retain(|(k, _)| matches(filter, columns, k));
         }
-        each(&Block {
-            run_id: r.get(0)?,
-            engine_id: r.get_ref(1)?.as_str()?,
-            start: unsigned(r.get(2)?),
-            end: unsigned(r.get(3)?),
-            rows: &buf,
-        });
+        each(
+            &Block {
+                run_id: r.get(0)?,
+                engine_id: r.get_ref(1)?.as_str()?,
+                start: unsigned(r.get(2)?),
+                end: unsigned(r.get(3)?),
+                rows: &[],
+            },
+            &mut buf,
+        );
     }
     Ok(())
 }
@@ -112,47 +134,190 @@ impl Agg {
     }
 }
 
+/// Every matching key with its sums, in the order keys were first seen:
+/// `keys[i]` has `aggs[i]`.
+#[derive(Default)]
+struct Groups {
+    keys: Vec<FlowKey>,
+    aggs: Vec<Agg>,
+}
+
+/// Folds rows into [`Groups`]: a table of 4-byte indices (small enough to
+/// stay in cache for a million keys) over keys and sums kept in first-seen
+/// order, so only a key seen before costs a random access.
+struct Grouper {
+    table: hashbrown::HashTable<u32>,
+    hashes: Vec<u64>,
+    groups: Groups,
+    hasher: Hasher,
+}
+
+impl Grouper {
+    fn with_capacity(n: usize) -> Grouper {
+        Grouper {
+            table: hashbrown::HashTable::with_capacity(n),
+            hashes: Vec::with_capacity(n),
+            groups: Groups {
+                keys: Vec::with_capacity(n),
+                aggs: Vec::with_capacity(n),
+            },
+            hasher: Hasher::default(),
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, k: &FlowKey, c: &FlowCounters, window: u64) {
+        use std::hash::BuildHasher as _;
+        let h = self.hasher.hash_one(k);
+        self.add_hashed(h, k, c, window);
+    }
+
+    #[inline]
+    fn add_hashed(&mut self, h: u64, k: &FlowKey, c: &FlowCounters, window: u64) {
+        let Groups { keys, aggs } = &mut self.groups;
+        let hashes = &self.hashes;
+        match self
+            .table
+            .entry(h, |&i| keys[i as usize] == *k, |&i| hashes[i as usize])
+        {
+            hashbrown::hash_table::Entry::Occupied(e) => aggs[*e.get() as usize].add(c, window),
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                e.insert(keys.len() as u32);
+                keys.push(*k);
+                aggs.push(Agg::new(c, window));
+                self.hashes.push(h);
+            }
+        }
+    }
+}
+
+/// Above this many rows a scan groups on two threads, each owning the keys
+/// of one half of the hash space (so their groups never overlap), while
+/// the calling thread reads and decodes the blocks.
+const PARALLEL_ROWS: usize = 200_000;
+
 /// Every matching key with its sums. The rows of one (run, engine,
 /// window) are distinct keys, so when the scope holds only one such
 /// source they are taken as they are, without a hash table.
-fn aggregate(
-    conn: &Connection,
-    q: &Query,
-    filter: &Filter,
-) -> rusqlite::Result<Vec<(FlowKey, Agg)>> {
-    let mut single: Option<(i64, String, u64)> = None;
-    let mut many = false;
-    let mut list: Vec<(FlowKey, Agg)> = Vec::new();
-    let mut map: HashMap<FlowKey, Agg, Hasher> = HashMap::with_hasher(Hasher::default());
-    scan(conn, q, filter, |b| {
-        if !many {
-            match &single {
-                None => single = Some((b.run_id, b.engine_id.to_string(), b.start)),
-                Some((r, e, s)) if *r == b.run_id && e == b.engine_id && *s == b.start => {}
-                Some(_) => {
-                    many = true;
-                    map.reserve(list.len() + b.rows.len());
-                    for (k, a) in list.drain(..) {
-                        map.insert(k, a);
+fn aggregate(conn: &Connection, q: &Query, filter: &Filter) -> rusqlite::Result<Groups> {
+    // How many rows at most (to size the tables once), and from how many
+    // sources.
+    let (rows, sources): (i64, i64) = conn
+        .prepare_cached(&format!(
+            "SELECT coalesce(sum(row_count), 0), count(DISTINCT run_id || ' ' || engine_id || ' ' || window_start) FROM ({})",
+            q.text.replacen(
+                super::sql::BLOCK_COLUMNS,
+                "row_count, run_id, engine_id, window_start",
+                1
+            )
+        ))?
+        .query_row(rusqlite::params_from_iter(q.params.iter().map(value)), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    let rows = usize::try_from(rows).unwrap_or(0);
+    if sources <= 1 {
+        let mut list = Groups::default();
+        scan(conn, q, filter, |b| {
+            list.keys.extend(b.rows.iter().map(|(k, _)| *k));
+            list.aggs
+                .extend(b.rows.iter().map(|(_, c)| Agg::new(c, b.start)));
+        })?;
+        return Ok(list);
+    }
+    if rows < PARALLEL_ROWS {
+        let mut g = Grouper::with_capacity(rows);
+        scan(conn, q, filter, |b| {
+            b.rows.iter().for_each(|(k, c)| g.add(k, c, b.start))
+        })?;
+        return Ok(g.groups);
+    }
+    type Shared = std::sync::Arc<(Vec<(FlowKey, FlowCounters)>, u64)>;
+    std::thread::scope(|s| {
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Shared>();
+        let mut halves = Vec::new();
+        let mut senders = Vec::new();
+        for half in 0..2u64 {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Shared>(4);
+            let recycle = recycle_tx.clone();
+            senders.push(tx);
+            halves.push(s.spawn(move || {
+                use std::hash::BuildHasher as _;
+                let mut g = Grouper::with_capacity(rows / 2 + rows / 16);
+                for b in rx {
+                    for (k, c) in &b.0 {
+                        let h = g.hasher.hash_one(k);
+                        // A bit neither the table's bucket index nor its
+                        // control bytes use.
+                        if (h >> 40) & 1 == half {
+                            g.add_hashed(h, k, c, b.1);
+                        }
                     }
+                    let _ = recycle.send(b);
+                }
+                g.groups
+            }));
+        }
+        drop(recycle_tx);
+        let mut spare: Vec<Vec<(FlowKey, FlowCounters)>> = Vec::new();
+        let scanned = scan_into(conn, q, filter, |b, buf| {
+            while let Ok(done) = recycle_rx.try_recv() {
+                if let Ok((v, _)) = std::sync::Arc::try_unwrap(done) {
+                    spare.push(v);
                 }
             }
-        }
-        if many {
-            map.reserve(b.rows.len());
-            for (k, c) in b.rows {
-                map.entry(*k)
-                    .and_modify(|a| a.add(c, b.start))
-                    .or_insert_with(|| Agg::new(c, b.start));
+            // The decoded rows go to the threads as they are; the next
+            // block is decoded into a buffer they are done with.
+            let v = std::mem::replace(buf, spare.pop().unwrap_or_default());
+            let shared: Shared = std::sync::Arc::new((v, b.start));
+            for tx in &senders {
+                let _ = tx.send(shared.clone());
             }
-        } else {
-            list.extend(b.rows.iter().map(|(k, c)| (*k, Agg::new(c, b.start))));
+        });
+        drop(senders);
+        let mut parts = halves
+            .into_iter()
+            .map(|h| h.join().expect("grouping thread"));
+        let mut all = parts.next().unwrap_or_default();
+        for p in parts {
+            all.keys.extend(p.keys);
+            all.aggs.extend(p.aggs);
         }
-    })?;
-    if many {
-        list = map.into_iter().collect();
+        scanned.map(|()| all)
+    })
+}
+
+/// The indices of the first `limit` groups in `order`, sorted. A small
+/// limit keeps a sorted list of the best so far while reading the sums in
+/// memory order; a large one sorts.
+fn first_n(
+    groups: &Groups,
+    limit: usize,
+    keep: impl Fn(&Agg) -> bool,
+    order: impl Fn(usize, usize) -> Ordering,
+) -> Vec<usize> {
+    let candidates = (0..groups.aggs.len()).filter(|&i| keep(&groups.aggs[i]));
+    if limit <= 4096 {
+        let mut best: Vec<usize> = Vec::with_capacity(limit + 1);
+        for i in candidates {
+            if best.len() == limit {
+                match best.last() {
+                    Some(&worst) if order(i, worst) == Ordering::Less => {}
+                    _ => continue,
+                }
+            }
+            let at = best.partition_point(|&j| order(j, i) == Ordering::Less);
+            best.insert(at, i);
+            best.truncate(limit);
+        }
+        return best;
     }
-    Ok(list)
+    let mut all: Vec<usize> = candidates.collect();
+    if limit < all.len() {
+        all.select_nth_unstable_by(limit - 1, |&a, &b| order(a, b));
+        all.truncate(limit);
+    }
+    all.sort_unstable_by(|&a, &b| order(a, b));
+    all
 }
 
 /// The SQL's key order: src_ip, dst_ip, src_port, dst_port, protocol, vlan.
@@ -163,19 +328,6 @@ fn key_order(a: &FlowKey, b: &FlowKey) -> Ordering {
         .cmp(&(
             b.src_ip, b.dst_ip, b.src_port, b.dst_port, b.protocol, b.vlan,
         ))
-}
-
-/// The first `limit` of `rows` in `order`, sorted.
-fn first_n<T>(mut rows: Vec<T>, limit: usize, order: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
-    if limit < rows.len() {
-        if limit == 0 {
-            return Vec::new();
-        }
-        rows.select_nth_unstable_by(limit - 1, &order);
-        rows.truncate(limit);
-    }
-    rows.sort_unstable_by(order);
-    rows
 }
 
 fn keyed(k: FlowKey, a: &Agg, n: u64) -> KeyedRow {
@@ -197,18 +349,18 @@ pub(crate) fn top(
     by: Measure,
     limit: usize,
 ) -> rusqlite::Result<Vec<KeyedRow>> {
-    let rows = aggregate(conn, q, filter)?;
-    let order = |x: &(FlowKey, Agg), y: &(FlowKey, Agg)| {
-        let (a, b) = (&x.1.c, &y.1.c);
+    let g = aggregate(conn, q, filter)?;
+    let order = |x: usize, y: usize| {
+        let (a, b) = (&g.aggs[x].c, &g.aggs[y].c);
         let measures = match by {
             Measure::Packets => (b.packets, b.bytes).cmp(&(a.packets, a.bytes)),
             Measure::Bytes => (b.bytes, b.packets).cmp(&(a.bytes, a.packets)),
         };
-        measures.then_with(|| key_order(&x.0, &y.0))
+        measures.then_with(|| key_order(&g.keys[x], &g.keys[y]))
     };
-    Ok(first_n(rows, limit, order)
+    Ok(first_n(&g, limit, |_| true, order)
         .into_iter()
-        .map(|(k, a)| keyed(k, &a, a.windows))
+        .map(|i| keyed(g.keys[i], &g.aggs[i], g.aggs[i].windows))
         .collect())
 }
 
@@ -227,39 +379,39 @@ pub(crate) fn in_range(
         Measure::Packets => a.c.packets,
         Measure::Bytes => a.c.bytes,
     };
-    let mut rows = aggregate(conn, q, filter)?;
-    rows.retain(|(_, a)| {
+    let g = aggregate(conn, q, filter)?;
+    let keep = |a: &Agg| {
         let v = measure(a);
         lo.is_none_or(|lo| v >= lo) && hi.is_none_or(|hi| v <= hi)
-    });
-    let order = |x: &(FlowKey, Agg), y: &(FlowKey, Agg)| {
-        measure(&y.1)
-            .cmp(&measure(&x.1))
-            .then_with(|| key_order(&x.0, &y.0))
     };
-    Ok(first_n(rows, limit, order)
+    let order = |x: usize, y: usize| {
+        measure(&g.aggs[y])
+            .cmp(&measure(&g.aggs[x]))
+            .then_with(|| key_order(&g.keys[x], &g.keys[y]))
+    };
+    Ok(first_n(&g, limit, keep, order)
         .into_iter()
-        .map(|(k, a)| keyed(k, &a, a.rows))
+        .map(|i| keyed(g.keys[i], &g.aggs[i], g.aggs[i].rows))
         .collect())
 }
 
 /// `sql::exact_totals`: first, last, packets, bytes, distinct keys.
 pub(crate) fn totals(conn: &Connection, q: &Query, filter: &Filter) -> rusqlite::Result<NumberRow> {
-    let rows = aggregate(conn, q, filter)?;
+    let g = aggregate(conn, q, filter)?;
     let mut n = NumberRow {
         t1: u64::MAX,
         t2: 0,
         a: 0,
         b: 0,
-        n: rows.len() as u64,
+        n: g.aggs.len() as u64,
     };
-    for (_, a) in &rows {
+    for a in &g.aggs {
         n.t1 = n.t1.min(a.c.first_seen);
         n.t2 = n.t2.max(a.c.last_seen);
         n.a += a.c.packets;
         n.b += a.c.bytes;
     }
-    if rows.is_empty() {
+    if g.aggs.is_empty() {
         n.t1 = 0;
     }
     Ok(n)

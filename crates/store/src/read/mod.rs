@@ -438,7 +438,7 @@ impl Reader {
         };
         self.cached(
             q,
-            async |_| r.with_conn(sqlite).await,
+            async |q| r.exact(q, sqlite, sqlite::keyed_rows).await,
             |v| Cached::Keyed(Arc::new(v)),
             |c| match c {
                 Cached::Keyed(v) => Some(v.to_vec()),
@@ -459,7 +459,7 @@ impl Reader {
         };
         self.cached(
             q,
-            async |_| r.with_conn(sqlite).await,
+            async |q| r.exact(q, sqlite, sqlite::number_rows).await,
             |v| Cached::Numbers(Arc::new(v)),
             |c| match c {
                 Cached::Numbers(v) => Some(v.to_vec()),

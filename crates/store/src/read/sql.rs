@@ -195,12 +195,15 @@ fn int(v: u64) -> Param {
     Param::Int(i64::try_from(v).unwrap_or(i64::MAX))
 }
 
+/// What [`exact_blocks`] selects.
+pub(crate) const BLOCK_COLUMNS: &str = "run_id, engine_id, window_start, window_end, data";
+
 /// SQLite: the blocks of exact rows in scope (run id, engine id, window
 /// start, window end, data), in window order; the key filter is the
 /// caller's to apply as it decodes them.
 pub(crate) fn exact_blocks(scope: &Scope<'_>) -> Query {
     let mut b = Builder::new(Dialect::Sqlite);
-    b.sql("SELECT run_id, engine_id, window_start, window_end, data");
+    b.sql("SELECT ").sql(BLOCK_COLUMNS);
     b.scope_where_keys(Table::Exact, scope, false);
     b.sql(" ORDER BY window_start");
     b.build()
