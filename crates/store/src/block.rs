@@ -121,13 +121,13 @@ pub fn encode(columns: u8, rows: &[(&FlowKey, &FlowCounters)], out: &mut Vec<u8>
         t.bytes += c.bytes;
         t.first_seen = t.first_seen.min(c.first_seen);
         t.last_seen = t.last_seen.max(c.last_seen);
-        whole_us &= c.first_seen % 1000 == 0 && c.last_seen % 1000 == 0;
+        whole_us &= c.first_seen.is_multiple_of(1000) && c.last_seen.is_multiple_of(1000);
     }
     if rows.is_empty() {
         t.first_seen = 0;
     }
     let base = t.first_seen;
-    let unit = if whole_us && base % 1000 == 0 {
+    let unit = if whole_us && base.is_multiple_of(1000) {
         1000
     } else {
         1
