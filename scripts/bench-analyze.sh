@@ -9,6 +9,11 @@
 #                 --release`, then $CARGO_TARGET_DIR or target/)
 #   PMACCT_RUNS   runs of each pmacct baseline (default: min(RUNS, 3));
 #                 0 skips them
+#   BASE_BIN      another build to compare with (e.g. the previous
+#                 commit's): each round then also runs every analyze
+#                 configuration with it, right after the same one with
+#                 BIN, and the table gains its time ("before") and the
+#                 paired ratio
 #
 # Every round runs every configuration once, in the same order, so the
 # configurations are paired: a noisy moment hits a whole round, and the
@@ -84,17 +89,24 @@ measure() {
     t1=$(date +%s%N)
     echo "$(( (t1 - t0) / 1000 ))e-6 $rss" >> "$tmp/$label"
 }
+base=${BASE_BIN:-}
+db=$tmp/store.db
 analyze() { # label, then analyze arguments
     local label=$1; shift
-    measure "$label" "$bin" analyze "$file" --format json --top 1 "$@"
+    local b
+    for b in "$bin" ${base:+"$base"}; do
+        rm -f "$db" "$db-wal" "$db-shm"
+        measure "$label$([ "$b" = "$bin" ] || echo .base)" "$b" analyze "$file" --format json --top 1 "$@"
+        if [ "$label" = store ]; then
+            for f in "$db" "$db-wal"; do [ ! -f "$f" ] || stat -c %s "$f"; done |
+                awk '{s += $1} END {print s}' >> "$tmp/store-size$([ "$b" = "$bin" ] || echo .base)"
+        fi
+    done
 }
 
-db=$tmp/store.db
 for round in $(seq "$runs"); do
     measure cat sh -c "cat '$file' > /dev/null"
-    rm -f "$db" "$db-wal" "$db-shm"
     analyze store --workers 2 --store "sqlite:$db"
-    for f in "$db" "$db-wal"; do [ ! -f "$f" ] || stat -c %s "$f"; done | awk '{s += $1} END {print s}' >> "$tmp/store-size"
     analyze nostore2 --workers 2 --no-store
     analyze nostore1 --workers 1 --no-store
     analyze exact2 --workers 2 --no-store --config "$dir/exact-only.yaml"
@@ -116,13 +128,23 @@ cat_s=$(secs cat)
 echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "medians of $runs paired rounds (pmacct: $pmacct_runs); ×cat = time / the same round's cat"
 echo
-printf '| %-58s | %9s | %10s | %7s | %9s |\n' run "wall time" packets/s "× cat" "peak RSS"
-printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ --------- -----------
+if [ -n "$base" ]; then
+    printf '| %-58s | %9s | %10s | %7s | %9s | %9s | %8s |\n' run "wall time" packets/s "× cat" "peak RSS" before "÷ before"
+    printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ --------- ----------- ----------- ----------
+else
+    printf '| %-58s | %9s | %10s | %7s | %9s |\n' run "wall time" packets/s "× cat" "peak RSS"
+    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ --------- -----------
+fi
 row() { # label file
-    local s r
+    local s r extra=""
     s=$(secs "$2"); r=$(rss "$2")
-    awk -v l="$1" -v s="$s" -v p="$packets" -v r="$r" -v c="$(ratio "$2" cat)" \
-        'BEGIN {printf "| %-58s | %7.3f s | %5.2f Mpps | %6.1f× | %6.0f MB |\n", l, s, p / s / 1e6, c, r / 1024}'
+    if [ -n "$base" ] && [ -f "$tmp/$2.base" ]; then
+        extra=$(awk -v b="$(secs "$2.base")" -v q="$(ratio "$2" "$2.base")" 'BEGIN {printf " %7.3f s | %7.2f× |", b, q}')
+    elif [ -n "$base" ]; then
+        extra="           |          |"
+    fi
+    awk -v l="$1" -v s="$s" -v p="$packets" -v r="$r" -v c="$(ratio "$2" cat)" -v x="$extra" \
+        'BEGIN {printf "| %-58s | %7.3f s | %5.2f Mpps | %6.1f× | %6.0f MB |%s\n", l, s, p / s / 1e6, c, r / 1024, x}'
 }
 row "baseline: cat FILE > /dev/null" cat
 if [ "$have_pmacct" = 1 ]; then
@@ -147,3 +169,7 @@ awk -v r="$(ratio store nostore2)" -v w="$(ratio nostore1 nostore2)" -v e="$(rat
         printf "2 workers over 1 (default tasks) = %.2f×; exact tasks only = %.2f×\n", w, e
         printf "store file after one run: %.1f MB (file + WAL)\n", z / 1e6
     }'
+if [ -n "$base" ]; then
+    awk -v r="$(ratio store.base nostore2.base)" -v w="$(ratio nostore1.base nostore2.base)" -v z="$(median < "$tmp/store-size.base")" \
+        'BEGIN {printf "before (BASE_BIN): store / --no-store = %.2f×, 2 workers over 1 = %.2f×, store file %.1f MB\n", r, w, z / 1e6}'
+fi
