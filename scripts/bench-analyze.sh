@@ -1,42 +1,175 @@
 #!/usr/bin/env bash
-# Times `netspectra analyze` end to end on a generated capture.
+# Times `netspectra analyze` end to end on a generated capture, beside
+# baselines measured in the same run.
 # Usage: scripts/bench-analyze.sh [PACKETS (default 5000000)] [RUNS (default 5)]
-# Prints, per configuration and worker count, the median wall time, Mpps
-# and peak resident memory (GNU time's max RSS) over RUNS runs. The capture is
-# written once to bench-data/ (about 550 bytes a packet) and read from the
-# page cache after the first run.
+# Environment:
+#   BENCH_DIR     where the capture and stores go (default bench-data/; a
+#                 5 M-packet capture takes about 2.7 GB)
+#   BIN           a built `netspectra` to time (default: `cargo build
+#                 --release`, then $CARGO_TARGET_DIR or target/)
+#   PMACCT_RUNS   runs of each pmacct baseline (default: min(RUNS, 3));
+#                 0 skips them
+#   BASE_BIN      another build to compare with (e.g. the previous
+#                 commit's): each round then also runs every analyze
+#                 configuration with it, right after the same one with
+#                 BIN, and the table gains its time ("before") and the
+#                 paired ratio
+#
+# Every round runs every configuration once, in the same order, so the
+# configurations are paired: a noisy moment hits a whole round, and the
+# ratios (store / no store, 1 worker / 2 workers) are medians of the
+# per-round ratios. Figures are medians over RUNS rounds; peak RSS is the
+# largest of the rounds (GNU time's max RSS). The capture is written once
+# and read from the page cache (it is read once before the first round).
+#
+# Baselines, in every round:
+#   cat          `cat FILE > /dev/null`: reading the file, nothing else.
+#   pmacct       pmacctd (Debian's pmacct) reading the same file with the
+#                memory plugin, aggregating per source (`src_host`) and per
+#                5-tuple; skipped, and said so, when pmacctd is missing.
+#
+# "workers" are the engine's workers. The reader (read + decode + route)
+# is one more thread in every configuration, so "1 worker" already has
+# both cores of a 2-core machine: the 2-worker speedup is over that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packets=${1:-5000000}
 runs=${2:-5}
-cargo build --release --quiet
-bin=target/release/netspectra
-mkdir -p bench-data
-file=bench-data/bench-$packets.pcap
-[ -f "$file" ] || "$bin" gen "$file" --packets "$packets"
-cat "$file" > /dev/null   # warm the page cache
-echo 'aggregator: {types: [exact]}' > bench-data/exact-only.yaml
+dir=${BENCH_DIR:-bench-data}
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet -p netspectra-cli
+    BIN=${CARGO_TARGET_DIR:-target}/release/netspectra
+fi
+bin=$BIN
+pmacct_runs=${PMACCT_RUNS:-$(( runs < 3 ? runs : 3 ))}
 time_bin=/usr/bin/time
 [ -x "$time_bin" ] || { echo "needs GNU time: apt-get install time" >&2; exit 1; }
+mkdir -p "$dir"
+file=$dir/bench-$packets.pcap
+[ -f "$file" ] || "$bin" gen "$file" --packets "$packets" >/dev/null
+echo 'aggregator: {types: [exact]}' > "$dir/exact-only.yaml"
+tmp=$(mktemp -d "$dir/bench-analyze.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+cat "$file" > /dev/null   # warm the page cache
 
-measure() { # label, then analyze arguments
+have_pmacct=0
+if [ "$pmacct_runs" -gt 0 ]; then
+    if command -v pmacctd >/dev/null; then
+        have_pmacct=1
+        # pmacctd sleeps before reading a savefile and before exiting: that
+        # fixed delay is measured on a 1 000-packet file and reported.
+        "$bin" gen "$tmp/idle.pcap" --packets 1000 >/dev/null
+        for agg in src_host "src_host,dst_host,src_port,dst_port,proto" idle; do
+            case $agg in src_host) name=src ;; idle) name=idle; agg=src_host ;; *) name=flow ;; esac
+            input=$file; [ "$name" = idle ] && input=$tmp/idle.pcap
+            cat > "$tmp/pmacct-$name.conf" <<CONF
+daemonize: false
+pcap_savefile: $input
+pcap_savefile_wait: false
+plugins: memory
+aggregate: $agg
+imt_path: $tmp/pmacct-$name.pipe
+imt_mem_pools_number: 0
+plugin_buffer_size: 102400
+plugin_pipe_size: 10240000
+logfile: $tmp/pmacct-$name.log
+CONF
+        done
+    else
+        echo "pmacct baseline skipped: pmacctd not found (apt-get install pmacct)"
+    fi
+fi
+
+# One measurement: label, then the command; appends "seconds rss_kb" to $tmp/<label>.
+measure() {
     local label=$1; shift
-    local secs=() rss=()
-    for _ in $(seq "$runs"); do
-        out=$("$time_bin" -f '%e %M' "$bin" analyze "$file" --format json --top 1 "$@" 2>&1 >/dev/null | tail -1)
-        secs+=("${out% *}"); rss+=("${out#* }")
+    local t0 t1 rss
+    t0=$(date +%s%N)
+    rss=$("$time_bin" -f '%M' "$@" 2>&1 >/dev/null | tail -1)
+    t1=$(date +%s%N)
+    echo "$(( (t1 - t0) / 1000 ))e-6 $rss" >> "$tmp/$label"
+}
+base=${BASE_BIN:-}
+db=$tmp/store.db
+analyze() { # label, then analyze arguments
+    local label=$1; shift
+    local b
+    for b in "$bin" ${base:+"$base"}; do
+        rm -f "$db" "$db-wal" "$db-shm"
+        measure "$label$([ "$b" = "$bin" ] || echo .base)" "$b" analyze "$file" --format json --top 1 "$@"
+        if [ "$label" = store ]; then
+            for f in "$db" "$db-wal"; do [ ! -f "$f" ] || stat -c %s "$f"; done |
+                awk '{s += $1} END {print s}' >> "$tmp/store-size$([ "$b" = "$bin" ] || echo .base)"
+        fi
     done
-    median_s=$(printf '%s\n' "${secs[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
-    max_rss=$(printf '%s\n' "${rss[@]}" | sort -n | tail -1)
-    awk -v l="$label" -v s="$median_s" -v p="$packets" -v r="$max_rss" -v n="$runs" \
-        'BEGIN {printf "%-34s %7.2f s %7.2f Mpps %7.0f MB peak RSS (median of %d)\n", l, s, p / s / 1e6, r / 1024, n}'
 }
 
-echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(nproc) cores"
-for w in 1 2; do
-    measure "default tasks, $w worker(s), no store" --no-store --workers "$w"
+for round in $(seq "$runs"); do
+    measure cat sh -c "cat '$file' > /dev/null"
+    analyze store --workers 2 --store "sqlite:$db"
+    analyze nostore2 --workers 2 --no-store
+    analyze nostore1 --workers 1 --no-store
+    analyze exact2 --workers 2 --no-store --config "$dir/exact-only.yaml"
+    analyze exact1 --workers 1 --no-store --config "$dir/exact-only.yaml"
+    if [ "$have_pmacct" = 1 ] && [ "$round" -le "$pmacct_runs" ]; then
+        for name in src flow idle; do
+            measure "pmacct-$name" pmacctd -f "$tmp/pmacct-$name.conf"
+        done
+    fi
 done
-measure "default tasks, 2 workers, SQLite" --workers 2 --store "sqlite:bench-data/bench.db"
-for w in 1 2; do
-    measure "exact tasks only, $w worker(s)" --no-store --workers "$w" --config bench-data/exact-only.yaml
-done
+
+median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+secs() { awk '{print $1 + 0}' "$tmp/$1" | median; }
+rss() { awk '{print $2}' "$tmp/$1" | sort -n | tail -1; }
+# Median over rounds of (a's time / b's time) in the same round.
+ratio() { paste "$tmp/$1" "$tmp/$2" | awk '{print ($1 + 0) / ($3 + 0)}' | median; }
+
+cat_s=$(secs cat)
+echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "medians of $runs paired rounds (pmacct: $pmacct_runs); ×cat = time / the same round's cat"
+echo
+if [ -n "$base" ]; then
+    printf '| %-58s | %9s | %10s | %7s | %9s | %9s | %8s |\n' run "wall time" packets/s "× cat" "peak RSS" before "÷ before"
+    printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ --------- ----------- ----------- ----------
+else
+    printf '| %-58s | %9s | %10s | %7s | %9s |\n' run "wall time" packets/s "× cat" "peak RSS"
+    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ --------- -----------
+fi
+row() { # label file
+    local s r extra=""
+    s=$(secs "$2"); r=$(rss "$2")
+    if [ -n "$base" ] && [ -f "$tmp/$2.base" ]; then
+        extra=$(awk -v b="$(secs "$2.base")" -v q="$(ratio "$2" "$2.base")" 'BEGIN {printf " %7.3f s | %7.2f× |", b, q}')
+    elif [ -n "$base" ]; then
+        extra="           |          |"
+    fi
+    awk -v l="$1" -v s="$s" -v p="$packets" -v r="$r" -v c="$(ratio "$2" cat)" -v x="$extra" \
+        'BEGIN {printf "| %-58s | %7.3f s | %5.2f Mpps | %6.1f× | %6.0f MB |%s\n", l, s, p / s / 1e6, c, r / 1024, x}'
+}
+row "baseline: cat FILE > /dev/null" cat
+if [ "$have_pmacct" = 1 ]; then
+    row "baseline: pmacctd, per source (src_host)" pmacct-src
+    row "baseline: pmacctd, per 5-tuple" pmacct-flow
+fi
+row "default tasks, 2 workers, SQLite store (the default)" store
+row "default tasks, 2 workers, --no-store" nostore2
+row "default tasks, 1 worker, --no-store" nostore1
+row "exact tasks only, 2 workers, --no-store" exact2
+row "exact tasks only, 1 worker, --no-store" exact1
+echo
+if [ "$have_pmacct" = 1 ]; then
+    idle=$(secs pmacct-idle)
+    awk -v i="$idle" -v a="$(secs pmacct-src)" -v b="$(secs pmacct-flow)" -v p="$packets" \
+        'BEGIN {printf "pmacctd: %.2f s of each run is its fixed start/exit sleep (a 1 000-packet file); without it %.2f Mpps per source, %.2f Mpps per 5-tuple\n", i, p / (a - i) / 1e6, p / (b - i) / 1e6}'
+fi
+size=$(median < "$tmp/store-size")
+awk -v r="$(ratio store nostore2)" -v w="$(ratio nostore1 nostore2)" -v e="$(ratio exact1 exact2)" -v z="$size" \
+    'BEGIN {
+        printf "store cost: default store / --no-store (2 workers) = %.2f× (paired median)\n", r
+        printf "2 workers over 1 (default tasks) = %.2f×; exact tasks only = %.2f×\n", w, e
+        printf "store file after one run: %.1f MB (file + WAL)\n", z / 1e6
+    }'
+if [ -n "$base" ]; then
+    awk -v r="$(ratio store.base nostore2.base)" -v w="$(ratio nostore1.base nostore2.base)" -v z="$(median < "$tmp/store-size.base")" \
+        'BEGIN {printf "before (BASE_BIN): store / --no-store = %.2f×, 2 workers over 1 = %.2f×, store file %.1f MB\n", r, w, z / 1e6}'
+fi

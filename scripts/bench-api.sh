@@ -1,38 +1,56 @@
 #!/usr/bin/env bash
-# Load benchmark of the HTTP query API (wrk) on an embedded store with more
-# than a million rows.
+# Query latency and load of the query API on a store with more than a
+# million rows, on SQLite and (when clickhouse-server is installed) on
+# ClickHouse, measured in the same run.
 # Usage: scripts/bench-api.sh [PACKETS (default 2000000)] [RUNS (default 3)]
-# Environment: DURATION (seconds per wrk run, default 10); STORE=clickhouse
-# loads the same rows into a private clickhouse-server (Debian's, started
-# here on loopback) and serves from it instead of SQLite.
+# Environment: BENCH_DIR (default bench-data/), BIN (a built netspectra;
+# default `cargo build --release`), STORES (default "sqlite clickhouse";
+# ClickHouse is skipped, and said so, without clickhouse-server), LOAD=1
+# adds the wrk load scenarios below (needs wrk), DURATION (seconds per wrk
+# run, default 10).
 #
-# The store: `netspectra gen` writes PACKETS frames (bench-data/), which
-# `netspectra analyze` stores with 1 s windows (`aggregator.period: 1s`):
-# with the default tasks, 2 M packets give ~1.8 M exact rows, 1.05 M of
-# them for `per_flow` (the 5-tuple). `netspectra api` serves it over HTTP
-# only, on loopback; wrk runs on the same 2 cores, so the figures are for
-# client and server sharing the machine. Scenarios, each RUNS times
-# (median of Requests/sec and of the 99th latency percentile reported):
+# The store: `netspectra gen` writes PACKETS frames, which `netspectra
+# analyze` stores with 1 s windows (`aggregator.period: 1s`): with the
+# default tasks, 2 M packets give ~1.8 M exact rows, 1.05 M of them for
+# `per_flow` (the 5-tuple), in ~20 windows. For ClickHouse a private
+# clickhouse-server (Debian's) is started on loopback and the same capture
+# is stored into it.
 #
-#   repeated  The same top-keys question over the whole history
-#             (`/api/v1/top?task=per_flow&by=bytes&limit=10`) from 16
-#             connections: a dashboard's polling. Answers come from the
-#             reader's cache, valid until the store gains rows.
-#   cold-all  The same question with the cache off (`--cache-entries 0`),
-#             one connection: every request groups the 1.05 M rows again.
-#   cold-1s   Top keys of one random 1 s window per request (`from`/`to`),
-#             cache off, 4 connections: "what happened at 12:03:07?".
+# Latency (curl, one request at a time, answer cache off): RUNS times, a
+# fresh `netspectra api` is started and asked
+#   top-all   the top keys over the whole history
+#             (`/api/v1/top?task=per_flow&by=bytes&limit=10`)
+#   top-1w    the top keys of one 1 s window (the middle one)
+# "cold" is a question's first answer from a fresh server process (no
+# answer cache, no SQLite page cache in the process; the OS page cache is
+# warm), "warm" the median of the 5 answers after it. Figures are medians
+# over the RUNS servers.
+#
+# Load (LOAD=1; wrk on the same 2 cores as the server), each RUNS times,
+# median of Requests/sec and of the 99th latency percentile:
+#   repeated  top-all from 16 connections, answer cache on: a dashboard's
+#             polling. Answers come from the reader's cache, valid until
+#             the store gains rows.
+#   cold-all  top-all with the cache off, one connection.
+#   cold-1s   top keys of one random 1 s window per request, cache off,
+#             4 connections: "what happened at 12:03:07?".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packets=${1:-2000000}
 runs=${2:-3}
 duration=${DURATION:-10}
-command -v wrk >/dev/null || { echo "needs wrk: apt-get install wrk" >&2; exit 1; }
-cargo build --release --quiet -p netspectra-cli
-bin=$PWD/target/release/netspectra
-mkdir -p bench-data
-file=bench-data/bench-$packets.pcap
-db=bench-data/api-$packets.db
+dir=${BENCH_DIR:-bench-data}
+stores=${STORES:-sqlite clickhouse}
+load=${LOAD:-0}
+[ "$load" = 1 ] && { command -v wrk >/dev/null || { echo "LOAD=1 needs wrk: apt-get install wrk" >&2; exit 1; }; }
+if [ -z "${BIN:-}" ]; then
+    cargo build --release --quiet -p netspectra-cli
+    BIN=${CARGO_TARGET_DIR:-target}/release/netspectra
+fi
+bin=$(realpath "$BIN")
+mkdir -p "$dir"
+file=$(realpath "$dir")/bench-$packets.pcap
+db=$(realpath "$dir")/api-$packets.db
 [ -f "$file" ] || "$bin" gen "$file" --packets "$packets" >/dev/null
 tmp=$(mktemp -d)
 pids=()
@@ -42,16 +60,18 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 printf 'aggregator:\n  period: 1s\n' > "$tmp/cfg.yaml"
+rm -f "$db" "$db-wal" "$db-shm"   # built by this binary, whatever an earlier one wrote
 if [ ! -f "$db" ]; then
     "$bin" analyze --config "$tmp/cfg.yaml" --store "sqlite:$db" --top 1 "$file" >/dev/null
 fi
-store="sqlite:$db"
-if [ "${STORE:-sqlite}" = clickhouse ]; then
+
+start_clickhouse() {
+    local server chp cht
     server=$(command -v clickhouse-server || echo /usr/bin/clickhouse-server)
-    [ -x "$server" ] || { echo "needs clickhouse-server: apt-get install clickhouse-server" >&2; exit 1; }
-    chp=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-    cht=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
+    [ -x "$server" ] || return 1
+    chp=$(free_port); cht=$(free_port)
     mkdir -p "$tmp/ch/data" "$tmp/ch/tmp"
     cat > "$tmp/ch/config.xml" <<XML
 <?xml version="1.0"?>
@@ -76,25 +96,16 @@ XML
     (cd "$tmp/ch" && exec "$server" --config-file="$tmp/ch/config.xml" > /dev/null 2>&1) &
     pids+=($!)
     for _ in $(seq 300); do curl -sf "http://127.0.0.1:$chp/ping" >/dev/null && break; sleep 0.1; done
-    store="clickhouse://127.0.0.1:$chp/bench"
-    (cd "$tmp" && "$bin" analyze --config "$tmp/cfg.yaml" --store "$store" --top 1 "$OLDPWD/$file" >/dev/null)
+    ch_store="clickhouse://127.0.0.1:$chp/bench"
+    (cd "$tmp" && "$bin" analyze --config "$tmp/cfg.yaml" --store "$ch_store" --top 1 "$file" >/dev/null)
     curl -sf "http://127.0.0.1:$chp/" --data-binary "OPTIMIZE TABLE bench.exact_rows FINAL" >/dev/null || true
-fi
-read -r rows flow_rows first_s windows < <(python3 - "$db" <<'PY'
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1])
-rows = c.execute("SELECT count(*) FROM exact_rows").fetchone()[0]
-flow = c.execute("SELECT count(*) FROM exact_rows WHERE task = 'per_flow'").fetchone()[0]
-lo, hi = c.execute("SELECT min(window_start), max(window_start) FROM exact_rows").fetchone()
-print(rows, flow, lo // 10**9, (hi - lo) // 10**9 + 1)
-PY
-)
-echo "store: $store — $rows exact rows ($flow_rows per_flow), $windows windows of 1 s"
+}
 
-serve() { # CACHE_ENTRIES
+# Windows and rows, from the API itself (works whatever the physical layout).
+serve() { # STORE CACHE_ENTRIES
     local port
-    port=$(python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])')
-    "$bin" api --store "$store" --grpc off --http "127.0.0.1:$port" --cache-entries "$1" 2> "$tmp/api.log" &
+    port=$(free_port)
+    "$bin" api --store "$1" --grpc off --http "127.0.0.1:$port" --cache-entries "$2" 2> "$tmp/api.log" &
     pids+=($!)
     for _ in $(seq 100); do
         curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
@@ -106,16 +117,37 @@ stop_api() {
     kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
     unset 'pids[-1]'
 }
-
-cat > "$tmp/window.lua" <<LUA
-math.randomseed(42)
-request = function()
-  local s = $first_s + math.random(0, $windows - 1)
-  return wrk.format("GET", "/api/v1/top?task=per_flow&by=bytes&limit=10&from=" .. s .. "000000000&to=" .. (s + 1) .. "000000000")
-end
-LUA
+serve "sqlite:$db" 0
+read -r flow_rows first_s windows < <(curl -sf "$api/api/v1/timeseries?task=per_flow&limit=0" | python3 -c '
+import calendar, json, sys, time
+rows = json.load(sys.stdin)["rows"]
+s = [calendar.timegm(time.strptime(r["window_start"][:19], "%Y-%m-%dT%H:%M:%S")) for r in rows]
+print(sum(r["keys"] for r in rows), min(s), max(s) - min(s) + 1)
+')
+stop_api
+mid=$(( first_s + windows / 2 ))
+top="/api/v1/top?task=per_flow&by=bytes&limit=10"
+top1="$top&from=${mid}000000000&to=$(( mid + 1 ))000000000"
+echo "capture: $packets packets; store: $flow_rows per_flow rows in $windows windows of 1 s; $(nproc) cores"
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+ms() { curl -sf -o /dev/null -w '%{time_total}\n' "$1" | awk '{printf "%.1f\n", $1 * 1000}'; }
+latency() { # STORE NAME
+    local cold_all=() warm_all=() cold_1=() warm_1=()
+    for _ in $(seq "$runs"); do
+        serve "$1" 0
+        cold_all+=("$(ms "$api$top")")
+        warm_all+=("$(for _ in 1 2 3 4 5; do ms "$api$top"; done | median)")
+        stop_api
+        serve "$1" 0
+        cold_1+=("$(ms "$api$top1")")
+        warm_1+=("$(for _ in 1 2 3 4 5; do ms "$api$top1"; done | median)")
+        stop_api
+    done
+    printf '| %-10s | %8s ms | %8s ms | %8s ms | %8s ms |\n' "$2" \
+        "$(printf '%s\n' "${cold_all[@]}" | median)" "$(printf '%s\n' "${warm_all[@]}" | median)" \
+        "$(printf '%s\n' "${cold_1[@]}" | median)" "$(printf '%s\n' "${warm_1[@]}" | median)"
+}
 bench() { # NAME CONNECTIONS WRK-ARGS...
     local name=$1 conns=$2; shift 2
     local rps=() p99=()
@@ -125,16 +157,42 @@ bench() { # NAME CONNECTIONS WRK-ARGS...
         rps+=("$(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.txt")")
         p99+=("$(awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; print v}' "$tmp/wrk.txt")")
     done
-    printf '%-10s %3s conns  %10s req/s  p99 %9s ms   (runs: %s req/s)\n' "$name" "$conns" \
+    printf '%-10s %-10s %3s conns  %10s req/s  p99 %9s ms   (runs: %s req/s)\n' "$store_name" "$name" "$conns" \
         "$(printf '%s\n' "${rps[@]}" | median)" "$(printf '%s\n' "${p99[@]}" | median)" "${rps[*]}"
 }
+load_scenarios() { # STORE
+    cat > "$tmp/window.lua" <<LUA
+math.randomseed(42)
+request = function()
+  local s = $first_s + math.random(0, $windows - 1)
+  return wrk.format("GET", "/api/v1/top?task=per_flow&by=bytes&limit=10&from=" .. s .. "000000000&to=" .. (s + 1) .. "000000000")
+end
+LUA
+    serve "$1" 256
+    curl -sf "$api$top" >/dev/null   # fill the cache once
+    bench repeated 16 "$api$top"
+    stop_api
+    serve "$1" 0
+    bench cold-all 1 "$api$top"
+    bench cold-1s 4 -s "$tmp/window.lua" "$api"
+    stop_api
+}
 
-top="/api/v1/top?task=per_flow&by=bytes&limit=10"
-serve 256
-curl -sf "$api$top" >/dev/null   # fill the cache once
-bench repeated 16 "$api$top"
-stop_api
-serve 0
-bench cold-all 1 "$api$top"
-bench cold-1s 4 -s "$tmp/window.lua" "$api"
-stop_api
+targets=()
+for s in $stores; do
+    case $s in
+        sqlite) targets+=("sqlite:$db|SQLite") ;;
+        clickhouse)
+            if start_clickhouse; then targets+=("$ch_store|ClickHouse")
+            else echo "ClickHouse skipped: clickhouse-server not found (apt-get install clickhouse-server)"; fi ;;
+    esac
+done
+echo "latency, answer cache off, medians of $runs fresh servers (cold: first answer; warm: median of the next 5)"
+echo
+printf '| %-10s | %11s | %11s | %11s | %11s |\n' store "top-all cold" "top-all warm" "top-1w cold" "top-1w warm"
+echo "|------------|-------------|-------------|-------------|-------------|"
+for t in "${targets[@]}"; do latency "${t%%|*}" "${t#*|}"; done
+if [ "$load" = 1 ]; then
+    echo
+    for t in "${targets[@]}"; do store_name=${t#*|}; load_scenarios "${t%%|*}"; done
+fi

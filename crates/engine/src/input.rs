@@ -46,6 +46,7 @@ impl Engine {
             (1u64 << plan.tasks.len()) - 1
         };
         let routes = routes(&plan);
+        let bounds = shard_bounds(&plan);
         Ok(EngineInput {
             batches: (0..workers)
                 .map(|_| Vec::with_capacity(plan.batch_size))
@@ -57,6 +58,7 @@ impl Engine {
             window: None,
             period: None,
             routes,
+            bounds,
             targets: Vec::new(),
             handles,
             collector,
@@ -79,6 +81,9 @@ pub struct EngineInput {
     window: Option<(u64, u64)>,
     period: Option<(u64, u64)>,
     routes: Vec<Route>,
+    /// Hashed routes pick the first worker whose bound exceeds the hash
+    /// ([`shard_bounds`]); the last bound is `u64::MAX`.
+    bounds: Vec<u64>,
     /// Per-record (worker, task mask) pairs; reused, never reallocated.
     targets: Vec<(usize, u64)>,
     handles: Vec<JoinHandle<()>>,
@@ -125,7 +130,11 @@ impl EngineInput {
                 }
             };
             let h = self.hasher.hash_one(key);
-            let shard = ((u128::from(h) * workers as u128) >> 64) as usize;
+            let shard = self
+                .bounds
+                .iter()
+                .position(|&b| h < b)
+                .unwrap_or(workers - 1);
             match self.targets.iter_mut().find(|t| t.0 == shard) {
                 Some(t) => t.1 |= route.mask,
                 None => self.targets.push((shard, route.mask)),
@@ -296,6 +305,59 @@ enum RouteBy {
     /// SuperSpread) see the whole stream in order, so their result is the
     /// same for any worker count and no distinct count is ever split.
     Worker(usize),
+}
+
+/// Relative per-packet cost of a task on a worker, measured with `cargo
+/// bench` and `perf` on the default tasks (README, Performance): an exact
+/// update ~40 ns, Count-Min ~26 ns (two sketches), heavy-hitter buckets
+/// ~30 ns, SuperSpread ~55 ns plus its element projection.
+fn task_cost(kind: TaskKind) -> u64 {
+    use netspectra_model::config::SketchAlgorithm;
+    match kind {
+        TaskKind::Exact => 40,
+        TaskKind::Sketch(SketchAlgorithm::CountMin) => 50,
+        TaskKind::Sketch(SketchAlgorithm::Hh) => 30,
+        TaskKind::Sketch(SketchAlgorithm::SuperSpread) => 70,
+    }
+}
+
+/// How the hash space of the hashed routes (exact and Count-Min tasks) is
+/// split between workers: in proportion to what each has left after its
+/// pinned tasks (heavy-hitter buckets, SuperSpread), so the worker that
+/// holds a SuperSpread task gets fewer exact packets and the workers finish
+/// together. Any split merges exactly (per-key tables and Count-Min sums
+/// do not depend on which worker saw a packet), so this changes speed only,
+/// never results. Returns the upper hash bound of each worker.
+fn shard_bounds(plan: &EnginePlan) -> Vec<u64> {
+    let workers = plan.workers.max(1);
+    let mut pinned = vec![0u64; workers];
+    let mut hashed = 0u64;
+    for (i, t) in plan.tasks.iter().enumerate() {
+        match plan.pinned_worker(i) {
+            Some(w) => pinned[w.min(workers - 1)] += task_cost(t.kind),
+            None => hashed += task_cost(t.kind),
+        }
+    }
+    let total = hashed + pinned.iter().sum::<u64>();
+    // Each worker's share of the hashed work, at least a twentieth of an
+    // even split so no worker is left idle by a rough cost estimate.
+    let floor = (hashed / workers as u64 / 20).max(1);
+    let share: Vec<u64> = pinned
+        .iter()
+        .map(|&p| (total / workers as u64).saturating_sub(p).max(floor))
+        .collect();
+    let sum: u128 = share.iter().map(|&s| u128::from(s)).sum();
+    let mut bounds = Vec::with_capacity(workers);
+    let mut acc: u128 = 0;
+    for (w, s) in share.iter().enumerate() {
+        acc += u128::from(*s);
+        bounds.push(if w + 1 == workers {
+            u64::MAX
+        } else {
+            ((acc << 64) / sum).min(u128::from(u64::MAX)) as u64
+        });
+    }
+    bounds
 }
 
 fn routes(plan: &EnginePlan) -> Vec<Route> {

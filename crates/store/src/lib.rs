@@ -2,9 +2,10 @@
 //!
 //! One logical schema (see [`schema`]) for every backend: a `runs` table
 //! (which inputs, when, totals), a `tasks` table (each run's task
-//! definitions) and `exact_rows`, one row per window, task and key holding
-//! that window's delta — so `sum()` over any set of windows is right and two
-//! runs never overwrite each other. The embedded backend is SQLite
+//! definitions) and `exact_rows`: per window, task and key, that window's
+//! delta — so `sum()` over any set of windows is right and two runs never
+//! overwrite each other (SQLite keeps a window's keys in compact blocks,
+//! see [`block`] and [`schema`]). The embedded backend is SQLite
 //! ([`SqliteStore`]); [`ClickHouseStore`] holds the same shape on a
 //! ClickHouse server (mapping in [`clickhouse`]), batching, retrying and
 //! spooling to disk so that an outage loses nothing.
@@ -17,6 +18,7 @@
 //! assert!(StoreUrl::parse("mysql://h/db").is_err());
 //! ```
 
+pub mod block;
 pub mod clickhouse;
 pub mod read;
 pub mod schema;
@@ -24,7 +26,7 @@ mod sqlite;
 mod url;
 
 pub use clickhouse::{ClickHouseSink, ClickHouseStore, FlushReport};
-pub use sqlite::{RunRecord, SqliteSink, SqliteStore};
+pub use sqlite::{expand_exact_rows, RunRecord, SqliteSink, SqliteStore};
 pub use url::{ClickHouseUrl, StoreUrl};
 
 use netspectra_model::alert::AlertRecord;

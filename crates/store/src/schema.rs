@@ -7,6 +7,15 @@
 //! dimension stores the network address in `src_ip` / `dst_ip`. `vlan` is
 //! 65535 ([`netspectra_model::NO_VLAN`]) for an untagged frame, 0 for a
 //! priority-tagged one.
+//! `exact_rows` (version 7 on) holds each window's exact rows in blocks:
+//! one SQL row per run, engine, task, window and up to 65 536 keys, with
+//! the block's totals (`row_count`, `packets`, `bytes`, `first_seen`,
+//! `last_seen`) in columns and every key's row — key columns, packets,
+//! bytes, first_seen, last_seen, exactly — encoded in `data` (format in
+//! `crate::block`). Sums per run, task and window read the columns; per-key
+//! questions go through [`crate::read::Reader`], or, for SQL,
+//! [`crate::sqlite::expand_exact_rows`], which lays the rows out as the
+//! version-6 table did (one row per key) in a temporary table.
 //! `sketch_rows` holds each sketch task's reported estimates per period
 //! (heavy hitters by packets and bytes, super-spreaders by distinct count).
 //! `bus_progress` holds, per engine and consumer, what that engine has
@@ -38,7 +47,7 @@ pub fn algorithm_text(task: &netspectra_model::task::TaskSpec) -> String {
 }
 
 /// Schema version written to `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Why a file's `user_version` cannot be used.
 #[derive(Debug)]
@@ -187,4 +196,31 @@ CREATE TABLE alert_state (
     updated_at_ns  INTEGER NOT NULL
 );
 "#,
+    // Version 7: exact rows in blocks. One row of `exact_rows` is now a
+    // block of up to 65 536 keys of one run, engine, task and window: its
+    // totals in columns, its rows (key, packets, bytes, first_seen,
+    // last_seen, exactly) encoded in `data` (`crate::block`). About a fifth
+    // of the size, written and read in bulk. The version-6 rows are
+    // converted by `crate::sqlite::convert_v6_rows` in the same transaction.
+    r#"
+ALTER TABLE exact_rows RENAME TO exact_rows_v6;
+DROP INDEX exact_rows_by_window;
+CREATE TABLE exact_rows (
+    run_id       INTEGER NOT NULL,
+    engine_id    TEXT    NOT NULL,
+    task         TEXT    NOT NULL,
+    window_start INTEGER NOT NULL,
+    window_end   INTEGER NOT NULL,
+    row_count    INTEGER NOT NULL,     -- keys in the block
+    packets      INTEGER NOT NULL,     -- sums over the block's keys
+    bytes        INTEGER NOT NULL,
+    first_seen   INTEGER NOT NULL,     -- min over the block's keys
+    last_seen    INTEGER NOT NULL,     -- max over the block's keys
+    data         BLOB    NOT NULL      -- the keys' rows (crate::block)
+);
+CREATE INDEX exact_rows_by_window ON exact_rows (window_start);
+"#,
 ];
+
+/// The first version whose `exact_rows` holds blocks.
+pub(crate) const BLOCKS_VERSION: usize = 7;

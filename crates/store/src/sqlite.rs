@@ -79,6 +79,9 @@ impl SqliteStore {
         for migration in &MIGRATIONS[from..] {
             tx.execute_batch(migration).map_err(store_err)?;
         }
+        if from < crate::schema::BLOCKS_VERSION {
+            convert_v6_rows(&tx).map_err(store_err)?;
+        }
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)
             .map_err(store_err)?;
         tx.commit().map_err(store_err)?;
@@ -426,19 +429,45 @@ struct Columns {
 
 impl Columns {
     fn of(key: &[Dimension]) -> Columns {
-        let mut c = Columns::default();
-        for d in key {
-            match d {
-                Dimension::SrcIp | Dimension::SrcNet(_) => c.src_ip = true,
-                Dimension::DstIp | Dimension::DstNet(_) => c.dst_ip = true,
-                Dimension::SrcPort => c.src_port = true,
-                Dimension::DstPort => c.dst_port = true,
-                Dimension::Protocol => c.protocol = true,
-                Dimension::Vlan => c.vlan = true,
-            }
+        let c = crate::block::Columns(crate::block::columns_of(key));
+        Columns {
+            src_ip: c.src_ip(),
+            dst_ip: c.dst_ip(),
+            src_port: c.src_port(),
+            dst_port: c.dst_port(),
+            protocol: c.protocol(),
+            vlan: c.vlan(),
         }
-        c
     }
+}
+
+const INSERT_BLOCK: &str = "INSERT INTO exact_rows (run_id, engine_id, task, window_start, window_end, row_count, packets, bytes, first_seen, last_seen, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+/// Inserts one encoded block.
+#[allow(clippy::too_many_arguments)]
+fn insert_block(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    run_id: i64,
+    engine_id: &str,
+    task: &str,
+    window: (u64, u64),
+    t: &crate::block::BlockTotals,
+    data: &[u8],
+) -> rusqlite::Result<()> {
+    stmt.execute(params![
+        run_id,
+        engine_id,
+        task,
+        window.0 as i64,
+        window.1 as i64,
+        t.rows as i64,
+        t.packets as i64,
+        t.bytes as i64,
+        t.first_seen as i64,
+        t.last_seen as i64,
+        data
+    ])?;
+    Ok(())
 }
 
 impl SqliteSink {
@@ -450,37 +479,37 @@ impl SqliteSink {
         w: &WindowResult,
         progress: Option<(&str, &str)>,
     ) -> rusqlite::Result<()> {
+        // Encoding is done before the transaction, so the write lock is
+        // held only for the inserts of finished blocks.
+        let mut blocks = Vec::new();
+        for (i, task) in tasks.iter().enumerate() {
+            if w.row_count(i) == 0 {
+                continue;
+            }
+            let columns = crate::block::columns_of(&task.key);
+            let mut rows = Vec::with_capacity(w.row_count(i).min(crate::block::MAX_ROWS));
+            let mut it = w.rows(i).peekable();
+            while it.peek().is_some() {
+                rows.clear();
+                rows.extend(it.by_ref().take(crate::block::MAX_ROWS));
+                let mut data = Vec::new();
+                let totals = crate::block::encode(columns, &rows, &mut data);
+                blocks.push((&task.name, totals, data));
+            }
+        }
         let tx = self.conn.transaction()?;
         {
-            // Rows go in groups of ROWS_PER_INSERT: one statement per row
-            // spends most of its time in statement overhead.
-            let mut many = tx.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
-            let mut one = tx.prepare_cached(&insert_sql(1))?;
-            let mut group = Vec::with_capacity(ROWS_PER_INSERT);
-            for (i, task) in tasks.iter().enumerate() {
-                let cols = Columns::of(&task.key);
-                let row = |(key, counters)| ExactRow {
-                    run_id: self.run_id,
-                    engine_id: &self.engine_id,
-                    task: &task.name,
-                    window: (w.start_ns, w.end_ns),
-                    cols: &cols,
-                    key,
-                    counters,
-                };
-                for r in w.rows(i) {
-                    group.push(r);
-                    if group.len() == ROWS_PER_INSERT {
-                        for (j, r) in group.drain(..).enumerate() {
-                            row(r).bind(&mut many, j * COLUMNS)?;
-                        }
-                        many.raw_execute()?;
-                    }
-                }
-                for r in group.drain(..) {
-                    row(r).bind(&mut one, 0)?;
-                    one.raw_execute()?;
-                }
+            let mut stmt = tx.prepare_cached(INSERT_BLOCK)?;
+            for (task, totals, data) in &blocks {
+                insert_block(
+                    &mut stmt,
+                    self.run_id,
+                    &self.engine_id,
+                    task,
+                    (w.start_ns, w.end_ns),
+                    totals,
+                    data,
+                )?;
             }
         }
         if let Some((consumer, state)) = progress {
@@ -494,59 +523,150 @@ impl SqliteSink {
     }
 }
 
-/// Columns of `exact_rows` a row binds.
-const COLUMNS: usize = 15;
-/// Rows per multi-row INSERT (15 × 64 = 960 parameters, well under SQLite's limit).
-const ROWS_PER_INSERT: usize = 64;
-
-fn insert_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO exact_rows (run_id, engine_id, task, window_start, window_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, packets, bytes, first_seen, last_seen) VALUES ",
-    );
-    for r in 0..rows {
-        if r > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
-    }
-    sql
-}
-
-/// One `exact_rows` row, bound in place (no per-row allocation).
-struct ExactRow<'a> {
-    run_id: i64,
-    engine_id: &'a str,
-    task: &'a str,
-    window: (u64, u64),
-    cols: &'a Columns,
-    key: &'a netspectra_model::FlowKey,
-    counters: &'a FlowCounters,
-}
-
-impl ExactRow<'_> {
-    fn bind(
-        &self,
-        stmt: &mut rusqlite::CachedStatement<'_>,
-        offset: usize,
+/// Converts version-6 `exact_rows` (one SQL row per key, renamed
+/// `exact_rows_v6` by the version-7 migration) into blocks, then drops them.
+/// A block's key columns are those its rows fill.
+fn convert_v6_rows(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    use netspectra_model::FlowKey;
+    type Group = (i64, String, String, i64, i64);
+    fn flush(
+        tx: &rusqlite::Transaction<'_>,
+        group: &Group,
+        columns: u8,
+        rows: &[(FlowKey, FlowCounters)],
     ) -> rusqlite::Result<()> {
-        let (k, c, cols) = (self.key, self.counters, self.cols);
-        let at = |i: usize| offset + i;
-        stmt.raw_bind_parameter(at(1), self.run_id)?;
-        stmt.raw_bind_parameter(at(2), self.engine_id)?;
-        stmt.raw_bind_parameter(at(3), self.task)?;
-        stmt.raw_bind_parameter(at(4), self.window.0 as i64)?;
-        stmt.raw_bind_parameter(at(5), self.window.1 as i64)?;
-        stmt.raw_bind_parameter(at(6), cols.src_ip.then_some(&k.src_ip[..]))?;
-        stmt.raw_bind_parameter(at(7), cols.dst_ip.then_some(&k.dst_ip[..]))?;
-        stmt.raw_bind_parameter(at(8), cols.src_port.then_some(k.src_port))?;
-        stmt.raw_bind_parameter(at(9), cols.dst_port.then_some(k.dst_port))?;
-        stmt.raw_bind_parameter(at(10), cols.protocol.then_some(k.protocol))?;
-        stmt.raw_bind_parameter(at(11), cols.vlan.then_some(k.vlan))?;
-        stmt.raw_bind_parameter(at(12), c.packets as i64)?;
-        stmt.raw_bind_parameter(at(13), c.bytes as i64)?;
-        stmt.raw_bind_parameter(at(14), c.first_seen as i64)?;
-        stmt.raw_bind_parameter(at(15), c.last_seen as i64)
+        let mut stmt = tx.prepare_cached(INSERT_BLOCK)?;
+        let mut data = Vec::new();
+        for chunk in rows.chunks(crate::block::MAX_ROWS) {
+            let refs: Vec<_> = chunk.iter().map(|(k, c)| (k, c)).collect();
+            let totals = crate::block::encode(columns, &refs, &mut data);
+            insert_block(
+                &mut stmt,
+                group.0,
+                &group.1,
+                &group.2,
+                (group.3 as u64, group.4 as u64),
+                &totals,
+                &data,
+            )?;
+        }
+        Ok(())
     }
+    let mut current: Option<Group> = None;
+    let mut columns = 0u8;
+    let mut rows = Vec::new();
+    {
+        let mut stmt = tx.prepare(
+            "SELECT run_id, engine_id, task, window_start, window_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, packets, bytes, first_seen, last_seen \
+             FROM exact_rows_v6 ORDER BY run_id, engine_id, task, window_start, window_end",
+        )?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            let group: Group = (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            if current.as_ref() != Some(&group) {
+                if let Some(g) = current.take() {
+                    flush(tx, &g, columns, &rows)?;
+                }
+                current = Some(group);
+                columns = 0;
+                rows.clear();
+            }
+            let ip = |i: usize| -> rusqlite::Result<Option<[u8; 16]>> {
+                Ok(r.get::<_, Option<Vec<u8>>>(i)?
+                    .map(|b| <[u8; 16]>::try_from(b.as_slice()).unwrap_or_default()))
+            };
+            let (src_ip, dst_ip) = (ip(5)?, ip(6)?);
+            let src_port: Option<u16> = r.get(7)?;
+            let dst_port: Option<u16> = r.get(8)?;
+            let protocol: Option<u8> = r.get(9)?;
+            let vlan: Option<u16> = r.get(10)?;
+            for (present, bit) in [
+                (src_ip.is_some(), 1),
+                (dst_ip.is_some(), 2),
+                (src_port.is_some(), 4),
+                (dst_port.is_some(), 8),
+                (protocol.is_some(), 16),
+                (vlan.is_some(), 32),
+            ] {
+                if present {
+                    columns |= bit;
+                }
+            }
+            let n = |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
+            rows.push((
+                FlowKey {
+                    src_ip: src_ip.unwrap_or_default(),
+                    dst_ip: dst_ip.unwrap_or_default(),
+                    src_port: src_port.unwrap_or(0),
+                    dst_port: dst_port.unwrap_or(0),
+                    protocol: protocol.unwrap_or(0),
+                    vlan: vlan.unwrap_or(0),
+                },
+                FlowCounters {
+                    packets: n(11)?,
+                    bytes: n(12)?,
+                    first_seen: n(13)?,
+                    last_seen: n(14)?,
+                },
+            ));
+        }
+    }
+    if let Some(g) = current.take() {
+        flush(tx, &g, columns, &rows)?;
+    }
+    tx.execute_batch("DROP TABLE exact_rows_v6;")
+}
+
+/// Lays the exact rows out one SQL row per key, as schema version 6 kept
+/// them, in the temporary table `exact_rows` of this connection (which
+/// hides the stored blocks from it): for tools and tests that ask per-key
+/// questions in SQL. Columns: `run_id, engine_id, task, window_start,
+/// window_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, packets,
+/// bytes, first_seen, last_seen` (key columns outside the task's key are
+/// NULL). Call it again to see rows stored since.
+pub fn expand_exact_rows(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(
+        "DROP TABLE IF EXISTS temp.exact_rows;
+         CREATE TEMP TABLE exact_rows (run_id INTEGER, engine_id TEXT, task TEXT, window_start INTEGER, window_end INTEGER,
+             src_ip BLOB, dst_ip BLOB, src_port INTEGER, dst_port INTEGER, protocol INTEGER, vlan INTEGER,
+             packets INTEGER, bytes INTEGER, first_seen INTEGER, last_seen INTEGER);",
+    )?;
+    let mut read = conn.prepare(
+        "SELECT run_id, engine_id, task, window_start, window_end, data FROM main.exact_rows ORDER BY rowid",
+    )?;
+    let mut insert = conn.prepare(
+        "INSERT INTO temp.exact_rows VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+    )?;
+    let mut rows = Vec::new();
+    let mut q = read.query([])?;
+    while let Some(r) = q.next()? {
+        let (run_id, engine_id, task): (i64, String, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
+        let (start, end): (i64, i64) = (r.get(3)?, r.get(4)?);
+        let data = r.get_ref(5)?.as_blob()?;
+        let c = crate::block::decode(data, &mut rows).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Blob, Box::new(e))
+        })?;
+        for (k, v) in &rows {
+            insert.execute(params![
+                run_id,
+                engine_id,
+                task,
+                start,
+                end,
+                c.src_ip().then_some(&k.src_ip[..]),
+                c.dst_ip().then_some(&k.dst_ip[..]),
+                c.src_port().then_some(k.src_port),
+                c.dst_port().then_some(k.dst_port),
+                c.protocol().then_some(k.protocol),
+                c.vlan().then_some(k.vlan),
+                v.packets as i64,
+                v.bytes as i64,
+                v.first_seen as i64,
+                v.last_seen as i64,
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 impl SqliteSink {

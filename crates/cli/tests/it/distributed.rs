@@ -130,9 +130,12 @@ fn ip_text(blob: &[u8]) -> String {
     }
 }
 
+/// A connection that sees `exact_rows` one SQL row per key (the store
+/// keeps them in blocks: `netspectra_store::expand_exact_rows`).
 fn open_db(db: &Path) -> rusqlite::Connection {
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    netspectra_store::expand_exact_rows(&conn).unwrap();
     conn
 }
 
@@ -172,11 +175,15 @@ fn rows_stored(db: &Path) -> u64 {
     if !db.exists() {
         return 0;
     }
-    open_db(db)
-        .query_row("SELECT COUNT(*) FROM exact_rows", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .unwrap_or(0) as u64
+    // Keys stored: each block of `exact_rows` says how many it holds.
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.query_row(
+        "SELECT COALESCE(SUM(row_count), 0) FROM exact_rows",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .unwrap_or(0) as u64
 }
 
 /// The stores together equal the truth exactly; with one store per

@@ -106,6 +106,8 @@ fn settle(engines: &[(&str, &ClusterView)], shards: u32) {
 /// Packets and bytes per source address, summed over every run and engine.
 fn stored_per_src(db: &Path) -> BTreeMap<String, (u64, u64)> {
     let c = rusqlite::Connection::open(db).unwrap();
+    // One SQL row per key (the store keeps them in blocks).
+    netspectra_store::expand_exact_rows(&c).unwrap();
     let mut stmt = c
         .prepare(
             "SELECT src_ip, SUM(packets), SUM(bytes) FROM exact_rows \

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod blocks;
 mod cache;
 mod clickhouse;
 mod sql;
@@ -425,6 +426,49 @@ impl Reader {
         .await
     }
 
+    /// Like [`Reader::keyed`], but SQLite answers with `sqlite` (a scan of
+    /// its blocks, module `blocks`); `q` still keys the cache.
+    async fn keyed_or(
+        &self,
+        q: Query,
+        sqlite: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Vec<KeyedRow>> + Send + 'static,
+    ) -> Result<Vec<KeyedRow>, StoreError> {
+        let Backend::Sqlite(r) = &self.backend else {
+            return self.keyed(q).await;
+        };
+        self.cached(
+            q,
+            async |q| r.exact(q, sqlite, sqlite::keyed_rows).await,
+            |v| Cached::Keyed(Arc::new(v)),
+            |c| match c {
+                Cached::Keyed(v) => Some(v.to_vec()),
+                _ => None,
+            },
+        )
+        .await
+    }
+
+    /// Like [`Reader::numbers`], with SQLite answering through `sqlite`.
+    async fn numbers_or(
+        &self,
+        q: Query,
+        sqlite: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<Vec<NumberRow>> + Send + 'static,
+    ) -> Result<Vec<NumberRow>, StoreError> {
+        let Backend::Sqlite(r) = &self.backend else {
+            return self.numbers(q).await;
+        };
+        self.cached(
+            q,
+            async |q| r.exact(q, sqlite, sqlite::number_rows).await,
+            |v| Cached::Numbers(Arc::new(v)),
+            |c| match c {
+                Cached::Numbers(v) => Some(v.to_vec()),
+                _ => None,
+            },
+        )
+        .await
+    }
+
     /// Whether the store answers (for readiness checks).
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self, r => r.ping().await)
@@ -462,7 +506,10 @@ impl Reader {
     /// Sums over every matching key of an exact task.
     pub async fn exact_totals(&self, scope: &Scope<'_>) -> Result<Totals, StoreError> {
         let q = sql::exact_totals(self.dialect(), scope);
-        let row = self.numbers(q).await?;
+        let (blocks, filter) = (sql::exact_blocks(scope), scope.filter.for_key(scope.key));
+        let row = self
+            .numbers_or(q, move |c| Ok(vec![blocks::totals(c, &blocks, &filter)?]))
+            .await?;
         Ok(row.first().map_or(Totals::default(), Totals::from))
     }
 
@@ -474,8 +521,9 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<KeyTotals>, StoreError> {
         let q = sql::exact_top(self.dialect(), scope, by, limit);
+        let (blocks, filter) = (sql::exact_blocks(scope), scope.filter.for_key(scope.key));
         Ok(self
-            .keyed(q)
+            .keyed_or(q, move |c| blocks::top(c, &blocks, &filter, by, limit))
             .await?
             .into_iter()
             .map(KeyTotals::from)
@@ -486,7 +534,10 @@ impl Reader {
     /// one), or None when nothing matches.
     pub async fn exact_trace(&self, scope: &Scope<'_>) -> Result<Option<Totals>, StoreError> {
         let q = sql::exact_trace(self.dialect(), scope);
-        let row = self.numbers(q).await?;
+        let (blocks, filter) = (sql::exact_blocks(scope), scope.filter.for_key(scope.key));
+        let row = self
+            .numbers_or(q, move |c| Ok(vec![blocks::trace(c, &blocks, &filter)?]))
+            .await?;
         Ok(row.first().filter(|n| n.n > 0).map(Totals::from))
     }
 
@@ -497,7 +548,10 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<SeriesPoint>, StoreError> {
         let q = sql::exact_series(self.dialect(), scope, limit);
-        let rows = self.numbers(q).await?;
+        let (blocks, filter) = (sql::exact_blocks(scope), scope.filter.for_key(scope.key));
+        let rows = self
+            .numbers_or(q, move |c| blocks::series(c, &blocks, &filter, limit))
+            .await?;
         Ok(rows
             .into_iter()
             .map(|n| SeriesPoint {
@@ -550,8 +604,11 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<KeyTotals>, StoreError> {
         let q = sql::exact_in_range(self.dialect(), scope, by, lo, hi, limit);
+        let (blocks, filter) = (sql::exact_blocks(scope), scope.filter.for_key(scope.key));
         Ok(self
-            .keyed(q)
+            .keyed_or(q, move |c| {
+                blocks::in_range(c, &blocks, &filter, by, lo, hi, limit)
+            })
             .await?
             .into_iter()
             .map(KeyTotals::from)

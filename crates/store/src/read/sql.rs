@@ -105,6 +105,12 @@ impl Builder {
 
     /// `FROM table WHERE …` for a scope: task, time range, filter.
     fn scope_where(&mut self, table: Table, scope: &Scope<'_>) -> &mut Builder {
+        self.scope_where_keys(table, scope, true)
+    }
+
+    /// [`Builder::scope_where`], with or without the key filter (SQLite's
+    /// exact rows are blocks: their keys are filtered as they are decoded).
+    fn scope_where_keys(&mut self, table: Table, scope: &Scope<'_>, keys: bool) -> &mut Builder {
         let (start, _, sort_time) = table.times(self.dialect);
         self.sql(" FROM ").sql(table.name()).sql(" WHERE task = ");
         self.param(Param::Text(scope.task.to_string()));
@@ -139,6 +145,9 @@ impl Builder {
             self.param(secs(from_ns)).sql(")");
             self.sql(" AND ").sql(sort_time).sql(" <= toDateTime(");
             self.param(secs(to_ns)).sql(")");
+        }
+        if !keys {
+            return self;
         }
         let f = &scope.filter.for_key(scope.key);
         for (column, cidr) in [("src_ip", f.src_ip), ("dst_ip", f.dst_ip)] {
@@ -184,6 +193,20 @@ impl Builder {
 
 fn int(v: u64) -> Param {
     Param::Int(i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// What [`exact_blocks`] selects.
+pub(crate) const BLOCK_COLUMNS: &str = "run_id, engine_id, window_start, window_end, data";
+
+/// SQLite: the blocks of exact rows in scope (run id, engine id, window
+/// start, window end, data), in window order; the key filter is the
+/// caller's to apply as it decodes them.
+pub(crate) fn exact_blocks(scope: &Scope<'_>) -> Query {
+    let mut b = Builder::new(Dialect::Sqlite);
+    b.sql("SELECT ").sql(BLOCK_COLUMNS);
+    b.scope_where_keys(Table::Exact, scope, false);
+    b.sql(" ORDER BY window_start");
+    b.build()
 }
 
 /// Numbers: first seen, last seen, packets, bytes, distinct keys.

@@ -50,6 +50,9 @@ impl Drop for CancelOnDrop {
 /// A read-only view of a SQLite store file.
 #[derive(Clone)]
 pub(crate) struct SqliteReader {
+    /// `exact_rows` holds blocks (schema version 7 on). A file no writer
+    /// has upgraded yet is read with the SQL of the version-6 layout.
+    blocks: Arc<std::sync::atomic::AtomicBool>,
     path: Arc<PathBuf>,
     idle: Arc<Mutex<Vec<Connection>>>,
     running: Arc<tokio::sync::Semaphore>,
@@ -65,6 +68,7 @@ impl SqliteReader {
             });
         }
         let reader = SqliteReader {
+            blocks: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             path: Arc::new(path.to_path_buf()),
             idle: Arc::new(Mutex::new(Vec::new())),
             running: Arc::new(tokio::sync::Semaphore::new(POOL_SIZE)),
@@ -78,7 +82,11 @@ impl SqliteReader {
                 path: path.display().to_string(),
             });
         }
-        crate::schema::checked_version(version).map_err(|e| e.at(path))?;
+        let version = crate::schema::checked_version(version).map_err(|e| e.at(path))?;
+        reader.blocks.store(
+            version >= crate::schema::BLOCKS_VERSION,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         reader.put_back(conn);
         Ok(reader)
     }
@@ -111,7 +119,7 @@ impl SqliteReader {
     /// caller stops waiting (the API's request timeout dropped the future),
     /// the running statement is interrupted, so an abandoned whole-history
     /// query does not keep a connection and a blocking thread busy.
-    async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
+    pub(crate) async fn with_conn<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -218,45 +226,34 @@ impl SqliteReader {
     }
 
     pub(crate) async fn fetch_numbers(&self, q: Query) -> Result<Vec<NumberRow>, StoreError> {
-        self.with_conn(move |c| {
-            let mut stmt = c.prepare_cached(&q.text)?;
-            let rows =
-                stmt.query_map(rusqlite::params_from_iter(q.params.iter().map(bind)), |r| {
-                    Ok(NumberRow {
-                        t1: unsigned(r, 0)?,
-                        t2: unsigned(r, 1)?,
-                        a: unsigned(r, 2)?,
-                        b: unsigned(r, 3)?,
-                        n: unsigned(r, 4)?,
-                    })
-                })?;
-            rows.collect()
-        })
-        .await
+        self.with_conn(move |c| number_rows(c, &q)).await
     }
 
     pub(crate) async fn fetch_keyed(&self, q: Query) -> Result<Vec<KeyedRow>, StoreError> {
+        self.with_conn(move |c| keyed_rows(c, &q)).await
+    }
+
+    /// Runs `blocks` on a store whose `exact_rows` holds blocks, else the
+    /// version-6 SQL `q` through `sql` (a file no writer has upgraded yet;
+    /// checked again per question until it is, as a writer may upgrade it
+    /// while this reader is open).
+    pub(crate) async fn exact<T: Send + 'static>(
+        &self,
+        q: Query,
+        blocks: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        sql: fn(&Connection, &Query) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let known = self.blocks.clone();
         self.with_conn(move |c| {
-            let mut stmt = c.prepare_cached(&q.text)?;
-            let rows =
-                stmt.query_map(rusqlite::params_from_iter(q.params.iter().map(bind)), |r| {
-                    Ok(KeyedRow {
-                        key: FlowKey {
-                            src_ip: address(r, 0)?,
-                            dst_ip: address(r, 1)?,
-                            src_port: r.get::<_, Option<u16>>(2)?.unwrap_or(0),
-                            dst_port: r.get::<_, Option<u16>>(3)?.unwrap_or(0),
-                            protocol: r.get::<_, Option<u8>>(4)?.unwrap_or(0),
-                            vlan: r.get::<_, Option<u16>>(5)?.unwrap_or(0),
-                        },
-                        a: unsigned(r, 6)?,
-                        b: unsigned(r, 7)?,
-                        t1: unsigned(r, 8)?,
-                        t2: unsigned(r, 9)?,
-                        n: unsigned(r, 10)?,
-                    })
-                })?;
-            rows.collect()
+            use std::sync::atomic::Ordering;
+            if !known.load(Ordering::Relaxed) {
+                let v: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+                if v < crate::schema::BLOCKS_VERSION as i64 {
+                    return sql(c, &q);
+                }
+                known.store(true, Ordering::Relaxed);
+            }
+            blocks(c)
         })
         .await
     }
@@ -315,6 +312,44 @@ impl SqliteReader {
         })
         .await
     }
+}
+
+/// The rows of a numbers query (`sql.rs`).
+pub(crate) fn number_rows(c: &Connection, q: &Query) -> rusqlite::Result<Vec<NumberRow>> {
+    let mut stmt = c.prepare_cached(&q.text)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(q.params.iter().map(bind)), |r| {
+        Ok(NumberRow {
+            t1: unsigned(r, 0)?,
+            t2: unsigned(r, 1)?,
+            a: unsigned(r, 2)?,
+            b: unsigned(r, 3)?,
+            n: unsigned(r, 4)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The rows of a keyed query (`sql.rs`).
+pub(crate) fn keyed_rows(c: &Connection, q: &Query) -> rusqlite::Result<Vec<KeyedRow>> {
+    let mut stmt = c.prepare_cached(&q.text)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(q.params.iter().map(bind)), |r| {
+        Ok(KeyedRow {
+            key: FlowKey {
+                src_ip: address(r, 0)?,
+                dst_ip: address(r, 1)?,
+                src_port: r.get::<_, Option<u16>>(2)?.unwrap_or(0),
+                dst_port: r.get::<_, Option<u16>>(3)?.unwrap_or(0),
+                protocol: r.get::<_, Option<u8>>(4)?.unwrap_or(0),
+                vlan: r.get::<_, Option<u16>>(5)?.unwrap_or(0),
+            },
+            a: unsigned(r, 6)?,
+            b: unsigned(r, 7)?,
+            t1: unsigned(r, 8)?,
+            t2: unsigned(r, 9)?,
+            n: unsigned(r, 10)?,
+        })
+    })?;
+    rows.collect()
 }
 
 fn bind(p: &Param) -> rusqlite::types::Value {

@@ -79,6 +79,10 @@ fn windows_sum_to_totals_and_runs_never_overwrite() {
         assert_eq!(windows, 4, "200 s of packets in 60 s windows");
         assert_eq!(packets, 200);
         assert_eq!(bytes, total_bytes);
+        // Per-key rows, laid out one SQL row per key on a connection of
+        // its own.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        netspectra_store::expand_exact_rows(&conn).unwrap();
         // Per-source sums over windows equal the truth.
         let src0: i64 = conn
             .query_row(
@@ -156,6 +160,132 @@ fn a_version_1_store_is_migrated_in_place() {
         .query_row("SELECT COUNT(*) FROM bus_progress", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 0, "version 3 added bus_progress");
+}
+
+/// Every key row of a store, as `expand_exact_rows` lays them out, sorted.
+fn key_rows(path: &std::path::Path) -> Vec<Vec<rusqlite::types::Value>> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    netspectra_store::expand_exact_rows(&c).unwrap();
+    let mut stmt = c
+        .prepare("SELECT * FROM temp.exact_rows ORDER BY task, window_start, src_ip, dst_ip, src_port, dst_port, protocol")
+        .unwrap();
+    stmt.query_map([], |r| (0..15).map(|i| r.get(i)).collect())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_version_6_store_is_converted_to_blocks_with_the_same_answers() {
+    use netspectra_store::read::{Filter, Measure, Reader, RunSelect, Scope, TimeRange};
+    let dir = tempfile::tempdir().unwrap();
+    let (new, old) = (dir.path().join("new.db"), dir.path().join("old.db"));
+    let mut store = SqliteStore::open(&new).unwrap();
+    analyze_into(&mut store, &recs(200));
+    drop(store);
+    // The same run in a version-6 file: one SQL row per key.
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    for m in &netspectra_store::schema::MIGRATIONS[..6] {
+        conn.execute_batch(m).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 6).unwrap();
+    drop(conn);
+    let conn = rusqlite::Connection::open(&new).unwrap();
+    netspectra_store::expand_exact_rows(&conn).unwrap();
+    conn.execute("ATTACH ?1 AS old", [old.to_str().unwrap()])
+        .unwrap();
+    conn.execute_batch(
+        "INSERT INTO old.runs SELECT * FROM main.runs; INSERT INTO old.tasks SELECT * FROM main.tasks; \
+         INSERT INTO old.sketch_rows SELECT * FROM main.sketch_rows; INSERT INTO old.exact_rows SELECT * FROM temp.exact_rows;",
+    )
+    .unwrap();
+    let v6_rows: i64 = conn
+        .query_row("SELECT COUNT(*) FROM old.exact_rows", [], |r| r.get(0))
+        .unwrap();
+    assert!(v6_rows > 10);
+    drop(conn);
+    // A reader opened on the version-6 file answers from its rows, and
+    // keeps answering once a writer has converted them.
+    let url = netspectra_store::StoreUrl::Sqlite(old.clone());
+    let early = Reader::open(&url).unwrap().with_cache(0);
+    let flow = Plan::default_tasks()
+        .tasks
+        .into_iter()
+        .find(|t| t.name == "per_flow")
+        .unwrap();
+    let everything = Filter::default();
+    let flows = Scope {
+        task: &flow.name,
+        key: &flow.key,
+        range: TimeRange::ALL,
+        filter: &everything,
+        run: RunSelect::All,
+    };
+    let before = format!(
+        "{:?}",
+        early.exact_top(&flows, Measure::Bytes, 7).await.unwrap()
+    );
+    let store = SqliteStore::open(&old).unwrap();
+    let after = format!(
+        "{:?}",
+        early.exact_top(&flows, Measure::Bytes, 7).await.unwrap()
+    );
+    assert_eq!(before, after);
+    assert!(before.contains("packets"), "{before}");
+    let version: i64 = store
+        .connection()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, netspectra_store::schema::SCHEMA_VERSION);
+    drop(store);
+    assert_eq!(key_rows(&old), key_rows(&new), "every key row kept exactly");
+    assert_eq!(key_rows(&old).len() as i64, v6_rows);
+    // And the API's questions answer the same.
+    let plan = Plan::default_tasks();
+    let open = |p: &std::path::Path| {
+        Reader::open(&netspectra_store::StoreUrl::Sqlite(p.to_path_buf()))
+            .unwrap()
+            .with_cache(0)
+    };
+    let (a, b) = (open(&new), open(&old));
+    for t in plan.tasks.iter().filter(|t| t.kind.name() == "exact") {
+        for filter in [
+            Filter::default(),
+            Filter {
+                src_ip: Some("10.0.0.1".parse().unwrap()),
+                ..Filter::default()
+            },
+        ] {
+            if filter.src_ip.is_some() && !t.key.contains(&netspectra_model::Dimension::SrcIp) {
+                continue;
+            }
+            let scope = Scope {
+                task: &t.name,
+                key: &t.key,
+                range: TimeRange::ALL,
+                filter: &filter,
+                run: RunSelect::All,
+            };
+            for by in [Measure::Bytes, Measure::Packets] {
+                assert_eq!(
+                    format!("{:?}", a.exact_top(&scope, by, 100).await.unwrap()),
+                    format!("{:?}", b.exact_top(&scope, by, 100).await.unwrap())
+                );
+            }
+            assert_eq!(
+                format!("{:?}", a.exact_totals(&scope).await.unwrap()),
+                format!("{:?}", b.exact_totals(&scope).await.unwrap())
+            );
+            assert_eq!(
+                format!("{:?}", a.exact_series(&scope, 100).await.unwrap()),
+                format!("{:?}", b.exact_series(&scope, 100).await.unwrap())
+            );
+            assert_eq!(
+                format!("{:?}", a.exact_trace(&scope).await.unwrap()),
+                format!("{:?}", b.exact_trace(&scope).await.unwrap())
+            );
+        }
+    }
 }
 
 #[test]
@@ -504,4 +634,126 @@ async fn a_partial_sketch_period_is_stored_and_read_back_as_partial() {
         .sketch_partial(&scope(0, u64::MAX >> 1))
         .await
         .unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_scan_answers_like_a_brute_force_sum() {
+    // Enough rows over several windows that the grouping runs on two
+    // threads (read/blocks.rs, PARALLEL_ROWS), with keys repeating across
+    // windows and IPv6 among them.
+    use netspectra_model::window::FlowCounters;
+    use netspectra_model::{Dimension, FlowKey};
+    use netspectra_store::read::{Filter, Measure, Reader, RunSelect, Scope, TimeRange};
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let task = TaskSpec {
+        name: "flows".into(),
+        kind: netspectra_model::task::TaskKind::Exact,
+        key: vec![Dimension::SrcIp, Dimension::DstIp, Dimension::DstPort],
+        element: vec![],
+        sketch: None,
+    };
+    let run = store
+        .begin_run("e", "test", &json!([]), std::slice::from_ref(&task), 1_000)
+        .unwrap();
+    let mut sink = store.sink(run, "e").unwrap();
+    let mut truth: HashMap<FlowKey, (u64, u64, u64, u64, u64)> = HashMap::new();
+    let mut x: u64 = 7;
+    for w in 0..4u64 {
+        let mut rows: HashMap<FlowKey, FlowCounters> = HashMap::new();
+        for _ in 0..90_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let n = (x >> 33) % 150_000;
+            let key = FlowKey {
+                src_ip: if n % 7 == 0 {
+                    [
+                        0x20,
+                        1,
+                        0xd,
+                        0xb8,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        (n >> 8) as u8,
+                        n as u8,
+                    ]
+                } else {
+                    ip::from_v4([10, (n >> 16) as u8, (n >> 8) as u8, n as u8])
+                },
+                dst_ip: ip::from_v4([192, 168, 0, (n % 200) as u8]),
+                dst_port: (n % 1000) as u16,
+                ..FlowKey::default()
+            };
+            let ts = w * 1_000 + (x >> 60);
+            rows.entry(key)
+                .and_modify(|c| c.add(ts, 100 + (n % 1400) as u32))
+                .or_insert(FlowCounters::one(ts, 100 + (n % 1400) as u32));
+        }
+        for (k, c) in &rows {
+            let t = truth.entry(*k).or_insert((0, 0, u64::MAX, 0, 0));
+            t.0 += c.packets;
+            t.1 += c.bytes;
+            t.2 = t.2.min(c.first_seen);
+            t.3 = t.3.max(c.last_seen);
+            t.4 += 1;
+        }
+        let rows = vec![rows.into_iter().collect::<Vec<_>>()];
+        sink.window(
+            std::slice::from_ref(&task),
+            &WindowResult::new(w * 1_000, (w + 1) * 1_000, &rows),
+        )
+        .unwrap();
+    }
+    drop(sink);
+    let stored: i64 = store
+        .connection()
+        .query_row("SELECT sum(row_count) FROM exact_rows", [], |r| r.get(0))
+        .unwrap();
+    assert!(stored > 200_000, "{stored} rows: the parallel path");
+    let reader = Reader::open(&netspectra_store::StoreUrl::Sqlite(path))
+        .unwrap()
+        .with_cache(0);
+    let filter = Filter::default();
+    let scope = Scope {
+        task: "flows",
+        key: &task.key,
+        range: TimeRange::ALL,
+        filter: &filter,
+        run: RunSelect::All,
+    };
+    let mut expect: Vec<_> = truth.iter().collect();
+    expect.sort_by(|a, b| {
+        (b.1 .1, b.1 .0).cmp(&(a.1 .1, a.1 .0)).then_with(|| {
+            (a.0.src_ip, a.0.dst_ip, a.0.dst_port).cmp(&(b.0.src_ip, b.0.dst_ip, b.0.dst_port))
+        })
+    });
+    let top = reader.exact_top(&scope, Measure::Bytes, 50).await.unwrap();
+    assert_eq!(top.len(), 50);
+    for (got, (k, t)) in top.iter().zip(&expect) {
+        assert_eq!(got.key, **k);
+        assert_eq!(
+            (
+                got.packets,
+                got.bytes,
+                got.first_seen,
+                got.last_seen,
+                got.windows
+            ),
+            **t
+        );
+    }
+    let totals = reader.exact_totals(&scope).await.unwrap();
+    assert_eq!(totals.keys, truth.len() as u64);
+    assert_eq!(totals.packets, truth.values().map(|t| t.0).sum::<u64>());
 }
