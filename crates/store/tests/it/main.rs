@@ -669,7 +669,7 @@ async fn a_large_scan_answers_like_a_brute_force_sum() {
                 .wrapping_add(1442695040888963407);
             let n = (x >> 33) % 150_000;
             let key = FlowKey {
-                src_ip: if n % 7 == 0 {
+                src_ip: if n.is_multiple_of(7) {
                     [
                         0x20,
                         1,
