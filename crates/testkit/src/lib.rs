@@ -4,6 +4,7 @@
 //! message names the package that installs it — never a silent skip.
 
 pub mod clickhouse;
+mod http1;
 pub mod nats;
 pub mod netns;
 pub mod openai;

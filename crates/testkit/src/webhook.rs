@@ -2,7 +2,7 @@
 //! chosen status and keeps the bodies, so a test sees exactly what a
 //! receiver on the network would.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -73,27 +73,7 @@ fn serve(
 ) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok(());
-        }
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            reader.read_line(&mut h)?;
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = h.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
+    while let Some(crate::http1::Request { body, .. }) = crate::http1::read_request(&mut reader)? {
         let code = status.load(Ordering::SeqCst);
         if (200..300).contains(&code) {
             bodies
@@ -108,4 +88,5 @@ fn serve(
         )?;
         out.flush()?;
     }
+    Ok(())
 }

@@ -382,11 +382,13 @@ mod enrichment {
         assert_eq!((c.sent, c.analysed, c.analysis_failed), (2, 0, 1));
     }
 
-    #[test]
-    fn a_queue_far_behind_goes_out_without_analysis() {
-        // A stalled model (800 ms timeout) and 12 groups at once: waiting
-        // for every analysis would take ~10 s; past 8 queued groups they
-        // go out without, so all arrive soon, most unexplained.
+    /// A dispatcher to a JSON webhook whose analysis never answers (a
+    /// stalled model, 800 ms timeout), and the analysis' calls.
+    fn stalled_to_a_hook() -> (
+        WebhookReceiver,
+        Dispatcher,
+        Arc<Mutex<Vec<Vec<AlertRecord>>>>,
+    ) {
         let hook = WebhookReceiver::start();
         let (rules, config) = rules(&format!(
             "alerter:\n  rules:\n    - {{name: big_talker, task_name: per_src_ip, metric: bytes, operator: '>', threshold: 1}}\n  notifiers:\n    - {{name: hook, type: webhook, url: '{}'}}\n",
@@ -394,6 +396,15 @@ mod enrichment {
         ));
         let (enrichment, calls) = scripted(|| Box::pin(std::future::pending()));
         let d = Dispatcher::start_with(&rules, &config.smtp, FAST, Some(enrichment)).unwrap();
+        (hook, d, calls)
+    }
+
+    #[test]
+    fn a_queue_far_behind_goes_out_without_analysis() {
+        // A stalled model (800 ms timeout) and 12 groups at once: waiting
+        // for every analysis would take ~10 s; past 8 queued groups they
+        // go out without, so all arrive soon, most unexplained.
+        let (hook, d, calls) = stalled_to_a_hook();
         let started = std::time::Instant::now();
         for i in 0..12 {
             d.outbox()
@@ -420,13 +431,7 @@ mod enrichment {
     fn a_flush_stops_waiting_for_analyses_half_way() {
         // Three groups behind a stalled model (800 ms each): a 2 s flush
         // waits 1 s for analyses, then sends the rest without.
-        let hook = WebhookReceiver::start();
-        let (rules, config) = rules(&format!(
-            "alerter:\n  rules:\n    - {{name: big_talker, task_name: per_src_ip, metric: bytes, operator: '>', threshold: 1}}\n  notifiers:\n    - {{name: hook, type: webhook, url: '{}'}}\n",
-            hook.url()
-        ));
-        let (enrichment, calls) = scripted(|| Box::pin(std::future::pending()));
-        let d = Dispatcher::start_with(&rules, &config.smtp, FAST, Some(enrichment)).unwrap();
+        let (hook, d, calls) = stalled_to_a_hook();
         for i in 0..4 {
             d.outbox()
                 .send(vec![notice("big_talker", &format!("10.0.1.{i}"), "firing")]);
