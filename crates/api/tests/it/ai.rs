@@ -21,6 +21,8 @@ use tokio::sync::mpsc;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::suite::{reflected_services, req};
+
 const TOKEN: &str = "s3cret";
 
 /// Answers `q` with one `top` call and the text `Answer to «q».` in three
@@ -134,15 +136,6 @@ async fn channel(running: &Running) -> Channel {
         .connect()
         .await
         .unwrap()
-}
-
-fn req<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
-    let mut r = tonic::Request::new(msg);
-    if let Some(t) = token {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {t}").parse().unwrap());
-    }
-    r
 }
 
 /// Every event of one `Ask`, or the status it ended with.
@@ -430,29 +423,7 @@ async fn health_reflection_and_the_safe_default() {
         status.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
-    use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        ServerReflectionRequest,
-    };
-    let list = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut answers = ServerReflectionClient::new(ch)
-        .server_reflection_info(req(tokio_stream::iter([list]), Some(TOKEN)))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = answers
-        .message()
-        .await
-        .unwrap()
-        .and_then(|a| a.message_response)
-    else {
-        panic!("no service list");
-    };
-    let mut names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
+    let mut names = reflected_services(ch, Some(TOKEN)).await.unwrap();
     names.sort();
     assert_eq!(
         names,

@@ -79,13 +79,40 @@ impl Api {
 }
 
 /// gRPC request carrying `token`.
-fn req<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
+pub(crate) fn req<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     if let Some(t) = token {
         r.metadata_mut()
             .insert("authorization", format!("Bearer {t}").parse().unwrap());
     }
     r
+}
+
+/// The services gRPC reflection lists on `channel`, asked with `token`
+/// (the status when refused).
+pub(crate) async fn reflected_services(
+    channel: Channel,
+    token: Option<&str>,
+) -> Result<Vec<String>, tonic::Status> {
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        ServerReflectionRequest,
+    };
+    let list = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = ServerReflectionClient::new(channel)
+        .server_reflection_info(req(tokio_stream::iter([list]), token))
+        .await?
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        answers.message().await?.and_then(|a| a.message_response)
+    else {
+        panic!("no service list");
+    };
+    Ok(list.service.into_iter().map(|s| s.name).collect())
 }
 
 fn ts(ns: u64) -> Value {
@@ -943,36 +970,13 @@ pub async fn check_auth(reader: Reader) {
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
     // Reflection describes the schema: it takes the token like the queries.
-    use tonic_reflection::pb::v1::{
-        server_reflection_client::ServerReflectionClient,
-        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
-        ServerReflectionRequest,
-    };
-    let mut reflection = ServerReflectionClient::new(channel);
-    let ask = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let refused = reflection
-        .server_reflection_info(tokio_stream::iter([ask.clone()]))
-        .await
-        .unwrap_err();
+    let refused = reflected_services(channel.clone(), None).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let mut answers = reflection
-        .server_reflection_info(req(tokio_stream::iter([ask]), Some("s3cret")))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(MessageResponse::ListServicesResponse(list)) = answers
-        .message()
-        .await
-        .unwrap()
-        .and_then(|a| a.message_response)
-    else {
-        panic!("no service list");
-    };
-    let names: Vec<&str> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"netspectra.v1.QueryService"), "{names:?}");
+    let names = reflected_services(channel, Some("s3cret")).await.unwrap();
+    assert!(
+        names.iter().any(|n| n == "netspectra.v1.QueryService"),
+        "{names:?}"
+    );
     // The service's own HealthCheck is a health endpoint: open.
     let health = api
         .grpc

@@ -10,9 +10,8 @@ use netspectra_api::go2netspectra::{AnalyzePromptRequest, AnalyzeTrafficRequest}
 use netspectra_api::pb;
 use netspectra_api::pb::analyst_service_client::AnalystServiceClient;
 use netspectra_api::pb::ask_event::Event;
-use netspectra_model::config::{AiConfig, Config};
+use netspectra_model::config::AiConfig;
 use netspectra_node::ai::{AiGateway, AiGatewayConfig};
-use netspectra_node::offline::{Analysis, AnalysisConfig};
 use netspectra_node::Shutdown;
 use netspectra_store::StoreUrl;
 use std::net::TcpStream;
@@ -31,21 +30,7 @@ fn req<T>(msg: T, token: Option<&str>) -> tonic::Request<T> {
 #[test]
 fn the_ai_role_answers_from_the_store_over_both_services_until_shut_down() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, truth) = crate::capture(dir.path(), 5_000, 7);
-    let url = format!("sqlite:{}", dir.path().join("ns.db").display());
-    Analysis::run(
-        AnalysisConfig {
-            files: vec![path],
-            config: Config::default(),
-            workers: 1,
-            store: Some(url.clone()),
-            verify: false,
-            top: 10,
-            append: false,
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let (url, truth) = crate::stored_capture(dir.path(), 5_000, 7);
     // The truth's top source by bytes, and that it is the only one.
     let mut by_bytes: Vec<_> = truth.per_src.iter().collect();
     by_bytes.sort_by_key(|(_, s)| std::cmp::Reverse(s.bytes));

@@ -1,9 +1,7 @@
 //! The API server role: started over a store the analysis role wrote,
 //! answers over HTTP, stops when the shutdown is triggered.
 
-use netspectra_model::config::Config;
 use netspectra_node::api::{ApiConfig, ApiServer};
-use netspectra_node::offline::{Analysis, AnalysisConfig};
 use netspectra_node::Shutdown;
 use netspectra_store::StoreUrl;
 use std::io::{Read, Write};
@@ -29,21 +27,7 @@ fn get(addr: SocketAddr, path: &str) -> (String, String) {
 #[test]
 fn the_api_role_serves_the_store_until_shut_down() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, truth) = crate::capture(dir.path(), 5_000, 3);
-    let url = format!("sqlite:{}", dir.path().join("ns.db").display());
-    Analysis::run(
-        AnalysisConfig {
-            files: vec![path],
-            config: Config::default(),
-            workers: 1,
-            store: Some(url.clone()),
-            verify: false,
-            top: 10,
-            append: false,
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let (url, truth) = crate::stored_capture(dir.path(), 5_000, 3);
 
     let server = ApiServer::start(ApiConfig::loopback(StoreUrl::parse(&url).unwrap())).unwrap();
     assert!(server.describe().contains("HTTP on http://127.0.0.1:"));

@@ -52,6 +52,27 @@ pub fn replay(
     })
 }
 
+/// A generated capture analysed (default tasks, one worker) into a fresh
+/// SQLite store in `dir`: the store's URL and the capture's truth.
+pub fn stored_capture(dir: &Path, packets: u64, seed: u64) -> (String, Truth) {
+    let (path, truth) = capture(dir, packets, seed);
+    let url = format!("sqlite:{}", dir.join("ns.db").display());
+    netspectra_node::offline::Analysis::run(
+        netspectra_node::offline::AnalysisConfig {
+            files: vec![path],
+            config: Config::default(),
+            workers: 1,
+            store: Some(url.clone()),
+            verify: false,
+            top: 10,
+            append: false,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    (url, truth)
+}
+
 /// A generated capture of `packets` frames in `dir`, with its truth.
 pub fn capture(dir: &Path, packets: u64, seed: u64) -> (PathBuf, Truth) {
     let path = dir.join(format!("gen-{seed}.pcap"));
