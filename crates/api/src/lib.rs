@@ -305,11 +305,19 @@ pub(crate) fn reflection(
 /// Binds the requested listeners and serves the API on the current tokio
 /// runtime until [`Running::stop`].
 pub async fn serve(reader: Reader, options: ServeOptions) -> Result<Running, ServeError> {
+    let service = Arc::new(QueryService::cached(reader, options.limits));
+    serve_service(service, options).await
+}
+
+/// [`serve`] over a query service the caller built, so that something
+/// else (the analyst's tools) can share its reader, cache and slots.
+pub async fn serve_service(
+    service: Arc<QueryService>,
+    options: ServeOptions,
+) -> Result<Running, ServeError> {
     if let Some(addr) = options.open_to_network() {
         return Err(ServeError::OpenToNetwork { addr });
     }
-    let reader = reader.with_cache(options.limits.cache_entries);
-    let service = Arc::new(QueryService::new(reader, options.limits));
     let auth = Auth::new(options.token.as_deref());
     let (stop, stopped) = watch::channel(false);
     let until_stopped = move || {

@@ -295,6 +295,12 @@ fn key_json(task: &TaskView, key: &FlowKey) -> KeyJson {
 }
 
 impl QueryService {
+    /// A service answering from `reader` with an answer cache of
+    /// `limits.cache_entries` (what [`crate::serve`] builds).
+    pub fn cached(reader: Reader, limits: Limits) -> QueryService {
+        QueryService::new(reader.with_cache(limits.cache_entries), limits)
+    }
+
     /// A service answering from `reader`.
     pub fn new(reader: Reader, limits: Limits) -> QueryService {
         QueryService {

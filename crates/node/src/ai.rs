@@ -14,7 +14,6 @@ use crate::server_thread::{Ready, ServerThread};
 use crate::telemetry::Telemetry;
 use crate::Shutdown;
 use netspectra_api::ai_grpc::{serve_ai, AiLimits, AiServeOptions};
-use netspectra_api::analyst::Analyst;
 use netspectra_api::{Limits, QueryService, ServeError};
 use netspectra_model::config::{AiConfig, Config};
 use netspectra_store::read::Reader;
@@ -124,13 +123,6 @@ impl AiGatewayConfig {
     }
 }
 
-/// The analyst for `ai` over the store `service` reads: the one switch
-/// between the gateway and crate `netspectra-ai`.
-fn analyst(ai: &AiConfig, service: Arc<QueryService>) -> Result<Arc<dyn Analyst>, NodeError> {
-    netspectra_ai::build(ai, netspectra_ai::Tools::local(service))
-        .map_err(|e| NodeError::invalid(format!("config error at `ai`: {e}")))
-}
-
 /// What the serving thread reports once bound.
 struct Bound {
     grpc: SocketAddr,
@@ -230,7 +222,7 @@ async fn serve(
         }
     };
     let service = Arc::new(QueryService::new(reader, query_limits));
-    let analyst = match analyst(&ai, service.clone()) {
+    let analyst = match crate::api::analyst_over(&ai, service.clone()) {
         Ok(a) => a,
         Err(e) => {
             let _ = ready.send(Err(e));

@@ -6,11 +6,12 @@
 use crate::error::{Context, NodeError};
 use crate::server_thread::{Ready, ServerThread};
 use crate::Shutdown;
-use netspectra_api::{Limits, ServeError, ServeOptions};
+use netspectra_api::{Limits, QueryService, ServeError, ServeOptions};
 use netspectra_model::config::{AiConfig as AiSection, ApiConfig as ApiSection};
 use netspectra_store::read::Reader;
 use netspectra_store::StoreUrl;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -277,8 +278,11 @@ async fn serve(
             return Ok(());
         }
     };
+    // One query service: the analyst's tools share the API's reader, cache
+    // and slots.
+    let service = Arc::new(QueryService::cached(reader, options.limits));
     if let Some(ai) = &ai {
-        match analyst(&url, ai, options.limits) {
+        match analyst_over(ai, service.clone()) {
             Ok(a) => options.analyst = Some(a),
             Err(e) => {
                 let _ = ready.send(Err(e));
@@ -286,7 +290,7 @@ async fn serve(
             }
         }
     }
-    let running = match netspectra_api::serve(reader, options).await {
+    let running = match netspectra_api::serve_service(service, options).await {
         Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err(e.into()));
@@ -323,12 +327,18 @@ pub fn analyst(
     url: &StoreUrl,
     ai: &AiSection,
     limits: Limits,
-) -> Result<std::sync::Arc<dyn netspectra_api::analyst::Analyst>, NodeError> {
-    let reader = Reader::open(url)?;
-    let tools = netspectra_ai::Tools::local(std::sync::Arc::new(
-        netspectra_api::QueryService::new(reader, limits),
-    ));
-    netspectra_ai::build(ai, tools).map_err(|e| NodeError::invalid(format!("ai: {e}")))
+) -> Result<Arc<dyn netspectra_api::analyst::Analyst>, NodeError> {
+    analyst_over(ai, Arc::new(QueryService::new(Reader::open(url)?, limits)))
+}
+
+/// The analyst of `ai` (a model's, or the offline one) whose tools ask
+/// `service`.
+pub fn analyst_over(
+    ai: &AiSection,
+    service: Arc<QueryService>,
+) -> Result<Arc<dyn netspectra_api::analyst::Analyst>, NodeError> {
+    netspectra_ai::build(ai, netspectra_ai::Tools::local(service))
+        .map_err(|e| NodeError::invalid(format!("config error at `ai`: {e}")))
 }
 
 #[cfg(test)]
