@@ -259,10 +259,68 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// An address column of `n` rows: its tags (checked) and its addresses.
+fn address_column<'a>(
+    r: &mut Cursor<'a>,
+    present: bool,
+    n: usize,
+) -> Result<(&'a [u8], &'a [u8]), Damaged> {
+    if !present {
+        return Ok((&[], &[]));
+    }
+    let tags = r.take(n)?;
+    let mut len = 0usize;
+    for &t in tags {
+        len += match t {
+            4 => 4,
+            16 => 16,
+            _ => return Err(Damaged),
+        };
+    }
+    Ok((tags, r.take(len)?))
+}
+
+/// A fixed-width column of `len` bytes, empty when absent.
+fn fixed_column<'a>(r: &mut Cursor<'a>, present: bool, len: usize) -> Result<&'a [u8], Damaged> {
+    if present {
+        r.take(len)
+    } else {
+        Ok(&[])
+    }
+}
+
+/// The key columns a block carries, from its header alone.
+pub fn columns(data: &[u8]) -> Result<Columns, Damaged> {
+    match data {
+        [FORMAT, columns, ..]
+            if columns & !(SRC_IP | DST_IP | SRC_PORT | DST_PORT | PROTOCOL | VLAN) == 0 =>
+        {
+            Ok(Columns(*columns))
+        }
+        _ => Err(Damaged),
+    }
+}
+
 /// Decodes a block into `out` (cleared first); returns its key columns.
 /// Keys have zero in the columns the block does not carry.
 pub fn decode(data: &[u8], out: &mut Vec<(FlowKey, FlowCounters)>) -> Result<Columns, Damaged> {
     out.clear();
+    visit(data, |k, c| out.push((*k, *c)))
+}
+
+/// Decodes a block row by row, handing each key and its counters to
+/// `each`, without laying the block out in memory: a whole-history
+/// question folds a million rows straight into its sums, so a per-row
+/// buffer would only add memory to fault in. Keys have zero in the
+/// columns the block does not carry.
+///
+/// Damage found part-way (a truncated counters column) is reported after
+/// the rows before it were handed over; the caller discards them with the
+/// error.
+pub fn visit(
+    data: &[u8],
+    mut each: impl FnMut(&FlowKey, &FlowCounters),
+) -> Result<Columns, Damaged> {
     let mut r = Cursor { data, at: 0 };
     if r.byte()? != FORMAT {
         return Err(Damaged);
@@ -278,51 +336,50 @@ pub fn decode(data: &[u8], out: &mut Vec<(FlowKey, FlowCounters)>) -> Result<Col
     }
     let base = r.varint()?;
     let unit = r.varint()?;
-    out.resize(n, (FlowKey::default(), FlowCounters::default()));
-    for (present, which) in [(c.src_ip(), 0), (c.dst_ip(), 1)] {
-        if !present {
-            continue;
+    // Each key column is a slice; an address column's tags are checked
+    // here, so reading an address later cannot fail.
+    let src = address_column(&mut r, c.src_ip(), n)?;
+    let dst = address_column(&mut r, c.dst_ip(), n)?;
+    let sports = fixed_column(&mut r, c.src_port(), 2 * n)?;
+    let dports = fixed_column(&mut r, c.dst_port(), 2 * n)?;
+    let protos = fixed_column(&mut r, c.protocol(), n)?;
+    let vlans = fixed_column(&mut r, c.vlan(), 2 * n)?;
+    let address = |(tags, bytes): (&[u8], &[u8]), i: usize, at: &mut usize| -> [u8; 16] {
+        let mut a = [0u8; 16];
+        if tags[i] == 4 {
+            a[..12].copy_from_slice(&V4_PREFIX);
+            a[12..].copy_from_slice(&bytes[*at..*at + 4]);
+            *at += 4;
+        } else {
+            a.copy_from_slice(&bytes[*at..*at + 16]);
+            *at += 16;
         }
-        let tags = r.take(n)?;
-        for (row, &tag) in out.iter_mut().zip(tags) {
-            let a = match tag {
-                4 => {
-                    let mut a = [0u8; 16];
-                    a[..12].copy_from_slice(&V4_PREFIX);
-                    a[12..].copy_from_slice(r.take(4)?);
-                    a
-                }
-                16 => r.take(16)?.try_into().map_err(|_| Damaged)?,
-                _ => return Err(Damaged),
-            };
-            if which == 0 {
-                row.0.src_ip = a;
-            } else {
-                row.0.dst_ip = a;
-            }
+        a
+    };
+    let le = |s: &[u8], i: usize| u16::from_le_bytes([s[2 * i], s[2 * i + 1]]);
+    let (mut src_at, mut dst_at) = (0, 0);
+    let mut key = FlowKey::default();
+    // Row i reads the i-th value of every column.
+    #[allow(clippy::needless_range_loop)]
+    for i in 0..n {
+        if c.src_ip() {
+            key.src_ip = address(src, i, &mut src_at);
         }
-    }
-    if c.src_port() {
-        for (row, b) in out.iter_mut().zip(r.take(2 * n)?.chunks_exact(2)) {
-            row.0.src_port = u16::from_le_bytes([b[0], b[1]]);
+        if c.dst_ip() {
+            key.dst_ip = address(dst, i, &mut dst_at);
         }
-    }
-    if c.dst_port() {
-        for (row, b) in out.iter_mut().zip(r.take(2 * n)?.chunks_exact(2)) {
-            row.0.dst_port = u16::from_le_bytes([b[0], b[1]]);
+        if c.src_port() {
+            key.src_port = le(sports, i);
         }
-    }
-    if c.protocol() {
-        for (row, &b) in out.iter_mut().zip(r.take(n)?) {
-            row.0.protocol = b;
+        if c.dst_port() {
+            key.dst_port = le(dports, i);
         }
-    }
-    if c.vlan() {
-        for (row, b) in out.iter_mut().zip(r.take(2 * n)?.chunks_exact(2)) {
-            row.0.vlan = u16::from_le_bytes([b[0], b[1]]);
+        if c.protocol() {
+            key.protocol = protos[i];
         }
-    }
-    for row in out.iter_mut() {
+        if c.vlan() {
+            key.vlan = le(vlans, i);
+        }
         let packets = r.varint()?;
         let bytes = r.varint()?;
         let first = base
@@ -331,12 +388,15 @@ pub fn decode(data: &[u8], out: &mut Vec<(FlowKey, FlowCounters)>) -> Result<Col
         let last = first
             .checked_add(r.varint()?.checked_mul(unit).ok_or(Damaged)?)
             .ok_or(Damaged)?;
-        row.1 = FlowCounters {
-            packets,
-            bytes,
-            first_seen: first,
-            last_seen: last,
-        };
+        each(
+            &key,
+            &FlowCounters {
+                packets,
+                bytes,
+                first_seen: first,
+                last_seen: last,
+            },
+        );
     }
     if r.at != data.len() {
         return Err(Damaged);

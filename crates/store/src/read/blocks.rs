@@ -1,10 +1,16 @@
 //! The exact-row questions on SQLite, answered in Rust over a streaming
 //! scan of the blocks in scope (`crate::block`): SQLite selects the blocks
 //! (task, runs, window range, through the index on `window_start`), each is
-//! decoded into one reused buffer, the key filter is applied to its rows
-//! and they are folded into the answer. The answers are those of the SQL in
-//! `sql.rs` (which ClickHouse still runs): same sums, same distinct counts,
-//! same order and ties.
+//! decoded row by row, the key filter is applied to its rows and they are
+//! folded into the answer. The answers are those of the SQL in `sql.rs`
+//! (which ClickHouse still runs): same sums, same distinct counts, same
+//! order and ties.
+//!
+//! Grouping a whole history (a million rows) is bound by memory: keys are
+//! coded in 128 bits and each key's sums kept in one 64-byte entry behind a
+//! table of 8-byte slots, looked up a batch at a time with prefetching, so
+//! a cold question touches about half the fresh memory it did with
+//! full keys, and rarely waits on more than one cache miss per row.
 
 use super::sql::{Param, Query};
 use super::{Filter, KeyedRow, Measure, NumberRow};
@@ -61,62 +67,167 @@ fn scan(
     filter: &Filter,
     mut each: impl FnMut(&Block<'_>),
 ) -> rusqlite::Result<()> {
-    scan_into(conn, q, filter, |m, rows| {
-        each(&Block {
-            rows: rows.as_slice(),
-            ..*m
-        })
-    })
-}
-
-/// [`scan`], handing the block's rows in the decode buffer itself (the
-/// [`Block`]'s `rows` are empty), which the callee may take to keep them.
-fn scan_into(
-    conn: &Connection,
-    q: &Query,
-    filter: &Filter,
-    mut each: impl FnMut(&Block<'_>, &mut Vec<(FlowKey, FlowCounters)>),
-) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(&q.text)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(q.params.iter().map(value)))?;
     let mut buf = Vec::new();
     let unsigned = |v: i64| v.max(0) as u64;
     while let Some(r) = rows.next()? {
         let data = r.get_ref(4)?.as_blob()?;
-        let columns = block::decode(data, &mut buf).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, Box::new(e))
-        })?;
+        let columns = block::decode(data, &mut buf).map_err(damaged)?;
         if !is_empty(filter) {
             buf.retain(|(k, _)| matches(filter, columns, k));
         }
-        each(
-            &Block {
-                run_id: r.get(0)?,
-                engine_id: r.get_ref(1)?.as_str()?,
-                start: unsigned(r.get(2)?),
-                end: unsigned(r.get(3)?),
-                rows: &[],
-            },
-            &mut buf,
-        );
+        each(&Block {
+            run_id: r.get(0)?,
+            engine_id: r.get_ref(1)?.as_str()?,
+            start: unsigned(r.get(2)?),
+            end: unsigned(r.get(3)?),
+            rows: &buf,
+        });
     }
     Ok(())
 }
 
-/// Per key: packets, bytes, first seen, last seen, distinct windows and
-/// rows. Blocks come in window order, so a key's windows are counted by
-/// noting the last one it was seen in.
-#[derive(Clone, Copy)]
-struct Agg {
-    c: FlowCounters,
-    windows: u64,
-    rows: u64,
-    last_window: u64,
+/// [`scan`], row by row without laying blocks out in memory (the grouping
+/// path): `each` gets the ordinal of the row's window among the windows
+/// scanned so far (blocks come in window order, so one window's blocks
+/// share it), its key and its counters.
+fn scan_rows(
+    conn: &Connection,
+    q: &Query,
+    filter: &Filter,
+    mut each: impl FnMut(u32, &FlowKey, &FlowCounters),
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(&q.text)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(q.params.iter().map(value)))?;
+    let (mut window, mut last_start) = (0u32, None);
+    let everything = is_empty(filter);
+    while let Some(r) = rows.next()? {
+        let start: i64 = r.get(2)?;
+        if last_start != Some(start) {
+            if last_start.is_some() {
+                window += 1;
+            }
+            last_start = Some(start);
+        }
+        let data = r.get_ref(4)?.as_blob()?;
+        let decoded = if everything {
+            block::visit(data, |k, c| each(window, k, c))
+        } else {
+            // The block's header names its columns, before its rows.
+            let columns = block::columns(data).map_err(damaged)?;
+            block::visit(data, |k, c| {
+                if matches(filter, columns, k) {
+                    each(window, k, c)
+                }
+            })
+        };
+        decoded.map_err(damaged)?;
+    }
+    Ok(())
 }
 
-impl Agg {
-    fn new(c: &FlowCounters, window: u64) -> Agg {
-        Agg {
+fn damaged(e: block::Damaged) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(4, rusqlite::types::Type::Blob, Box::new(e))
+}
+
+/// A key in 128 bits, so a group's entry with its sums fits in one cache
+/// line: each address is 32 bits, an IPv4 address itself or (flagged) the
+/// index of an address interned in [`Codes`] (IPv6, or zero when the key
+/// lacks it), then ports, protocol and VLAN. Codes are assigned by the one
+/// thread that reads the blocks, so equal keys have equal codes across
+/// grouping threads.
+type Code = u128;
+
+const SRC_INTERNED: Code = 1 << 120;
+const DST_INTERNED: Code = 1 << 121;
+
+/// The interned addresses behind [`Code`]s.
+#[derive(Default)]
+struct Codes {
+    index: hashbrown::HashMap<[u8; 16], u32, Hasher>,
+    addresses: Vec<[u8; 16]>,
+}
+
+impl Codes {
+    /// An address's 32 bits and whether they index an interned address.
+    #[inline]
+    fn address(&mut self, a: &[u8; 16]) -> (u32, bool) {
+        if netspectra_model::ip::is_v4(a) {
+            (u32::from_be_bytes([a[12], a[13], a[14], a[15]]), false)
+        } else {
+            (self.intern(a), true)
+        }
+    }
+
+    #[cold]
+    fn intern(&mut self, a: &[u8; 16]) -> u32 {
+        let next = self.addresses.len() as u32;
+        let i = *self.index.entry(*a).or_insert(next);
+        if i == next {
+            self.addresses.push(*a);
+        }
+        i
+    }
+
+    #[inline]
+    fn code(&mut self, k: &FlowKey) -> Code {
+        let (src, src_interned) = self.address(&k.src_ip);
+        let (dst, dst_interned) = self.address(&k.dst_ip);
+        Code::from(src)
+            | Code::from(dst) << 32
+            | Code::from(k.src_port) << 64
+            | Code::from(k.dst_port) << 80
+            | Code::from(k.protocol) << 96
+            | Code::from(k.vlan) << 104
+            | if src_interned { SRC_INTERNED } else { 0 }
+            | if dst_interned { DST_INTERNED } else { 0 }
+    }
+
+    fn key(&self, code: Code) -> FlowKey {
+        let address = |bits: u32, interned: bool| {
+            if interned {
+                self.addresses[bits as usize]
+            } else {
+                netspectra_model::ip::from_v4(bits.to_be_bytes())
+            }
+        };
+        FlowKey {
+            src_ip: address(code as u32, code & SRC_INTERNED != 0),
+            dst_ip: address((code >> 32) as u32, code & DST_INTERNED != 0),
+            src_port: (code >> 64) as u16,
+            dst_port: (code >> 80) as u16,
+            protocol: (code >> 96) as u8,
+            vlan: (code >> 104) as u16,
+        }
+    }
+}
+
+#[inline]
+fn hash(code: Code) -> u64 {
+    use std::hash::BuildHasher as _;
+    Hasher::default().hash_one(code)
+}
+
+/// One key's sums: packets, bytes, first seen, last seen, distinct
+/// windows and rows. One cache line, so folding a row into a key seen
+/// before costs one random access besides the table's slot. Counts are
+/// 32-bit: [`aggregate`] refuses a scope of more than `u32::MAX` rows.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Entry {
+    code: Code,
+    c: FlowCounters,
+    windows: u32,
+    rows: u32,
+    last_window: u32,
+}
+
+impl Entry {
+    #[inline]
+    fn new(code: Code, c: &FlowCounters, window: u32) -> Entry {
+        Entry {
+            code,
             c: *c,
             windows: 1,
             rows: 1,
@@ -124,7 +235,8 @@ impl Agg {
         }
     }
 
-    fn add(&mut self, c: &FlowCounters, window: u64) {
+    #[inline]
+    fn add(&mut self, c: &FlowCounters, window: u32) {
         self.c.merge(c);
         self.rows += 1;
         if self.last_window != window {
@@ -134,67 +246,165 @@ impl Agg {
     }
 }
 
-/// Every matching key with its sums, in the order keys were first seen:
-/// `keys[i]` has `aggs[i]`.
-#[derive(Default)]
-struct Groups {
-    keys: Vec<FlowKey>,
-    aggs: Vec<Agg>,
+/// A row on its way to a grouping table.
+#[derive(Clone, Copy)]
+struct Row {
+    code: Code,
+    c: FlowCounters,
 }
 
-/// Folds rows into [`Groups`]: a table of 4-byte indices (small enough to
-/// stay in cache for a million keys) over keys and sums kept in first-seen
-/// order, so only a key seen before costs a random access.
-struct Grouper {
-    table: hashbrown::HashTable<u32>,
+/// Rows a reader hands a table at once: a table looks a batch's slots up
+/// ahead of folding each row in, so the cache misses overlap.
+const BATCH: usize = 4096;
+
+/// How far ahead a batch prefetches a row's slot, and its entry.
+const AHEAD_SLOT: usize = 16;
+const AHEAD_ENTRY: usize = 8;
+
+/// Groups rows by key: open addressing with linear probing over 8-byte
+/// slots (32 bits of the hash beside the entry's index, so a probe rarely
+/// reads an entry that is not its key's), entries in first-seen order.
+/// Slots are at most three quarters full (a probe scans a run of slots in
+/// one or two cache lines).
+struct Table {
+    slots: Vec<u64>,
+    mask: usize,
+    entries: Vec<Entry>,
     hashes: Vec<u64>,
-    groups: Groups,
-    hasher: Hasher,
 }
 
-impl Grouper {
-    fn with_capacity(n: usize) -> Grouper {
-        Grouper {
-            table: hashbrown::HashTable::with_capacity(n),
-            hashes: Vec::with_capacity(n),
-            groups: Groups {
-                keys: Vec::with_capacity(n),
-                aggs: Vec::with_capacity(n),
-            },
-            hasher: Hasher::default(),
+/// `n` empty slots. Written, not merely allocated zeroed: a zeroed
+/// allocation's pages fault twice, mapped on the first read and copied on
+/// the first write.
+#[allow(clippy::slow_vector_initialization)]
+fn empty_slots(n: usize) -> Vec<u64> {
+    let mut slots = Vec::with_capacity(n);
+    slots.resize(n, 0);
+    slots
+}
+
+impl Table {
+    /// A table for about `keys` keys without growing.
+    fn with_capacity(keys: usize) -> Table {
+        let slots = empty_slots((keys.max(8) * 4 / 3 + 1).next_power_of_two());
+        Table {
+            mask: slots.len() - 1,
+            slots,
+            entries: Vec::with_capacity(keys),
+            hashes: Vec::with_capacity(BATCH),
         }
     }
 
-    #[inline]
-    fn add(&mut self, k: &FlowKey, c: &FlowCounters, window: u64) {
-        use std::hash::BuildHasher as _;
-        let h = self.hasher.hash_one(k);
-        self.add_hashed(h, k, c, window);
-    }
-
-    #[inline]
-    fn add_hashed(&mut self, h: u64, k: &FlowKey, c: &FlowCounters, window: u64) {
-        let Groups { keys, aggs } = &mut self.groups;
-        let hashes = &self.hashes;
-        match self
-            .table
-            .entry(h, |&i| keys[i as usize] == *k, |&i| hashes[i as usize])
-        {
-            hashbrown::hash_table::Entry::Occupied(e) => aggs[*e.get() as usize].add(c, window),
-            hashbrown::hash_table::Entry::Vacant(e) => {
-                e.insert(keys.len() as u32);
-                keys.push(*k);
-                aggs.push(Agg::new(c, window));
-                self.hashes.push(h);
+    /// Folds `rows`, all of the window with ordinal `window`, in.
+    fn add(&mut self, rows: &[Row], window: u32) {
+        let mut hashes = std::mem::take(&mut self.hashes);
+        hashes.clear();
+        hashes.extend(rows.iter().map(|r| hash(r.code)));
+        for (i, r) in rows.iter().enumerate() {
+            if let Some(&h) = hashes.get(i + AHEAD_SLOT) {
+                netspectra_sketch::prefetch::read(
+                    self.slots.as_ptr().wrapping_add(h as usize & self.mask),
+                );
             }
+            if let Some(&h) = hashes.get(i + AHEAD_ENTRY) {
+                let s = self.slots[h as usize & self.mask];
+                if s != 0 {
+                    netspectra_sketch::prefetch::read(
+                        self.entries.as_ptr().wrapping_add((s as u32 - 1) as usize),
+                    );
+                }
+            }
+            self.add_one(hashes[i], r, window);
         }
+        self.hashes = hashes;
+    }
+
+    #[inline]
+    fn add_one(&mut self, h: u64, r: &Row, window: u32) {
+        if self.entries.len() >= self.slots.len() / 4 * 3 {
+            self.grow();
+        }
+        let tag = h >> 32;
+        let mut at = h as usize & self.mask;
+        loop {
+            let s = self.slots[at];
+            if s == 0 {
+                self.entries.push(Entry::new(r.code, &r.c, window));
+                self.slots[at] = tag << 32 | self.entries.len() as u64;
+                return;
+            }
+            if s >> 32 == tag {
+                let e = &mut self.entries[(s as u32 - 1) as usize];
+                if e.code == r.code {
+                    e.add(&r.c, window);
+                    return;
+                }
+            }
+            at = (at + 1) & self.mask;
+        }
+    }
+
+    /// Twice the slots (an estimate fell short).
+    #[cold]
+    fn grow(&mut self) {
+        self.slots = empty_slots(self.slots.len() * 2);
+        self.mask = self.slots.len() - 1;
+        for (i, e) in self.entries.iter().enumerate() {
+            let h = hash(e.code);
+            let mut at = h as usize & self.mask;
+            while self.slots[at] != 0 {
+                at = (at + 1) & self.mask;
+            }
+            self.slots[at] = (h >> 32) << 32 | (i as u64 + 1);
+        }
+    }
+}
+
+/// Every matching key with its sums, in one or more parts of distinct
+/// keys, and the interned addresses their codes refer to.
+struct Groups {
+    parts: Vec<Vec<Entry>>,
+    codes: Codes,
+}
+
+impl Groups {
+    fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.parts.iter().flatten()
     }
 }
 
 /// Above this many rows a scan groups on two threads, each owning the keys
 /// of one half of the hash space (so their groups never overlap), while
-/// the calling thread reads and decodes the blocks.
+/// the calling thread reads and decodes the blocks and codes the keys.
 const PARALLEL_ROWS: usize = 200_000;
+
+/// Batches of rows for one table: rows of one window, handed over when
+/// full or when the window changes.
+struct Batcher {
+    rows: Vec<Row>,
+    window: u32,
+}
+
+impl Batcher {
+    fn new() -> Batcher {
+        Batcher {
+            rows: Vec::with_capacity(BATCH),
+            window: 0,
+        }
+    }
+
+    /// Adds a row; hands the batch to `full` first when it is full or of
+    /// another window.
+    #[inline]
+    fn push(&mut self, window: u32, r: Row, full: impl FnOnce(&mut Vec<Row>, u32)) {
+        if self.rows.len() == BATCH || (self.window != window && !self.rows.is_empty()) {
+            full(&mut self.rows, self.window);
+            self.rows.clear();
+        }
+        self.window = window;
+        self.rows.push(r);
+    }
+}
 
 /// Every matching key with its sums. The rows of one (run, engine,
 /// window) are distinct keys, so when the scope holds only one such
@@ -215,108 +425,116 @@ fn aggregate(conn: &Connection, q: &Query, filter: &Filter) -> rusqlite::Result<
             Ok((r.get(0)?, r.get(1)?))
         })?;
     let rows = usize::try_from(rows).unwrap_or(0);
+    if rows >= u32::MAX as usize {
+        return Err(rusqlite::Error::ToSqlConversionFailure(
+            format!("{rows} rows in scope: more than one question can group").into(),
+        ));
+    }
+    let mut codes = Codes::default();
     if sources <= 1 {
-        let mut list = Groups::default();
-        scan(conn, q, filter, |b| {
-            list.keys.extend(b.rows.iter().map(|(k, _)| *k));
-            list.aggs
-                .extend(b.rows.iter().map(|(_, c)| Agg::new(c, b.start)));
+        let mut list = Vec::with_capacity(rows);
+        scan_rows(conn, q, filter, |w, k, c| {
+            list.push(Entry::new(codes.code(k), c, w))
         })?;
-        return Ok(list);
+        return Ok(Groups {
+            parts: vec![list],
+            codes,
+        });
     }
     if rows < PARALLEL_ROWS {
-        let mut g = Grouper::with_capacity(rows);
-        scan(conn, q, filter, |b| {
-            b.rows.iter().for_each(|(k, c)| g.add(k, c, b.start))
+        let mut table = Table::with_capacity(rows);
+        let mut batch = Batcher::new();
+        scan_rows(conn, q, filter, |w, k, c| {
+            let r = Row {
+                code: codes.code(k),
+                c: *c,
+            };
+            batch.push(w, r, |rows, w| table.add(rows, w));
         })?;
-        return Ok(g.groups);
+        table.add(&batch.rows, batch.window);
+        return Ok(Groups {
+            parts: vec![table.entries],
+            codes,
+        });
     }
-    type Shared = std::sync::Arc<(Vec<(FlowKey, FlowCounters)>, u64)>;
+    type Batch = (Vec<Row>, u32);
     std::thread::scope(|s| {
-        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Shared>();
+        let (recycle_tx, recycle_rx) = std::sync::mpsc::channel::<Vec<Row>>();
         let mut halves = Vec::new();
         let mut senders = Vec::new();
-        for half in 0..2u64 {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Shared>(4);
+        for _ in 0..2 {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
             let recycle = recycle_tx.clone();
             senders.push(tx);
             halves.push(s.spawn(move || {
-                use std::hash::BuildHasher as _;
-                let mut g = Grouper::with_capacity(rows / 2 + rows / 16);
-                for b in rx {
-                    for (k, c) in &b.0 {
-                        let h = g.hasher.hash_one(k);
-                        // A bit neither the table's bucket index nor its
-                        // control bytes use.
-                        if (h >> 40) & 1 == half {
-                            g.add_hashed(h, k, c, b.1);
-                        }
-                    }
+                let mut t = Table::with_capacity(rows / 2 + rows / 16);
+                for (b, w) in rx {
+                    t.add(&b, w);
                     let _ = recycle.send(b);
                 }
-                g.groups
+                t.entries
             }));
         }
         drop(recycle_tx);
-        let mut spare: Vec<Vec<(FlowKey, FlowCounters)>> = Vec::new();
-        let scanned = scan_into(conn, q, filter, |b, buf| {
-            while let Ok(done) = recycle_rx.try_recv() {
-                if let Ok((v, _)) = std::sync::Arc::try_unwrap(done) {
-                    spare.push(v);
-                }
-            }
-            // The decoded rows go to the threads as they are; the next
-            // block is decoded into a buffer they are done with.
-            let v = std::mem::replace(buf, spare.pop().unwrap_or_default());
-            let shared: Shared = std::sync::Arc::new((v, b.start));
-            for tx in &senders {
-                let _ = tx.send(shared.clone());
-            }
+        let mut batches = [Batcher::new(), Batcher::new()];
+        let send = |half: usize, rows: &mut Vec<Row>, w: u32| {
+            // The batch goes as it is; the next fills a spare one.
+            let spare = recycle_rx
+                .try_recv()
+                .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+            let _ = senders[half].send((std::mem::replace(rows, spare), w));
+        };
+        let scanned = scan_rows(conn, q, filter, |w, k, c| {
+            let code = codes.code(k);
+            // The top bit: neither a table's slot index nor its tag's
+            // comparison depends on it.
+            let half = (hash(code) >> 63) as usize;
+            batches[half].push(w, Row { code, c: *c }, |rows, w| send(half, rows, w));
         });
-        drop(senders);
-        let mut parts = halves
-            .into_iter()
-            .map(|h| h.join().expect("grouping thread"));
-        let mut all = parts.next().unwrap_or_default();
-        for p in parts {
-            all.keys.extend(p.keys);
-            all.aggs.extend(p.aggs);
+        for (half, b) in batches.iter_mut().enumerate() {
+            let w = b.window;
+            send(half, &mut b.rows, w);
         }
-        scanned.map(|()| all)
+        drop(senders);
+        let parts = halves
+            .into_iter()
+            .map(|h| h.join().expect("grouping thread"))
+            .collect();
+        scanned.map(|()| Groups { parts, codes })
     })
 }
 
-/// The indices of the first `limit` groups in `order`, sorted. A small
-/// limit keeps a sorted list of the best so far while reading the sums in
-/// memory order; a large one sorts.
+/// The first `limit` groups in `order`, sorted. A small limit keeps a
+/// sorted list of the best so far while reading the sums in memory order;
+/// a large one sorts.
 fn first_n(
     groups: &Groups,
     limit: usize,
-    keep: impl Fn(&Agg) -> bool,
-    order: impl Fn(usize, usize) -> Ordering,
-) -> Vec<usize> {
-    let candidates = (0..groups.aggs.len()).filter(|&i| keep(&groups.aggs[i]));
+    keep: impl Fn(&Entry) -> bool,
+    order: impl Fn(&Entry, &Entry) -> Ordering,
+) -> Vec<&Entry> {
+    let candidates = groups.iter().filter(|e| keep(e));
     if limit <= 4096 {
-        let mut best: Vec<usize> = Vec::with_capacity(limit + 1);
-        for i in candidates {
+        let mut best: Vec<&Entry> = Vec::with_capacity(limit + 1);
+        for e in candidates {
             if best.len() == limit {
                 match best.last() {
-                    Some(&worst) if order(i, worst) == Ordering::Less => {}
+                    Some(worst) if order(e, worst) == Ordering::Less => {}
                     _ => continue,
                 }
             }
-            let at = best.partition_point(|&j| order(j, i) == Ordering::Less);
-            best.insert(at, i);
+            let at = best.partition_point(|j| order(j, e) == Ordering::Less);
+            best.insert(at, e);
             best.truncate(limit);
         }
         return best;
     }
-    let mut all: Vec<usize> = candidates.collect();
+    let mut all: Vec<&Entry> = candidates.collect();
     if limit < all.len() {
-        all.select_nth_unstable_by(limit - 1, |&a, &b| order(a, b));
+        all.select_nth_unstable_by(limit - 1, |a, b| order(a, b));
         all.truncate(limit);
     }
-    all.sort_unstable_by(|&a, &b| order(a, b));
+    all.sort_unstable_by(|a, b| order(a, b));
     all
 }
 
@@ -330,14 +548,14 @@ fn key_order(a: &FlowKey, b: &FlowKey) -> Ordering {
         ))
 }
 
-fn keyed(k: FlowKey, a: &Agg, n: u64) -> KeyedRow {
+fn keyed(g: &Groups, e: &Entry, n: u32) -> KeyedRow {
     KeyedRow {
-        key: k,
-        a: a.c.packets,
-        b: a.c.bytes,
-        t1: a.c.first_seen,
-        t2: a.c.last_seen,
-        n,
+        key: g.codes.key(e.code),
+        a: e.c.packets,
+        b: e.c.bytes,
+        t1: e.c.first_seen,
+        t2: e.c.last_seen,
+        n: u64::from(n),
     }
 }
 
@@ -350,17 +568,17 @@ pub(crate) fn top(
     limit: usize,
 ) -> rusqlite::Result<Vec<KeyedRow>> {
     let g = aggregate(conn, q, filter)?;
-    let order = |x: usize, y: usize| {
-        let (a, b) = (&g.aggs[x].c, &g.aggs[y].c);
+    let order = |x: &Entry, y: &Entry| {
+        let (a, b) = (&x.c, &y.c);
         let measures = match by {
             Measure::Packets => (b.packets, b.bytes).cmp(&(a.packets, a.bytes)),
             Measure::Bytes => (b.bytes, b.packets).cmp(&(a.bytes, a.packets)),
         };
-        measures.then_with(|| key_order(&g.keys[x], &g.keys[y]))
+        measures.then_with(|| key_order(&g.codes.key(x.code), &g.codes.key(y.code)))
     };
     Ok(first_n(&g, limit, |_| true, order)
         .into_iter()
-        .map(|i| keyed(g.keys[i], &g.aggs[i], g.aggs[i].windows))
+        .map(|e| keyed(&g, e, e.windows))
         .collect())
 }
 
@@ -375,23 +593,23 @@ pub(crate) fn in_range(
     hi: Option<u64>,
     limit: usize,
 ) -> rusqlite::Result<Vec<KeyedRow>> {
-    let measure = |a: &Agg| match by {
-        Measure::Packets => a.c.packets,
-        Measure::Bytes => a.c.bytes,
+    let measure = |e: &Entry| match by {
+        Measure::Packets => e.c.packets,
+        Measure::Bytes => e.c.bytes,
     };
     let g = aggregate(conn, q, filter)?;
-    let keep = |a: &Agg| {
-        let v = measure(a);
+    let keep = |e: &Entry| {
+        let v = measure(e);
         lo.is_none_or(|lo| v >= lo) && hi.is_none_or(|hi| v <= hi)
     };
-    let order = |x: usize, y: usize| {
-        measure(&g.aggs[y])
-            .cmp(&measure(&g.aggs[x]))
-            .then_with(|| key_order(&g.keys[x], &g.keys[y]))
+    let order = |x: &Entry, y: &Entry| {
+        measure(y)
+            .cmp(&measure(x))
+            .then_with(|| key_order(&g.codes.key(x.code), &g.codes.key(y.code)))
     };
     Ok(first_n(&g, limit, keep, order)
         .into_iter()
-        .map(|i| keyed(g.keys[i], &g.aggs[i], g.aggs[i].rows))
+        .map(|e| keyed(&g, e, e.rows))
         .collect())
 }
 
@@ -403,15 +621,16 @@ pub(crate) fn totals(conn: &Connection, q: &Query, filter: &Filter) -> rusqlite:
         t2: 0,
         a: 0,
         b: 0,
-        n: g.aggs.len() as u64,
+        n: 0,
     };
-    for a in &g.aggs {
-        n.t1 = n.t1.min(a.c.first_seen);
-        n.t2 = n.t2.max(a.c.last_seen);
-        n.a += a.c.packets;
-        n.b += a.c.bytes;
+    for e in g.iter() {
+        n.t1 = n.t1.min(e.c.first_seen);
+        n.t2 = n.t2.max(e.c.last_seen);
+        n.a += e.c.packets;
+        n.b += e.c.bytes;
+        n.n += 1;
     }
-    if g.aggs.is_empty() {
+    if n.n == 0 {
         n.t1 = 0;
     }
     Ok(n)

@@ -757,3 +757,249 @@ async fn a_large_scan_answers_like_a_brute_force_sum() {
     assert_eq!(totals.keys, truth.len() as u64);
     assert_eq!(totals.packets, truth.values().map(|t| t.0).sum::<u64>());
 }
+
+/// Per key: packets, bytes, first seen, last seen, windows (starts), rows.
+type Truth = std::collections::HashMap<
+    netspectra_model::FlowKey,
+    (u64, u64, u64, u64, std::collections::BTreeSet<u64>, u64),
+>;
+
+/// A store of one run where two engines wrote overlapping windows of a
+/// task keyed without a destination address (so every key has a zero
+/// address beside IPv4 and IPv6 ones), with many keys tied on packets
+/// and bytes; returns it with every stored row.
+fn two_engine_store(
+    path: &std::path::Path,
+    keys: u64,
+) -> (
+    TaskSpec,
+    Vec<(
+        u64,
+        netspectra_model::FlowKey,
+        netspectra_model::window::FlowCounters,
+    )>,
+) {
+    use netspectra_model::window::FlowCounters;
+    use netspectra_model::{Dimension, FlowKey};
+    let mut store = SqliteStore::open(path).unwrap();
+    let task = TaskSpec {
+        name: "flows".into(),
+        kind: netspectra_model::task::TaskKind::Exact,
+        key: vec![
+            Dimension::SrcIp,
+            Dimension::DstPort,
+            Dimension::Protocol,
+            Dimension::Vlan,
+        ],
+        element: vec![],
+        sketch: None,
+    };
+    let run = store
+        .begin_run("e1", "test", &json!([]), std::slice::from_ref(&task), 1_000)
+        .unwrap();
+    let mut stored = Vec::new();
+    let mut x: u64 = 11;
+    // e1 writes windows 0..4, e2 windows 1 and 3 (4 and 5 start later and
+    // hold keys no other window has).
+    for (engine, windows) in [("e1", vec![0u64, 1, 2, 3]), ("e2", vec![1, 3, 5])] {
+        let mut sink = store.sink(run, engine).unwrap();
+        for w in windows {
+            let mut rows: std::collections::HashMap<FlowKey, FlowCounters> = Default::default();
+            for _ in 0..keys {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let n = (x >> 33) % (keys * 3 / 2) + if w == 5 { keys * 2 } else { 0 };
+                let key = FlowKey {
+                    src_ip: if n.is_multiple_of(5) {
+                        let mut a = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+                        a[12..].copy_from_slice(&(n as u32).to_be_bytes());
+                        a
+                    } else {
+                        ip::from_v4([
+                            10 + (n % 2) as u8 * 100,
+                            (n >> 16) as u8,
+                            (n >> 8) as u8,
+                            n as u8,
+                        ])
+                    },
+                    dst_port: (n % 7) as u16 * 40,
+                    protocol: [6, 17][(n % 2) as usize],
+                    vlan: (n % 3) as u16,
+                    ..FlowKey::default()
+                };
+                // Few distinct sizes: many ties on packets and bytes.
+                let ts = w * 1_000 + (x >> 61);
+                let c = FlowCounters::one(ts, 100 * (1 + (n % 4) as u32));
+                rows.entry(key).and_modify(|o| o.merge(&c)).or_insert(c);
+            }
+            for (k, c) in &rows {
+                stored.push((w * 1_000, *k, *c));
+            }
+            let rows = vec![rows.into_iter().collect::<Vec<_>>()];
+            sink.window(
+                std::slice::from_ref(&task),
+                &WindowResult::new(w * 1_000, (w + 1) * 1_000, &rows),
+            )
+            .unwrap();
+        }
+    }
+    (task, stored)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grouped_answers_equal_a_per_key_computation_in_every_scope() {
+    // Small enough for one table, and large enough (above PARALLEL_ROWS in
+    // read/blocks.rs) for the two grouping threads; scopes of one window
+    // (one source: no table), several, part of the history, none; with and
+    // without key filters; ties broken in key order.
+    use netspectra_model::FlowKey;
+    use netspectra_store::read::{Filter, Measure, Reader, RunSelect, Scope, TimeRange};
+    for keys in [3_000u64, 45_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let (task, stored) = two_engine_store(&path, keys);
+        let reader = Reader::open(&netspectra_store::StoreUrl::Sqlite(path))
+            .unwrap()
+            .with_cache(0);
+        let filters = [
+            Filter::default(),
+            Filter {
+                src_ip: Some("10.0.0.0/8".parse().unwrap()),
+                ..Filter::default()
+            },
+            Filter {
+                dst_port: Some(80),
+                protocol: Some(6),
+                ..Filter::default()
+            },
+        ];
+        let ranges = [
+            TimeRange::ALL,
+            TimeRange {
+                from_ns: 1_000,
+                to_ns: 4_000,
+            },
+            TimeRange {
+                from_ns: 0,
+                to_ns: 1_000,
+            },
+            TimeRange {
+                from_ns: 9_000,
+                to_ns: 10_000,
+            },
+        ];
+        for filter in &filters {
+            let f = filter.for_key(&task.key);
+            let keep = |k: &FlowKey| {
+                f.src_ip
+                    .is_none_or(|c| k.src_ip >= c.first && k.src_ip <= c.last)
+                    && f.dst_port.is_none_or(|p| k.dst_port == p)
+                    && f.protocol.is_none_or(|p| k.protocol == p)
+            };
+            for range in ranges {
+                let mut truth = Truth::new();
+                for (w, k, c) in &stored {
+                    if *w < range.from_ns || *w >= range.to_ns || !keep(k) {
+                        continue;
+                    }
+                    let t = truth
+                        .entry(*k)
+                        .or_insert((0, 0, u64::MAX, 0, Default::default(), 0));
+                    t.0 += c.packets;
+                    t.1 += c.bytes;
+                    t.2 = t.2.min(c.first_seen);
+                    t.3 = t.3.max(c.last_seen);
+                    t.4.insert(*w);
+                    t.5 += 1;
+                }
+                let scope = Scope {
+                    task: "flows",
+                    key: &task.key,
+                    range,
+                    filter,
+                    run: RunSelect::All,
+                };
+                let what = format!("{keys} keys, {filter:?}, {range:?}");
+                let key_order = |a: &FlowKey, b: &FlowKey| {
+                    (
+                        a.src_ip, a.dst_ip, a.src_port, a.dst_port, a.protocol, a.vlan,
+                    )
+                        .cmp(&(
+                            b.src_ip, b.dst_ip, b.src_port, b.dst_port, b.protocol, b.vlan,
+                        ))
+                };
+                for by in [Measure::Bytes, Measure::Packets] {
+                    let mut expect: Vec<_> = truth.iter().collect();
+                    expect.sort_by(|(ka, a), (kb, b)| {
+                        let (a, b) = match by {
+                            Measure::Bytes => ((a.1, a.0), (b.1, b.0)),
+                            Measure::Packets => ((a.0, a.1), (b.0, b.1)),
+                        };
+                        b.cmp(&a).then_with(|| key_order(ka, kb))
+                    });
+                    for limit in [1, 25, 5_000] {
+                        let top = reader.exact_top(&scope, by, limit).await.unwrap();
+                        assert_eq!(top.len(), expect.len().min(limit), "{what}");
+                        for (got, (k, t)) in top.iter().zip(&expect) {
+                            assert_eq!(got.key, **k, "{what} {by:?} {limit}");
+                            assert_eq!(
+                                (
+                                    got.packets,
+                                    got.bytes,
+                                    got.first_seen,
+                                    got.last_seen,
+                                    got.windows
+                                ),
+                                (t.0, t.1, t.2, t.3, t.4.len() as u64),
+                                "{what}"
+                            );
+                        }
+                    }
+                    // Keys in a band of the measure, largest first; n counts rows.
+                    let (lo, hi) = (200, 300);
+                    let measure = |t: &(u64, u64, u64, u64, _, u64)| match by {
+                        Measure::Bytes => t.1,
+                        Measure::Packets => t.0,
+                    };
+                    let mut band: Vec<_> = truth
+                        .iter()
+                        .filter(|(_, t)| (lo..=hi).contains(&measure(t)))
+                        .collect();
+                    band.sort_by(|(ka, a), (kb, b)| {
+                        measure(b).cmp(&measure(a)).then_with(|| key_order(ka, kb))
+                    });
+                    let got = reader
+                        .exact_in_range(&scope, by, Some(lo), Some(hi), 30)
+                        .await
+                        .unwrap();
+                    assert_eq!(got.len(), band.len().min(30), "{what}");
+                    for (got, (k, t)) in got.iter().zip(&band) {
+                        assert_eq!(got.key, **k, "{what}");
+                        assert_eq!(
+                            (got.packets, got.bytes, got.windows),
+                            (t.0, t.1, t.5),
+                            "{what}"
+                        );
+                    }
+                }
+                let totals = reader.exact_totals(&scope).await.unwrap();
+                assert_eq!(totals.keys, truth.len() as u64, "{what}");
+                assert_eq!(totals.packets, truth.values().map(|t| t.0).sum::<u64>());
+                assert_eq!(totals.bytes, truth.values().map(|t| t.1).sum::<u64>());
+                assert_eq!(
+                    totals.first_seen,
+                    truth.values().map(|t| t.2).min().unwrap_or(0),
+                    "{what}"
+                );
+                assert_eq!(
+                    totals.last_seen,
+                    truth.values().map(|t| t.3).max().unwrap_or(0)
+                );
+                if range.from_ns == 9_000 {
+                    assert!(truth.is_empty());
+                }
+            }
+        }
+    }
+}
