@@ -481,22 +481,16 @@ impl SqliteSink {
     ) -> rusqlite::Result<()> {
         // Encoding is done before the transaction, so the write lock is
         // held only for the inserts of finished blocks.
-        let mut blocks = Vec::new();
+        let mut chunks = Vec::new();
         for (i, task) in tasks.iter().enumerate() {
-            if w.row_count(i) == 0 {
-                continue;
-            }
             let columns = crate::block::columns_of(&task.key);
-            let mut rows = Vec::with_capacity(w.row_count(i).min(crate::block::MAX_ROWS));
             let mut it = w.rows(i).peekable();
             while it.peek().is_some() {
-                rows.clear();
-                rows.extend(it.by_ref().take(crate::block::MAX_ROWS));
-                let mut data = Vec::new();
-                let totals = crate::block::encode(columns, &rows, &mut data);
-                blocks.push((&task.name, totals, data));
+                let rows: Vec<_> = it.by_ref().take(crate::block::MAX_ROWS).collect();
+                chunks.push((&task.name, columns, rows));
             }
         }
+        let blocks = encode_blocks(&chunks);
         let tx = self.conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(INSERT_BLOCK)?;
@@ -521,6 +515,46 @@ impl SqliteSink {
         }
         tx.commit()
     }
+}
+
+/// A block to encode: its task, key columns and rows.
+type Chunk<'a> = (
+    &'a String,
+    u8,
+    Vec<(&'a netspectra_model::FlowKey, &'a FlowCounters)>,
+);
+
+/// Encodes each chunk into a block, in order. A window that fills several
+/// blocks (a big window is written after its last packet, while the
+/// engine's threads are idle) is encoded by two threads.
+fn encode_blocks<'a>(
+    chunks: &[Chunk<'a>],
+) -> Vec<(&'a String, crate::block::BlockTotals, Vec<u8>)> {
+    let encode = |chunks: &[Chunk<'a>]| -> Vec<_> {
+        chunks
+            .iter()
+            .map(|(task, columns, rows)| {
+                let mut data = Vec::new();
+                let totals = crate::block::encode(*columns, rows, &mut data);
+                (*task, totals, data)
+            })
+            .collect()
+    };
+    if chunks.len() < 2 {
+        return encode(chunks);
+    }
+    let (first, second) = chunks.split_at(chunks.len() / 2);
+    std::thread::scope(|s| {
+        let second = s.spawn(|| encode(second));
+        let mut blocks = encode(first);
+        // A panic in the encoder is a bug: surface it here.
+        blocks.extend(
+            second
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+        );
+        blocks
+    })
 }
 
 /// Converts version-6 `exact_rows` (one SQL row per key, renamed

@@ -17,6 +17,7 @@ use super::{Filter, KeyedRow, Measure, NumberRow};
 use crate::block::{self, Columns};
 use netspectra_model::window::FlowCounters;
 use netspectra_model::FlowKey;
+use netspectra_sketch::prefetch;
 use rusqlite::Connection;
 use std::cmp::Ordering;
 use std::collections::HashSet;
@@ -203,24 +204,6 @@ impl Codes {
     }
 }
 
-/// Hints the CPU to bring the cache line holding `p` in: a batch issues
-/// its rows' table loads ahead, so their misses overlap (the engine's flow
-/// table does the same, `netspectra_sketch::prefetch`).
-#[inline(always)]
-#[allow(unsafe_code)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: PREFETCHT0 has no architectural effect: it cannot fault and
-    // does not modify memory, for any address; SSE is part of the x86_64
-    // baseline.
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 #[inline]
 fn hash(code: Code) -> u64 {
     use std::hash::BuildHasher as _;
@@ -320,12 +303,12 @@ impl Table {
         hashes.extend(rows.iter().map(|r| hash(r.code)));
         for (i, r) in rows.iter().enumerate() {
             if let Some(&h) = hashes.get(i + AHEAD_SLOT) {
-                prefetch(self.slots.as_ptr().wrapping_add(h as usize & self.mask));
+                prefetch::read(self.slots.as_ptr().wrapping_add(h as usize & self.mask));
             }
             if let Some(&h) = hashes.get(i + AHEAD_ENTRY) {
                 let s = self.slots[h as usize & self.mask];
                 if s != 0 {
-                    prefetch(self.entries.as_ptr().wrapping_add((s as u32 - 1) as usize));
+                    prefetch::read(self.entries.as_ptr().wrapping_add((s as u32 - 1) as usize));
                 }
             }
             self.add_one(hashes[i], r, window);
