@@ -28,9 +28,11 @@
 #                memory plugin, aggregating per source (`src_host`) and per
 #                5-tuple; skipped, and said so, when pmacctd is missing.
 #
-# "workers" are the engine's workers. The reader (read + decode + route)
-# is one more thread in every configuration, so "1 worker" already has
-# both cores of a 2-core machine: the 2-worker speedup is over that.
+# "workers" are threads: `analyze` reads, decodes and routes in worker 0
+# (the reader counts as a worker), so "1 worker" is one thread doing
+# everything and "2 workers" two threads sharing the work. Builds before
+# that change (a BASE_BIN older than it) ran the reader as one more
+# thread beside the workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packets=${1:-5000000}

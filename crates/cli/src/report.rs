@@ -117,7 +117,7 @@ pub fn json(r: &Report) -> Value {
                     "name": t.name,
                     "kind": t.kind.name(),
                     "key": dims(&t.key),
-                    "keys": t.rows.len(),
+                    "keys": t.keys,
                     "packets": t.packets,
                     "bytes": t.bytes,
                     "rows": rows,
@@ -304,11 +304,11 @@ pub fn table(r: &Report) -> String {
             t.name,
             t.kind.name(),
             key_names.join("+"),
-            count(t.rows.len() as u64, "key", "keys"),
+            count(t.keys as u64, "key", "keys"),
             num(t.packets),
             num(t.bytes)
         );
-        if shown.len() < t.rows.len() {
+        if shown.len() < t.keys {
             let _ = write!(out, "; top {} by bytes", shown.len());
         }
         out.push('\n');

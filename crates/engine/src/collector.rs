@@ -12,17 +12,28 @@ use netspectra_model::window::{FlowCounters, SinkError, TaskRows, WindowResult, 
 use netspectra_model::FlowKey;
 use std::collections::BTreeMap;
 
-/// A window's merged tables, one per task (empty for sketch tasks), lent to
-/// the sink as the window's rows.
-struct WindowTables(Vec<FlowTable>);
+/// Exact tables indexed `[task][worker]`. A key is counted on one worker
+/// only (see `input.rs`), so the workers' tables of a task hold disjoint
+/// keys and together are the task's rows: joining them needs no merge.
+type PerWorker = Vec<Vec<FlowTable>>;
+
+fn empty_tables(tasks: usize, workers: usize) -> PerWorker {
+    (0..tasks)
+        .map(|_| (0..workers).map(|_| FlowTable::new()).collect())
+        .collect()
+}
+
+/// A window's tables, lent to the sink as the window's rows (sketch tasks
+/// have none).
+struct WindowTables(PerWorker);
 
 impl TaskRows for WindowTables {
     fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (&FlowKey, &FlowCounters)> + '_> {
-        Box::new(self.0[task].iter())
+        Box::new(self.0[task].iter().flat_map(FlowTable::iter))
     }
 
     fn row_count(&self, task: usize) -> usize {
-        self.0[task].len()
+        self.0[task].iter().map(FlowTable::len).sum()
     }
 }
 
@@ -30,7 +41,7 @@ struct Pending {
     parts: usize,
     end_ns: u64,
     period: Option<(u64, u64)>,
-    tables: Vec<FlowTable>,
+    tables: PerWorker,
     sketches: Vec<Vec<SketchPart>>,
 }
 
@@ -42,11 +53,12 @@ pub(crate) struct Collected {
 pub(crate) fn run(
     tasks: Vec<TaskSpec>,
     workers: usize,
+    top_rows: usize,
     rx: Receiver<WindowPart>,
     mut sink: Box<dyn WindowSink>,
 ) -> Collected {
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-    let mut totals: Vec<FlowTable> = tasks.iter().map(|_| FlowTable::new()).collect();
+    let mut totals = empty_tables(tasks.len(), workers);
     let mut sketch_totals: Vec<Option<SketchAccumulator>> = tasks
         .iter()
         .map(|t| matches!(t.kind, TaskKind::Sketch(_)).then(|| SketchAccumulator::new(t)))
@@ -64,13 +76,13 @@ pub(crate) fn run(
             parts: 0,
             end_ns: part.end_ns,
             period: part.period,
-            tables: tasks.iter().map(|_| FlowTable::new()).collect(),
+            tables: empty_tables(tasks.len(), workers),
             sketches: tasks.iter().map(|_| Vec::new()).collect(),
         });
         entry.parts += 1;
         for (i, task_part) in part.tasks.into_iter().enumerate() {
             match task_part {
-                TaskPart::Exact(t) => entry.tables[i].absorb(t),
+                TaskPart::Exact(t) => entry.tables[i][part.worker] = t,
                 TaskPart::Sketch(Some(s)) => entry.sketches[i].push(s),
                 TaskPart::Sketch(None) => {}
             }
@@ -93,7 +105,9 @@ pub(crate) fn run(
             );
         }
         for (into, from) in totals.iter_mut().zip(tables.0) {
-            into.absorb(from);
+            for (into, from) in into.iter_mut().zip(from) {
+                into.absorb(from);
+            }
         }
         if let Some((start, end)) = done.period {
             for (i, parts) in done.sketches.into_iter().enumerate() {
@@ -115,16 +129,17 @@ pub(crate) fn run(
         .zip(totals)
         .zip(sketch_totals)
         .zip(sketch_volume)
-        .map(|(((spec, table), sketch), volume)| {
-            let rows: Vec<(FlowKey, FlowCounters)> = table.iter().map(|(k, c)| (*k, *c)).collect();
-            drop(table);
+        .map(|(((spec, tables), sketch), volume)| {
+            let keys = tables.iter().map(FlowTable::len).sum();
+            let rows = kept_rows(&tables, keys, top_rows);
             let (packets, bytes) = match &sketch {
                 Some(_) => volume,
-                None => (
-                    rows.iter().map(|r| r.1.packets).sum(),
-                    rows.iter().map(|r| r.1.bytes).sum(),
-                ),
+                None => tables
+                    .iter()
+                    .flat_map(FlowTable::iter)
+                    .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes)),
             };
+            drop(tables);
             TaskTotals {
                 packets,
                 bytes,
@@ -134,6 +149,7 @@ pub(crate) fn run(
                 key: spec.key,
                 element: spec.element,
                 rows,
+                keys,
             }
         })
         .collect();
@@ -145,4 +161,49 @@ pub(crate) fn run(
         },
         sink_error,
     }
+}
+
+/// The rows the run totals keep: all `keys` of them, or the `top` largest
+/// (in [`crate::rank`] order, unsorted), picked in one pass with a heap
+/// of `top` entries.
+fn kept_rows(tables: &[FlowTable], keys: usize, top: usize) -> Vec<(FlowKey, FlowCounters)> {
+    let rows = tables
+        .iter()
+        .flat_map(FlowTable::iter)
+        .map(|(k, c)| (*k, *c));
+    if top == 0 || top >= keys {
+        let mut all = Vec::with_capacity(keys);
+        all.extend(rows);
+        return all;
+    }
+    /// A row ordered as [`crate::rank`] orders it: the heap's greatest is
+    /// the smallest row, the first to drop out.
+    struct Ranked((FlowKey, FlowCounters));
+    impl Ord for Ranked {
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            crate::rank(&self.0, &other.0)
+        }
+    }
+    impl PartialOrd for Ranked {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl PartialEq for Ranked {
+        fn eq(&self, other: &Self) -> bool {
+            self.cmp(other).is_eq()
+        }
+    }
+    impl Eq for Ranked {}
+    let mut heap = std::collections::BinaryHeap::with_capacity(top + 1);
+    for row in rows {
+        let row = Ranked(row);
+        if heap.len() < top {
+            heap.push(row);
+        } else if heap.peek().is_some_and(|worst| row < *worst) {
+            heap.pop();
+            heap.push(row);
+        }
+    }
+    heap.into_iter().map(|r| r.0).collect()
 }

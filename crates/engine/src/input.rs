@@ -2,7 +2,7 @@
 
 use crate::collector;
 use crate::plan::EnginePlan;
-use crate::worker::{self, Slot, ToWorker};
+use crate::worker::{self, Slot, ToWorker, WindowPart, Worker};
 use crate::{EngineError, EngineOutput};
 use crossbeam_channel::{bounded, Receiver, Sender};
 use netspectra_model::task::TaskKind;
@@ -22,24 +22,29 @@ impl Engine {
         let workers = plan.workers.max(1);
         let (part_tx, part_rx) = bounded(workers * 2);
         let (recycle_tx, recycle_rx) = bounded(workers * (plan.queue_batches + 2));
-        let mut senders = Vec::with_capacity(workers);
+        let mut shards = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for id in 0..workers {
+            let worker = Worker::new(&plan, id);
+            if id == 0 && plan.inline_worker {
+                shards.push(Shard::Inline(Box::new(worker), part_tx.clone()));
+                continue;
+            }
             let (tx, rx) = bounded(plan.queue_batches);
-            let worker_plan = plan.clone();
             let recycle = recycle_tx.clone();
             let out = part_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("ns-worker-{id}"))
-                .spawn(move || worker::run(&worker_plan, id, rx, recycle, out))?;
-            senders.push(tx);
-            handles.push(handle);
+                .spawn(move || worker::run(worker, rx, recycle, out))?;
+            shards.push(Shard::Thread(tx));
+            handles.push((id, handle));
         }
         drop(part_tx);
         let tasks = plan.tasks.clone();
+        let top_rows = plan.top_rows;
         let collector = std::thread::Builder::new()
             .name("ns-collector".into())
-            .spawn(move || collector::run(tasks, workers, part_rx, sink))?;
+            .spawn(move || collector::run(tasks, workers, top_rows, part_rx, sink))?;
         let all_tasks = if plan.tasks.len() >= 64 {
             u64::MAX
         } else {
@@ -52,7 +57,7 @@ impl Engine {
                 .map(|_| Vec::with_capacity(plan.batch_size))
                 .collect(),
             plan,
-            senders,
+            shards,
             recycle: recycle_rx,
             hasher: foldhash::fast::FixedState::with_seed(0x7368_6172_6421),
             window: None,
@@ -71,10 +76,19 @@ impl Engine {
     }
 }
 
+/// Where a worker's records go.
+enum Shard {
+    /// A worker thread of its own.
+    Thread(Sender<ToWorker>),
+    /// Worker 0 run by the pushing thread itself ([`EnginePlan::inline_worker`]),
+    /// with the collector's channel for its window parts.
+    Inline(Box<Worker>, Sender<WindowPart>),
+}
+
 /// Feeds records to a running engine. Single producer: one thread pushes.
 pub struct EngineInput {
     plan: EnginePlan,
-    senders: Vec<Sender<ToWorker>>,
+    shards: Vec<Shard>,
     batches: Vec<Vec<Slot>>,
     recycle: Receiver<Vec<Slot>>,
     hasher: foldhash::fast::FixedState,
@@ -86,7 +100,8 @@ pub struct EngineInput {
     bounds: Vec<u64>,
     /// Per-record (worker, task mask) pairs; reused, never reallocated.
     targets: Vec<(usize, u64)>,
-    handles: Vec<JoinHandle<()>>,
+    /// Worker threads and their ids.
+    handles: Vec<(usize, JoinHandle<()>)>,
     collector: JoinHandle<collector::Collected>,
     all_tasks: u64,
     packets: u64,
@@ -110,7 +125,7 @@ impl EngineInput {
             _ => self.advance(rec.ts_ns),
         }
         self.packets += 1;
-        let workers = self.senders.len();
+        let workers = self.shards.len();
         if workers == 1 {
             self.enqueue(0, rec, self.all_tasks);
             return;
@@ -118,7 +133,6 @@ impl EngineInput {
         self.targets.clear();
         for route in &self.routes {
             let key = match &route.by {
-                RouteBy::FiveTuple => FlowKey::five_tuple(rec),
                 RouteBy::Key(dims) => FlowKey::project(rec, dims),
                 RouteBy::Worker(shard) => {
                     let shard = *shard;
@@ -173,17 +187,20 @@ impl EngineInput {
     }
 
     fn send_batch(&mut self, shard: usize) {
+        if let Shard::Inline(worker, _) = &mut self.shards[shard] {
+            worker.count(&self.batches[shard]);
+            self.batches[shard].clear();
+            return;
+        }
         let fresh = self
             .recycle
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(self.plan.batch_size));
         let full = std::mem::replace(&mut self.batches[shard], fresh);
-        self.send(shard, ToWorker::Batch(full));
-    }
-
-    fn send(&mut self, shard: usize, msg: ToWorker) {
-        if self.senders[shard].send(msg).is_err() {
-            self.broken.get_or_insert(shard);
+        if let Shard::Thread(tx) = &self.shards[shard] {
+            if tx.send(ToWorker::Batch(full)).is_err() {
+                self.broken.get_or_insert(shard);
+            }
         }
     }
 
@@ -198,18 +215,25 @@ impl EngineInput {
         } else {
             None
         };
-        for shard in 0..self.senders.len() {
+        for shard in 0..self.shards.len() {
             if !self.batches[shard].is_empty() {
                 self.send_batch(shard);
             }
-            self.send(
-                shard,
-                ToWorker::Flush {
-                    start_ns,
-                    end_ns,
-                    period,
-                },
-            );
+            let sent = match &mut self.shards[shard] {
+                Shard::Thread(tx) => tx
+                    .send(ToWorker::Flush {
+                        start_ns,
+                        end_ns,
+                        period,
+                    })
+                    .is_ok(),
+                Shard::Inline(worker, out) => {
+                    out.send(worker.cut(start_ns, end_ns, period)).is_ok()
+                }
+            };
+            if !sent {
+                self.broken.get_or_insert(shard);
+            }
         }
     }
 
@@ -264,8 +288,8 @@ impl EngineInput {
     /// Nothing pushed is lost: the final partial window is flushed too.
     pub fn finish(mut self) -> Result<EngineOutput, EngineError> {
         self.flush_window(true);
-        self.senders.clear();
-        for (id, h) in self.handles.drain(..).enumerate() {
+        self.shards.clear();
+        for (id, h) in self.handles.drain(..) {
             if h.join().is_err() {
                 self.broken.get_or_insert(id);
             }
@@ -295,11 +319,13 @@ struct Route {
 
 #[derive(PartialEq)]
 enum RouteBy {
-    /// Hash of the 5-tuple: exact tasks, whose per-worker tables merge exactly.
-    FiveTuple,
-    /// Hash of the task key: Count-Min, whose per-worker sketches are summed
-    /// (linear, so the sum equals one sketch over the whole stream) and whose
-    /// candidates must each see all of their key's packets.
+    /// Hash of the task key: exact tasks, so each key lives on exactly one
+    /// worker and a window's parts are joined without merging (the
+    /// collector would otherwise re-insert every key of all but one part,
+    /// serially, after the last packet); and Count-Min, whose per-worker
+    /// sketches are summed (linear, so the sum equals one sketch over the
+    /// whole stream) and whose candidates must each see all of their key's
+    /// packets. Tasks with the same key share one route and one hash.
     Key(Vec<Dimension>),
     /// One worker: sketches that cannot be merged (heavy-hitter buckets,
     /// SuperSpread) see the whole stream in order, so their result is the
@@ -307,23 +333,30 @@ enum RouteBy {
     Worker(usize),
 }
 
-/// Relative per-packet cost of a task on a worker, measured with `cargo
-/// bench` and `perf` on the default tasks (README, Performance): an exact
-/// update ~40 ns, Count-Min ~26 ns (two sketches), heavy-hitter buckets
-/// ~30 ns, SuperSpread ~55 ns plus its element projection.
+/// Per-packet cost (ns) of a task on a worker, from `perf` on `analyze`
+/// with the default tasks (README, Performance): an exact update with its
+/// key projection ~78, Count-Min ~76 (two sketches), SuperSpread ~96 with
+/// its element projection; heavy-hitter buckets were measured at 3/4 of
+/// an exact update.
 fn task_cost(kind: TaskKind) -> u64 {
     use netspectra_model::config::SketchAlgorithm;
     match kind {
-        TaskKind::Exact => 40,
-        TaskKind::Sketch(SketchAlgorithm::CountMin) => 50,
-        TaskKind::Sketch(SketchAlgorithm::Hh) => 30,
-        TaskKind::Sketch(SketchAlgorithm::SuperSpread) => 70,
+        TaskKind::Exact => 78,
+        TaskKind::Sketch(SketchAlgorithm::CountMin) => 76,
+        TaskKind::Sketch(SketchAlgorithm::Hh) => 60,
+        TaskKind::Sketch(SketchAlgorithm::SuperSpread) => 96,
     }
 }
 
+/// Per-packet cost (ns, as [`task_cost`]) of what the pushing thread does
+/// before a worker sees a record: read, decode, route. An inline worker 0
+/// ([`EnginePlan::inline_worker`]) carries it on top of its tasks.
+const READER_COST: u64 = 132;
+
 /// How the hash space of the hashed routes (exact and Count-Min tasks) is
 /// split between workers: in proportion to what each has left after its
-/// pinned tasks (heavy-hitter buckets, SuperSpread), so the worker that
+/// pinned work (heavy-hitter buckets, SuperSpread, the reading an inline
+/// worker 0 does), so the worker that
 /// holds a SuperSpread task gets fewer exact packets and the workers finish
 /// together. Any split merges exactly (per-key tables and Count-Min sums
 /// do not depend on which worker saw a packet), so this changes speed only,
@@ -332,6 +365,9 @@ fn shard_bounds(plan: &EnginePlan) -> Vec<u64> {
     let workers = plan.workers.max(1);
     let mut pinned = vec![0u64; workers];
     let mut hashed = 0u64;
+    if plan.inline_worker {
+        pinned[0] += READER_COST;
+    }
     for (i, t) in plan.tasks.iter().enumerate() {
         match plan.pinned_worker(i) {
             Some(w) => pinned[w.min(workers - 1)] += task_cost(t.kind),
@@ -365,8 +401,7 @@ fn routes(plan: &EnginePlan) -> Vec<Route> {
     for (i, t) in plan.tasks.iter().enumerate() {
         let by = match (plan.pinned_worker(i), t.kind) {
             (Some(w), _) => RouteBy::Worker(w),
-            (None, TaskKind::Exact) => RouteBy::FiveTuple,
-            (None, TaskKind::Sketch(_)) => RouteBy::Key(t.key.clone()),
+            (None, _) => RouteBy::Key(t.key.clone()),
         };
         match routes.iter_mut().find(|r| r.by == by) {
             Some(r) => r.mask |= 1 << i,

@@ -2,16 +2,23 @@
 //! packet-time windows.
 //!
 //! ```text
-//!  EngineInput::push ──► shard by flow hash ──► worker 0..N (own tables, no locks)
+//!  EngineInput::push ──► shard by task-key hash ──► worker 0..N (own tables, no locks)
 //!        │ window boundary in packet time: Flush marker to every worker
 //!        ▼
-//!  collector thread: merges the N parts of a window ──► WindowSink (store) + run totals
+//!  collector thread: joins the N parts of a window ──► WindowSink (store) + run totals
 //! ```
 //!
 //! Windows follow packet timestamps, so replaying a capture gives the windows
 //! of the live run that recorded it. Each window's rows are deltas: summing
-//! rows over windows gives run totals, and nothing is counted twice. The
-//! merged result is the same for any worker count.
+//! rows over windows gives run totals, and nothing is counted twice. A key
+//! is always counted by the same worker, so the workers' parts of a window
+//! hold disjoint keys and are joined, not merged. The exact rows, and every
+//! sketch but Count-Min (whose per-worker sketches are summed), are the same
+//! for any worker count.
+//!
+//! Worker 0 is a thread of its own, or, with [`EnginePlan::inline_worker`]
+//! (offline analysis), the pushing thread itself: then `workers` threads do
+//! everything, the reader's share of the work weighed in when keys are split.
 //!
 //! ```
 //! use netspectra_engine::{Engine, EnginePlan, NullSink};
@@ -82,8 +89,11 @@ pub struct TaskTotals {
     /// Bytes (wire length) counted by the task.
     pub bytes: u64,
     /// Every key with its counters (exact tasks), in no particular order;
-    /// see [`TaskTotals::top`].
+    /// see [`TaskTotals::top`]. With [`EnginePlan::top_rows`] set, only
+    /// that many of the largest.
     pub rows: Vec<(FlowKey, FlowCounters)>,
+    /// Keys counted (exact tasks), whether or not `rows` holds them all.
+    pub keys: usize,
     /// Estimates (sketch tasks).
     pub sketch: Option<SketchReport>,
 }
@@ -94,11 +104,6 @@ impl TaskTotals {
     /// worker count. Selects before sorting, so a top 10 of a million keys
     /// does not sort a million rows.
     pub fn top(&mut self, n: usize) -> &[(FlowKey, FlowCounters)] {
-        let rank = |a: &(FlowKey, FlowCounters), b: &(FlowKey, FlowCounters)| {
-            (b.1.bytes, b.1.packets)
-                .cmp(&(a.1.bytes, a.1.packets))
-                .then_with(|| a.0.cmp(&b.0))
-        };
         let n = if n == 0 {
             self.rows.len()
         } else {
@@ -110,6 +115,13 @@ impl TaskTotals {
         self.rows[..n].sort_unstable_by(rank);
         &self.rows[..n]
     }
+}
+
+/// The order of [`TaskTotals::top`]: larger first.
+fn rank(a: &(FlowKey, FlowCounters), b: &(FlowKey, FlowCounters)) -> std::cmp::Ordering {
+    (b.1.bytes, b.1.packets)
+        .cmp(&(a.1.bytes, a.1.packets))
+        .then_with(|| a.0.cmp(&b.0))
 }
 
 /// What a finished run produced.

@@ -24,6 +24,17 @@ pub struct EnginePlan {
     pub queue_batches: usize,
     /// Run an exact shadow beside every sketch task and report its accuracy.
     pub verify: bool,
+    /// The thread that pushes records is worker 0 itself, rather than a
+    /// reader beside `workers` worker threads: `workers` threads in all, the
+    /// reader's work counted in worker 0's share of keys. For input that can
+    /// wait (a file); live capture keeps its reader free to drain the
+    /// interface.
+    pub inline_worker: bool,
+    /// Rows kept per exact task in the run totals, the largest by bytes
+    /// ([`crate::TaskTotals::top`]); 0 keeps every key. A report that shows
+    /// ten rows need not copy a million out of the tables after the last
+    /// packet.
+    pub top_rows: usize,
 }
 
 impl EnginePlan {
@@ -79,6 +90,8 @@ impl EnginePlan {
             batch_size,
             queue_batches,
             verify: false,
+            inline_worker: false,
+            top_rows: 0,
         })
     }
 }

@@ -45,46 +45,91 @@ pub(crate) enum TaskPart {
 
 /// One worker's share of one window.
 pub(crate) struct WindowPart {
+    /// The worker it comes from: a key is always counted on the same
+    /// worker, so run totals are kept per worker and never merged across.
+    pub worker: usize,
     pub start_ns: u64,
     pub end_ns: u64,
     pub period: Option<(u64, u64)>,
     pub tasks: Vec<TaskPart>,
 }
 
-pub(crate) fn run(
-    plan: &EnginePlan,
+/// The tasks of one worker: one state per task, owned outright.
+pub(crate) struct Worker {
     id: usize,
+    tasks: Vec<TaskState>,
+}
+
+impl Worker {
+    pub(crate) fn new(plan: &EnginePlan, id: usize) -> Worker {
+        let tasks = plan
+            .tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match (t.kind, plan.pinned_worker(i)) {
+                (_, Some(w)) if w != id => TaskState::Elsewhere,
+                (TaskKind::Exact, _) => TaskState::Exact(ExactTable::new(t.key.clone())),
+                (TaskKind::Sketch(a), _) => {
+                    TaskState::Sketch(Box::new(SketchTask::new(t, a, plan.verify)))
+                }
+            })
+            .collect();
+        Worker { id, tasks }
+    }
+
+    /// Applies each record of `batch` to the tasks its mask selects.
+    pub(crate) fn count(&mut self, batch: &[Slot]) {
+        for (i, task) in self.tasks.iter_mut().enumerate() {
+            match task {
+                TaskState::Exact(t) => t.update_all(
+                    batch
+                        .iter()
+                        .filter(|s| s.mask >> i & 1 == 1)
+                        .map(|s| &s.rec),
+                ),
+                TaskState::Sketch(t) => t.update_batch(batch, i),
+                TaskState::Elsewhere => {}
+            }
+        }
+    }
+
+    /// Ends a window (and the sketches' period when `period` is set):
+    /// hands over what was counted and starts afresh.
+    pub(crate) fn cut(
+        &mut self,
+        start_ns: u64,
+        end_ns: u64,
+        period: Option<(u64, u64)>,
+    ) -> WindowPart {
+        WindowPart {
+            worker: self.id,
+            start_ns,
+            end_ns,
+            period,
+            tasks: self
+                .tasks
+                .iter_mut()
+                .map(|t| match t {
+                    TaskState::Exact(t) => TaskPart::Exact(t.take()),
+                    TaskState::Sketch(t) => TaskPart::Sketch(period.map(|_| t.take())),
+                    TaskState::Elsewhere => TaskPart::Sketch(None),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A worker thread: counts batches until its channel closes.
+pub(crate) fn run(
+    mut worker: Worker,
     rx: Receiver<ToWorker>,
     recycle: Sender<Vec<Slot>>,
     out: Sender<WindowPart>,
 ) {
-    let mut tasks: Vec<TaskState> = plan
-        .tasks
-        .iter()
-        .enumerate()
-        .map(|(i, t)| match (t.kind, plan.pinned_worker(i)) {
-            (_, Some(w)) if w != id => TaskState::Elsewhere,
-            (TaskKind::Exact, _) => TaskState::Exact(ExactTable::new(t.key.clone())),
-            (TaskKind::Sketch(a), _) => {
-                TaskState::Sketch(Box::new(SketchTask::new(t, a, plan.verify)))
-            }
-        })
-        .collect();
     for msg in rx {
         match msg {
             ToWorker::Batch(mut batch) => {
-                for (i, task) in tasks.iter_mut().enumerate() {
-                    match task {
-                        TaskState::Exact(t) => t.update_all(
-                            batch
-                                .iter()
-                                .filter(|s| s.mask >> i & 1 == 1)
-                                .map(|s| &s.rec),
-                        ),
-                        TaskState::Sketch(t) => t.update_batch(&batch, i),
-                        TaskState::Elsewhere => {}
-                    }
-                }
+                worker.count(&batch);
                 batch.clear();
                 // The producer may already hold enough spare batches.
                 let _ = recycle.try_send(batch);
@@ -94,20 +139,7 @@ pub(crate) fn run(
                 end_ns,
                 period,
             } => {
-                let part = WindowPart {
-                    start_ns,
-                    end_ns,
-                    period,
-                    tasks: tasks
-                        .iter_mut()
-                        .map(|t| match t {
-                            TaskState::Exact(t) => TaskPart::Exact(t.take()),
-                            TaskState::Sketch(t) => TaskPart::Sketch(period.map(|_| t.take())),
-                            TaskState::Elsewhere => TaskPart::Sketch(None),
-                        })
-                        .collect(),
-                };
-                if out.send(part).is_err() {
+                if out.send(worker.cut(start_ns, end_ns, period)).is_err() {
                     return;
                 }
             }

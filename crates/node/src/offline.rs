@@ -65,6 +65,10 @@ impl Analysis {
         check_inputs(&cfg.files)?;
         let mut plan = EnginePlan::from_config(&cfg.config, cfg.workers)?;
         plan.verify = cfg.verify;
+        // A file waits for its reader: the reader is worker 0, so
+        // `--workers N` is N threads and 1 worker is one core's work.
+        plan.inline_worker = true;
+        plan.top_rows = cfg.top;
         let inputs = serde_json::Value::from(
             cfg.files
                 .iter()

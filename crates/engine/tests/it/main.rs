@@ -102,8 +102,10 @@ fn results_match_truth_and_are_identical_for_any_worker_count() {
             .collect();
         assert_eq!(got, expect, "task {}", t.name);
     }
-    for workers in [2, 3, 8] {
-        let mut out = run(&recs, plan(workers, "60s"), Box::new(NullSink));
+    for (workers, inline) in [(2, false), (3, false), (8, false), (1, true), (2, true)] {
+        let mut plan = plan(workers, "60s");
+        plan.inline_worker = inline;
+        let mut out = run(&recs, plan, Box::new(NullSink));
         for (a, b) in baseline.tasks.iter().zip(&mut out.tasks) {
             b.top(0);
             assert_eq!(a.rows, b.rows, "task {} with {workers} workers", a.name);
@@ -325,4 +327,105 @@ fn the_window_index_numbers_windows_as_they_are_flushed() {
     assert_eq!(idx, [0, 0, 0, 1, 2, 3, 4, 4, 4]);
     // One window per index step, plus the open one flushed at the end.
     assert_eq!(input.finish().unwrap().windows, 5);
+}
+
+/// Keeps every window row and sketch period handed to the sink.
+struct EverythingSink(Collected, Periods);
+impl WindowSink for EverythingSink {
+    fn window(&mut self, tasks: &[TaskSpec], w: &WindowResult) -> Result<(), SinkError> {
+        CollectSink(self.0.clone()).window(tasks, w)
+    }
+
+    fn sketch_period(&mut self, task: &TaskSpec, period: &SketchPeriod) -> Result<(), SinkError> {
+        PeriodSink(self.1.clone()).sketch_period(task, period)
+    }
+}
+
+/// What the sink saw and the run totals, in an order that does not depend
+/// on which worker counted what.
+type Seen = (
+    Vec<(u64, u64, String, FlowKey, FlowCounters)>,
+    Vec<(String, SketchPeriod)>,
+    Vec<(String, u64, u64, Vec<(FlowKey, FlowCounters)>)>,
+);
+
+fn everything(recs: &[PacketRecord], workers: usize, inline: bool) -> Seen {
+    let cfg = Config::from_yaml(
+        "aggregator: { period: 100ms, snapshot_interval: 100ms }",
+        &|_| None,
+    )
+    .unwrap();
+    let mut plan = EnginePlan::from_config(&cfg, workers).unwrap();
+    plan.inline_worker = inline;
+    let (rows, periods): (Collected, Periods) = Default::default();
+    let mut out = run(
+        recs,
+        plan,
+        Box::new(EverythingSink(rows.clone(), periods.clone())),
+    );
+    let mut rows = std::mem::take(&mut *rows.lock().unwrap());
+    rows.sort_by(|a, b| (a.0, &a.2, a.3).cmp(&(b.0, &b.2, b.3)));
+    let periods = std::mem::take(&mut *periods.lock().unwrap());
+    let totals = out
+        .tasks
+        .iter_mut()
+        .map(|t| {
+            t.top(0);
+            (t.name.clone(), t.packets, t.bytes, t.rows.clone())
+        })
+        .collect();
+    (rows, periods, totals)
+}
+
+#[test]
+fn the_default_tasks_give_the_same_windows_periods_and_totals_for_any_worker_layout() {
+    // 20 µs apart × 30k packets = 0.6 s: six windows and sketch periods,
+    // so run totals gather keys over several windows.
+    let recs = records(30_000, 17, 20_000);
+    let baseline = everything(&recs, 1, false);
+    assert_eq!(baseline.1.len(), 2 * 6, "two sketch tasks, six periods");
+    assert!(baseline.0.len() > 1_000, "windows have rows");
+    for t in &baseline.2 {
+        if !t.3.is_empty() {
+            assert_eq!(t.1, recs.len() as u64, "{}", t.0);
+        }
+    }
+    // The reader as worker 0 (`analyze`), or beside the workers (live).
+    for (workers, inline) in [(1, true), (2, true), (3, true), (2, false), (3, false)] {
+        let seen = everything(&recs, workers, inline);
+        let what = format!("{workers} workers, inline {inline}");
+        assert!(seen.0 == baseline.0, "{what}: window rows differ");
+        assert!(seen.2 == baseline.2, "{what}: run totals differ");
+        assert_eq!(seen.1.len(), baseline.1.len(), "{what}");
+        for ((name, got), (_, want)) in seen.1.iter().zip(&baseline.1) {
+            if name == "per_src_ip_hh" {
+                // Count-Min with conservative update is summed across
+                // workers: an upper bound like one sketch's, not the same
+                // one. The volume it saw is the same.
+                let volume = |p: &SketchPeriod| (p.start_ns, p.end_ns, p.packets, p.bytes);
+                assert_eq!(volume(got), volume(want), "{what}: {name}");
+            } else {
+                assert!(got == want, "{what}: {name} periods differ");
+            }
+        }
+    }
+}
+
+#[test]
+fn totals_keep_the_top_rows_they_are_asked_for_and_count_every_key() {
+    let recs = records(30_000, 19, 1_000);
+    let mut all = run(&recs, plan(2, "60s"), Box::new(NullSink));
+    for n in [1, 7, 250, 1_000_000] {
+        let mut plan = plan(2, "60s");
+        plan.inline_worker = true;
+        plan.top_rows = n;
+        let mut kept = run(&recs, plan, Box::new(NullSink));
+        for (a, b) in all.tasks.iter_mut().zip(&mut kept.tasks) {
+            assert_eq!(b.keys, a.rows.len(), "{}: keys", a.name);
+            assert_eq!(b.rows.len(), n.min(a.rows.len()), "{}: rows", a.name);
+            assert_eq!((b.packets, b.bytes), (a.packets, a.bytes), "{}", a.name);
+            let want = a.top(n).to_vec();
+            assert_eq!(b.top(n), &want[..], "{}: top {n}", a.name);
+        }
+    }
 }
