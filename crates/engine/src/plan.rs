@@ -77,10 +77,15 @@ impl EnginePlan {
             (0, n) | (n, _) => n,
         };
         let batch_size = 1024;
+        // By default 256 batches (262 144 packets, ~19 MB) per worker: the
+        // cost of a packet follows the traffic (a scan slows the
+        // SuperSpread worker for a while), and a queue holding ~0.1 s of
+        // packets lets the threads even out instead of waiting on each
+        // other; `analyze` measured 4 % faster than with 64.
         let queue_batches = cfg
             .aggregator
             .size_of_packet_channel
-            .map_or(64, |n| (n / batch_size).clamp(2, 4096));
+            .map_or(256, |n| (n / batch_size).clamp(2, 4096));
         Ok(EnginePlan {
             tasks,
             workers,
