@@ -27,7 +27,7 @@ pub struct AnalyzeArgs {
     /// Rows shown per task, by bytes; 0 = all.
     #[arg(long, value_name = "N", default_value_t = 10)]
     top: usize,
-    /// Engine workers; 0 = one per core (default: config `aggregator.num_workers`, else one per core).
+    /// Engine workers, the thread reading the files being worker 0 (N threads in all); 0 = one per core (default: config `aggregator.num_workers`, else one per core).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=1024))]
     workers: Option<u16>,
     /// Result store: `sqlite:PATH` or a file path (default: config `store.url`, `sqlite:netspectra.db`).

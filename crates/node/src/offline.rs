@@ -20,7 +20,7 @@ pub struct AnalysisConfig {
     pub files: Vec<PathBuf>,
     /// Tasks, windows and workers.
     pub config: Config,
-    /// Engine workers (0: `aggregator.num_workers`, and 0 there: one per core).
+    /// Engine workers, the reading thread being worker 0 (0: `aggregator.num_workers`, and 0 there: one per core).
     pub workers: usize,
     /// Store URL (`None`: results in memory only).
     pub store: Option<String>,
