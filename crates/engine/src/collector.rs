@@ -131,13 +131,10 @@ pub(crate) fn run(
         .zip(sketch_volume)
         .map(|(((spec, tables), sketch), volume)| {
             let keys = tables.iter().map(FlowTable::len).sum();
-            let rows = kept_rows(&tables, keys, top_rows);
+            let (rows, exact_volume) = kept_rows(&tables, keys, top_rows);
             let (packets, bytes) = match &sketch {
                 Some(_) => volume,
-                None => tables
-                    .iter()
-                    .flat_map(FlowTable::iter)
-                    .fold((0, 0), |(p, b), (_, c)| (p + c.packets, b + c.bytes)),
+                None => exact_volume,
             };
             drop(tables);
             TaskTotals {
@@ -164,17 +161,26 @@ pub(crate) fn run(
 }
 
 /// The rows the run totals keep: all `keys` of them, or the `top` largest
-/// (in [`crate::rank`] order, unsorted), picked in one pass with a heap
-/// of `top` entries.
-fn kept_rows(tables: &[FlowTable], keys: usize, top: usize) -> Vec<(FlowKey, FlowCounters)> {
+/// (in [`crate::rank`] order, unsorted), picked with a heap of `top`
+/// entries; and the packets and bytes of all rows, summed in the same pass.
+fn kept_rows(
+    tables: &[FlowTable],
+    keys: usize,
+    top: usize,
+) -> (Vec<(FlowKey, FlowCounters)>, (u64, u64)) {
+    let mut volume = (0, 0);
     let rows = tables
         .iter()
         .flat_map(FlowTable::iter)
+        .inspect(|(_, c)| {
+            volume.0 += c.packets;
+            volume.1 += c.bytes;
+        })
         .map(|(k, c)| (*k, *c));
     if top == 0 || top >= keys {
         let mut all = Vec::with_capacity(keys);
         all.extend(rows);
-        return all;
+        return (all, volume);
     }
     /// A row ordered as [`crate::rank`] orders it: the heap's greatest is
     /// the smallest row, the first to drop out.
@@ -205,5 +211,5 @@ fn kept_rows(tables: &[FlowTable], keys: usize, top: usize) -> Vec<(FlowKey, Flo
             heap.push(row);
         }
     }
-    heap.into_iter().map(|r| r.0).collect()
+    (heap.into_iter().map(|r| r.0).collect(), volume)
 }

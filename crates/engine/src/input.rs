@@ -359,11 +359,10 @@ const READER_COST: u64 = 156;
 /// How the hash space of the hashed routes (exact and Count-Min tasks) is
 /// split between workers: in proportion to what each has left after its
 /// pinned work (heavy-hitter buckets, SuperSpread, the reading an inline
-/// worker 0 does), so the worker that
-/// holds a SuperSpread task gets fewer exact packets and the workers finish
-/// together. Any split merges exactly (per-key tables and Count-Min sums
-/// do not depend on which worker saw a packet), so this changes speed only,
-/// never results. Returns the upper hash bound of each worker.
+/// worker 0 does), so the workers finish together. Any split gives the
+/// same exact rows (each key is counted whole by one worker) and Count-Min
+/// stays an upper bound of the same volume, so this changes speed, not
+/// exact results. Returns the upper hash bound of each worker.
 fn shard_bounds(plan: &EnginePlan) -> Vec<u64> {
     let workers = plan.workers.max(1);
     let mut pinned = vec![0u64; workers];

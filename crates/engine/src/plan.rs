@@ -27,8 +27,8 @@ pub struct EnginePlan {
     /// The thread that pushes records is worker 0 itself, rather than a
     /// reader beside `workers` worker threads: `workers` threads in all, the
     /// reader's work counted in worker 0's share of keys. For input that can
-    /// wait (a file); live capture keeps its reader free to drain the
-    /// interface.
+    /// wait (a file); live capture keeps its reader on a thread of its own,
+    /// draining the interface while the workers count.
     pub inline_worker: bool,
     /// Rows kept per exact task in the run totals, the largest by bytes
     /// ([`crate::TaskTotals::top`]); 0 keeps every key. A report that shows

@@ -187,19 +187,6 @@ impl Hash for FlowKey {
 }
 
 impl FlowKey {
-    /// The full 5-tuple of a record (used to shard packets to workers).
-    #[inline]
-    pub fn five_tuple(rec: &PacketRecord) -> FlowKey {
-        FlowKey {
-            src_ip: rec.src_ip,
-            dst_ip: rec.dst_ip,
-            src_port: rec.src_port,
-            dst_port: rec.dst_port,
-            vlan: 0,
-            protocol: rec.protocol,
-        }
-    }
-
     /// Keeps only the given dimensions of a record.
     #[inline]
     pub fn project(rec: &PacketRecord, dims: &[Dimension]) -> FlowKey {

@@ -524,9 +524,11 @@ type Chunk<'a> = (
     Vec<(&'a netspectra_model::FlowKey, &'a FlowCounters)>,
 );
 
-/// Encodes each chunk into a block, in order. A window that fills several
-/// blocks (a big window is written after its last packet, while the
-/// engine's threads are idle) is encoded by two threads.
+/// Encodes each chunk into a block, in order. A window of more than two
+/// blocks' rows is split in two halves of rows, the second half encoded by
+/// a thread of its own: a big window is usually written after the last
+/// packet of a file, while the engine's threads are idle. Without the
+/// thread (the system refused one), one thread encodes all.
 fn encode_blocks<'a>(
     chunks: &[Chunk<'a>],
 ) -> Vec<(&'a String, crate::block::BlockTotals, Vec<u8>)> {
@@ -540,19 +542,27 @@ fn encode_blocks<'a>(
             })
             .collect()
     };
-    if chunks.len() < 2 {
+    let rows: usize = chunks.iter().map(|c| c.2.len()).sum();
+    if rows <= 2 * crate::block::MAX_ROWS {
         return encode(chunks);
     }
-    let (first, second) = chunks.split_at(chunks.len() / 2);
+    let mut half = 0;
+    let mut seen = 0;
+    while seen < rows / 2 {
+        seen += chunks[half].2.len();
+        half += 1;
+    }
+    let (first, second) = chunks.split_at(half);
     std::thread::scope(|s| {
-        let second = s.spawn(|| encode(second));
+        let helper = std::thread::Builder::new()
+            .name("ns-encode".into())
+            .spawn_scoped(s, || encode(second));
         let mut blocks = encode(first);
-        // A panic in the encoder is a bug: surface it here.
-        blocks.extend(
-            second
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-        );
+        match helper {
+            // A panic in the encoder is a bug: surface it here.
+            Ok(h) => blocks.extend(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))),
+            Err(_) => blocks.extend(encode(second)),
+        }
         blocks
     })
 }

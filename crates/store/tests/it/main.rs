@@ -1003,3 +1003,86 @@ async fn grouped_answers_equal_a_per_key_computation_in_every_scope() {
         }
     }
 }
+
+#[test]
+fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
+    // 200 000 keys: four blocks of one task, encoded in two halves by two
+    // threads (sqlite.rs, encode_blocks), beside a one-row task.
+    use netspectra_model::window::FlowCounters;
+    use netspectra_model::{Dimension, FlowKey};
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.db");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let task = |name: &str, key: Vec<Dimension>| TaskSpec {
+        name: name.into(),
+        kind: netspectra_model::task::TaskKind::Exact,
+        key,
+        element: vec![],
+        sketch: None,
+    };
+    let tasks = [
+        task("one", vec![Dimension::Protocol]),
+        task("flows", vec![Dimension::SrcIp, Dimension::DstPort]),
+    ];
+    let run = store
+        .begin_run("e1", "test", &json!([]), &tasks, 1_000)
+        .unwrap();
+    let flows: Vec<(FlowKey, FlowCounters)> = (0..200_000u32)
+        .map(|n| {
+            let key = FlowKey {
+                src_ip: ip::from_v4((n / 7).to_be_bytes()),
+                dst_port: (n % 7) as u16,
+                ..FlowKey::default()
+            };
+            let mut c = FlowCounters::one(u64::from(n), n % 1500);
+            c.merge(&FlowCounters::one(u64::from(n) + 999, 60));
+            (key, c)
+        })
+        .collect();
+    let one = vec![(
+        FlowKey {
+            protocol: 6,
+            ..FlowKey::default()
+        },
+        FlowCounters::one(5, 100),
+    )];
+    let rows = vec![one, flows.clone()];
+    let mut sink = store.sink(run, "e1").unwrap();
+    sink.window(&tasks, &WindowResult::new(0, 1_000, &rows))
+        .unwrap();
+    drop(sink);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let blocks: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM main.exact_rows WHERE task = 'flows'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(blocks, 4, "200 000 rows in blocks of 65 536");
+    netspectra_store::expand_exact_rows(&conn).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT src_ip, dst_port, packets, bytes, first_seen, last_seen FROM temp.exact_rows WHERE task = 'flows'")
+        .unwrap();
+    let got: HashMap<(Vec<u8>, i64), (i64, i64, i64, i64)> = stmt
+        .query_map([], |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+            ))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(got.len(), flows.len());
+    for (k, c) in &flows {
+        let want = (
+            c.packets as i64,
+            c.bytes as i64,
+            c.first_seen as i64,
+            c.last_seen as i64,
+        );
+        assert_eq!(got[&(k.src_ip.to_vec(), i64::from(k.dst_port))], want);
+    }
+}
