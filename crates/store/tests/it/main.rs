@@ -1065,7 +1065,8 @@ fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
     let mut stmt = conn
         .prepare("SELECT src_ip, dst_port, packets, bytes, first_seen, last_seen FROM temp.exact_rows WHERE task = 'flows'")
         .unwrap();
-    let got: HashMap<(Vec<u8>, i64), (i64, i64, i64, i64)> = stmt
+    type Sums = (i64, i64, i64, i64);
+    let got: HashMap<(Vec<u8>, i64), Sums> = stmt
         .query_map([], |r| {
             Ok((
                 (r.get(0)?, r.get(1)?),
