@@ -197,7 +197,13 @@ pub fn encode(columns: u8, rows: &[(&FlowKey, &FlowCounters)], out: &mut Vec<u8>
         put_varint(&mut counters, v.packets);
         put_varint(&mut counters, v.bytes);
         put_varint(&mut counters, (v.first_seen - base) / unit);
-        put_varint(&mut counters, (v.last_seen - v.first_seen) / unit);
+        // A row seen last before it was first seen is damage (a foreign
+        // or broken version-6 file being converted): kept as one instant
+        // rather than a panic.
+        put_varint(
+            &mut counters,
+            v.last_seen.saturating_sub(v.first_seen) / unit,
+        );
     }
     for part in [
         &src.0, &src.1, &dst.0, &dst.1, &sports, &dports, &protos, &vlans, &counters,
