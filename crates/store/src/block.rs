@@ -327,15 +327,9 @@ pub fn visit(
     data: &[u8],
     mut each: impl FnMut(&FlowKey, &FlowCounters),
 ) -> Result<Columns, Damaged> {
-    let mut r = Cursor { data, at: 0 };
-    if r.byte()? != FORMAT {
-        return Err(Damaged);
-    }
-    let columns = r.byte()?;
-    if columns & !(SRC_IP | DST_IP | SRC_PORT | DST_PORT | PROTOCOL | VLAN) != 0 {
-        return Err(Damaged);
-    }
-    let c = Columns(columns);
+    let c = columns(data)?;
+    // Past the format and columns bytes `columns` checked.
+    let mut r = Cursor { data, at: 2 };
     let n = usize::try_from(r.varint()?).map_err(|_| Damaged)?;
     if n > data.len() {
         return Err(Damaged);

@@ -742,20 +742,16 @@ async fn a_large_scan_answers_like_a_brute_force_sum() {
     assert_eq!(top.len(), 50);
     for (got, (k, t)) in top.iter().zip(&expect) {
         assert_eq!(got.key, **k);
-        assert_eq!(
-            (
-                got.packets,
-                got.bytes,
-                got.first_seen,
-                got.last_seen,
-                got.windows
-            ),
-            **t
-        );
+        assert_eq!(sums(got), **t);
     }
     let totals = reader.exact_totals(&scope).await.unwrap();
     assert_eq!(totals.keys, truth.len() as u64);
     assert_eq!(totals.packets, truth.values().map(|t| t.0).sum::<u64>());
+}
+
+/// A key's answer as packets, bytes, first seen, last seen, windows.
+fn sums(t: &netspectra_store::read::KeyTotals) -> (u64, u64, u64, u64, u64) {
+    (t.packets, t.bytes, t.first_seen, t.last_seen, t.windows)
 }
 
 /// Per key: packets, bytes, first seen, last seen, windows (starts), rows.
@@ -943,17 +939,7 @@ async fn grouped_answers_equal_a_per_key_computation_in_every_scope() {
                         assert_eq!(top.len(), expect.len().min(limit), "{what}");
                         for (got, (k, t)) in top.iter().zip(&expect) {
                             assert_eq!(got.key, **k, "{what} {by:?} {limit}");
-                            assert_eq!(
-                                (
-                                    got.packets,
-                                    got.bytes,
-                                    got.first_seen,
-                                    got.last_seen,
-                                    got.windows
-                                ),
-                                (t.0, t.1, t.2, t.3, t.4.len() as u64),
-                                "{what}"
-                            );
+                            assert_eq!(sums(got), (t.0, t.1, t.2, t.3, t.4.len() as u64), "{what}");
                         }
                     }
                     // Keys in a band of the measure, largest first; n counts rows.
