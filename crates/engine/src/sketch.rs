@@ -19,15 +19,15 @@ use netspectra_sketch::{
 };
 use std::collections::{HashMap, HashSet};
 
-/// Count-Min sketches by packets and by bytes.
-type CountMinPair = (Box<CountMin<FlowKey>>, Box<CountMin<FlowKey>>);
+/// The Count-Min lane counting packets.
+const PACKETS: usize = 0;
+/// The Count-Min lane counting bytes.
+const BYTES: usize = 1;
 
 /// The estimator state of one sketch task on one worker.
 pub(crate) enum SketchState {
-    CountMin {
-        packets: Box<CountMin<FlowKey>>,
-        bytes: Box<CountMin<FlowKey>>,
-    },
+    /// Lane [`PACKETS`] counts packets, lane [`BYTES`] bytes.
+    CountMin(Box<CountMin<FlowKey, 2>>),
     Hh(Box<HeavyBucket<FlowKey>>),
     Spread(Box<SuperSpread<FlowKey>>),
 }
@@ -36,19 +36,13 @@ impl SketchState {
     fn new(algorithm: SketchAlgorithm, p: &SketchParams) -> SketchState {
         match algorithm {
             SketchAlgorithm::CountMin => {
-                let cm = || {
-                    Box::new(CountMin::new(CountMinParams {
-                        width: p.width,
-                        depth: p.depth,
-                        conservative: p.conservative,
-                        top_k: p.top_k,
-                        seed: p.seed,
-                    }))
-                };
-                SketchState::CountMin {
-                    packets: cm(),
-                    bytes: cm(),
-                }
+                SketchState::CountMin(Box::new(CountMin::new(CountMinParams {
+                    width: p.width,
+                    depth: p.depth,
+                    conservative: p.conservative,
+                    top_k: p.top_k,
+                    seed: p.seed,
+                })))
             }
             SketchAlgorithm::Hh => SketchState::Hh(Box::new(HeavyBucket::new(HeavyBucketParams {
                 width: p.width,
@@ -72,9 +66,7 @@ impl SketchState {
 
     fn memory_bytes(&self) -> usize {
         match self {
-            SketchState::CountMin { packets, bytes } => {
-                packets.memory_bytes() + bytes.memory_bytes()
-            }
+            SketchState::CountMin(cm) => cm.memory_bytes(),
             SketchState::Hh(h) => h.memory_bytes(),
             SketchState::Spread(s) => s.memory_bytes(),
         }
@@ -160,10 +152,7 @@ impl SketchTask {
         for i in 0..self.pending.len() {
             if let Some(ahead) = self.pending.get(i + PREFETCH_AHEAD) {
                 match &self.state {
-                    SketchState::CountMin { packets, bytes } => {
-                        packets.prefetch(ahead.hash);
-                        bytes.prefetch(ahead.hash);
-                    }
+                    SketchState::CountMin(cm) => cm.prefetch(ahead.hash),
                     SketchState::Hh(_) => {}
                     SketchState::Spread(ss) => ss.prefetch(ahead.hash, ahead.elem),
                 }
@@ -173,10 +162,7 @@ impl SketchTask {
             self.packets += 1;
             self.bytes += len;
             match &mut self.state {
-                SketchState::CountMin { packets, bytes } => {
-                    packets.insert(p.key, p.hash, 1);
-                    bytes.insert(p.key, p.hash, len);
-                }
+                SketchState::CountMin(cm) => cm.insert_lanes(p.key, p.hash, [1, len]),
                 SketchState::Hh(h) => h.insert(p.key, p.hash, len),
                 SketchState::Spread(ss) => ss.insert(p.key, p.hash, p.elem),
             }
@@ -246,16 +232,13 @@ pub(crate) fn merge_period(
     let mut heavy_bytes = Vec::new();
     let mut spreaders = Vec::new();
     let mut shadows = Vec::new();
-    let mut merged_cm: Option<CountMinPair> = None;
+    let mut merged_cm: Option<Box<CountMin<FlowKey, 2>>> = None;
     for part in parts {
         shadows.extend(part.shadow);
         match part.state {
-            SketchState::CountMin { packets, bytes } => match &mut merged_cm {
-                None => merged_cm = Some((packets, bytes)),
-                Some((mp, mb)) => {
-                    mp.merge(&packets);
-                    mb.merge(&bytes);
-                }
+            SketchState::CountMin(cm) => match &mut merged_cm {
+                None => merged_cm = Some(cm),
+                Some(merged) => merged.merge(&cm),
             },
             SketchState::Hh(h) => {
                 let (by_packets, by_bytes) = h.heavy_hitters(p.count_threshold, p.size_threshold);
@@ -283,10 +266,10 @@ pub(crate) fn merge_period(
             }
         }
     }
-    if let Some((mp, mb)) = merged_cm {
-        let list = |cm: &CountMin<FlowKey>, threshold: u64| -> Vec<Estimate> {
-            let bound = cm.error_bound();
-            cm.top()
+    if let Some(cm) = merged_cm {
+        let list = |lane: usize, threshold: u64| -> Vec<Estimate> {
+            let bound = cm.lane_error_bound(lane);
+            cm.lane_top(lane)
                 .into_iter()
                 .filter(|&(_, e)| e >= threshold)
                 .map(|(key, estimate)| Estimate {
@@ -296,8 +279,8 @@ pub(crate) fn merge_period(
                 })
                 .collect()
         };
-        heavy_packets = list(&mp, p.count_threshold);
-        heavy_bytes = list(&mb, p.size_threshold);
+        heavy_packets = list(PACKETS, p.count_threshold);
+        heavy_bytes = list(BYTES, p.size_threshold);
     }
     let period = SketchPeriod {
         start_ns,
@@ -323,8 +306,8 @@ fn truth_of(shadows: Vec<Shadow>) -> Truth {
         match s {
             Shadow::Volume(table) => {
                 for (k, c) in table.iter() {
-                    *t.packets.entry(*k).or_default() += c.packets;
-                    *t.bytes.entry(*k).or_default() += c.bytes;
+                    *t.packets.entry(k).or_default() += c.packets;
+                    *t.bytes.entry(k).or_default() += c.bytes;
                 }
             }
             Shadow::Distinct(set) => {
