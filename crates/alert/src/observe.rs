@@ -38,7 +38,7 @@ pub fn exact_window(rule: &Rule, task: usize, window: &WindowResult<'_>) -> Obse
         for (key, c) in window.rows(task) {
             let v = exact_value(rule.metric, c.packets, c.bytes, 1, len);
             if rule.operator.holds(v, rule.threshold) {
-                holding.push((key_json(key, &rule.key), v));
+                holding.push((key_json(&key, &rule.key), v));
             }
         }
         holding.sort_by(|a, b| a.0.cmp(&b.0));

@@ -28,7 +28,7 @@ fn empty_tables(tasks: usize, workers: usize) -> PerWorker {
 struct WindowTables(PerWorker);
 
 impl TaskRows for WindowTables {
-    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (&FlowKey, &FlowCounters)> + '_> {
+    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
         Box::new(self.0[task].iter().flat_map(FlowTable::iter))
     }
 
@@ -169,14 +169,10 @@ fn kept_rows(
     top: usize,
 ) -> (Vec<(FlowKey, FlowCounters)>, (u64, u64)) {
     let mut volume = (0, 0);
-    let rows = tables
-        .iter()
-        .flat_map(FlowTable::iter)
-        .inspect(|(_, c)| {
-            volume.0 += c.packets;
-            volume.1 += c.bytes;
-        })
-        .map(|(k, c)| (*k, *c));
+    let rows = tables.iter().flat_map(FlowTable::iter).inspect(|(_, c)| {
+        volume.0 += c.packets;
+        volume.1 += c.bytes;
+    });
     if top == 0 || top >= keys {
         let mut all = Vec::with_capacity(keys);
         all.extend(rows);

@@ -48,11 +48,11 @@ impl ExactTable {
             self.pending.push((key, hash_key(&key), c));
         }
         for p in self.pending.iter().take(PREFETCH_AHEAD) {
-            self.table.prefetch(p.1);
+            self.table.prefetch(&p.0, p.1);
         }
         for i in 0..self.pending.len() {
             if let Some(ahead) = self.pending.get(i + PREFETCH_AHEAD) {
-                self.table.prefetch(ahead.1);
+                self.table.prefetch(&ahead.0, ahead.1);
             }
             let (key, hash, c) = &self.pending[i];
             self.table.add(key, *hash, c);

@@ -6,75 +6,56 @@
 //! lookup. This table exposes exactly that ([`FlowTable::prefetch`]). Each
 //! slot keeps the key's full hash, so growing and merging never rehash.
 //! Linear probing, load factor ≤ 0.7, power-of-two capacity.
+//!
+//! Why two arrays: a key whose addresses are IPv4 (or not in the key) fits a
+//! 64-byte slot aligned to a cache line, so its update touches one line; a
+//! key with an IPv6 address needs the full 80-byte slot, which always spans
+//! two. Most traffic is IPv4, so most updates cost half the memory traffic.
 
+use netspectra_model::ip::{self, IpBytes};
 use netspectra_model::window::FlowCounters;
 use netspectra_model::FlowKey;
 use netspectra_sketch::prefetch;
-
-#[derive(Clone, Copy, Default)]
-struct Slot {
-    /// Full hash of the key; 0 marks an empty slot (real hashes are forced odd).
-    hash: u64,
-    key: FlowKey,
-    counters: FlowCounters,
-}
-
-/// Keys and their counters, owned by one thread.
-#[derive(Clone)]
-pub(crate) struct FlowTable {
-    slots: Vec<Slot>,
-    len: usize,
-}
 
 /// Hashes a key for the table (fixed seed: same layout in every run).
 #[inline]
 pub(crate) fn hash_key(key: &FlowKey) -> u64 {
     use std::hash::BuildHasher;
     const SEED: u64 = 0x6e65_7473_7065_6374;
-    foldhash::fast::FixedState::with_seed(SEED).hash_one(key) | 1
+    foldhash::fast::FixedState::with_seed(SEED).hash_one(key) | 1 << 63
 }
 
-const MIN_CAPACITY: usize = 64;
-
-impl Default for FlowTable {
-    fn default() -> Self {
-        FlowTable::new()
-    }
+/// Keys and their counters, owned by one thread.
+#[derive(Clone, Default)]
+pub(crate) struct FlowTable {
+    v4: Slots<V4Slot>,
+    wide: Slots<WideSlot>,
 }
 
 impl FlowTable {
     /// An empty table; the first insert allocates.
     pub(crate) fn new() -> FlowTable {
-        FlowTable {
-            slots: Vec::new(),
-            len: 0,
-        }
+        FlowTable::default()
     }
 
     /// Number of keys.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.v4.len + self.wide.len
     }
 
     /// Whether the table has no key.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
+    /// Hints the CPU to load the slot `key` (whose hash is `hash`) starts
+    /// probing at. Harmless when wrong: it only moves a cache line.
     #[inline]
-    fn mask(&self) -> usize {
-        self.slots.len().wrapping_sub(1)
-    }
-
-    /// Hints the CPU to load the slot `hash` starts probing at. Harmless
-    /// when wrong: it only moves a cache line.
-    #[inline]
-    pub(crate) fn prefetch(&self, hash: u64) {
-        if let Some(slot) = self.slots.get(hash as usize & self.mask()) {
-            // A slot may straddle two cache lines.
-            let p: *const u8 = std::ptr::from_ref(slot).cast();
-            prefetch::read(p);
-            prefetch::read(p.wrapping_add(64));
+    pub(crate) fn prefetch(&self, key: &FlowKey, hash: u64) {
+        if V4Key::of(key).is_some() {
+            self.v4.prefetch(hash);
+        } else {
+            self.wide.prefetch(hash);
         }
     }
 
@@ -82,6 +63,187 @@ impl FlowTable {
     /// its counters, inserting it if absent.
     #[inline]
     pub(crate) fn add(&mut self, key: &FlowKey, hash: u64, c: &FlowCounters) {
+        match V4Key::of(key) {
+            Some(k) => self.v4.add(k, hash, c),
+            None => self.wide.add(*key, hash, c),
+        }
+    }
+
+    /// Every key and its counters, in slot order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (FlowKey, FlowCounters)> + '_ {
+        let v4 = self.v4.iter().map(|s| (s.key.flow_key(), s.counters));
+        v4.chain(self.wide.iter().map(|s| (s.key, s.counters)))
+    }
+
+    /// Merges `other` in, reusing whichever table is larger.
+    pub(crate) fn absorb(&mut self, other: FlowTable) {
+        self.v4.absorb(other.v4);
+        self.wide.absorb(other.wide);
+    }
+}
+
+/// A key whose addresses are each IPv4 or absent (all zero in a
+/// [`FlowKey`]): the same key in 16 bytes instead of 40.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct V4Key {
+    src: [u8; 4],
+    dst: [u8; 4],
+    src_port: u16,
+    dst_port: u16,
+    vlan: u16,
+    protocol: u8,
+    /// Bit 0: `src` is an address (not absent); bit 1: the same for `dst`.
+    present: u8,
+}
+
+impl V4Key {
+    /// The packed form of `key`, if it has one.
+    #[inline]
+    fn of(key: &FlowKey) -> Option<V4Key> {
+        let (src, src_present) = v4_or_absent(&key.src_ip)?;
+        let (dst, dst_present) = v4_or_absent(&key.dst_ip)?;
+        Some(V4Key {
+            src,
+            dst,
+            src_port: key.src_port,
+            dst_port: key.dst_port,
+            vlan: key.vlan,
+            protocol: key.protocol,
+            present: u8::from(src_present) | u8::from(dst_present) << 1,
+        })
+    }
+
+    /// The key it packs.
+    fn flow_key(&self) -> FlowKey {
+        let addr = |a: [u8; 4], present: bool| if present { ip::from_v4(a) } else { [0; 16] };
+        FlowKey {
+            src_ip: addr(self.src, self.present & 1 != 0),
+            dst_ip: addr(self.dst, self.present & 2 != 0),
+            src_port: self.src_port,
+            dst_port: self.dst_port,
+            vlan: self.vlan,
+            protocol: self.protocol,
+        }
+    }
+}
+
+/// An IPv4 address's four bytes and `true`, or zeros and `false` for an
+/// absent one; `None` for an IPv6 address.
+#[inline]
+fn v4_or_absent(a: &IpBytes) -> Option<([u8; 4], bool)> {
+    let four = [a[12], a[13], a[14], a[15]];
+    if ip::is_v4(a) {
+        Some((four, true))
+    } else if *a == [0; 16] {
+        Some((four, false))
+    } else {
+        None
+    }
+}
+
+/// What the probing code needs from a slot layout.
+trait Slot: Copy + Default {
+    type Key: Copy + Eq;
+    fn new(hash: u64, key: Self::Key, counters: FlowCounters) -> Self;
+    /// 0 marks an empty slot.
+    fn hash(&self) -> u64;
+    fn key(&self) -> &Self::Key;
+    fn counters(&self) -> &FlowCounters;
+    fn counters_mut(&mut self) -> &mut FlowCounters;
+}
+
+/// A packed IPv4 key's slot: 56 bytes padded to one cache line.
+#[derive(Clone, Copy, Default)]
+#[repr(align(64))]
+struct V4Slot {
+    /// Full hash of the key; 0 marks an empty slot (real hashes have their
+    /// top bit set, which leaves the low bits that pick a slot all random).
+    hash: u64,
+    key: V4Key,
+    counters: FlowCounters,
+}
+
+/// Any key's slot: 80 bytes.
+#[derive(Clone, Copy, Default)]
+struct WideSlot {
+    /// As [`V4Slot::hash`].
+    hash: u64,
+    key: FlowKey,
+    counters: FlowCounters,
+}
+
+macro_rules! impl_slot {
+    ($slot:ty, $key:ty) => {
+        impl Slot for $slot {
+            type Key = $key;
+            #[inline]
+            fn new(hash: u64, key: $key, counters: FlowCounters) -> Self {
+                Self {
+                    hash,
+                    key,
+                    counters,
+                }
+            }
+            #[inline]
+            fn hash(&self) -> u64 {
+                self.hash
+            }
+            #[inline]
+            fn key(&self) -> &$key {
+                &self.key
+            }
+            #[inline]
+            fn counters(&self) -> &FlowCounters {
+                &self.counters
+            }
+            #[inline]
+            fn counters_mut(&mut self) -> &mut FlowCounters {
+                &mut self.counters
+            }
+        }
+    };
+}
+impl_slot!(V4Slot, V4Key);
+impl_slot!(WideSlot, FlowKey);
+
+const MIN_CAPACITY: usize = 64;
+
+/// One open-addressing array of slots and the number in use.
+#[derive(Clone)]
+struct Slots<S> {
+    slots: Vec<S>,
+    len: usize,
+}
+
+impl<S> Default for Slots<S> {
+    fn default() -> Self {
+        Slots {
+            slots: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl<S: Slot> Slots<S> {
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len().wrapping_sub(1)
+    }
+
+    #[inline]
+    fn prefetch(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(hash as usize & self.mask()) {
+            let p: *const u8 = std::ptr::from_ref(slot).cast();
+            prefetch::read(p);
+            if size_of::<S>() > 64 {
+                // The slot spans two cache lines.
+                prefetch::read(p.wrapping_add(64));
+            }
+        }
+    }
+
+    #[inline]
+    fn add(&mut self, key: S::Key, hash: u64, c: &FlowCounters) {
         if (self.len + 1) * 10 > self.slots.len() * 7 {
             self.grow();
         }
@@ -89,16 +251,12 @@ impl FlowTable {
         let mut i = hash as usize & mask;
         loop {
             let slot = &mut self.slots[i];
-            if slot.hash == hash && slot.key == *key {
-                slot.counters.merge(c);
+            if slot.hash() == hash && *slot.key() == key {
+                slot.counters_mut().merge(c);
                 return;
             }
-            if slot.hash == 0 {
-                *slot = Slot {
-                    hash,
-                    key: *key,
-                    counters: *c,
-                };
+            if slot.hash() == 0 {
+                *slot = S::new(hash, key, *c);
                 self.len += 1;
                 return;
             }
@@ -108,38 +266,29 @@ impl FlowTable {
 
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(MIN_CAPACITY);
-        let old = std::mem::replace(&mut self.slots, vec![Slot::default(); cap]);
+        let old = std::mem::replace(&mut self.slots, vec![S::default(); cap]);
         let mask = cap - 1;
-        for slot in old.into_iter().filter(|s| s.hash != 0) {
-            let mut i = slot.hash as usize & mask;
-            while self.slots[i].hash != 0 {
+        for slot in old.into_iter().filter(|s| s.hash() != 0) {
+            let mut i = slot.hash() as usize & mask;
+            while self.slots[i].hash() != 0 {
                 i = (i + 1) & mask;
             }
             self.slots[i] = slot;
         }
     }
 
-    /// Every key and its counters, in slot order.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&FlowKey, &FlowCounters)> {
-        self.slots
-            .iter()
-            .filter(|s| s.hash != 0)
-            .map(|s| (&s.key, &s.counters))
+    fn iter(&self) -> impl Iterator<Item = &S> {
+        self.slots.iter().filter(|s| s.hash() != 0)
     }
 
-    /// Merges every key of `other` into this table (no rehashing).
-    pub(crate) fn merge(&mut self, other: &FlowTable) {
-        for s in other.slots.iter().filter(|s| s.hash != 0) {
-            self.add(&s.key, s.hash, &s.counters);
-        }
-    }
-
-    /// Merges `other` in, reusing whichever table is larger.
-    pub(crate) fn absorb(&mut self, mut other: FlowTable) {
+    /// Merges `other` in (no rehashing), reusing whichever array is larger.
+    fn absorb(&mut self, mut other: Slots<S>) {
         if other.len > self.len {
             std::mem::swap(self, &mut other);
         }
-        self.merge(&other);
+        for s in other.iter() {
+            self.add(*s.key(), s.hash(), s.counters());
+        }
     }
 }
 
@@ -149,11 +298,40 @@ mod tests {
     use proptest::prelude::*;
     use std::collections::HashMap;
 
+    /// Key `n`: IPv4, IPv6, absent and `0.0.0.0` addresses mixed, so both
+    /// slot layouts and the packing's edge cases are exercised.
     fn key(n: u32) -> FlowKey {
+        let v4 = ip::from_v4(n.to_be_bytes());
+        let mut v6 = [0x20; 16];
+        v6[12..].copy_from_slice(&n.to_be_bytes());
+        let (src_ip, dst_ip) = match n % 5 {
+            0 => (v4, [0; 16]),
+            1 => (v6, v4),
+            2 => ([0; 16], v4),
+            3 => (ip::from_v4([0; 4]), [0; 16]),
+            _ => (v4, v6),
+        };
         FlowKey {
-            src_ip: netspectra_model::ip::from_v4(n.to_be_bytes()),
+            src_ip,
+            dst_ip,
+            src_port: n as u16,
+            vlan: (n % 3) as u16,
+            protocol: (n % 7) as u8,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn packed_keys_come_back_unchanged() {
+        for n in [0, 3, 8, 300, u32::MAX] {
+            let k = key(n);
+            let packed = V4Key::of(&k);
+            assert_eq!(packed.is_some(), n % 5 != 1 && n % 5 != 4, "{n}");
+            if let Some(p) = packed {
+                assert_eq!(p.flow_key(), k);
+            }
+        }
+        assert_eq!(size_of::<V4Slot>(), 64);
     }
 
     proptest! {
@@ -169,7 +347,7 @@ mod tests {
                 model.entry(k).and_modify(|m| m.merge(&c)).or_insert(c);
             }
             prop_assert_eq!(table.len(), model.len());
-            let got: HashMap<FlowKey, FlowCounters> = table.iter().map(|(k, c)| (*k, *c)).collect();
+            let got: HashMap<FlowKey, FlowCounters> = table.iter().collect();
             prop_assert_eq!(got, model);
         }
     }
@@ -188,7 +366,7 @@ mod tests {
         b.add(&key(5000), hash_key(&key(5000)), &FlowCounters::one(1, 1));
         a.absorb(b);
         assert_eq!(a.len(), 1001);
-        let c = a.iter().find(|(k, _)| **k == key(2)).unwrap().1;
+        let c = a.iter().find(|(k, _)| *k == key(2)).unwrap().1;
         assert_eq!(
             (c.packets, c.bytes, c.first_seen, c.last_seen),
             (2, 11, 2, 5_000)

@@ -113,15 +113,19 @@ pub struct SketchPeriod {
 pub trait TaskRows {
     /// The rows of task `task` (configuration order; none for sketch
     /// tasks), in no particular order.
-    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (&FlowKey, &FlowCounters)> + '_>;
+    ///
+    /// Rows come by value: an owner may keep keys in a form of its own (the
+    /// engine packs IPv4 keys smaller) and rebuild each [`FlowKey`] as it
+    /// goes.
+    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_>;
 
     /// Number of rows of task `task`.
     fn row_count(&self, task: usize) -> usize;
 }
 
 impl TaskRows for Vec<Vec<(FlowKey, FlowCounters)>> {
-    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (&FlowKey, &FlowCounters)> + '_> {
-        Box::new(self[task].iter().map(|(k, c)| (k, c)))
+    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
+        Box::new(self[task].iter().copied())
     }
 
     fn row_count(&self, task: usize) -> usize {
@@ -151,7 +155,7 @@ impl<'a> WindowResult<'a> {
     }
 
     /// The rows of task `task` (configuration order; none for sketch tasks).
-    pub fn rows(&self, task: usize) -> impl Iterator<Item = (&'a FlowKey, &'a FlowCounters)> + 'a {
+    pub fn rows(&self, task: usize) -> impl Iterator<Item = (FlowKey, FlowCounters)> + 'a {
         self.rows.rows(task)
     }
 
@@ -259,7 +263,7 @@ mod tests {
         assert_eq!(copy.row_count(0), 0);
         assert_eq!(copy.rows(0).count(), 0);
         assert_eq!(copy.row_count(1), 1);
-        assert_eq!(copy.rows(1).next(), Some((&key, &FlowCounters::one(1, 2))));
+        assert_eq!(copy.rows(1).next(), Some((key, FlowCounters::one(1, 2))));
         let mut sink = NullSink;
         sink.window(&[], &w).unwrap();
         assert!(format!("{w:?}").contains("end_ns: 100"));

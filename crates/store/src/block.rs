@@ -108,7 +108,7 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
 }
 
 /// Encodes `rows` (at most [`MAX_ROWS`]) into `out` (cleared first).
-pub fn encode(columns: u8, rows: &[(&FlowKey, &FlowCounters)], out: &mut Vec<u8>) -> BlockTotals {
+pub fn encode(columns: u8, rows: &[(FlowKey, FlowCounters)], out: &mut Vec<u8>) -> BlockTotals {
     out.clear();
     let mut t = BlockTotals {
         rows: rows.len() as u64,
@@ -442,10 +442,9 @@ mod tests {
                 },
             ),
         ];
-        let refs: Vec<_> = rows.iter().map(|(k, c)| (k, c)).collect();
         for columns in [0, SRC_IP, SRC_IP | DST_IP | SRC_PORT | DST_PORT | PROTOCOL] {
             let mut buf = Vec::new();
-            let t = encode(columns, &refs, &mut buf);
+            let t = encode(columns, &rows, &mut buf);
             assert_eq!(t.rows, 2);
             assert_eq!(t.first_seen, 1_767_225_599_000_000_000);
             let mut back = Vec::new();
@@ -459,8 +458,7 @@ mod tests {
             // Nanosecond times too.
             let mut odd = rows.clone();
             odd[0].1.last_seen += 1;
-            let refs: Vec<_> = odd.iter().map(|(k, c)| (k, c)).collect();
-            encode(columns, &refs, &mut buf);
+            encode(columns, &odd, &mut buf);
             decode(&buf, &mut back).unwrap();
             assert_eq!(back[0].1, odd[0].1);
             // Truncation is damage, never a panic.

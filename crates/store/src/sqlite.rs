@@ -521,7 +521,7 @@ impl SqliteSink {
 type Chunk<'a> = (
     &'a String,
     u8,
-    Vec<(&'a netspectra_model::FlowKey, &'a FlowCounters)>,
+    Vec<(netspectra_model::FlowKey, FlowCounters)>,
 );
 
 /// Encodes each chunk into a block, in order. A window of more than two
@@ -582,8 +582,7 @@ fn convert_v6_rows(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
         let mut stmt = tx.prepare_cached(INSERT_BLOCK)?;
         let mut data = Vec::new();
         for chunk in rows.chunks(crate::block::MAX_ROWS) {
-            let refs: Vec<_> = chunk.iter().map(|(k, c)| (k, c)).collect();
-            let totals = crate::block::encode(columns, &refs, &mut data);
+            let totals = crate::block::encode(columns, chunk, &mut data);
             insert_block(
                 &mut stmt,
                 group.0,

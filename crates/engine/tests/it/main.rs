@@ -121,7 +121,7 @@ impl WindowSink for CollectSink {
         let mut out = self.0.lock().unwrap();
         for (i, t) in tasks.iter().enumerate() {
             for (k, c) in w.rows(i) {
-                out.push((w.start_ns, w.end_ns, t.name.clone(), *k, *c));
+                out.push((w.start_ns, w.end_ns, t.name.clone(), k, c));
             }
         }
         Ok(())
