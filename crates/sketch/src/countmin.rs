@@ -83,7 +83,7 @@ impl<K: Copy + Eq + Default, const L: usize> CountMin<K, L> {
             params,
             mask: width - 1,
             salts: row_salts(params.seed, params.depth),
-            counters: vec![[0; L]; width * params.depth],
+            counters: crate::memory::filled_vec(width * params.depth, [0; L]),
             total: [0; L],
             top: std::array::from_fn(|_| TopK::new(params.top_k)),
         }

@@ -44,6 +44,7 @@
 pub mod countmin;
 pub mod hash;
 pub mod heavy;
+pub mod memory;
 pub mod prefetch;
 pub mod rng;
 pub mod superspread;

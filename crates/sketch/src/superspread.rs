@@ -157,14 +157,14 @@ impl<K: Copy + Eq + Default> SuperSpread<K> {
             params,
             mask: width - 1,
             salts: row_salts(params.seed, params.depth),
-            heads: vec![
+            heads: crate::memory::filled_vec(
+                n,
                 Head {
                     p: 1.0,
                     ..Head::default()
-                };
-                n
-            ],
-            regs: vec![0; n * words_per_bucket],
+                },
+            ),
+            regs: crate::memory::filled_vec(n * words_per_bucket, 0),
             words_per_bucket,
             max_reg,
             // Any reachable state with a register below max has p ≥ pow_m[max-1].
