@@ -15,7 +15,7 @@
 use netspectra_model::ip::{self, IpBytes};
 use netspectra_model::window::FlowCounters;
 use netspectra_model::FlowKey;
-use netspectra_sketch::{memory, prefetch};
+use netspectra_sketch::prefetch;
 
 /// Hashes a key for the table (fixed seed: same layout in every run).
 #[inline]
@@ -266,7 +266,7 @@ impl<S: Slot> Slots<S> {
 
     fn grow(&mut self) {
         let cap = (self.slots.len() * 2).max(MIN_CAPACITY);
-        let old = std::mem::replace(&mut self.slots, memory::filled_vec(cap, S::default()));
+        let old = std::mem::replace(&mut self.slots, vec![S::default(); cap]);
         let mask = cap - 1;
         for slot in old.into_iter().filter(|s| s.hash() != 0) {
             let mut i = slot.hash() as usize & mask;

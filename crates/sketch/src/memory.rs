@@ -1,10 +1,9 @@
 //! Large arrays backed by huge pages, the other unsafe corner of the hot path.
 //!
-//! Why: sketches and the engine's flow tables are tens of megabytes probed
-//! at random, so with 4 KiB pages nearly every probe also misses the TLB
-//! (its second level covers a few megabytes) and pays a page walk on top of
-//! the cache miss. With 2 MiB pages a whole sketch fits the TLB, and filling
-//! an array takes 512 times fewer page faults. Linux gives huge pages to memory that
+//! Why: a sketch is tens of megabytes probed at random, so with 4 KiB pages
+//! nearly every probe also misses the TLB (its second level covers a few
+//! megabytes) and pays a page walk on top of the cache miss. With 2 MiB
+//! pages a whole sketch fits the TLB. Linux gives huge pages to memory that
 //! asks for them (`MADV_HUGEPAGE`) when transparent huge pages are in
 //! `madvise` mode, the common default; elsewhere the advice is ignored and
 //! nothing changes.
