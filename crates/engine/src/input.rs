@@ -337,7 +337,9 @@ enum RouteBy {
 /// with the default tasks (README, Performance): an exact update with its
 /// key projection ~78, Count-Min ~76 (two sketches), SuperSpread ~96 with
 /// its element projection; heavy-hitter buckets were measured at 3/4 of
-/// an exact update.
+/// an exact update. Measured before Count-Min's lanes and the packed IPv4
+/// slots, which made both cheaper; a 2-worker run still shows the two
+/// threads with equal `perf` samples, so the split was left as is.
 fn task_cost(kind: TaskKind) -> u64 {
     use netspectra_model::config::SketchAlgorithm;
     match kind {
