@@ -298,7 +298,7 @@ async fn renew(bucket: LeaseBucket, id: String, held: Arc<Mutex<Held>>) {
 /// next owner of a shard can count the batches lost in between: core NATS
 /// is at-most-once, and a handover must not lose data silently.
 pub struct SeqBoard {
-    kv: async_nats::jetstream::kv::Store,
+    kv: crate::bucket::KvBucket,
 }
 
 impl SeqBoard {
@@ -306,7 +306,7 @@ impl SeqBoard {
     pub async fn open(client: &async_nats::Client, bus: &BusConfig) -> Result<SeqBoard, BusError> {
         let js = async_nats::jetstream::new(client.clone());
         let name = format!("{}_SEQ", bucket_name(bus).trim_end_matches("_CLUSTER"));
-        let kv = crate::lease::open_kv(&js, &name, Duration::ZERO).await?;
+        let kv = crate::bucket::KvBucket::open(&js, &name, Duration::ZERO).await?;
         Ok(SeqBoard { kv })
     }
 
@@ -314,11 +314,12 @@ impl SeqBoard {
     pub async fn put(&self, shard: u32, last: &[(String, u64)]) -> Result<(), BusError> {
         let map: serde_json::Map<String, serde_json::Value> =
             last.iter().map(|(p, s)| (p.clone(), (*s).into())).collect();
+        let value = serde_json::Value::Object(map).to_string();
         self.kv
-            .put(
-                shard.to_string(),
-                serde_json::Value::Object(map).to_string().into(),
-            )
+            .run(|kv| {
+                let value = value.clone();
+                async move { kv.put(shard.to_string(), value.into()).await }
+            })
             .await
             .map(|_| ())
             .map_err(|e| BusError::JetStream {
@@ -331,7 +332,7 @@ impl SeqBoard {
     pub async fn get(&self, shard: u32) -> Result<Vec<(String, u64)>, BusError> {
         let value = self
             .kv
-            .get(shard.to_string())
+            .run(|kv| async move { kv.get(shard.to_string()).await })
             .await
             .map_err(|e| BusError::JetStream {
                 what: format!("reading shard {shard}'s last batches"),
@@ -358,7 +359,11 @@ impl LeaseBucket {
             what: "listing cluster members".into(),
             source: e,
         };
-        let mut keys = self.store().keys().await.map_err(|e| err(e.into()))?;
+        let mut keys = self
+            .bucket()
+            .run(|kv| async move { kv.keys().await })
+            .await
+            .map_err(|e| err(e.into()))?;
         let mut out = Vec::new();
         while let Some(k) = keys.next().await {
             let k = k.map_err(|e| err(e.into()))?;

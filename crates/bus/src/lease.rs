@@ -34,6 +34,7 @@
 //! # Ok(()) }
 //! ```
 
+use crate::bucket::KvBucket;
 use crate::BusError;
 use async_nats::jetstream::kv;
 use bytes::Bytes;
@@ -46,7 +47,7 @@ use tokio::task::JoinHandle;
 /// A KV bucket holding leases that expire after `ttl`.
 #[derive(Clone)]
 pub struct LeaseBucket {
-    kv: kv::Store,
+    kv: KvBucket,
     ttl: Duration,
 }
 
@@ -79,11 +80,11 @@ impl LeaseBucket {
         name: &str,
         ttl: Duration,
     ) -> Result<LeaseBucket, BusError> {
-        let kv = open_kv(js, name, ttl).await?;
+        let kv = KvBucket::open(js, name, ttl).await?;
         Ok(LeaseBucket { kv, ttl })
     }
 
-    pub(crate) fn store(&self) -> &kv::Store {
+    pub(crate) fn bucket(&self) -> &KvBucket {
         &self.kv
     }
 
@@ -94,7 +95,9 @@ impl LeaseBucket {
 
     /// Takes `duty` for `holder` if no one holds it; `None` if someone does.
     pub async fn try_acquire(&self, duty: &str, holder: &str) -> Result<Option<Lease>, BusError> {
-        match self.kv.create(duty, Bytes::from(holder.to_owned())).await {
+        let put =
+            |kv: kv::Store| async move { kv.create(duty, Bytes::from(holder.to_owned())).await };
+        match self.kv.run(put).await {
             Ok(revision) => Ok(Some(Lease {
                 duty: duty.to_owned(),
                 token: revision,
@@ -110,11 +113,12 @@ impl LeaseBucket {
     /// and taken, or deleted); stop acting on it.
     pub async fn renew(&self, lease: &mut Lease, holder: &str) -> Result<bool, BusError> {
         let sent = Instant::now();
-        match self
-            .kv
-            .update(&lease.duty, Bytes::from(holder.to_owned()), lease.revision)
-            .await
-        {
+        let (duty, revision) = (&lease.duty, lease.revision);
+        let put = |kv: kv::Store| async move {
+            kv.update(duty, Bytes::from(holder.to_owned()), revision)
+                .await
+        };
+        match self.kv.run(put).await {
             Ok(revision) => {
                 lease.revision = revision;
                 lease.renewed = sent;
@@ -131,29 +135,31 @@ impl LeaseBucket {
     pub async fn release(&self, lease: Lease, holder: &str) -> Result<(), BusError> {
         let duty = lease.duty.clone();
         let err = |e: kv::UpdateError| self.error(format!("releasing {duty}"), e);
-        match self
-            .kv
-            .delete_expect_revision(&duty, Some(lease.revision))
-            .await
-        {
+        let delete = |revision| {
+            let duty = &duty;
+            self.kv.run(move |kv: kv::Store| async move {
+                kv.delete_expect_revision(duty, Some(revision)).await
+            })
+        };
+        match delete(lease.revision).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => {
                 let entry = self
                     .kv
-                    .entry(&duty)
+                    .run(|kv: kv::Store| {
+                        let duty = &duty;
+                        async move { kv.entry(duty.as_str()).await }
+                    })
                     .await
                     .map_err(|e| self.error(format!("reading {duty}"), e))?;
                 match entry {
                     Some(e)
                         if e.operation == kv::Operation::Put && e.value == holder.as_bytes() =>
                     {
-                        self.kv
-                            .delete_expect_revision(&duty, Some(e.revision))
-                            .await
-                            .or_else(|e| match e.kind() {
-                                kv::DeleteErrorKind::WrongLastRevision => Ok(()),
-                                _ => Err(err(e)),
-                            })
+                        delete(e.revision).await.or_else(|e| match e.kind() {
+                            kv::DeleteErrorKind::WrongLastRevision => Ok(()),
+                            _ => Err(err(e)),
+                        })
                     }
                     _ => Ok(()),
                 }
@@ -166,7 +172,7 @@ impl LeaseBucket {
     /// how a holder tells the next one something, e.g. a clean handover.
     pub async fn note(&self, key: &str, value: &str) -> Result<(), BusError> {
         self.kv
-            .put(key, Bytes::from(value.to_owned()))
+            .run(|kv: kv::Store| async move { kv.put(key, Bytes::from(value.to_owned())).await })
             .await
             .map(|_| ())
             .map_err(|e| self.error(format!("writing {key}"), e))
@@ -177,7 +183,7 @@ impl LeaseBucket {
         let value = self.holder(key).await?;
         if value.is_some() {
             self.kv
-                .delete(key)
+                .run(|kv: kv::Store| async move { kv.delete(key).await })
                 .await
                 .map_err(|e| self.error(format!("removing {key}"), e))?;
         }
@@ -188,7 +194,7 @@ impl LeaseBucket {
     pub async fn holder(&self, duty: &str) -> Result<Option<String>, BusError> {
         let entry = self
             .kv
-            .entry(duty)
+            .run(|kv: kv::Store| async move { kv.entry(duty).await })
             .await
             .map_err(|e| self.error(format!("reading {duty}"), e))?;
         Ok(entry
@@ -201,36 +207,6 @@ impl LeaseBucket {
             what,
             source: e.into(),
         }
-    }
-}
-
-/// Opens the KV bucket `name` (history 1, memory storage; entries expire
-/// `max_age` after their last write, `ZERO`: never), creating it if missing.
-pub(crate) async fn open_kv(
-    js: &async_nats::jetstream::Context,
-    name: &str,
-    max_age: Duration,
-) -> Result<kv::Store, BusError> {
-    if let Ok(kv) = js.get_key_value(name).await {
-        return Ok(kv);
-    }
-    let config = kv::Config {
-        bucket: name.to_string(),
-        history: 1,
-        max_age,
-        storage: async_nats::jetstream::stream::StorageType::Memory,
-        ..Default::default()
-    };
-    match js.create_key_value(config).await {
-        Ok(kv) => Ok(kv),
-        // A peer starting at the same moment created it first.
-        Err(create) => js
-            .get_key_value(name)
-            .await
-            .map_err(|_| BusError::JetStream {
-                what: format!("creating KV bucket {name}"),
-                source: create.into(),
-            }),
     }
 }
 

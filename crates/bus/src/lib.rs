@@ -34,6 +34,7 @@
 //! ([`Dedupe`]).
 
 mod batch;
+mod bucket;
 pub mod cluster;
 mod consume;
 pub mod lease;
@@ -186,6 +187,13 @@ impl BusCounters {
             self.disconnects.load(Ordering::Relaxed),
             self.slow_consumer.load(Ordering::Relaxed),
         )
+    }
+
+    /// Whether the client holds a connection now (it connected more often
+    /// than it lost one).
+    pub fn connected(&self) -> bool {
+        let (connects, disconnects, _) = self.snapshot();
+        connects > disconnects
     }
 }
 

@@ -118,11 +118,11 @@ impl Probe {
             &config.probe_id,
         ))?;
         let counters = publisher.counters();
+        telemetry.watch_bus(Arc::clone(&counters), &config.bus.url);
         let (health_tx, publish_health) = watch::channel(PublishHealth::default());
         let health = Health {
             telemetry: telemetry.clone(),
             counters: Arc::clone(&counters),
-            url: crate::setup::without_url_password(&config.bus.url),
             publish: publish_health,
             last: None,
         };
@@ -305,7 +305,6 @@ struct Output {
 struct Health {
     telemetry: Telemetry,
     counters: Arc<BusCounters>,
-    url: String,
     /// The publishing loop's state (failing, dropped).
     publish: watch::Receiver<PublishHealth>,
     last: Option<Instant>,
@@ -314,23 +313,12 @@ struct Health {
 /// How often the capture loop refreshes metrics and readiness.
 const EXPORT_EVERY: Duration = Duration::from_millis(250);
 
-/// Mirrors the bus counters into the metrics and readiness (connected to
-/// NATS or not). Shared by the probe and the engine.
-pub(crate) fn export_bus(telemetry: &Telemetry, counters: &BusCounters, url: &str) {
-    let (connects, disconnects, slow) = counters.snapshot();
-    telemetry::mirror("netspectra_nats_connects_total", connects);
-    telemetry::mirror("netspectra_nats_disconnects_total", disconnects);
-    telemetry::mirror("netspectra_nats_slow_consumer_events_total", slow);
-    let connected = connects > disconnects;
-    metrics::gauge!("netspectra_nats_connected").set(if connected { 1.0 } else { 0.0 });
-    if connected {
+/// Ready once connected to NATS (while the connection is down, `/readyz`
+/// says so by itself: [`Telemetry::watch_bus`]). Shared by the probe and
+/// the engine.
+pub(crate) fn export_bus(telemetry: &Telemetry, counters: &BusCounters) {
+    if counters.connected() {
         telemetry.set_ready(true, "");
-    } else {
-        // /readyz answers anyone: the URL goes out without its password.
-        telemetry.set_ready(
-            false,
-            &format!("not connected to NATS at {}", Redacted(url)),
-        );
     }
 }
 
@@ -366,7 +354,7 @@ impl Output {
         metrics::counter!("netspectra_probe_batches_total").increment(0);
         metrics::counter!("netspectra_probe_packets_total").increment(0);
         let h = &self.health;
-        export_bus(&h.telemetry, &h.counters, &h.url);
+        export_bus(&h.telemetry, &h.counters);
         let publish = h.publish.borrow();
         telemetry::mirror(
             "netspectra_probe_dropped_batches_total",

@@ -8,8 +8,13 @@
 //!
 //! - `GET /metrics`: the Prometheus text format;
 //! - `GET /healthz`: `200 ok` while the process runs;
-//! - `GET /readyz`: `200 ready` once [`Telemetry::set_ready`] said so,
+//! - `GET /readyz`: `200 ready` once [`Telemetry::set_ready`] said so
+//!   and the NATS connection watched by [`Telemetry::watch_bus`] is up,
 //!   else `503` and the reason.
+//!
+//! The NATS connection's state is read when a request comes, not copied
+//! by the role's loop: a loop waiting on a request to a dead server (up to
+//! the client's request timeout) must not leave `/readyz` saying `ready`.
 //!
 //! Other paths are `404`, other methods `405`. Slow clients cannot hold
 //! the endpoint: a client has [`HEAD_TIMEOUT`] to send its request head
@@ -23,8 +28,10 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use netspectra_api::listen::{serve_http, HttpBounds};
+use netspectra_bus::BusCounters;
+use netspectra_model::redact::Redacted;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Buckets (seconds) of the latency histograms (`*_seconds`).
@@ -45,6 +52,28 @@ struct State {
     handle: PrometheusHandle,
     /// `Ok(())` when ready, else why not.
     ready: Mutex<Result<(), String>>,
+    /// The role's NATS connection, once it has one.
+    bus: OnceLock<BusWatch>,
+}
+
+/// A NATS connection whose state `/readyz` and `/metrics` read at each request.
+struct BusWatch {
+    counters: Arc<BusCounters>,
+    /// Why not ready while it is down (the URL without its password:
+    /// `/readyz` answers anyone).
+    down: String,
+}
+
+impl BusWatch {
+    /// Copies the connection's counters into the metrics.
+    fn export(&self) {
+        let (connects, disconnects, slow) = self.counters.snapshot();
+        mirror("netspectra_nats_connects_total", connects);
+        mirror("netspectra_nats_disconnects_total", disconnects);
+        mirror("netspectra_nats_slow_consumer_events_total", slow);
+        metrics::gauge!("netspectra_nats_connected")
+            .set(f64::from(u8::from(self.counters.connected())));
+    }
 }
 
 /// The metrics endpoint of a role, or nothing (`--metrics` not given):
@@ -69,6 +98,19 @@ impl Telemetry {
             } else {
                 Err(reason.to_string())
             };
+        }
+    }
+
+    /// Makes `/readyz` answer `503` while the NATS connection counted by
+    /// `counters` is down, and `/metrics` show its counters. Once per role.
+    pub(crate) fn watch_bus(&self, counters: Arc<BusCounters>, url: &str) {
+        if let Some(s) = &self.state {
+            let watch = BusWatch {
+                counters,
+                down: format!("not connected to NATS at {}", Redacted(url)),
+            };
+            watch.export();
+            let _ = s.bus.set(watch);
         }
     }
 }
@@ -109,6 +151,7 @@ pub fn serve(addr: &str) -> Result<Telemetry, NodeError> {
     let state = Arc::new(State {
         handle,
         ready: Mutex::new(Err("starting".into())),
+        bus: OnceLock::new(),
     });
     let app = router(Arc::clone(&state));
     std::thread::Builder::new()
@@ -149,6 +192,9 @@ fn router(state: Arc<State>) -> Router {
     let metrics = {
         let state = Arc::clone(&state);
         move || async move {
+            if let Some(bus) = state.bus.get() {
+                bus.export();
+            }
             state.handle.run_upkeep();
             (
                 [(
@@ -165,7 +211,11 @@ fn router(state: Arc<State>) -> Router {
             .ready
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .clone()
+            .and_then(|()| match state.bus.get() {
+                Some(bus) if !bus.counters.connected() => Err(bus.down.clone()),
+                _ => Ok(()),
+            });
         match ready {
             Ok(()) => text(StatusCode::OK, "ready\n".into()),
             Err(why) => text(

@@ -106,7 +106,11 @@ impl Elastic {
 
     /// One heartbeat: note lost leases, release what is stored, decide
     /// moves. `written`: windows stored so far.
-    pub(crate) async fn beat(&mut self, written: u64) -> Result<Moves, BusError> {
+    ///
+    /// The moves come back even when the heartbeat fails part way: leases
+    /// lost (NATS gone) must still stop consumption, and a lease taken
+    /// before the failure must still be consumed.
+    pub(crate) async fn beat(&mut self, written: u64) -> (Moves, Result<(), BusError>) {
         self.next_beat = Instant::now() + self.interval;
         let mut moves = Moves {
             lost: self.membership.lost(),
@@ -115,6 +119,12 @@ impl Elastic {
         for shard in &moves.lost {
             self.leaving.remove(shard);
         }
+        let outcome = self.decide(written, &mut moves).await;
+        (moves, outcome)
+    }
+
+    /// The part of [`Elastic::beat`] that talks to the cluster.
+    async fn decide(&mut self, written: u64, moves: &mut Moves) -> Result<(), BusError> {
         self.members = self.membership.members().await?;
         // Give back the shards whose applied batches are stored.
         let ready: Vec<u32> = self
@@ -156,7 +166,7 @@ impl Elastic {
                 moves.take.push(shard);
             }
         }
-        Ok(moves)
+        Ok(())
     }
 
     /// Core NATS: posts the last batch applied per probe on each of

@@ -391,9 +391,10 @@ impl EngineRole {
         let status = ClusterView::default();
         status.set(&consumer.shards(), &[]);
         let counters = consumer.counters();
+        telemetry.watch_bus(Arc::clone(&counters), &bus.url);
         metrics::counter!("netspectra_engine_windows_total").increment(0);
         export(&Consumed::default());
-        crate::probe::export_bus(&telemetry, &counters, &bus.url);
+        crate::probe::export_bus(&telemetry, &counters);
         let acks = {
             let _guard = rt.enter();
             AckQueue::spawn(written_rx, cfg.consumer.ack_wait)
@@ -478,7 +479,6 @@ impl RunningEngine {
             run_id,
             inputs,
         } = self;
-        let url = cfg.consumer.bus.url.clone();
         let mut shards = cfg.consumer.shards.clone();
         if elastic.is_some() {
             shards.clear();
@@ -627,7 +627,7 @@ impl RunningEngine {
                     }
                 }
                 export(&c);
-                crate::probe::export_bus(&telemetry, &counters, &url);
+                crate::probe::export_bus(&telemetry, &counters);
                 if let Some(why) = store_down() {
                     telemetry.set_ready(false, &format!("the store refuses writes: {why}"));
                 }
@@ -651,25 +651,23 @@ impl RunningEngine {
             }
             if let Some(el) = elastic.as_mut().filter(|e| e.due()) {
                 let written = *written_tx.borrow();
-                let beat = rt.block_on(el.beat(written));
+                let (moves, beat) = rt.block_on(el.beat(written));
                 // Members may have changed.
                 view_changed = true;
-                let moves = match beat {
-                    Ok(m) => {
+                match beat {
+                    Ok(()) => {
                         if std::mem::take(&mut cluster_error) {
                             tracing::info!(message = "cluster heartbeat works again", engine = %engine_id);
                         }
                         // A departure the cluster no longer wants is cancelled.
-                        departing.retain(|s, _| m.give_back.contains(s));
-                        m
+                        departing.retain(|s, _| moves.give_back.contains(s));
                     }
                     Err(error) => {
                         if !std::mem::replace(&mut cluster_error, true) {
                             tracing::error!(message = "cluster heartbeat failed; retrying", engine = %engine_id, %error);
                         }
-                        elastic::Moves::default()
                     }
-                };
+                }
                 // JetStream, once packets flow: a shard leaves at the end of
                 // its sketch period, so no period is split. Otherwise (and a
                 // lost lease) at once, the rest of the period going elsewhere.
@@ -858,7 +856,7 @@ impl RunningEngine {
         }
         drop(rx);
         export(&c);
-        crate::probe::export_bus(&telemetry, &counters, &url);
+        crate::probe::export_bus(&telemetry, &counters);
         telemetry.set_ready(false, "stopping: flushing the last window");
         let finished = engine.finish().context("engine failed");
         finished_flag.trigger();

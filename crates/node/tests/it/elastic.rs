@@ -194,6 +194,40 @@ fn three_engines_started_alike_split_the_shards_and_count_each_packet_once() {
 }
 
 #[test]
+fn leases_lost_while_nats_is_gone_are_taken_again_and_each_consumed_once() {
+    let mut nats = NatsServer::start(true);
+    let dir = tempfile::tempdir().unwrap();
+    let (path, truth) = crate::capture(dir.path(), 40_000, 23);
+    let db = dir.path().join("store.db");
+    // Idle long enough to outlast the outage; it stops on its own once
+    // the replay is consumed.
+    let idle = Duration::from_secs(20);
+    let (view, _, h) = spawn(engine_idle(&nats, &db, "l-a", true, idle).unwrap());
+    let shards = netspectra_bus::DEFAULT_SHARDS;
+    settle(&[("l-a", &view)], shards);
+    // Down for several TTLs: the leases expire, and heartbeats fail while
+    // they are found lost.
+    nats.stop();
+    std::thread::sleep(4 * TTL);
+    // The restarted server has forgotten the lease bucket (memory storage).
+    nats.start_again();
+    // Once the leases are found lost (at the first renewal), each shard
+    // is taken and consumed once again: a lost lease that was not stopped
+    // would be taken and subscribed a second time, and a bucket not
+    // created again would leave every shard without a consumer.
+    std::thread::sleep(2 * TTL);
+    settle(&[("l-a", &view)], shards);
+    let summary = crate::replay(nats.url(), path, true, true, &config())
+        .join()
+        .unwrap();
+    assert_eq!(summary["published"]["dropped_batches"], 0, "{summary}");
+    let s = h.join().unwrap().unwrap().json();
+    assert_eq!(s["acks"]["unacked"].as_u64(), Some(0), "{s}");
+    assert_eq!(s["packets"].as_u64(), Some(truth.ip_packets), "{s}");
+    assert_exact(&db, &truth);
+}
+
+#[test]
 fn jetstream_engines_joining_and_leaving_mid_replay_lose_and_repeat_nothing() {
     let nats = NatsServer::start(true);
     let dir = tempfile::tempdir().unwrap();
