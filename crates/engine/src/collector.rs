@@ -28,12 +28,20 @@ fn empty_tables(tasks: usize, workers: usize) -> PerWorker {
 struct WindowTables(PerWorker);
 
 impl TaskRows for WindowTables {
-    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
-        Box::new(self.0[task].iter().flat_map(FlowTable::iter))
+    fn parts(&self, task: usize) -> usize {
+        self.0[task].len()
     }
 
-    fn row_count(&self, task: usize) -> usize {
-        self.0[task].iter().map(FlowTable::len).sum()
+    fn part(
+        &self,
+        task: usize,
+        part: usize,
+    ) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
+        Box::new(self.0[task][part].iter())
+    }
+
+    fn part_len(&self, task: usize, part: usize) -> usize {
+        self.0[task][part].len()
     }
 }
 

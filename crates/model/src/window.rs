@@ -104,31 +104,48 @@ pub struct SketchPeriod {
     pub partial: bool,
 }
 
-/// The exact rows of one window, per task, as their owner keeps them.
+/// The exact rows of one window, per task, as their owner keeps them: in
+/// parts holding disjoint keys, which separate threads may read at once.
 ///
-/// The engine implements it over its flow tables and lends them to the sink
-/// ([`WindowResult::new`]), so handing a window over copies no row.
-/// `Vec<Vec<(FlowKey, FlowCounters)>>` implements it too (one list per
-/// task), for tests and for windows rebuilt from elsewhere.
+/// The engine implements it over its flow tables (a part per worker) and
+/// lends them to the sink ([`WindowResult::new`]), so handing a window over
+/// copies no row, and a store can encode a big window's parts in parallel.
+/// `Vec<Vec<(FlowKey, FlowCounters)>>` implements it too (one list, one
+/// part, per task), for tests and for windows rebuilt from elsewhere.
 pub trait TaskRows {
-    /// The rows of task `task` (configuration order; none for sketch
-    /// tasks), in no particular order.
+    /// Number of parts of task `task` (configuration order; sketch tasks
+    /// have rows in none).
+    fn parts(&self, task: usize) -> usize;
+
+    /// The rows of part `part` of task `task`, in no particular order.
     ///
     /// Rows come by value: an owner may keep keys in a form of its own (the
     /// engine packs IPv4 keys smaller) and rebuild each [`FlowKey`] as it
     /// goes.
-    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_>;
+    fn part(
+        &self,
+        task: usize,
+        part: usize,
+    ) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_>;
 
-    /// Number of rows of task `task`.
-    fn row_count(&self, task: usize) -> usize;
+    /// Number of rows of part `part` of task `task`.
+    fn part_len(&self, task: usize, part: usize) -> usize;
 }
 
 impl TaskRows for Vec<Vec<(FlowKey, FlowCounters)>> {
-    fn rows(&self, task: usize) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
+    fn parts(&self, _task: usize) -> usize {
+        1
+    }
+
+    fn part(
+        &self,
+        task: usize,
+        _part: usize,
+    ) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
         Box::new(self[task].iter().copied())
     }
 
-    fn row_count(&self, task: usize) -> usize {
+    fn part_len(&self, task: usize, _part: usize) -> usize {
         self[task].len()
     }
 }
@@ -156,12 +173,32 @@ impl<'a> WindowResult<'a> {
 
     /// The rows of task `task` (configuration order; none for sketch tasks).
     pub fn rows(&self, task: usize) -> impl Iterator<Item = (FlowKey, FlowCounters)> + 'a {
-        self.rows.rows(task)
+        let rows = self.rows;
+        (0..rows.parts(task)).flat_map(move |p| rows.part(task, p))
     }
 
     /// Number of rows of task `task`.
     pub fn row_count(&self, task: usize) -> usize {
-        self.rows.row_count(task)
+        (0..self.parts(task)).map(|p| self.part_len(task, p)).sum()
+    }
+
+    /// Number of parts of task `task`'s rows ([`TaskRows`]).
+    pub fn parts(&self, task: usize) -> usize {
+        self.rows.parts(task)
+    }
+
+    /// The rows of part `part` of task `task`.
+    pub fn part(
+        &self,
+        task: usize,
+        part: usize,
+    ) -> impl Iterator<Item = (FlowKey, FlowCounters)> + 'a {
+        self.rows.part(task, part)
+    }
+
+    /// Number of rows of part `part` of task `task`.
+    pub fn part_len(&self, task: usize, part: usize) -> usize {
+        self.rows.part_len(task, part)
     }
 }
 

@@ -992,9 +992,11 @@ async fn grouped_answers_equal_a_per_key_computation_in_every_scope() {
 
 #[test]
 fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
-    // 200 000 keys: four blocks of one task, encoded in two halves by two
-    // threads (sqlite.rs, encode_blocks), beside a one-row task.
-    use netspectra_model::window::FlowCounters;
+    // 200 000 keys of one task in three parts (as three engine workers
+    // would hold them), beside a one-row task: the parts are shared out to
+    // two encoding threads (sqlite.rs, encode_window), each part in blocks
+    // of at most 65 536 rows.
+    use netspectra_model::window::{FlowCounters, TaskRows};
     use netspectra_model::{Dimension, FlowKey};
     use std::collections::HashMap;
     let dir = tempfile::tempdir().unwrap();
@@ -1033,7 +1035,30 @@ fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
         },
         FlowCounters::one(5, 100),
     )];
-    let rows = vec![one, flows.clone()];
+    struct Parts(Vec<Vec<Vec<(FlowKey, FlowCounters)>>>);
+    impl TaskRows for Parts {
+        fn parts(&self, task: usize) -> usize {
+            self.0[task].len()
+        }
+        fn part(
+            &self,
+            task: usize,
+            part: usize,
+        ) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
+            Box::new(self.0[task][part].iter().copied())
+        }
+        fn part_len(&self, task: usize, part: usize) -> usize {
+            self.0[task][part].len()
+        }
+    }
+    let rows = Parts(vec![
+        vec![one],
+        vec![
+            flows[..120_000].to_vec(),
+            flows[120_000..170_000].to_vec(),
+            flows[170_000..].to_vec(),
+        ],
+    ]);
     let mut sink = store.sink(run, "e1").unwrap();
     sink.window(&tasks, &WindowResult::new(0, 1_000, &rows))
         .unwrap();
@@ -1046,7 +1071,10 @@ fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(blocks, 4, "200 000 rows in blocks of 65 536");
+    assert_eq!(
+        blocks, 4,
+        "parts of 120 000, 50 000, 30 000 rows in blocks of 65 536"
+    );
     netspectra_store::expand_exact_rows(&conn).unwrap();
     let mut stmt = conn
         .prepare("SELECT src_ip, dst_port, packets, bytes, first_seen, last_seen FROM temp.exact_rows WHERE task = 'flows'")
@@ -1072,4 +1100,32 @@ fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
         );
         assert_eq!(got[&(k.src_ip.to_vec(), i64::from(k.dst_port))], want);
     }
+}
+
+#[test]
+fn a_new_store_takes_64_kib_pages_and_an_existing_file_keeps_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let page_size = |path: &std::path::Path| -> i64 {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .unwrap()
+    };
+    let new = dir.path().join("new.db");
+    let mut store = SqliteStore::open(&new).unwrap();
+    analyze_into(&mut store, &recs(1_000));
+    drop(store);
+    assert_eq!(page_size(&new), 65_536);
+    // A file made elsewhere with 4 KiB pages (older NetSpectra, the
+    // sqlite3 shell) is opened as it is, and written and read as before.
+    let old = dir.path().join("old.db");
+    rusqlite::Connection::open(&old)
+        .unwrap()
+        .execute_batch("PRAGMA page_size = 4096; CREATE TABLE t (x); DROP TABLE t;")
+        .unwrap();
+    let mut store = SqliteStore::open(&old).unwrap();
+    let run = analyze_into(&mut store, &recs(1_000));
+    assert_eq!(store.runs().unwrap().last().unwrap().run_id, run);
+    drop(store);
+    assert_eq!(page_size(&old), 4_096);
 }
