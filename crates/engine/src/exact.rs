@@ -2,7 +2,7 @@
 
 use crate::table::{hash_key, FlowTable};
 use netspectra_model::window::FlowCounters;
-use netspectra_model::{Dimension, FlowKey, PacketRecord};
+use netspectra_model::{Dimension, FlowKey, PacketRecord, Projection};
 
 /// How many packets ahead of the one being counted the table prefetches.
 /// Enough to cover a memory access, few enough that lines stay cached.
@@ -10,7 +10,7 @@ const PREFETCH_AHEAD: usize = 8;
 
 /// One exact task's table.
 pub struct ExactTable {
-    dims: Vec<Dimension>,
+    key: Projection,
     table: FlowTable,
     /// Keys and hashes of the batch being counted (reused: no allocation).
     pending: Vec<(FlowKey, u64, FlowCounters)>,
@@ -20,7 +20,7 @@ impl ExactTable {
     /// An empty table keyed on `dims`.
     pub fn new(dims: Vec<Dimension>) -> ExactTable {
         ExactTable {
-            dims,
+            key: Projection::new(&dims),
             table: FlowTable::new(),
             pending: Vec::new(),
         }
@@ -29,7 +29,7 @@ impl ExactTable {
     /// Accounts one packet.
     #[inline]
     pub fn update(&mut self, rec: &PacketRecord) {
-        let key = FlowKey::project(rec, &self.dims);
+        let key = self.key.apply(rec);
         self.table.add(
             &key,
             hash_key(&key),
@@ -43,7 +43,7 @@ impl ExactTable {
     pub fn update_all<'a>(&mut self, recs: impl Iterator<Item = &'a PacketRecord>) {
         self.pending.clear();
         for rec in recs {
-            let key = FlowKey::project(rec, &self.dims);
+            let key = self.key.apply(rec);
             let c = FlowCounters::one(rec.ts_ns, rec.wire_len);
             self.pending.push((key, hash_key(&key), c));
         }

@@ -8,7 +8,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use netspectra_model::task::TaskKind;
 use netspectra_model::time::window_start;
 use netspectra_model::window::WindowSink;
-use netspectra_model::{Dimension, FlowKey, PacketRecord};
+use netspectra_model::{PacketRecord, Projection};
 use std::hash::BuildHasher as _;
 use std::thread::JoinHandle;
 
@@ -133,7 +133,7 @@ impl EngineInput {
         self.targets.clear();
         for route in &self.routes {
             let key = match &route.by {
-                RouteBy::Key(dims) => FlowKey::project(rec, dims),
+                RouteBy::Key(key) => key.apply(rec),
                 RouteBy::Worker(shard) => {
                     let shard = *shard;
                     match self.targets.iter_mut().find(|t| t.0 == shard) {
@@ -326,7 +326,7 @@ enum RouteBy {
     /// sketches are summed (linear, so the sum equals one sketch over the
     /// whole stream) and whose candidates must each see all of their key's
     /// packets. Tasks with the same key share one route and one hash.
-    Key(Vec<Dimension>),
+    Key(Projection),
     /// One worker: sketches that cannot be merged (heavy-hitter buckets,
     /// SuperSpread) see the whole stream in order, so their result is the
     /// same for any worker count and no distinct count is ever split.
@@ -405,7 +405,7 @@ fn routes(plan: &EnginePlan) -> Vec<Route> {
     for (i, t) in plan.tasks.iter().enumerate() {
         let by = match (plan.pinned_worker(i), t.kind) {
             (Some(w), _) => RouteBy::Worker(w),
-            (None, _) => RouteBy::Key(t.key.clone()),
+            (None, _) => RouteBy::Key(Projection::new(&t.key)),
         };
         match routes.iter_mut().find(|r| r.by == by) {
             Some(r) => r.mask |= 1 << i,

@@ -13,7 +13,7 @@ use crate::worker::Slot;
 use netspectra_model::config::SketchAlgorithm;
 use netspectra_model::task::{SketchParams, TaskSpec};
 use netspectra_model::window::{Estimate, FlowCounters, SketchPeriod};
-use netspectra_model::{Dimension, FlowKey};
+use netspectra_model::{FlowKey, Projection};
 use netspectra_sketch::{
     CountMin, CountMinParams, HeavyBucket, HeavyBucketParams, SuperSpread, SuperSpreadParams,
 };
@@ -83,8 +83,8 @@ pub(crate) enum Shadow {
 pub(crate) struct SketchTask {
     algorithm: SketchAlgorithm,
     params: SketchParams,
-    key: Vec<Dimension>,
-    element: Vec<Dimension>,
+    key: Projection,
+    element: Projection,
     state: SketchState,
     shadow: Option<Shadow>,
     packets: u64,
@@ -122,8 +122,8 @@ impl SketchTask {
             state: SketchState::new(algorithm, &params),
             shadow: verify.then(|| fresh_shadow(algorithm)),
             params,
-            key: spec.key.clone(),
-            element: spec.element.clone(),
+            key: Projection::new(&spec.key),
+            element: Projection::new(&spec.element),
             packets: 0,
             bytes: 0,
             pending: Vec::new(),
@@ -135,11 +135,11 @@ impl SketchTask {
     pub(crate) fn update_batch(&mut self, batch: &[Slot], task: usize) {
         self.pending.clear();
         for s in batch.iter().filter(|s| s.mask >> task & 1 == 1) {
-            let key = FlowKey::project(&s.rec, &self.key);
+            let key = self.key.apply(&s.rec);
             let elem = if self.element.is_empty() {
                 0
             } else {
-                hash_key(&FlowKey::project(&s.rec, &self.element))
+                hash_key(&self.element.apply(&s.rec))
             };
             self.pending.push(Pending {
                 key,

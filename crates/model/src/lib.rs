@@ -46,7 +46,7 @@ pub mod task;
 pub mod time;
 pub mod window;
 
-pub use dimension::{Dimension, FlowKey};
+pub use dimension::{Dimension, FlowKey, Projection};
 pub use record::{DecodeCounters, Malformed, PacketRecord, L3, NO_VLAN};
 
 /// `1234567` → `1,234,567`: counts as reports and the analyst write them.
