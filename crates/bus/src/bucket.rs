@@ -5,7 +5,9 @@
 //! call would then fail with "stream not found" for as long as the process
 //! runs, and an elastic engine would never hold a shard again. A
 //! [`KvBucket`] creates its bucket again when the server says it is gone,
-//! and repeats the call once.
+//! and repeats the call once. A bucket created again counts revisions from
+//! 1: lease fencing tokens ([`crate::lease::Fence`]) compare only within
+//! one life of the server.
 
 use crate::BusError;
 use async_nats::jetstream::{self, kv};
