@@ -12,6 +12,7 @@ pub mod decode;
 pub mod gen;
 pub mod link;
 pub mod live;
+mod mapped;
 pub mod persist;
 pub mod reader;
 pub mod writer;

@@ -15,6 +15,7 @@
 //! offset.
 
 use crate::link::LinkType;
+use crate::mapped::Mapped;
 use serde::Serialize;
 use std::fmt;
 use std::fs::File;
@@ -111,10 +112,31 @@ pub enum CaptureError {
     },
 }
 
-/// Our own read buffer: a fixed window over the stream.
+/// The bytes the reader looks into.
+enum Buffer {
+    /// A fixed window over a stream, refilled by `read`.
+    Owned(Box<[u8]>),
+    /// The whole file, mapped.
+    Mapped(Mapped),
+}
+
+impl std::ops::Deref for Buffer {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match self {
+            Buffer::Owned(b) => b,
+            Buffer::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// Our own read buffer: a fixed window over the stream, or the mapped file
+/// (then `start` and `end` are file offsets and `eof` is set from the start).
 struct Input<R> {
     inner: R,
-    buf: Box<[u8]>,
+    buf: Buffer,
     start: usize,
     end: usize,
     /// File offset of `buf[start]`.
@@ -133,7 +155,7 @@ impl<R: Read> Input<R> {
     /// available, fewer than `n` only at end of stream.
     #[inline]
     fn ensure(&mut self, n: usize) -> io::Result<usize> {
-        debug_assert!(n <= self.buf.len());
+        debug_assert!(n <= BUF_CAP);
         if self.end - self.start >= n {
             return Ok(self.end - self.start);
         }
@@ -142,13 +164,16 @@ impl<R: Read> Input<R> {
 
     #[cold]
     fn fill(&mut self, n: usize) -> io::Result<usize> {
-        if self.start + n > self.buf.len() {
-            self.buf.copy_within(self.start..self.end, 0);
+        let Buffer::Owned(buf) = &mut self.buf else {
+            return Ok(self.end - self.start);
+        };
+        if self.start + n > buf.len() {
+            buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
         }
         while self.end - self.start < n && !self.eof {
-            match self.inner.read(&mut self.buf[self.end..]) {
+            match self.inner.read(&mut buf[self.end..]) {
                 Ok(0) => self.eof = true,
                 Ok(k) => {
                     self.end += k;
@@ -177,6 +202,9 @@ impl<R: Read> Input<R> {
             left -= take as u64;
             if left == 0 {
                 return Ok(n);
+            }
+            if self.eof {
+                return Ok(n - left);
             }
             self.start = 0;
             self.end = 0;
@@ -312,14 +340,42 @@ pub struct CaptureReader<R: Read> {
 }
 
 impl CaptureReader<File> {
-    /// Opens a capture file, reading it through the reader's own buffer.
+    /// Opens a capture file, mapped into memory when it is a regular file
+    /// (see [`crate::mapped`] for why, and for the one risk it takes), else
+    /// read through the reader's own buffer.
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
-        let name = path.display().to_string();
-        let file = File::open(path).map_err(|source| CaptureError::Io {
-            path: name.clone(),
-            source,
-        })?;
+        let (file, name) = open_file(path)?;
+        match Mapped::new(&file) {
+            Some(map) => {
+                let len = map.bytes().len();
+                let input = Input {
+                    inner: file,
+                    buf: Buffer::Mapped(map),
+                    start: 0,
+                    end: len,
+                    pos: 0,
+                    read_total: 0,
+                    eof: true,
+                };
+                CaptureReader::start(input, name)
+            }
+            None => CaptureReader::new(file, name),
+        }
+    }
+
+    /// Opens a capture file and reads it through the reader's own buffer,
+    /// never mapping it: for a file another process may truncate meanwhile.
+    pub fn open_streamed(path: &Path) -> Result<Self, CaptureError> {
+        let (file, name) = open_file(path)?;
         CaptureReader::new(file, name)
+    }
+}
+
+fn open_file(path: &Path) -> Result<(File, String), CaptureError> {
+    let name = path.display().to_string();
+    match File::open(path) {
+        Ok(file) => Ok((file, name)),
+        Err(source) => Err(CaptureError::Io { path: name, source }),
     }
 }
 
@@ -327,16 +383,20 @@ impl<R: Read> CaptureReader<R> {
     /// Starts reading `inner`, whose `name` appears in errors. Reads the magic
     /// and file header (pcapng: the blocks before the first packet).
     pub fn new(inner: R, name: impl Into<String>) -> Result<Self, CaptureError> {
-        let mut input = Input {
+        let input = Input {
             inner,
-            buf: vec![0u8; BUF_CAP].into_boxed_slice(),
+            buf: Buffer::Owned(vec![0u8; BUF_CAP].into_boxed_slice()),
             start: 0,
             end: 0,
             pos: 0,
             read_total: 0,
             eof: false,
         };
-        let name = name.into();
+        CaptureReader::start(input, name.into())
+    }
+
+    /// Reads the magic and file header from `input`.
+    fn start(mut input: Input<R>, name: String) -> Result<Self, CaptureError> {
         let io_err = |source| CaptureError::Io {
             path: name.clone(),
             source,
@@ -446,7 +506,10 @@ impl<R: Read> CaptureReader<R> {
 
     /// Bytes read from the underlying stream so far, for progress reporting.
     pub fn bytes_read(&self) -> u64 {
-        self.input.read_total
+        match self.input.buf {
+            Buffer::Owned(_) => self.input.read_total,
+            Buffer::Mapped(_) => self.offset(),
+        }
     }
 
     /// The next packet, `Ok(None)` at a clean end of file. After an error the
@@ -457,6 +520,9 @@ impl<R: Read> CaptureReader<R> {
         }
         self.input.consume(self.pending);
         self.pending = 0;
+        if let Buffer::Mapped(map) = &mut self.input.buf {
+            map.advance(self.input.start);
+        }
         let res = match self.format {
             Format::Pcap { .. } => self.next_pcap(),
             Format::PcapNg { .. } => loop {

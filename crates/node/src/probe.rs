@@ -407,7 +407,10 @@ fn files(paths: &[PathBuf], realtime: bool, out: &mut Output, stop: &Shutdown) -
         let mut file =
             json!({"path": path.display().to_string(), "packets": 0, "bytes": 0, "error": null});
         let (mut packets, mut bytes) = (0u64, 0u64);
-        match CaptureReader::open(path) {
+        // Streamed, not mapped: a long-running probe should not die of
+        // SIGBUS if the file is truncated meanwhile, and it is not bound by
+        // reading speed (it waits on the bus, or on `--realtime` pacing).
+        match CaptureReader::open_streamed(path) {
             Err(e) => {
                 file["error"] = json!(e.to_string());
                 c.damaged = true;

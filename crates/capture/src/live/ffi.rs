@@ -1,5 +1,5 @@
-//! libpcap, loaded at run time with `dlopen` (through `libloading`): the only
-//! `unsafe` code of the crate.
+//! libpcap, loaded at run time with `dlopen` (through `libloading`): with
+//! `mapped.rs`, the `unsafe` code of the crate.
 //!
 //! Nothing links `-lpcap`, so the crate builds without libpcap's headers and
 //! the binary starts without the library; [`lib`] loads it on first use, once

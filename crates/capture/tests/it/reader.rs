@@ -341,8 +341,9 @@ fn not_a_capture() {
 
 #[test]
 fn open_reads_files_larger_than_the_buffer() {
+    // 9 MB: past the point where a mapped file's first pages are released.
     let mut p = Pcap::new(Bo::Le, false, 65535, 1);
-    for i in 0..3000u32 {
+    for i in 0..6000u32 {
         p = p.rec(i, 0, &[(i % 251) as u8; 1500], 1514);
     }
     let mut tmp = tempfile::NamedTempFile::new().unwrap();
@@ -356,7 +357,7 @@ fn open_reads_files_larger_than_the_buffer() {
         assert!(pkt.data.iter().all(|&b| b == (n % 251) as u8));
         n += 1;
     }
-    assert_eq!(n, 3000);
+    assert_eq!(n, 6000);
     assert_eq!(r.bytes_read(), p.out.len() as u64);
     let err = CaptureReader::open(std::path::Path::new("/nonexistent/x.pcap"))
         .err()
@@ -676,6 +677,44 @@ fn pcapng_block_lengths_that_are_not_multiples_of_4_are_read_like_wireshark() {
     let (pkts, err) = read_all(open(&f2));
     assert_eq!(pkts.len(), 3);
     assert_eq!(damaged(err).0, at);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// `open` maps a file, `open_streamed` reads it: whatever the file holds,
+    /// both give the same packets and stop with the same error.
+    #[test]
+    fn a_mapped_file_reads_like_a_streamed_one(
+        ng in any::<bool>(),
+        garbage in proptest::collection::vec(any::<u8>(), 0..300),
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        let mut data = if ng {
+            sample_pcapng()
+        } else {
+            Pcap::new(Bo::Le, true, 65535, 1)
+                .rec(1, 2, &[1; 60], 60)
+                .rec(3, 4, &[2; 40], 90)
+                .out
+        };
+        data.extend_from_slice(&garbage);
+        data.truncate(cut.index(data.len() + 1));
+        let mut tmp = tempfile::NamedTempFile::new().unwrap();
+        tmp.write_all(&data).unwrap();
+        tmp.flush().unwrap();
+        let outcome = |r: Result<CaptureReader<std::fs::File>, CaptureError>| match r {
+            Ok(r) => {
+                let (packets, err) = read_all(r);
+                (packets, err.map(|e| e.to_string()))
+            }
+            Err(e) => (Vec::new(), Some(format!("open: {e}"))),
+        };
+        prop_assert_eq!(
+            outcome(CaptureReader::open(tmp.path())),
+            outcome(CaptureReader::open_streamed(tmp.path()))
+        );
+    }
 }
 
 proptest! {
