@@ -2,7 +2,9 @@
 //!
 //! Captures can be far larger than memory, so the reader keeps one fixed
 //! 1 MiB buffer of its own, hands out packets as borrowed slices of it, and
-//! allocates nothing per record. Length fields are validated before any
+//! allocates nothing per record. A regular file opened by
+//! [`CaptureReader::open`] is mapped instead (`mapped.rs`): the same code
+//! reads it, with the whole file as its buffer and the same limits. Length fields are validated before any
 //! buffering, so a damaged or hostile file yields [`CaptureError::Damaged`]
 //! rather than a huge allocation or a panic.
 //!
@@ -341,7 +343,7 @@ pub struct CaptureReader<R: Read> {
 
 impl CaptureReader<File> {
     /// Opens a capture file, mapped into memory when it is a regular file
-    /// (see [`crate::mapped`] for why, and for the one risk it takes), else
+    /// (see `mapped.rs` for why, and for the one risk it takes), else
     /// read through the reader's own buffer.
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
         let (file, name) = open_file(path)?;
