@@ -128,6 +128,8 @@ impl Mapped {
 }
 
 /// Hints the CPU to bring the cache line holding `p` into all cache levels.
+/// A copy of `netspectra_sketch::prefetch::read`, as the store keeps one:
+/// capture depends on `model` only.
 #[inline(always)]
 fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]

@@ -4,9 +4,10 @@
 //! 1 MiB buffer of its own, hands out packets as borrowed slices of it, and
 //! allocates nothing per record. A regular file opened by
 //! [`CaptureReader::open`] is mapped instead (`mapped.rs`): the same code
-//! reads it, with the whole file as its buffer and the same limits. Length fields are validated before any
-//! buffering, so a damaged or hostile file yields [`CaptureError::Damaged`]
-//! rather than a huge allocation or a panic.
+//! reads it, with the whole file as its buffer and the same limits. Length
+//! fields are validated before any buffering, so a damaged or hostile file
+//! yields [`CaptureError::Damaged`] rather than a huge allocation or a
+//! panic.
 //!
 //! Tolerance: where Wireshark reads a file without complaint and the data
 //! is unambiguous, so does this reader. A pcapng block whose total length
@@ -148,6 +149,23 @@ struct Input<R> {
 }
 
 impl<R: Read> Input<R> {
+    /// Starts at offset 0: an owned buffer empty, a mapped file whole.
+    fn new(inner: R, buf: Buffer) -> Self {
+        let (end, eof) = match &buf {
+            Buffer::Owned(_) => (0, false),
+            Buffer::Mapped(m) => (m.bytes().len(), true),
+        };
+        Input {
+            inner,
+            buf,
+            start: 0,
+            end,
+            pos: 0,
+            read_total: 0,
+            eof,
+        }
+    }
+
     #[inline]
     fn avail(&self) -> &[u8] {
         &self.buf[self.start..self.end]
@@ -348,19 +366,7 @@ impl CaptureReader<File> {
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
         let (file, name) = open_file(path)?;
         match Mapped::new(&file) {
-            Some(map) => {
-                let len = map.bytes().len();
-                let input = Input {
-                    inner: file,
-                    buf: Buffer::Mapped(map),
-                    start: 0,
-                    end: len,
-                    pos: 0,
-                    read_total: 0,
-                    eof: true,
-                };
-                CaptureReader::start(input, name)
-            }
+            Some(map) => CaptureReader::start(Input::new(file, Buffer::Mapped(map)), name),
             None => CaptureReader::new(file, name),
         }
     }
@@ -385,16 +391,8 @@ impl<R: Read> CaptureReader<R> {
     /// Starts reading `inner`, whose `name` appears in errors. Reads the magic
     /// and file header (pcapng: the blocks before the first packet).
     pub fn new(inner: R, name: impl Into<String>) -> Result<Self, CaptureError> {
-        let input = Input {
-            inner,
-            buf: Buffer::Owned(vec![0u8; BUF_CAP].into_boxed_slice()),
-            start: 0,
-            end: 0,
-            pos: 0,
-            read_total: 0,
-            eof: false,
-        };
-        CaptureReader::start(input, name.into())
+        let buf = Buffer::Owned(vec![0u8; BUF_CAP].into_boxed_slice());
+        CaptureReader::start(Input::new(inner, buf), name.into())
     }
 
     /// Reads the magic and file header from `input`.
