@@ -19,8 +19,11 @@
 # configurations are paired: a noisy moment hits a whole round, and the
 # ratios (store / no store, 1 worker / 2 workers) are medians of the
 # per-round ratios. Figures are medians over RUNS rounds; peak RSS is the
-# largest of the rounds (GNU time's max RSS). The capture is written once
-# and read from the page cache (it is read once before the first round).
+# largest of the rounds (GNU time's max RSS). CPU/packet is user + system
+# time of all threads over the packets: unlike wall time it does not
+# depend on how well the threads overlap, and it compares machines of
+# different speed better than a rate does. The capture is written once;
+# every timed run reads it from the page cache (see `warm` below).
 #
 # Baselines, in every round:
 #   cat          `cat FILE > /dev/null`: reading the file, nothing else.
@@ -52,7 +55,10 @@ file=$dir/bench-$packets.pcap
 echo 'aggregator: {types: [exact]}' > "$dir/exact-only.yaml"
 tmp=$(mktemp -d "$dir/bench-analyze.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-cat "$file" > /dev/null   # warm the page cache
+# Reads the capture into the page cache, untimed, before every timed run:
+# a kernel that reclaims idle page cache (DAMON's proactive `pageout`, which
+# the development VMs run) would otherwise make runs read from disk.
+warm() { cat "$file" > /dev/null; }
 
 have_pmacct=0
 if [ "$pmacct_runs" -gt 0 ]; then
@@ -82,14 +88,15 @@ CONF
     fi
 fi
 
-# One measurement: label, then the command; appends "seconds rss_kb" to $tmp/<label>.
+# One measurement: label, then the command; appends "seconds cpu_seconds
+# rss_kb" to $tmp/<label>.
 measure() {
     local label=$1; shift
-    local t0 t1 rss
+    local t0 t1 usage
     t0=$(date +%s%N)
-    rss=$("$time_bin" -f '%M' "$@" 2>&1 >/dev/null | tail -1)
+    usage=$("$time_bin" -f '%U %S %M' "$@" 2>&1 >/dev/null | tail -1)
     t1=$(date +%s%N)
-    echo "$(( (t1 - t0) / 1000 ))e-6 $rss" >> "$tmp/$label"
+    echo "$(( (t1 - t0) / 1000 ))e-6 $usage" | awk '{print $1, $2 + $3, $4}' >> "$tmp/$label"
 }
 base=${BASE_BIN:-}
 db=$tmp/store.db
@@ -98,6 +105,7 @@ analyze() { # label, then analyze arguments
     local b
     for b in "$bin" ${base:+"$base"}; do
         rm -f "$db" "$db-wal" "$db-shm"
+        warm
         measure "$label$([ "$b" = "$bin" ] || echo .base)" "$b" analyze "$file" --format json --top 1 "$@"
         if [ "$label" = store ]; then
             for f in "$db" "$db-wal"; do [ ! -f "$f" ] || stat -c %s "$f"; done |
@@ -107,6 +115,7 @@ analyze() { # label, then analyze arguments
 }
 
 for round in $(seq "$runs"); do
+    warm
     measure cat sh -c "cat '$file' > /dev/null"
     analyze store --workers 2 --store "sqlite:$db"
     analyze nostore2 --workers 2 --no-store
@@ -115,6 +124,7 @@ for round in $(seq "$runs"); do
     analyze exact1 --workers 1 --no-store --config "$dir/exact-only.yaml"
     if [ "$have_pmacct" = 1 ] && [ "$round" -le "$pmacct_runs" ]; then
         for name in src flow idle; do
+            warm
             measure "pmacct-$name" pmacctd -f "$tmp/pmacct-$name.conf"
         done
     fi
@@ -122,20 +132,23 @@ done
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 secs() { awk '{print $1 + 0}' "$tmp/$1" | median; }
-rss() { awk '{print $2}' "$tmp/$1" | sort -n | tail -1; }
+cpu() { awk '{print $2}' "$tmp/$1" | median; }
+rss() { awk '{print $3}' "$tmp/$1" | sort -n | tail -1; }
 # Median over rounds of (a's time / b's time) in the same round.
-ratio() { paste "$tmp/$1" "$tmp/$2" | awk '{print ($1 + 0) / ($3 + 0)}' | median; }
+ratio() { paste "$tmp/$1" "$tmp/$2" | awk '{print ($1 + 0) / ($4 + 0)}' | median; }
+# The same for CPU time.
+cpu_ratio() { paste "$tmp/$1" "$tmp/$2" | awk '{print $2 / $5}' | median | awk '{printf "%.2f×", $1}'; }
 
 cat_s=$(secs cat)
 echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 echo "medians of $runs paired rounds (pmacct: $pmacct_runs); ×cat = time / the same round's cat"
 echo
 if [ -n "$base" ]; then
-    printf '| %-58s | %9s | %10s | %7s | %9s | %9s | %8s |\n' run "wall time" packets/s "× cat" "peak RSS" before "÷ before"
-    printf '|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ --------- ----------- ----------- ----------
+    printf '| %-58s | %9s | %10s | %10s | %7s | %9s | %9s | %8s |\n' run "wall time" packets/s CPU/packet "× cat" "peak RSS" before "÷ before"
+    printf '|%s|%s|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ ------------ --------- ----------- ----------- ----------
 else
-    printf '| %-58s | %9s | %10s | %7s | %9s |\n' run "wall time" packets/s "× cat" "peak RSS"
-    printf '|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ --------- -----------
+    printf '| %-58s | %9s | %10s | %10s | %7s | %9s |\n' run "wall time" packets/s CPU/packet "× cat" "peak RSS"
+    printf '|%s|%s|%s|%s|%s|%s|\n' "$(printf -- '-%.0s' {1..60})" ----------- ------------ ------------ --------- -----------
 fi
 row() { # label file
     local s r extra=""
@@ -145,8 +158,8 @@ row() { # label file
     elif [ -n "$base" ]; then
         extra="           |          |"
     fi
-    awk -v l="$1" -v s="$s" -v p="$packets" -v r="$r" -v c="$(ratio "$2" cat)" -v x="$extra" \
-        'BEGIN {printf "| %-58s | %7.3f s | %5.2f Mpps | %6.1f× | %6.0f MB |%s\n", l, s, p / s / 1e6, c, r / 1024, x}'
+    awk -v l="$1" -v s="$s" -v p="$packets" -v u="$(cpu "$2")" -v r="$r" -v c="$(ratio "$2" cat)" -v x="$extra" \
+        'BEGIN {printf "| %-58s | %7.3f s | %5.2f Mpps | %7.0f ns | %6.1f× | %6.0f MB |%s\n", l, s, p / s / 1e6, u / p * 1e9, c, r / 1024, x}'
 }
 row "baseline: cat FILE > /dev/null" cat
 if [ "$have_pmacct" = 1 ]; then
@@ -174,4 +187,7 @@ awk -v r="$(ratio store nostore2)" -v w="$(ratio nostore1 nostore2)" -v e="$(rat
 if [ -n "$base" ]; then
     awk -v r="$(ratio store.base nostore2.base)" -v w="$(ratio nostore1.base nostore2.base)" -v z="$(median < "$tmp/store-size.base")" \
         'BEGIN {printf "before (BASE_BIN): store / --no-store = %.2f×, 2 workers over 1 = %.2f×, store file %.1f MB\n", r, w, z / 1e6}'
+    printf 'CPU time ÷ before (paired medians): store %s, --no-store %s with 2 workers and %s with 1, exact only %s and %s\n' \
+        "$(cpu_ratio store store.base)" "$(cpu_ratio nostore2 nostore2.base)" "$(cpu_ratio nostore1 nostore1.base)" \
+        "$(cpu_ratio exact2 exact2.base)" "$(cpu_ratio exact1 exact1.base)"
 fi

@@ -132,13 +132,25 @@ echo "capture: $packets packets; store: $flow_rows per_flow rows in $windows win
 
 median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ms() { curl -sf -o /dev/null -w '%{time_total}\n' "$1" | awk '{printf "%.1f\n", $1 * 1000}'; }
+# Reads a store's files into the OS page cache, untimed, so "cold" stays
+# what it says: the process is fresh, the page cache warm. Without it a
+# kernel that reclaims idle page cache (DAMON's proactive `pageout`, which
+# the development VMs run) makes some servers read from disk.
+warm_store() { # STORE
+    case $1 in
+        sqlite:*) cat "$db"* > /dev/null ;;
+        *) find "$tmp/ch/data" -type f -exec cat {} + > /dev/null ;;
+    esac
+}
 latency() { # STORE NAME
     local cold_all=() warm_all=() cold_1=() warm_1=()
     for _ in $(seq "$runs"); do
+        warm_store "$1"
         serve "$1" 0
         cold_all+=("$(ms "$api$top")")
         warm_all+=("$(for _ in 1 2 3 4 5; do ms "$api$top"; done | median)")
         stop_api
+        warm_store "$1"
         serve "$1" 0
         cold_1+=("$(ms "$api$top1")")
         warm_1+=("$(for _ in 1 2 3 4 5; do ms "$api$top1"; done | median)")

@@ -9,13 +9,66 @@ use crate::{EngineOutput, TaskTotals};
 use crossbeam_channel::Receiver;
 use netspectra_model::task::{TaskKind, TaskSpec};
 use netspectra_model::window::{FlowCounters, SinkError, TaskRows, WindowResult, WindowSink};
-use netspectra_model::FlowKey;
+use netspectra_model::{FlowKey, Projection};
 use std::collections::BTreeMap;
 
 /// Exact tables indexed `[task][worker]`. A key is counted on one worker
 /// only (see `input.rs`), so the workers' tables of a task hold disjoint
-/// keys and together are the task's rows: joining them needs no merge.
+/// keys and together are the task's rows: joining them needs no merge. A
+/// rolled-up task's rows are all in its first table.
 type PerWorker = Vec<Vec<FlowTable>>;
+
+/// Per task: the task its rows are rolled up from, and its key
+/// ([`crate::EnginePlan::rollup_source`]); `None` for a task that counts.
+pub(crate) type Rollups = Vec<Option<(usize, Projection)>>;
+
+/// Fills each rolled-up task's first table with the window's rows of its
+/// source task, narrowed to its key. Tasks are rolled up in parallel, one
+/// thread each: after a run's last packet the workers are idle and this is
+/// all that is left to do before the last window is stored.
+fn roll_up(tables: &mut PerWorker, rollups: &Rollups) {
+    let rolled: Vec<(usize, FlowTable)> = std::thread::scope(|scope| {
+        let tables = &*tables;
+        let threads: Vec<_> = rollups
+            .iter()
+            .enumerate()
+            .filter_map(|(task, rollup)| {
+                let (from, key) = rollup.as_ref()?;
+                let roll = move || narrowed(&tables[*from], key);
+                let thread = std::thread::Builder::new()
+                    .name("ns-rollup".into())
+                    .spawn_scoped(scope, roll);
+                // Without a thread (the system refused one), roll up here.
+                Some((task, thread.map_err(|_| roll())))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .map(|(task, thread)| {
+                let rows = match thread {
+                    Ok(t) => t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                    Err(rows) => rows,
+                };
+                (task, rows)
+            })
+            .collect()
+    });
+    for (task, rows) in rolled {
+        tables[task][0] = rows;
+    }
+}
+
+/// The rows of `source` (a task's per-worker tables) summed by `key`.
+fn narrowed(source: &[FlowTable], key: &Projection) -> FlowTable {
+    let mut rows = FlowTable::new();
+    rows.add_all(
+        source
+            .iter()
+            .flat_map(FlowTable::iter)
+            .map(|(k, c)| (key.narrow(&k), c)),
+    );
+    rows
+}
 
 fn empty_tables(tasks: usize, workers: usize) -> PerWorker {
     (0..tasks)
@@ -60,6 +113,7 @@ pub(crate) struct Collected {
 
 pub(crate) fn run(
     tasks: Vec<TaskSpec>,
+    rollups: Rollups,
     workers: usize,
     top_rows: usize,
     rx: Receiver<WindowPart>,
@@ -98,7 +152,8 @@ pub(crate) fn run(
         if entry.parts < workers {
             continue;
         }
-        let done = pending.remove(&part.start_ns).expect("entry exists");
+        let mut done = pending.remove(&part.start_ns).expect("entry exists");
+        roll_up(&mut done.tables, &rollups);
         let tables = WindowTables(done.tables);
         windows += 1;
         if sink_error.is_none() {

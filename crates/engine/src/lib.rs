@@ -12,7 +12,10 @@
 //! of the live run that recorded it. Each window's rows are deltas: summing
 //! rows over windows gives run totals, and nothing is counted twice. A key
 //! is always counted by the same worker, so the workers' parts of a window
-//! hold disjoint keys and are joined, not merged. The exact rows, and every
+//! hold disjoint keys and are joined, not merged. An exact task whose key
+//! is a function of another's (`per_src_ip` of `per_flow`) is not counted:
+//! the collector sums its rows from the other task's when the window ends
+//! ([`EnginePlan::rollup_source`]). The exact rows, and every
 //! sketch but Count-Min (whose per-worker sketches are summed), are the same
 //! for any worker count.
 //!

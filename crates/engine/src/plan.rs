@@ -3,6 +3,7 @@
 use crate::EngineError;
 use netspectra_model::config::{Config, SketchAlgorithm};
 use netspectra_model::task::{configured_tasks, TaskKind, TaskSpec};
+use netspectra_model::Projection;
 
 /// Everything the engine needs to start.
 #[derive(Clone, Debug)]
@@ -54,6 +55,36 @@ impl EnginePlan {
         let workers = self.workers.max(1);
         let nth = self.tasks[..task].iter().filter(|t| unmergeable(t)).count();
         Some(workers - 1 - nth % workers)
+    }
+
+    /// The exact task whose window rows task `task`'s rows are summed from
+    /// when the window ends, because `task`'s key is a function of that
+    /// task's key (`per_src_ip` from `per_flow`): each packet then costs one
+    /// table update, not one per exact task, and the rows are the same
+    /// (counters merge associatively). The source is the task with the
+    /// fewest dimensions among those that count packets themselves. `None`:
+    /// `task` counts packets itself (sketches always do).
+    pub fn rollup_source(&self, task: usize) -> Option<usize> {
+        let keys: Vec<Option<Projection>> = self
+            .tasks
+            .iter()
+            .map(|t| (t.kind == TaskKind::Exact).then(|| Projection::new(&t.key)))
+            .collect();
+        // `fine` can make `coarse`'s rows; of two tasks with the same key
+        // fields, the first counts and the second is rolled up.
+        let feeds = |fine: usize, coarse: usize| match (&keys[fine], &keys[coarse]) {
+            (Some(f), Some(c)) if fine != coarse => {
+                c.rolls_up(f) && (fine < coarse || !f.rolls_up(c))
+            }
+            _ => false,
+        };
+        let counts = |t: usize| !(0..keys.len()).any(|f| feeds(f, t));
+        if counts(task) {
+            return None;
+        }
+        (0..keys.len())
+            .filter(|&f| counts(f) && feeds(f, task))
+            .min_by_key(|&f| self.tasks[f].key.len())
     }
 
     /// Builds the plan from configuration. `workers` = 0 takes

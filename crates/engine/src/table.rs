@@ -69,6 +69,30 @@ impl FlowTable {
         }
     }
 
+    /// Merges many rows in, prefetching the slot of a row a few rows ahead
+    /// (rolling a window up touches a random slot per row, as a packet
+    /// does).
+    pub(crate) fn add_all(&mut self, rows: impl Iterator<Item = (FlowKey, FlowCounters)>) {
+        const AHEAD: usize = 8;
+        let mut ring = [(FlowKey::default(), 0, FlowCounters::default()); AHEAD];
+        let mut n = 0;
+        for (key, c) in rows {
+            let hash = hash_key(&key);
+            self.prefetch(&key, hash);
+            let slot = &mut ring[n % AHEAD];
+            if n >= AHEAD {
+                let (k, h, c) = *slot;
+                self.add(&k, h, &c);
+            }
+            *slot = (key, hash, c);
+            n += 1;
+        }
+        for (k, h, c) in &ring[..n.min(AHEAD)] {
+            // Order does not matter: counters merge commutatively.
+            self.add(k, *h, c);
+        }
+    }
+
     /// Every key and its counters, in slot order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (FlowKey, FlowCounters)> + '_ {
         let v4 = self.v4.iter().map(|s| (s.key.flow_key(), s.counters));

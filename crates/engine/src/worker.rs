@@ -31,7 +31,8 @@ pub(crate) enum ToWorker {
 enum TaskState {
     Exact(ExactTable),
     Sketch(Box<SketchTask>),
-    /// The task runs on another worker.
+    /// The task runs on another worker, or its rows are rolled up from
+    /// another task's by the collector ([`EnginePlan::rollup_source`]).
     Elsewhere,
 }
 
@@ -68,6 +69,7 @@ impl Worker {
             .enumerate()
             .map(|(i, t)| match (t.kind, plan.pinned_worker(i)) {
                 (_, Some(w)) if w != id => TaskState::Elsewhere,
+                _ if plan.rollup_source(i).is_some() => TaskState::Elsewhere,
                 (TaskKind::Exact, _) => TaskState::Exact(ExactTable::new(t.key.clone())),
                 (TaskKind::Sketch(a), _) => {
                     TaskState::Sketch(Box::new(SketchTask::new(t, a, plan.verify)))

@@ -283,6 +283,40 @@ impl Projection {
         self.dims.is_empty()
     }
 
+    /// Whether every key of this projection is a function of `finer`'s
+    /// key: `finer` keeps each field this one keeps, and neither truncates
+    /// addresses to a network. Then rows keyed by `finer` summed by
+    /// [`Self::narrow`] are the rows this projection would count (packets,
+    /// bytes, first and last seen all merge associatively), so an engine
+    /// can count a packet once for both.
+    pub fn rolls_up(&self, finer: &Projection) -> bool {
+        !self.nets
+            && !finer.nets
+            && self.src_ip & !finer.src_ip == 0
+            && self.dst_ip & !finer.dst_ip == 0
+            && self.src_port & !finer.src_port == 0
+            && self.dst_port & !finer.dst_port == 0
+            && self.vlan & !finer.vlan == 0
+            && self.protocol & !finer.protocol == 0
+    }
+
+    /// A key of a finer projection (see [`Self::rolls_up`]) with the fields
+    /// this one drops zeroed: the key of this projection for the same
+    /// packet.
+    #[inline]
+    pub fn narrow(&self, key: &FlowKey) -> FlowKey {
+        debug_assert!(!self.nets, "network dimensions do not roll up");
+        let ip = |a: &IpBytes, m: u128| (u128::from_ne_bytes(*a) & m).to_ne_bytes();
+        FlowKey {
+            src_ip: ip(&key.src_ip, self.src_ip),
+            dst_ip: ip(&key.dst_ip, self.dst_ip),
+            src_port: key.src_port & self.src_port,
+            dst_port: key.dst_port & self.dst_port,
+            vlan: key.vlan & self.vlan,
+            protocol: key.protocol & self.protocol,
+        }
+    }
+
     /// `rec` projected: the same key as [`FlowKey::project`].
     #[inline]
     pub fn apply(&self, rec: &PacketRecord) -> FlowKey {
@@ -309,10 +343,9 @@ fn net_text(addr: &IpBytes, prefix: NetPrefix) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_projection_keeps_what_project_keeps() {
-        use crate::ip;
-        let dims: Vec<Vec<Dimension>> = [
+    /// Keys of several shapes: none, whole fields, and networks.
+    fn sample_dims() -> Vec<Vec<Dimension>> {
+        [
             "",
             "SrcIP",
             "SrcIP,DstIP,SrcPort,DstPort,Protocol",
@@ -328,12 +361,17 @@ mod tests {
                 .map(|d| d.parse().unwrap())
                 .collect()
         })
-        .collect();
+        .collect()
+    }
+
+    /// An IPv4-to-IPv6 and an IPv6-to-IPv4 record, with and without a VLAN.
+    fn sample_recs() -> [PacketRecord; 2] {
+        use crate::ip;
         let v6: IpBytes = "2001:db8::7:8"
             .parse::<std::net::Ipv6Addr>()
             .unwrap()
             .octets();
-        let recs = [
+        [
             PacketRecord {
                 src_ip: ip::from_v4([10, 1, 2, 3]),
                 dst_ip: v6,
@@ -352,13 +390,51 @@ mod tests {
                 vlan: crate::record::NO_VLAN,
                 ..Default::default()
             },
-        ];
-        for d in &dims {
+        ]
+    }
+
+    #[test]
+    fn a_projection_keeps_what_project_keeps() {
+        for d in &sample_dims() {
             let p = Projection::new(d);
-            for r in &recs {
+            for r in &sample_recs() {
                 assert_eq!(p.apply(r), FlowKey::project(r, d), "{d:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_coarser_key_is_the_narrowed_finer_key() {
+        let dims = sample_dims();
+        let mut pairs = Vec::new();
+        for (ci, coarse) in dims.iter().enumerate() {
+            for (fi, fine) in dims.iter().enumerate() {
+                let (c, f) = (Projection::new(coarse), Projection::new(fine));
+                if !c.rolls_up(&f) {
+                    continue;
+                }
+                pairs.push((ci, fi));
+                for r in &sample_recs() {
+                    assert_eq!(c.narrow(&f.apply(r)), c.apply(r), "{coarse:?} {fine:?}");
+                }
+            }
+        }
+        // Whole-field keys roll up themselves and any key holding their
+        // fields (the empty key rolls up all of them); network keys none.
+        let expected = [
+            (0, 0),
+            (0, 1),
+            (0, 2),
+            (0, 3),
+            (0, 4),
+            (1, 1),
+            (1, 2),
+            (2, 2),
+            (3, 3),
+            (4, 2),
+            (4, 4),
+        ];
+        assert_eq!(pairs, expected);
     }
 
     #[test]

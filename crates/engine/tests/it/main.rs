@@ -73,8 +73,11 @@ fn run(recs: &[PacketRecord], plan: EnginePlan, sink: Box<dyn WindowSink>) -> En
     input.finish().unwrap()
 }
 
+/// A task's rows: packets, bytes, first and last seen per key.
+type Rows = BTreeMap<FlowKey, (u64, u64, u64, u64)>;
+
 /// Truth for one task, computed with a BTreeMap, no engine code.
-fn truth(recs: &[PacketRecord], dims: &[Dimension]) -> BTreeMap<FlowKey, (u64, u64, u64, u64)> {
+fn truth(recs: &[PacketRecord], dims: &[Dimension]) -> Rows {
     let mut m = BTreeMap::new();
     for r in recs.iter().filter(|r| r.l3.is_ip()) {
         let e = m
@@ -157,6 +160,63 @@ fn windows_follow_packet_time_and_sum_to_totals() {
     }
     let total: u64 = recs.iter().map(|r| u64::from(r.wire_len)).sum();
     assert_eq!(out.tasks[0].bytes, total);
+}
+
+/// A task whose key is a function of another's is rolled up from that
+/// task's rows when a window ends instead of counting packets: its rows in
+/// every window must be the ones counting gives.
+#[test]
+fn rolled_up_tasks_give_in_every_window_the_rows_counting_gives() {
+    let cfg = Config::from_yaml(
+        r#"
+aggregator:
+  types: [exact]
+  period: 100ms
+  snapshot_interval: 100ms
+  exact:
+    tasks:
+      - {name: by_port, key: [DstPort]}
+      - {name: flow, key: [SrcIP, DstIP, SrcPort, DstPort, Protocol]}
+      - {name: pair, key: [SrcIP, DstIP]}
+      - {name: src, key: [SrcIP]}
+      - {name: src_again, key: [SrcIP]}
+      - {name: src_net, key: [SrcNet/24]}
+      - {name: vlan_port, key: [Vlan, DstPort]}
+"#,
+        &|_| None,
+    )
+    .unwrap();
+    let plan = EnginePlan::from_config(&cfg, 3).unwrap();
+    // From the counting task with the fewest dimensions; of two tasks with
+    // one key the first counts; network keys always count.
+    let sources: Vec<_> = (0..7).map(|t| plan.rollup_source(t)).collect();
+    assert_eq!(
+        sources,
+        [Some(6), None, Some(1), Some(1), Some(1), None, None]
+    );
+    let mut recs = records(50_000, 13, 10_000);
+    for (i, r) in recs.iter_mut().enumerate() {
+        r.vlan = [10, 20, netspectra_model::NO_VLAN][i % 3];
+    }
+    let rows: Collected = Arc::default();
+    let out = run(&recs, plan, Box::new(CollectSink(rows.clone())));
+    assert_eq!(out.windows, 5);
+    let mut got: BTreeMap<(u64, u64, String), Rows> = BTreeMap::new();
+    for (start, end, task, key, c) in rows.lock().unwrap().iter() {
+        let window = got.entry((*start, *end, task.clone())).or_default();
+        let row = (c.packets, c.bytes, c.first_seen, c.last_seen);
+        assert!(window.insert(*key, row).is_none(), "{task}: a key twice");
+    }
+    assert_eq!(got.len(), 5 * 7, "every task has rows in every window");
+    for ((start, end, task), rows) in &got {
+        let in_window: Vec<_> = recs
+            .iter()
+            .filter(|r| (*start..*end).contains(&r.ts_ns))
+            .copied()
+            .collect();
+        let dims = &out.tasks.iter().find(|t| t.name == *task).unwrap().key;
+        assert_eq!(*rows, truth(&in_window, dims), "{task} in window {start}");
+    }
 }
 
 #[test]
