@@ -179,7 +179,7 @@ impl EngineInput {
     fn advance(&mut self, ts: u64) {
         let period_over = self.period.is_none_or(|(_, end)| ts >= end);
         if self.window.is_some() {
-            self.flush_window(period_over);
+            self.flush_window(period_over, false);
             self.windows_flushed += 1;
         }
         if period_over {
@@ -211,8 +211,8 @@ impl EngineInput {
     }
 
     /// Sends every worker its pending records and a window cut (and a
-    /// period cut when `period_over`).
-    fn flush_window(&mut self, period_over: bool) {
+    /// period cut when `period_over`); `last`: no record follows.
+    fn flush_window(&mut self, period_over: bool, last: bool) {
         let Some((start_ns, end_ns)) = self.window.take() else {
             return;
         };
@@ -231,10 +231,11 @@ impl EngineInput {
                         start_ns,
                         end_ns,
                         period,
+                        last,
                     })
                     .is_ok(),
                 Shard::Inline(worker, out) => {
-                    out.send(worker.cut(start_ns, end_ns, period)).is_ok()
+                    out.send(worker.cut(start_ns, end_ns, period, last)).is_ok()
                 }
             };
             if !sent {
@@ -293,7 +294,7 @@ impl EngineInput {
     /// Flushes the open window, stops the workers and returns run totals.
     /// Nothing pushed is lost: the final partial window is flushed too.
     pub fn finish(mut self) -> Result<EngineOutput, EngineError> {
-        self.flush_window(true);
+        self.flush_window(true, true);
         self.shards.clear();
         for (id, h) in self.handles.drain(..) {
             if h.join().is_err() {

@@ -85,7 +85,8 @@ pub(crate) struct SketchTask {
     params: SketchParams,
     key: Projection,
     element: Projection,
-    state: SketchState,
+    /// `None` once the last period was handed over ([`Self::take`]).
+    state: Option<SketchState>,
     shadow: Option<Shadow>,
     packets: u64,
     bytes: u64,
@@ -119,7 +120,7 @@ impl SketchTask {
         let params = spec.sketch.clone().expect("sketch task has parameters");
         SketchTask {
             algorithm,
-            state: SketchState::new(algorithm, &params),
+            state: Some(SketchState::new(algorithm, &params)),
             shadow: verify.then(|| fresh_shadow(algorithm)),
             params,
             key: Projection::new(&spec.key),
@@ -133,6 +134,10 @@ impl SketchTask {
     /// Counts the records of a batch whose mask has bit `task` set, hashing
     /// them first so each sketch can prefetch a few packets ahead.
     pub(crate) fn update_batch(&mut self, batch: &[Slot], task: usize) {
+        let state = self
+            .state
+            .as_mut()
+            .expect("no packet after the last period");
         self.pending.clear();
         for s in batch.iter().filter(|s| s.mask >> task & 1 == 1) {
             let key = self.key.apply(&s.rec);
@@ -151,7 +156,7 @@ impl SketchTask {
         }
         for i in 0..self.pending.len() {
             if let Some(ahead) = self.pending.get(i + PREFETCH_AHEAD) {
-                match &self.state {
+                match state {
                     SketchState::CountMin(cm) => cm.prefetch(ahead.hash),
                     SketchState::Hh(_) => {}
                     SketchState::Spread(ss) => ss.prefetch(ahead.hash, ahead.elem),
@@ -161,7 +166,7 @@ impl SketchTask {
             let len = u64::from(p.len);
             self.packets += 1;
             self.bytes += len;
-            match &mut self.state {
+            match state {
                 SketchState::CountMin(cm) => cm.insert_lanes(p.key, p.hash, [1, len]),
                 SketchState::Hh(h) => h.insert(p.key, p.hash, len),
                 SketchState::Spread(ss) => ss.insert(p.key, p.hash, p.elem),
@@ -178,13 +183,14 @@ impl SketchTask {
         }
     }
 
-    /// Hands the period's state over and starts the next period afresh.
-    pub(crate) fn take(&mut self) -> SketchPart {
+    /// Hands the period's state over and, when `next`, starts the next
+    /// period afresh. After the last packet (`next` false) a fresh sketch
+    /// would only cost its allocation and zeroing, tens of megabytes in the
+    /// run's serial tail.
+    pub(crate) fn take(&mut self, next: bool) -> SketchPart {
+        let fresh = next.then(|| SketchState::new(self.algorithm, &self.params));
         SketchPart {
-            state: std::mem::replace(
-                &mut self.state,
-                SketchState::new(self.algorithm, &self.params),
-            ),
+            state: std::mem::replace(&mut self.state, fresh).expect("a period is open"),
             shadow: self
                 .shadow
                 .as_mut()

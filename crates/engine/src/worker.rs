@@ -19,11 +19,13 @@ pub(crate) struct Slot {
 /// so a `Flush` cuts exactly between two windows.
 pub(crate) enum ToWorker {
     Batch(Vec<Slot>),
-    /// End of a window; `period_end` also ends the sketches' period.
+    /// End of a window; `period` also ends the sketches' period, and
+    /// `last` says no packet follows.
     Flush {
         start_ns: u64,
         end_ns: u64,
         period: Option<(u64, u64)>,
+        last: bool,
     },
 }
 
@@ -96,12 +98,14 @@ impl Worker {
     }
 
     /// Ends a window (and the sketches' period when `period` is set):
-    /// hands over what was counted and starts afresh.
+    /// hands over what was counted and, unless it is the `last`, starts
+    /// afresh.
     pub(crate) fn cut(
         &mut self,
         start_ns: u64,
         end_ns: u64,
         period: Option<(u64, u64)>,
+        last: bool,
     ) -> WindowPart {
         WindowPart {
             worker: self.id,
@@ -113,7 +117,7 @@ impl Worker {
                 .iter_mut()
                 .map(|t| match t {
                     TaskState::Exact(t) => TaskPart::Exact(t.take()),
-                    TaskState::Sketch(t) => TaskPart::Sketch(period.map(|_| t.take())),
+                    TaskState::Sketch(t) => TaskPart::Sketch(period.map(|_| t.take(!last))),
                     TaskState::Elsewhere => TaskPart::Sketch(None),
                 })
                 .collect(),
@@ -140,8 +144,12 @@ pub(crate) fn run(
                 start_ns,
                 end_ns,
                 period,
+                last,
             } => {
-                if out.send(worker.cut(start_ns, end_ns, period)).is_err() {
+                if out
+                    .send(worker.cut(start_ns, end_ns, period, last))
+                    .is_err()
+                {
                     return;
                 }
             }

@@ -323,15 +323,14 @@ impl Projection {
         if self.nets {
             return FlowKey::project(rec, &self.dims);
         }
-        let ip = |a: &IpBytes, m: u128| (u128::from_ne_bytes(*a) & m).to_ne_bytes();
-        FlowKey {
-            src_ip: ip(&rec.src_ip, self.src_ip),
-            dst_ip: ip(&rec.dst_ip, self.dst_ip),
-            src_port: rec.src_port & self.src_port,
-            dst_port: rec.dst_port & self.dst_port,
-            vlan: rec.vlan & self.vlan,
-            protocol: rec.protocol & self.protocol,
-        }
+        self.narrow(&FlowKey {
+            src_ip: rec.src_ip,
+            dst_ip: rec.dst_ip,
+            src_port: rec.src_port,
+            dst_port: rec.dst_port,
+            vlan: rec.vlan,
+            protocol: rec.protocol,
+        })
     }
 }
 
