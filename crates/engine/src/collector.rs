@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 type PerWorker = Vec<Vec<FlowTable>>;
 
 /// Per task: the task its rows are rolled up from, and its key
-/// ([`crate::EnginePlan::rollup_source`]); `None` for a task that counts.
+/// ([`crate::EnginePlan::rollup_sources`]); `None` for a task that counts.
 pub(crate) type Rollups = Vec<Option<(usize, Projection)>>;
 
 /// Fills each rolled-up task's first table with the window's rows of its

@@ -41,11 +41,11 @@ impl Engine {
         }
         drop(part_tx);
         let tasks = plan.tasks.clone();
-        let rollups = (0..tasks.len())
-            .map(|i| {
-                plan.rollup_source(i)
-                    .map(|from| (from, Projection::new(&tasks[i].key)))
-            })
+        let rollups = plan
+            .rollup_sources()
+            .into_iter()
+            .zip(&tasks)
+            .map(|(from, t)| from.map(|from| (from, Projection::new(&t.key))))
             .collect();
         let top_rows = plan.top_rows;
         let collector = std::thread::Builder::new()
@@ -362,8 +362,8 @@ fn task_cost(kind: TaskKind) -> u64 {
 /// ([`EnginePlan::inline_worker`]) carries it on top of its tasks. Set so
 /// that both threads of a 2-worker `analyze` have the same number of
 /// `perf` samples (it measured 132 alone, but the tasks cost more beside
-/// it than in isolation); they still had (47 % each) once `per_src_ip`
-/// and `per_dst_ip` were rolled up instead of counted.
+/// it than in isolation); once `per_src_ip` and `per_dst_ip` were rolled
+/// up instead of counted, two runs gave 47/47 % and 51/44 %.
 const READER_COST: u64 = 156;
 
 /// How the hash space of the hashed routes (exact and Count-Min tasks) is
@@ -380,8 +380,9 @@ fn shard_bounds(plan: &EnginePlan) -> Vec<u64> {
     if plan.inline_worker {
         pinned[0] += READER_COST;
     }
+    let rolled_up = plan.rollup_sources();
     for (i, t) in plan.tasks.iter().enumerate() {
-        if plan.rollup_source(i).is_some() {
+        if rolled_up[i].is_some() {
             continue;
         }
         match plan.pinned_worker(i) {
@@ -413,8 +414,9 @@ fn shard_bounds(plan: &EnginePlan) -> Vec<u64> {
 
 fn routes(plan: &EnginePlan) -> Vec<Route> {
     let mut routes: Vec<Route> = Vec::new();
+    let rolled_up = plan.rollup_sources();
     for (i, t) in plan.tasks.iter().enumerate() {
-        if plan.rollup_source(i).is_some() {
+        if rolled_up[i].is_some() {
             continue;
         }
         let by = match (plan.pinned_worker(i), t.kind) {

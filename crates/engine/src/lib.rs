@@ -15,7 +15,7 @@
 //! hold disjoint keys and are joined, not merged. An exact task whose key
 //! is a function of another's (`per_src_ip` of `per_flow`) is not counted:
 //! the collector sums its rows from the other task's when the window ends
-//! ([`EnginePlan::rollup_source`]). The exact rows, and every
+//! ([`EnginePlan::rollup_sources`]). The exact rows, and every
 //! sketch but Count-Min (whose per-worker sketches are summed), are the same
 //! for any worker count.
 //!

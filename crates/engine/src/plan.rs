@@ -57,14 +57,14 @@ impl EnginePlan {
         Some(workers - 1 - nth % workers)
     }
 
-    /// The exact task whose window rows task `task`'s rows are summed from
-    /// when the window ends, because `task`'s key is a function of that
+    /// For each task, the exact task whose window rows its rows are summed
+    /// from when the window ends, because its key is a function of that
     /// task's key (`per_src_ip` from `per_flow`): each packet then costs one
     /// table update, not one per exact task, and the rows are the same
     /// (counters merge associatively). The source is the task with the
     /// fewest dimensions among those that count packets themselves. `None`:
-    /// `task` counts packets itself (sketches always do).
-    pub fn rollup_source(&self, task: usize) -> Option<usize> {
+    /// the task counts packets itself (sketches always do).
+    pub fn rollup_sources(&self) -> Vec<Option<usize>> {
         let keys: Vec<Option<Projection>> = self
             .tasks
             .iter()
@@ -78,13 +78,16 @@ impl EnginePlan {
             }
             _ => false,
         };
-        let counts = |t: usize| !(0..keys.len()).any(|f| feeds(f, t));
-        if counts(task) {
-            return None;
-        }
-        (0..keys.len())
-            .filter(|&f| counts(f) && feeds(f, task))
-            .min_by_key(|&f| self.tasks[f].key.len())
+        let n = keys.len();
+        let counts: Vec<bool> = (0..n).map(|t| !(0..n).any(|f| feeds(f, t))).collect();
+        // A task that counts has no source: nothing feeds it.
+        (0..n)
+            .map(|t| {
+                (0..n)
+                    .filter(|&f| counts[f] && feeds(f, t))
+                    .min_by_key(|&f| self.tasks[f].key.len())
+            })
+            .collect()
     }
 
     /// Builds the plan from configuration. `workers` = 0 takes

@@ -34,7 +34,7 @@ enum TaskState {
     Exact(ExactTable),
     Sketch(Box<SketchTask>),
     /// The task runs on another worker, or its rows are rolled up from
-    /// another task's by the collector ([`EnginePlan::rollup_source`]).
+    /// another task's by the collector ([`EnginePlan::rollup_sources`]).
     Elsewhere,
 }
 
@@ -65,13 +65,14 @@ pub(crate) struct Worker {
 
 impl Worker {
     pub(crate) fn new(plan: &EnginePlan, id: usize) -> Worker {
+        let rolled_up = plan.rollup_sources();
         let tasks = plan
             .tasks
             .iter()
             .enumerate()
             .map(|(i, t)| match (t.kind, plan.pinned_worker(i)) {
                 (_, Some(w)) if w != id => TaskState::Elsewhere,
-                _ if plan.rollup_source(i).is_some() => TaskState::Elsewhere,
+                _ if rolled_up[i].is_some() => TaskState::Elsewhere,
                 (TaskKind::Exact, _) => TaskState::Exact(ExactTable::new(t.key.clone())),
                 (TaskKind::Sketch(a), _) => {
                     TaskState::Sketch(Box::new(SketchTask::new(t, a, plan.verify)))

@@ -189,9 +189,8 @@ aggregator:
     let plan = EnginePlan::from_config(&cfg, 3).unwrap();
     // From the counting task with the fewest dimensions; of two tasks with
     // one key the first counts; network keys always count.
-    let sources: Vec<_> = (0..7).map(|t| plan.rollup_source(t)).collect();
     assert_eq!(
-        sources,
+        plan.rollup_sources(),
         [Some(6), None, Some(1), Some(1), Some(1), None, None]
     );
     let mut recs = records(50_000, 13, 10_000);
