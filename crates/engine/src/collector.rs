@@ -2,6 +2,7 @@
 //! window (and, at a period's end, the merged sketches) to the sink, and
 //! keeps run totals.
 
+use crate::parallel::run_jobs;
 use crate::sketch::{merge_period, SketchAccumulator, SketchPart};
 use crate::table::FlowTable;
 use crate::worker::{TaskPart, WindowPart};
@@ -23,37 +24,21 @@ type PerWorker = Vec<Vec<FlowTable>>;
 pub(crate) type Rollups = Vec<Option<(usize, Projection)>>;
 
 /// Fills each rolled-up task's first table with the window's rows of its
-/// source task, narrowed to its key. Tasks are rolled up in parallel, one
-/// thread each: after a run's last packet the workers are idle and this is
-/// all that is left to do before the last window is stored.
+/// source task, narrowed to its key. Tasks are rolled up in parallel:
+/// after a run's last packet the workers are idle and this is all that is
+/// left to do before the last window is stored.
 fn roll_up(tables: &mut PerWorker, rollups: &Rollups) {
-    let rolled: Vec<(usize, FlowTable)> = std::thread::scope(|scope| {
-        let tables = &*tables;
-        let threads: Vec<_> = rollups
-            .iter()
-            .enumerate()
-            .filter_map(|(task, rollup)| {
-                let (from, key) = rollup.as_ref()?;
-                let roll = move || narrowed(&tables[*from], key);
-                let thread = std::thread::Builder::new()
-                    .name("ns-rollup".into())
-                    .spawn_scoped(scope, roll);
-                // Without a thread (the system refused one), roll up here.
-                Some((task, thread.map_err(|_| roll())))
-            })
-            .collect();
-        threads
-            .into_iter()
-            .map(|(task, thread)| {
-                let rows = match thread {
-                    Ok(t) => t.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                    Err(rows) => rows,
-                };
-                (task, rows)
-            })
-            .collect()
-    });
-    for (task, rows) in rolled {
+    let jobs: Vec<_> = rollups
+        .iter()
+        .enumerate()
+        .filter_map(|(task, rollup)| {
+            let (from, key) = rollup.as_ref()?;
+            let source = &tables[*from];
+            let rows = source.iter().map(FlowTable::len).sum::<usize>();
+            Some((rows as u64, move || (task, narrowed(source, key))))
+        })
+        .collect();
+    for (task, rows) in run_jobs("ns-rollup", jobs) {
         tables[task][0] = rows;
     }
 }
@@ -189,17 +174,15 @@ pub(crate) fn run(
     }
     let tasks = tasks
         .into_iter()
-        .zip(totals)
+        .zip(kept_rows(totals, top_rows))
         .zip(sketch_totals)
         .zip(sketch_volume)
-        .map(|(((spec, tables), sketch), volume)| {
-            let keys = tables.iter().map(FlowTable::len).sum();
-            let (rows, exact_volume) = kept_rows(&tables, keys, top_rows);
-            let (packets, bytes) = match &sketch {
-                Some(_) => volume,
-                None => exact_volume,
+        .map(|(((spec, kept), sketch), volume)| {
+            let (packets, bytes) = if sketch.is_some() {
+                volume
+            } else {
+                kept.volume
             };
-            drop(tables);
             TaskTotals {
                 packets,
                 bytes,
@@ -208,8 +191,8 @@ pub(crate) fn run(
                 kind: spec.kind,
                 key: spec.key,
                 element: spec.element,
-                rows,
-                keys,
+                rows: kept.rows,
+                keys: kept.keys,
             }
         })
         .collect();
@@ -223,27 +206,78 @@ pub(crate) fn run(
     }
 }
 
-/// The rows the run totals keep: all `keys` of them, or the `top` largest
-/// (in [`crate::rank`] order, unsorted), picked with a heap of `top`
-/// entries; and the packets and bytes of all rows, summed in the same pass.
-fn kept_rows(
-    tables: &[FlowTable],
+/// What the run totals keep of one task's rows.
+struct Kept {
+    /// All rows, or the `top` largest in [`crate::rank`] order, unsorted.
+    rows: Vec<Row>,
+    /// Packets and bytes of all rows.
+    volume: (u64, u64),
+    /// How many rows there were.
     keys: usize,
-    top: usize,
-) -> (Vec<(FlowKey, FlowCounters)>, (u64, u64)) {
-    let mut volume = (0, 0);
-    let rows = tables.iter().flat_map(FlowTable::iter).inspect(|(_, c)| {
-        volume.0 += c.packets;
-        volume.1 += c.bytes;
-    });
-    if top == 0 || top >= keys {
-        let mut all = Vec::with_capacity(keys);
-        all.extend(rows);
-        return (all, volume);
+}
+
+type Row = (FlowKey, FlowCounters);
+
+/// The rows the run totals keep of each task: all of them, or the `top`
+/// largest when a task has more. Each table is scanned (and freed) by a
+/// job of its own, in parallel: after the last packet this is the run's
+/// serial tail, a scan of every key of every task.
+fn kept_rows(totals: PerWorker, top: usize) -> Vec<Kept> {
+    let mut kept: Vec<Kept> = totals
+        .iter()
+        .map(|tables| Kept {
+            rows: Vec::new(),
+            volume: (0, 0),
+            keys: tables.iter().map(FlowTable::len).sum(),
+        })
+        .collect();
+    let limit = |keys: usize| if top >= keys { 0 } else { top };
+    let jobs: Vec<_> = totals
+        .into_iter()
+        .enumerate()
+        .flat_map(|(task, tables)| {
+            let limit = limit(kept[task].keys);
+            tables
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .map(move |table| {
+                    let cost = table.len() as u64;
+                    let job = move || {
+                        let mut volume = (0, 0);
+                        let rows = table.iter().inspect(|(_, c)| {
+                            volume.0 += c.packets;
+                            volume.1 += c.bytes;
+                        });
+                        (task, largest(rows, limit), volume)
+                    };
+                    (cost, job)
+                })
+        })
+        .collect();
+    for (task, rows, volume) in run_jobs("ns-totals", jobs) {
+        let k = &mut kept[task];
+        k.rows.extend(rows);
+        k.volume.0 += volume.0;
+        k.volume.1 += volume.1;
+    }
+    for k in &mut kept {
+        let limit = limit(k.keys);
+        if limit != 0 && k.rows.len() > limit {
+            k.rows = largest(std::mem::take(&mut k.rows).into_iter(), limit);
+        }
+    }
+    kept
+}
+
+/// The `top` largest of `rows` (in [`crate::rank`] order, unsorted),
+/// picked with a heap of `top` entries; all of them when `top` is 0.
+fn largest(rows: impl Iterator<Item = Row>, top: usize) -> Vec<Row> {
+    if top == 0 {
+        return rows.collect();
     }
     /// A row ordered as [`crate::rank`] orders it: the heap's greatest is
     /// the smallest row, the first to drop out.
-    struct Ranked((FlowKey, FlowCounters));
+    struct Ranked(Row);
     impl Ord for Ranked {
         fn cmp(&self, other: &Self) -> std::cmp::Ordering {
             crate::rank(&self.0, &other.0)
@@ -270,5 +304,5 @@ fn kept_rows(
             heap.push(row);
         }
     }
-    (heap.into_iter().map(|r| r.0).collect(), volume)
+    heap.into_iter().map(|r| r.0).collect()
 }

@@ -39,6 +39,7 @@
 mod collector;
 mod exact;
 mod input;
+mod parallel;
 mod plan;
 mod sketch;
 mod table;
