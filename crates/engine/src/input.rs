@@ -25,17 +25,21 @@ impl Engine {
         let mut shards = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for id in 0..workers {
-            let worker = Worker::new(&plan, id);
             if id == 0 && plan.inline_worker {
+                let worker = Worker::new(&plan, id);
                 shards.push(Shard::Inline(Box::new(worker), part_tx.clone()));
                 continue;
             }
             let (tx, rx) = bounded(plan.queue_batches);
             let recycle = recycle_tx.clone();
             let out = part_tx.clone();
+            // The worker builds its tasks (tens of megabytes of sketches to
+            // zero) on its own thread, while the records it will count are
+            // already being read and queued.
+            let own_plan = plan.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("ns-worker-{id}"))
-                .spawn(move || worker::run(worker, rx, recycle, out))?;
+                .spawn(move || worker::run(Worker::new(&own_plan, id), rx, recycle, out))?;
             shards.push(Shard::Thread(tx));
             handles.push((id, handle));
         }
