@@ -134,10 +134,11 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 secs() { awk '{print $1 + 0}' "$tmp/$1" | median; }
 cpu() { awk '{print $2}' "$tmp/$1" | median; }
 rss() { awk '{print $3}' "$tmp/$1" | sort -n | tail -1; }
-# Median over rounds of (a's time / b's time) in the same round.
-ratio() { paste "$tmp/$1" "$tmp/$2" | awk '{print ($1 + 0) / ($4 + 0)}' | median; }
+# Median over rounds of (a's time / b's time) in the same round, over the
+# rounds that ran both (pmacct runs only in the first $pmacct_runs).
+ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 6 {print ($1 + 0) / ($4 + 0)}' | median; }
 # The same for CPU time.
-cpu_ratio() { paste "$tmp/$1" "$tmp/$2" | awk '{print $2 / $5}' | median | awk '{printf "%.2f×", $1}'; }
+cpu_ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 6 {print $2 / $5}' | median | awk '{printf "%.2f×", $1}'; }
 
 cat_s=$(secs cat)
 echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"

@@ -231,6 +231,7 @@ fn kept_rows(totals: PerWorker, top: usize) -> Vec<Kept> {
             keys: tables.iter().map(FlowTable::len).sum(),
         })
         .collect();
+    // How many rows a task keeps; 0: all of them (`top` is 0 or covers them).
     let limit = |keys: usize| if top >= keys { 0 } else { top };
     let jobs: Vec<_> = totals
         .into_iter()
@@ -248,7 +249,14 @@ fn kept_rows(totals: PerWorker, top: usize) -> Vec<Kept> {
                             volume.0 += c.packets;
                             volume.1 += c.bytes;
                         });
-                        (task, largest(rows, limit), volume)
+                        let rows = if limit == 0 {
+                            let mut all = Vec::with_capacity(table.len());
+                            all.extend(rows);
+                            all
+                        } else {
+                            largest(rows, limit)
+                        };
+                        (task, rows, volume)
                     };
                     (cost, job)
                 })
@@ -256,7 +264,11 @@ fn kept_rows(totals: PerWorker, top: usize) -> Vec<Kept> {
         .collect();
     for (task, rows, volume) in run_jobs("ns-totals", jobs) {
         let k = &mut kept[task];
-        k.rows.extend(rows);
+        if k.rows.is_empty() {
+            k.rows = rows;
+        } else {
+            k.rows.extend(rows);
+        }
         k.volume.0 += volume.0;
         k.volume.1 += volume.1;
     }
@@ -270,11 +282,8 @@ fn kept_rows(totals: PerWorker, top: usize) -> Vec<Kept> {
 }
 
 /// The `top` largest of `rows` (in [`crate::rank`] order, unsorted),
-/// picked with a heap of `top` entries; all of them when `top` is 0.
+/// picked with a heap of `top` entries.
 fn largest(rows: impl Iterator<Item = Row>, top: usize) -> Vec<Row> {
-    if top == 0 {
-        return rows.collect();
-    }
     /// A row ordered as [`crate::rank`] orders it: the heap's greatest is
     /// the smallest row, the first to drop out.
     struct Ranked(Row);
