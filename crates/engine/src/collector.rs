@@ -231,8 +231,8 @@ fn kept_rows(totals: PerWorker, top: usize) -> Vec<Kept> {
             keys: tables.iter().map(FlowTable::len).sum(),
         })
         .collect();
-    // How many rows a task keeps; 0: all of them (`top` is 0 or covers them).
-    let limit = |keys: usize| if top >= keys { 0 } else { top };
+    // How many rows a task with `keys` rows keeps; `None`: all of them.
+    let limit = |keys: usize| (top != 0 && top < keys).then_some(top);
     let jobs: Vec<_> = totals
         .into_iter()
         .enumerate()
@@ -249,12 +249,13 @@ fn kept_rows(totals: PerWorker, top: usize) -> Vec<Kept> {
                             volume.0 += c.packets;
                             volume.1 += c.bytes;
                         });
-                        let rows = if limit == 0 {
-                            let mut all = Vec::with_capacity(table.len());
-                            all.extend(rows);
-                            all
-                        } else {
-                            largest(rows, limit)
+                        let rows = match limit {
+                            Some(top) => largest(rows, top),
+                            None => {
+                                let mut all = Vec::with_capacity(table.len());
+                                all.extend(rows);
+                                all
+                            }
                         };
                         (task, rows, volume)
                     };
@@ -273,9 +274,8 @@ fn kept_rows(totals: PerWorker, top: usize) -> Vec<Kept> {
         k.volume.1 += volume.1;
     }
     for k in &mut kept {
-        let limit = limit(k.keys);
-        if limit != 0 && k.rows.len() > limit {
-            k.rows = largest(std::mem::take(&mut k.rows).into_iter(), limit);
+        if let Some(top) = limit(k.keys).filter(|&top| k.rows.len() > top) {
+            k.rows = largest(std::mem::take(&mut k.rows).into_iter(), top);
         }
     }
     kept
