@@ -247,7 +247,9 @@ pub trait WindowSink: Send {
     /// in the store, or fsynced into a spool that will replay it. Acks of
     /// the input wait for it. A sink that writes synchronously (the default)
     /// calls it at once; one that writes from a queue calls it later, in
-    /// the order of the calls.
+    /// the order of the calls. The engine also calls it after the last
+    /// window of a run, so a sink that groups windows into commits stores
+    /// its last group before the run ends.
     fn when_durable(&mut self, done: Box<dyn FnOnce() + Send>) -> Result<(), SinkError> {
         done();
         Ok(())

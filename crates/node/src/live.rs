@@ -171,6 +171,7 @@ impl LiveRun {
             &inputs,
             &plan.tasks,
             window_ns,
+            netspectra_store::Commits::PerWindow,
         )?;
         // Started once the store exists (a new SQLite file is created by the run).
         let api = match cfg.serve.take() {

@@ -85,6 +85,9 @@ impl Analysis {
             &inputs,
             &plan.tasks,
             window_ns,
+            // A file's windows come as fast as it is read: grouped, they
+            // are written once (see `Commits`).
+            netspectra_store::Commits::Grouped,
         )?;
 
         let (sink, alerting) = InProcess::wrap(&cfg.config, &plan.tasks, store.as_deref(), sink)?;

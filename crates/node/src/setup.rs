@@ -6,7 +6,7 @@ use crate::report::Report;
 use netspectra_bus::BusConfig;
 use netspectra_engine::{NullSink, TaskSpec, WindowSink};
 use netspectra_model::config::{Config, StoreConfig};
-use netspectra_store::{Store, StoreUrl};
+use netspectra_store::{Commits, Store, StoreUrl};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -127,6 +127,7 @@ impl RunStore {
         inputs: &Value,
         tasks: &[TaskSpec],
         window_ns: u64,
+        commits: Commits,
     ) -> Result<(RunStore, Box<dyn WindowSink>), NodeError> {
         let Some(url_text) = url else {
             let none = RunStore {
@@ -141,6 +142,7 @@ impl RunStore {
             &StoreUrl::parse(&url_text)?,
             engine_id,
             Path::new(&settings.spool_dir),
+            commits,
         )?;
         if let Some(keep) = settings.retention {
             apply_retention(store.as_ref(), Duration::from_nanos(keep.0))?;

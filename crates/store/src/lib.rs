@@ -123,7 +123,29 @@ pub trait Store: Send {
 /// `./netspectra-spool/<database>/<writer_id>`, so engines sharing a host and
 /// a database never share a spool, and a restarted engine replays its own.
 pub fn open(url: &StoreUrl, writer_id: &str) -> Result<Box<dyn Store>, StoreError> {
-    open_spooled(url, writer_id, std::path::Path::new("netspectra-spool"))
+    open_spooled(
+        url,
+        writer_id,
+        std::path::Path::new("netspectra-spool"),
+        Commits::PerWindow,
+    )
+}
+
+/// How a writer's windows are committed to the embedded store (ClickHouse
+/// batches on its own and ignores it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Commits {
+    /// Each window in its own transaction, in WAL mode: readers never wait
+    /// for the writer and see a window as soon as it is stored. For roles
+    /// that run for days (`run`, `engine`).
+    PerWindow,
+    /// Windows gathered for about a second per transaction, with a rollback
+    /// journal, and committed at the end of the run
+    /// ([`WindowSink::when_durable`]): the file's pages are written once,
+    /// where WAL writes them twice. For `analyze`, which stores a whole
+    /// capture's windows as fast as it reads them; readers see its windows
+    /// a second late and wait out each commit.
+    Grouped,
 }
 
 /// [`open`] with the spool under `spool_root` (config `store.spool_dir`).
@@ -133,9 +155,10 @@ pub fn open_spooled(
     url: &StoreUrl,
     writer_id: &str,
     spool_root: &std::path::Path,
+    commits: Commits,
 ) -> Result<Box<dyn Store>, StoreError> {
     match url {
-        StoreUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open(path)?)),
+        StoreUrl::Sqlite(path) => Ok(Box::new(SqliteStore::open_for(path, commits)?)),
         StoreUrl::ClickHouse(url) => {
             let spool = spool_root
                 .join(&url.database)

@@ -1,7 +1,9 @@
-//! The embedded store: one SQLite file, WAL mode, versioned schema.
+//! The embedded store: one SQLite file, versioned schema; WAL mode for
+//! writers that commit window by window, a rollback journal for a batch
+//! that groups its windows ([`Commits`]).
 
 use crate::schema::{MIGRATIONS, SCHEMA_VERSION};
-use crate::StoreError;
+use crate::{Commits, StoreError};
 use netspectra_model::alert::AlertRecord;
 use netspectra_model::task::{TaskKind, TaskSpec};
 use netspectra_model::window::{
@@ -11,6 +13,11 @@ use netspectra_model::Dimension;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a grouped sink ([`Commits::Grouped`]) keeps adding windows to
+/// one transaction before it commits them.
+const GROUP_FOR: Duration = Duration::from_secs(1);
 
 /// A run as recorded in the `runs` table.
 #[derive(Clone, Debug, PartialEq)]
@@ -41,9 +48,10 @@ pub struct RunRecord {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
+    commits: Commits,
 }
 
-fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+fn open_conn(path: &Path, commits: Commits) -> Result<Connection, StoreError> {
     let err = |error| StoreError::Sqlite {
         path: path.display().to_string(),
         error,
@@ -57,20 +65,69 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     // checkpoint (in paired runs of `analyze` on a 5 M-packet capture,
     // 4 KiB against 16 and 64 KiB pages, 64 KiB took about 5 % less wall
     // time). A live engine's small commits write 64 KiB frames instead of
-    // 4 KiB ones: a few hundred KiB per window at most. Set before WAL
-    // mode, which fixes the size.
-    conn.execute_batch(
-        "PRAGMA page_size = 65536; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-         PRAGMA foreign_keys = ON;",
-    )
-    .map_err(err)?;
+    // 4 KiB ones: a few hundred KiB per window at most. Set before the
+    // journal mode, which fixes the size.
+    conn.execute_batch("PRAGMA page_size = 65536; PRAGMA foreign_keys = ON;")
+        .map_err(err)?;
+    // WAL writes every page twice (into the log, then into the file at the
+    // checkpoint when the last connection closes) and syncs both: for a
+    // batch, most of what storing costs after the last packet. A rollback
+    // journal writes new pages once. Another process that has the file
+    // open in WAL mode keeps it there (SQLite cannot leave WAL mode then),
+    // and the batch goes on in WAL.
+    let wanted = match commits {
+        Commits::PerWindow => "wal",
+        Commits::Grouped => "delete",
+    };
+    let wal = set_journal_mode(&conn, wanted).map_err(err)? == "wal";
+    // In WAL mode NORMAL loses no committed transaction on a crash of the
+    // process, only on a power loss before the next checkpoint; with a
+    // rollback journal only FULL guarantees a file that survives one.
+    let synchronous = if wal { "NORMAL" } else { "FULL" };
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(err)?;
     Ok(conn)
 }
 
+/// Asks for journal mode `mode` and returns the one in effect.
+///
+/// Why retried: switching modes needs the file to itself for an instant
+/// and fails at once (SQLite does not wait on it) while another connection
+/// writes in rollback mode, as a batch does for up to [`GROUP_FOR`] at a
+/// time. When the mode cannot be left (another process holds the file in
+/// WAL mode), SQLite answers with the mode kept.
+fn set_journal_mode(conn: &Connection, mode: &str) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", mode, |r| r.get::<_, String>(0)) {
+            Ok(kept) => return Ok(kept.to_ascii_lowercase()),
+            // Only leaving WAL mode can be refused by a reader; it stays.
+            Err(e) if is_busy(&e) && mode != "wal" => return Ok("wal".into()),
+            Err(e) if is_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 impl SqliteStore {
-    /// Opens (creating if needed) the store file and brings its schema up to date.
+    /// Opens (creating if needed) the store file and brings its schema up
+    /// to date, for a writer that commits each window as it comes.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        let mut conn = open_conn(path)?;
+        SqliteStore::open_for(path, Commits::PerWindow)
+    }
+
+    /// [`Self::open`] for a writer that commits as `commits` says.
+    pub fn open_for(path: &Path, commits: Commits) -> Result<SqliteStore, StoreError> {
+        let mut conn = open_conn(path, commits)?;
         let store_err = |error| StoreError::Sqlite {
             path: path.display().to_string(),
             error,
@@ -97,6 +154,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn,
             path: path.to_path_buf(),
+            commits,
         })
     }
 
@@ -167,10 +225,14 @@ impl SqliteStore {
     /// can live on the engine's collector thread.
     pub fn sink(&self, run_id: i64, engine_id: &str) -> Result<SqliteSink, StoreError> {
         Ok(SqliteSink {
-            conn: open_conn(&self.path)?,
+            conn: open_conn(&self.path, self.commits)?,
             path: self.path.clone(),
             run_id,
             engine_id: engine_id.to_string(),
+            group: match self.commits {
+                Commits::PerWindow => None,
+                Commits::Grouped => Some(None),
+            },
         })
     }
 
@@ -417,12 +479,15 @@ fn now_ns() -> i64 {
         .map_or(0, |d| d.as_nanos() as i64)
 }
 
-/// Writes merged windows of one run into `exact_rows`, one transaction per window.
+/// Writes merged windows of one run into `exact_rows`: one transaction per
+/// window, or per [`GROUP_FOR`] of windows ([`Commits::Grouped`]).
 pub struct SqliteSink {
     conn: Connection,
     path: PathBuf,
     run_id: i64,
     engine_id: String,
+    /// Grouped commits only: when the open group's transaction began.
+    group: Option<Option<Instant>>,
 }
 
 /// Which key columns a task fills.
@@ -491,7 +556,8 @@ impl SqliteSink {
         // Encoding is done before the transaction, so the write lock is
         // held only for the inserts of finished blocks.
         let blocks = encode_window(tasks, w);
-        let tx = self.conn.transaction()?;
+        self.join_group()?;
+        let tx = self.conn.savepoint()?;
         {
             let mut stmt = tx.prepare_cached(INSERT_BLOCK)?;
             for (task, totals, data) in &blocks {
@@ -513,7 +579,44 @@ impl SqliteSink {
             )?
             .execute(params![self.engine_id, consumer, state, now_ns()])?;
         }
-        tx.commit()
+        tx.commit()?;
+        self.close_group_after(GROUP_FOR)
+    }
+
+    /// Grouped commits: begins the group's transaction unless one is open,
+    /// so the caller's savepoint nests in it instead of committing alone.
+    fn join_group(&mut self) -> rusqlite::Result<()> {
+        if let Some(open @ None) = &mut self.group {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            *open = Some(Instant::now());
+        }
+        Ok(())
+    }
+
+    /// Grouped commits: commits the open group once it is `age` old.
+    fn close_group_after(&mut self, age: Duration) -> rusqlite::Result<()> {
+        if let Some(open @ Some(_)) = &mut self.group {
+            if open.is_some_and(|since| since.elapsed() >= age) {
+                *open = None;
+                self.conn.execute_batch("COMMIT")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SqliteSink {
+    /// A grouped sink commits what it holds: the engine asks for it at the
+    /// end of a run ([`WindowSink::when_durable`]), but a run that stops
+    /// early keeps the windows stored so far, as per-window commits would.
+    fn drop(&mut self) {
+        if let Err(error) = self.close_group_after(Duration::ZERO) {
+            tracing::error!(
+                message = "windows not stored: the last commit failed",
+                path = %self.path.display(),
+                %error
+            );
+        }
     }
 }
 
@@ -749,7 +852,8 @@ impl SqliteSink {
             return Ok(());
         };
         let cols = Columns::of(&task.key);
-        let tx = self.conn.transaction()?;
+        self.join_group()?;
+        let tx = self.conn.savepoint()?;
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO sketch_rows (run_id, engine_id, task, algorithm, measure, period_start, period_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, estimate, error_bound, partial) \
@@ -784,7 +888,8 @@ impl SqliteSink {
                 }
             }
         }
-        tx.commit()
+        tx.commit()?;
+        self.close_group_after(GROUP_FOR)
     }
 
     fn sink_error(&self, e: rusqlite::Error) -> SinkError {
@@ -820,11 +925,21 @@ impl WindowSink for SqliteSink {
     }
 
     fn alerts(&mut self, alerts: &[AlertRecord]) -> Result<(), SinkError> {
-        let out = self
-            .conn
-            .transaction()
-            .and_then(|tx| insert_alerts(&tx, alerts).and_then(|()| tx.commit()));
+        let out = self.join_group().and_then(|()| {
+            let tx = self.conn.savepoint()?;
+            insert_alerts(&tx, alerts)?;
+            tx.commit()?;
+            self.close_group_after(GROUP_FOR)
+        });
         out.map_err(|e| self.sink_error(e))
+    }
+
+    /// Commits an open group first.
+    fn when_durable(&mut self, done: Box<dyn FnOnce() + Send>) -> Result<(), SinkError> {
+        self.close_group_after(Duration::ZERO)
+            .map_err(|e| self.sink_error(e))?;
+        done();
+        Ok(())
     }
 }
 

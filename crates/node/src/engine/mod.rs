@@ -285,6 +285,7 @@ impl EngineRole {
                 &StoreUrl::parse(u)?,
                 engine_id,
                 Path::new(&cfg.config.store.spool_dir),
+                netspectra_store::Commits::PerWindow,
             )?),
             None => None,
         };

@@ -105,9 +105,14 @@ impl Drive {
         }
     }
 
-    /// Flushes the open window; the totals, or the first sink error.
+    /// Flushes the open window and, as the engine does after a run's last
+    /// window, asks the sink to make it durable; the totals, or the first
+    /// sink error.
     pub fn finish(mut self) -> Result<Totals, SinkError> {
         self.flush();
+        if self.error.is_none() {
+            self.error = self.sink.when_durable(Box::new(|| {})).err();
+        }
         match self.error {
             Some(e) => Err(e),
             None => Ok(self.totals),

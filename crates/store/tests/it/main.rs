@@ -2,6 +2,7 @@
 //! window rows that sum to the run's totals.
 
 mod drive;
+mod grouped;
 
 use drive::{Drive, Plan};
 use netspectra_model::task::TaskSpec;
