@@ -229,9 +229,9 @@ impl SqliteStore {
             path: self.path.clone(),
             run_id,
             engine_id: engine_id.to_string(),
-            group: match self.commits {
-                Commits::PerWindow => None,
-                Commits::Grouped => Some(None),
+            batch: match self.commits {
+                Commits::PerWindow => Batch::Off,
+                Commits::Grouped => Batch::Idle,
             },
         })
     }
@@ -486,8 +486,48 @@ pub struct SqliteSink {
     path: PathBuf,
     run_id: i64,
     engine_id: String,
-    /// Grouped commits only: when the open group's transaction began.
-    group: Option<Option<Instant>>,
+    batch: Batch,
+}
+
+/// Where a sink stands with grouped commits ([`Commits::Grouped`]).
+enum Batch {
+    /// Each write commits alone.
+    Off,
+    /// Grouped, no transaction open.
+    Idle,
+    /// Grouped, the group's transaction open since then.
+    Open(Instant),
+}
+
+impl Batch {
+    /// Runs `write` in a savepoint of its own: alone it commits at once;
+    /// in a group it joins the group's transaction (begun here unless
+    /// one is open), which commits once [`GROUP_FOR`] old.
+    fn write(
+        &mut self,
+        conn: &mut Connection,
+        write: impl FnOnce(&rusqlite::Savepoint<'_>) -> rusqlite::Result<()>,
+    ) -> rusqlite::Result<()> {
+        if let Batch::Idle = self {
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            *self = Batch::Open(Instant::now());
+        }
+        let tx = conn.savepoint()?;
+        write(&tx)?;
+        tx.commit()?;
+        self.commit_after(conn, GROUP_FOR)
+    }
+
+    /// Commits the open group once it is `age` old.
+    fn commit_after(&mut self, conn: &Connection, age: Duration) -> rusqlite::Result<()> {
+        if let Batch::Open(since) = self {
+            if since.elapsed() >= age {
+                *self = Batch::Idle;
+                conn.execute_batch("COMMIT")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Which key columns a task fills.
@@ -556,52 +596,29 @@ impl SqliteSink {
         // Encoding is done before the transaction, so the write lock is
         // held only for the inserts of finished blocks.
         let blocks = encode_window(tasks, w);
-        self.join_group()?;
-        let tx = self.conn.savepoint()?;
-        {
+        let (run_id, engine_id) = (self.run_id, &self.engine_id);
+        self.batch.write(&mut self.conn, |tx| {
             let mut stmt = tx.prepare_cached(INSERT_BLOCK)?;
             for (task, totals, data) in &blocks {
                 insert_block(
                     &mut stmt,
-                    self.run_id,
-                    &self.engine_id,
+                    run_id,
+                    engine_id,
                     task,
                     (w.start_ns, w.end_ns),
                     totals,
                     data,
                 )?;
             }
-        }
-        if let Some((consumer, state)) = progress {
-            tx.prepare_cached(
-                "INSERT INTO bus_progress (engine_id, consumer, state, updated_at_ns) VALUES (?1, ?2, ?3, ?4) \
-                 ON CONFLICT (engine_id, consumer) DO UPDATE SET state = excluded.state, updated_at_ns = excluded.updated_at_ns",
-            )?
-            .execute(params![self.engine_id, consumer, state, now_ns()])?;
-        }
-        tx.commit()?;
-        self.close_group_after(GROUP_FOR)
-    }
-
-    /// Grouped commits: begins the group's transaction unless one is open,
-    /// so the caller's savepoint nests in it instead of committing alone.
-    fn join_group(&mut self) -> rusqlite::Result<()> {
-        if let Some(open @ None) = &mut self.group {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            *open = Some(Instant::now());
-        }
-        Ok(())
-    }
-
-    /// Grouped commits: commits the open group once it is `age` old.
-    fn close_group_after(&mut self, age: Duration) -> rusqlite::Result<()> {
-        if let Some(open @ Some(_)) = &mut self.group {
-            if open.is_some_and(|since| since.elapsed() >= age) {
-                *open = None;
-                self.conn.execute_batch("COMMIT")?;
+            if let Some((consumer, state)) = progress {
+                tx.prepare_cached(
+                    "INSERT INTO bus_progress (engine_id, consumer, state, updated_at_ns) VALUES (?1, ?2, ?3, ?4) \
+                     ON CONFLICT (engine_id, consumer) DO UPDATE SET state = excluded.state, updated_at_ns = excluded.updated_at_ns",
+                )?
+                .execute(params![engine_id, consumer, state, now_ns()])?;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -610,7 +627,7 @@ impl Drop for SqliteSink {
     /// end of a run ([`WindowSink::when_durable`]), but a run that stops
     /// early keeps the windows stored so far, as per-window commits would.
     fn drop(&mut self) {
-        if let Err(error) = self.close_group_after(Duration::ZERO) {
+        if let Err(error) = self.batch.commit_after(&self.conn, Duration::ZERO) {
             tracing::error!(
                 message = "windows not stored: the last commit failed",
                 path = %self.path.display(),
@@ -852,9 +869,8 @@ impl SqliteSink {
             return Ok(());
         };
         let cols = Columns::of(&task.key);
-        self.join_group()?;
-        let tx = self.conn.savepoint()?;
-        {
+        let (run_id, engine_id) = (self.run_id, &self.engine_id);
+        self.batch.write(&mut self.conn, |tx| {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO sketch_rows (run_id, engine_id, task, algorithm, measure, period_start, period_end, src_ip, dst_ip, src_port, dst_port, protocol, vlan, estimate, error_bound, partial) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
@@ -868,8 +884,8 @@ impl SqliteSink {
                 for e in list {
                     let k = &e.key;
                     stmt.execute(params![
-                        self.run_id,
-                        self.engine_id,
+                        run_id,
+                        engine_id,
                         task.name,
                         algorithm.name(),
                         measure,
@@ -887,9 +903,8 @@ impl SqliteSink {
                     ])?;
                 }
             }
-        }
-        tx.commit()?;
-        self.close_group_after(GROUP_FOR)
+            Ok(())
+        })
     }
 
     fn sink_error(&self, e: rusqlite::Error) -> SinkError {
@@ -925,18 +940,16 @@ impl WindowSink for SqliteSink {
     }
 
     fn alerts(&mut self, alerts: &[AlertRecord]) -> Result<(), SinkError> {
-        let out = self.join_group().and_then(|()| {
-            let tx = self.conn.savepoint()?;
-            insert_alerts(&tx, alerts)?;
-            tx.commit()?;
-            self.close_group_after(GROUP_FOR)
-        });
+        let out = self
+            .batch
+            .write(&mut self.conn, |tx| insert_alerts(tx, alerts));
         out.map_err(|e| self.sink_error(e))
     }
 
     /// Commits an open group first.
     fn when_durable(&mut self, done: Box<dyn FnOnce() + Send>) -> Result<(), SinkError> {
-        self.close_group_after(Duration::ZERO)
+        self.batch
+            .commit_after(&self.conn, Duration::ZERO)
             .map_err(|e| self.sink_error(e))?;
         done();
         Ok(())

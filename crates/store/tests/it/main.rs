@@ -27,9 +27,9 @@ fn recs(n: u64) -> Vec<PacketRecord> {
         .collect()
 }
 
-fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord]) -> i64 {
-    let plan = Plan::default_tasks();
-    let run = store
+/// Begins a run of `plan`'s tasks over the input `mem`.
+fn begin(store: &mut SqliteStore, plan: &Plan) -> i64 {
+    store
         .begin_run(
             "local",
             "test",
@@ -37,7 +37,12 @@ fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord]) -> i64 {
             &plan.tasks,
             plan.window_ns,
         )
-        .unwrap();
+        .unwrap()
+}
+
+fn analyze_into(store: &mut SqliteStore, records: &[PacketRecord]) -> i64 {
+    let plan = Plan::default_tasks();
+    let run = begin(store, &plan);
     let mut input = Drive::start(&plan, Box::new(store.sink(run, "local").unwrap()));
     for r in records {
         input.push(r);
