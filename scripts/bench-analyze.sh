@@ -183,7 +183,7 @@ awk -v r="$(ratio store nostore2)" -v w="$(ratio nostore1 nostore2)" -v e="$(rat
     'BEGIN {
         printf "store cost: default store / --no-store (2 workers) = %.2f× (paired median)\n", r
         printf "2 workers over 1 (default tasks) = %.2f×; exact tasks only = %.2f×\n", w, e
-        printf "store file after one run: %.1f MB (file + WAL)\n", z / 1e6
+        printf "store file after one run: %.1f MB (with its WAL, if one is left)\n", z / 1e6
     }'
 if [ -n "$base" ]; then
     awk -v r="$(ratio store.base nostore2.base)" -v w="$(ratio nostore1.base nostore2.base)" -v z="$(median < "$tmp/store-size.base")" \
