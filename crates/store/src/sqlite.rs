@@ -86,6 +86,15 @@ fn open_conn(path: &Path, commits: Commits) -> Result<Connection, StoreError> {
     let synchronous = if wal { "NORMAL" } else { "FULL" };
     conn.pragma_update(None, "synchronous", synchronous)
         .map_err(err)?;
+    if !wal {
+        // A rollback-journal writer that spills pages into the file
+        // mid-transaction holds the exclusive lock, which keeps out every
+        // reader, from then until its commit: up to a whole group
+        // ([`GROUP_FOR`]). Kept in memory, a group's pages lock readers out
+        // only while the commit writes them.
+        conn.pragma_update(None, "cache_spill", false)
+            .map_err(err)?;
+    }
     Ok(conn)
 }
 

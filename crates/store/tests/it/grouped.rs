@@ -3,7 +3,10 @@
 //! end of the run, and files shared with WAL-mode writers and readers.
 
 use crate::drive::{Drive, Plan};
-use crate::{begin, recs};
+use crate::{begin, recs, Parts};
+use netspectra_model::task::{TaskKind, TaskSpec};
+use netspectra_model::window::{FlowCounters, WindowResult, WindowSink};
+use netspectra_model::{ip, Dimension, FlowKey};
 use netspectra_store::{Commits, SqliteStore};
 use rusqlite::{Connection, OpenFlags};
 use serde_json::json;
@@ -159,4 +162,65 @@ fn a_batch_beside_a_wal_reader_stays_in_wal_and_stores_everything() {
     assert_eq!(stored(&path, run), (4, 200));
     assert_eq!(journal_mode(&path), "wal", "still held in WAL mode");
     drop(server);
+}
+
+#[test]
+fn readers_are_not_locked_out_while_a_group_of_megabytes_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ns.db");
+    let mut store = SqliteStore::open_for(&path, Commits::Grouped).unwrap();
+    let tasks = [TaskSpec {
+        name: "pairs".into(),
+        kind: TaskKind::Exact,
+        key: vec![Dimension::SrcIp, Dimension::DstIp],
+        element: vec![],
+        sketch: None,
+    }];
+    let run = store
+        .begin_run("e1", "test", &json!([]), &tasks, 1_000)
+        .unwrap();
+    // 200 000 scattered keys: megabytes of blocks, more than SQLite's
+    // default page cache (2 MB), which it would spill into the file under
+    // an exclusive lock held until the group commits.
+    let rows: Vec<(FlowKey, FlowCounters)> = (0..200_000u32)
+        .map(|n| {
+            let key = FlowKey {
+                src_ip: ip::from_v4(n.wrapping_mul(0x9E37_79B1).to_be_bytes()),
+                dst_ip: ip::from_v4((n ^ 0x5BD1_E995).rotate_left(7).to_be_bytes()),
+                ..FlowKey::default()
+            };
+            (key, FlowCounters::one(u64::from(n) << 20, n % 1500))
+        })
+        .collect();
+    let window = Parts(vec![vec![rows]]);
+    let mut sink = store.sink(run, "e1").unwrap();
+    let began = Instant::now();
+    sink.window(&tasks, &WindowResult::new(0, 1_000, &window))
+        .unwrap();
+    let journal = dir.path().join("ns.db-journal");
+    if began.elapsed() < Duration::from_millis(900) {
+        assert!(journal.exists(), "the group is still open");
+        // Another process reads without waiting at all (busy timeout 0):
+        // it sees the run, and none of the group's rows yet.
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let blocks: i64 = reader
+            .query_row(
+                "SELECT COUNT(*) FROM exact_rows WHERE run_id = ?1",
+                [run],
+                |r| r.get(0),
+            )
+            .expect("a reader is not locked out by the open group");
+        assert_eq!(blocks, 0);
+    }
+    drop(sink);
+    assert!(!journal.exists(), "dropping the sink commits the group");
+    let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let rows: i64 = reader
+        .query_row(
+            "SELECT SUM(row_count) FROM exact_rows WHERE run_id = ?1",
+            [run],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(rows, 200_000);
 }

@@ -6,8 +6,8 @@ mod grouped;
 
 use drive::{Drive, Plan};
 use netspectra_model::task::TaskSpec;
-use netspectra_model::window::{SinkError, WindowResult, WindowSink};
-use netspectra_model::{ip, PacketRecord, L3};
+use netspectra_model::window::{FlowCounters, SinkError, TaskRows, WindowResult, WindowSink};
+use netspectra_model::{ip, FlowKey, PacketRecord, L3};
 use netspectra_store::{SqliteStore, StoreError};
 use serde_json::json;
 
@@ -25,6 +25,25 @@ fn recs(n: u64) -> Vec<PacketRecord> {
             ..Default::default()
         })
         .collect()
+}
+
+/// A window's rows per task, in parts as engine workers hold them.
+struct Parts(Vec<Vec<Vec<(FlowKey, FlowCounters)>>>);
+
+impl TaskRows for Parts {
+    fn parts(&self, task: usize) -> usize {
+        self.0[task].len()
+    }
+    fn part(
+        &self,
+        task: usize,
+        part: usize,
+    ) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
+        Box::new(self.0[task][part].iter().copied())
+    }
+    fn part_len(&self, task: usize, part: usize) -> usize {
+        self.0[task][part].len()
+    }
 }
 
 /// Begins a run of `plan`'s tasks over the input `mem`.
@@ -1002,7 +1021,7 @@ fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
     // would hold them), beside a one-row task: the parts are shared out to
     // two encoding threads (sqlite.rs, encode_window), each part in blocks
     // of at most 65 536 rows.
-    use netspectra_model::window::{FlowCounters, TaskRows};
+    use netspectra_model::window::FlowCounters;
     use netspectra_model::{Dimension, FlowKey};
     use std::collections::HashMap;
     let dir = tempfile::tempdir().unwrap();
@@ -1041,22 +1060,6 @@ fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
         },
         FlowCounters::one(5, 100),
     )];
-    struct Parts(Vec<Vec<Vec<(FlowKey, FlowCounters)>>>);
-    impl TaskRows for Parts {
-        fn parts(&self, task: usize) -> usize {
-            self.0[task].len()
-        }
-        fn part(
-            &self,
-            task: usize,
-            part: usize,
-        ) -> Box<dyn Iterator<Item = (FlowKey, FlowCounters)> + '_> {
-            Box::new(self.0[task][part].iter().copied())
-        }
-        fn part_len(&self, task: usize, part: usize) -> usize {
-            self.0[task][part].len()
-        }
-    }
     let rows = Parts(vec![
         vec![one],
         vec![
