@@ -666,8 +666,7 @@ async fn a_large_scan_answers_like_a_brute_force_sum() {
     // Enough rows over several windows that the grouping runs on two
     // threads (read/blocks.rs, PARALLEL_ROWS), with keys repeating across
     // windows and IPv6 among them.
-    use netspectra_model::window::FlowCounters;
-    use netspectra_model::{Dimension, FlowKey};
+    use netspectra_model::Dimension;
     use netspectra_store::read::{Filter, Measure, Reader, RunSelect, Scope, TimeRange};
     use std::collections::HashMap;
     let dir = tempfile::tempdir().unwrap();
@@ -800,8 +799,7 @@ fn two_engine_store(
         netspectra_model::window::FlowCounters,
     )>,
 ) {
-    use netspectra_model::window::FlowCounters;
-    use netspectra_model::{Dimension, FlowKey};
+    use netspectra_model::Dimension;
     let mut store = SqliteStore::open(path).unwrap();
     let task = TaskSpec {
         name: "flows".into(),
@@ -874,7 +872,6 @@ async fn grouped_answers_equal_a_per_key_computation_in_every_scope() {
     // read/blocks.rs) for the two grouping threads; scopes of one window
     // (one source: no table), several, part of the history, none; with and
     // without key filters; ties broken in key order.
-    use netspectra_model::FlowKey;
     use netspectra_store::read::{Filter, Measure, Reader, RunSelect, Scope, TimeRange};
     for keys in [3_000u64, 45_000] {
         let dir = tempfile::tempdir().unwrap();
@@ -1021,8 +1018,7 @@ fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
     // would hold them), beside a one-row task: the parts are shared out to
     // two encoding threads (sqlite.rs, encode_window), each part in blocks
     // of at most 65 536 rows.
-    use netspectra_model::window::FlowCounters;
-    use netspectra_model::{Dimension, FlowKey};
+    use netspectra_model::Dimension;
     use std::collections::HashMap;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.db");
