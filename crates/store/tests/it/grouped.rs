@@ -3,8 +3,7 @@
 //! end of the run, and files shared with WAL-mode writers and readers.
 
 use crate::drive::{Drive, Plan};
-use crate::{begin, recs, Parts};
-use netspectra_model::task::{TaskKind, TaskSpec};
+use crate::{begin, exact_task, recs, Parts};
 use netspectra_model::window::{FlowCounters, WindowResult, WindowSink};
 use netspectra_model::{ip, Dimension, FlowKey};
 use netspectra_store::{Commits, SqliteStore};
@@ -169,13 +168,10 @@ fn readers_are_not_locked_out_while_a_group_of_megabytes_is_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ns.db");
     let mut store = SqliteStore::open_for(&path, Commits::Grouped).unwrap();
-    let tasks = [TaskSpec {
-        name: "pairs".into(),
-        kind: TaskKind::Exact,
-        key: vec![Dimension::SrcIp, Dimension::DstIp],
-        element: vec![],
-        sketch: None,
-    }];
+    let tasks = [exact_task(
+        "pairs",
+        vec![Dimension::SrcIp, Dimension::DstIp],
+    )];
     let run = store
         .begin_run("e1", "test", &json!([]), &tasks, 1_000)
         .unwrap();
@@ -198,29 +194,24 @@ fn readers_are_not_locked_out_while_a_group_of_megabytes_is_open() {
     sink.window(&tasks, &WindowResult::new(0, 1_000, &window))
         .unwrap();
     let journal = dir.path().join("ns.db-journal");
+    // Another process, reading without waiting at all (busy timeout 0).
+    let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+    let stored_rows = || {
+        reader.query_row(
+            "SELECT COALESCE(SUM(row_count), 0) FROM exact_rows WHERE run_id = ?1",
+            [run],
+            |r| r.get::<_, i64>(0),
+        )
+    };
     if began.elapsed() < Duration::from_millis(900) {
         assert!(journal.exists(), "the group is still open");
-        // Another process reads without waiting at all (busy timeout 0):
-        // it sees the run, and none of the group's rows yet.
-        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        let blocks: i64 = reader
-            .query_row(
-                "SELECT COUNT(*) FROM exact_rows WHERE run_id = ?1",
-                [run],
-                |r| r.get(0),
-            )
-            .expect("a reader is not locked out by the open group");
-        assert_eq!(blocks, 0);
+        let seen = stored_rows().expect("a reader is not locked out by the open group");
+        assert_eq!(
+            seen, 0,
+            "the group's rows are not visible before its commit"
+        );
     }
     drop(sink);
     assert!(!journal.exists(), "dropping the sink commits the group");
-    let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-    let rows: i64 = reader
-        .query_row(
-            "SELECT SUM(row_count) FROM exact_rows WHERE run_id = ?1",
-            [run],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(rows, 200_000);
+    assert_eq!(stored_rows().unwrap(), 200_000);
 }

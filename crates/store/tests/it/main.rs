@@ -7,7 +7,7 @@ mod grouped;
 use drive::{Drive, Plan};
 use netspectra_model::task::TaskSpec;
 use netspectra_model::window::{FlowCounters, SinkError, TaskRows, WindowResult, WindowSink};
-use netspectra_model::{ip, FlowKey, PacketRecord, L3};
+use netspectra_model::{ip, Dimension, FlowKey, PacketRecord, L3};
 use netspectra_store::{SqliteStore, StoreError};
 use serde_json::json;
 
@@ -25,6 +25,17 @@ fn recs(n: u64) -> Vec<PacketRecord> {
             ..Default::default()
         })
         .collect()
+}
+
+/// An exact task named `name` counting per `key`.
+fn exact_task(name: &str, key: Vec<Dimension>) -> TaskSpec {
+    TaskSpec {
+        name: name.into(),
+        kind: netspectra_model::task::TaskKind::Exact,
+        key,
+        element: vec![],
+        sketch: None,
+    }
 }
 
 /// A window's rows per task, in parts as engine workers hold them.
@@ -666,19 +677,15 @@ async fn a_large_scan_answers_like_a_brute_force_sum() {
     // Enough rows over several windows that the grouping runs on two
     // threads (read/blocks.rs, PARALLEL_ROWS), with keys repeating across
     // windows and IPv6 among them.
-    use netspectra_model::Dimension;
     use netspectra_store::read::{Filter, Measure, Reader, RunSelect, Scope, TimeRange};
     use std::collections::HashMap;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.db");
     let mut store = SqliteStore::open(&path).unwrap();
-    let task = TaskSpec {
-        name: "flows".into(),
-        kind: netspectra_model::task::TaskKind::Exact,
-        key: vec![Dimension::SrcIp, Dimension::DstIp, Dimension::DstPort],
-        element: vec![],
-        sketch: None,
-    };
+    let task = exact_task(
+        "flows",
+        vec![Dimension::SrcIp, Dimension::DstIp, Dimension::DstPort],
+    );
     let run = store
         .begin_run("e", "test", &json!([]), std::slice::from_ref(&task), 1_000)
         .unwrap();
@@ -799,20 +806,16 @@ fn two_engine_store(
         netspectra_model::window::FlowCounters,
     )>,
 ) {
-    use netspectra_model::Dimension;
     let mut store = SqliteStore::open(path).unwrap();
-    let task = TaskSpec {
-        name: "flows".into(),
-        kind: netspectra_model::task::TaskKind::Exact,
-        key: vec![
+    let task = exact_task(
+        "flows",
+        vec![
             Dimension::SrcIp,
             Dimension::DstPort,
             Dimension::Protocol,
             Dimension::Vlan,
         ],
-        element: vec![],
-        sketch: None,
-    };
+    );
     let run = store
         .begin_run("e1", "test", &json!([]), std::slice::from_ref(&task), 1_000)
         .unwrap();
@@ -1018,21 +1021,13 @@ fn a_window_of_more_rows_than_two_blocks_is_stored_whole() {
     // would hold them), beside a one-row task: the parts are shared out to
     // two encoding threads (sqlite.rs, encode_window), each part in blocks
     // of at most 65 536 rows.
-    use netspectra_model::Dimension;
     use std::collections::HashMap;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.db");
     let mut store = SqliteStore::open(&path).unwrap();
-    let task = |name: &str, key: Vec<Dimension>| TaskSpec {
-        name: name.into(),
-        kind: netspectra_model::task::TaskKind::Exact,
-        key,
-        element: vec![],
-        sketch: None,
-    };
     let tasks = [
-        task("one", vec![Dimension::Protocol]),
-        task("flows", vec![Dimension::SrcIp, Dimension::DstPort]),
+        exact_task("one", vec![Dimension::Protocol]),
+        exact_task("flows", vec![Dimension::SrcIp, Dimension::DstPort]),
     ];
     let run = store
         .begin_run("e1", "test", &json!([]), &tasks, 1_000)
