@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 /// one transaction before it commits them.
 const GROUP_FOR: Duration = Duration::from_secs(1);
 
+/// Bytes of a grouped transaction's pages kept in memory before SQLite
+/// spills them into the file (see `open_conn`).
+const SPILL_AFTER: i64 = 256 << 20;
+
 /// A run as recorded in the `runs` table.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RunRecord {
@@ -91,8 +95,13 @@ fn open_conn(path: &Path, commits: Commits) -> Result<Connection, StoreError> {
         // mid-transaction holds the exclusive lock, which keeps out every
         // reader, from then until its commit: up to a whole group
         // ([`GROUP_FOR`]). Kept in memory, a group's pages lock readers out
-        // only while the commit writes them.
-        conn.pragma_update(None, "cache_spill", false)
+        // only while the commit writes them. Up to a bound: a group bigger
+        // than SPILL_AFTER (one huge window) spills rather than doubling
+        // the memory its encoded blocks already take.
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(err)?;
+        conn.pragma_update(None, "cache_spill", SPILL_AFTER / page_size.max(512))
             .map_err(err)?;
     }
     Ok(conn)
