@@ -15,6 +15,7 @@
 use netspectra_model::ip::{self, IpBytes};
 use netspectra_model::window::FlowCounters;
 use netspectra_model::FlowKey;
+use netspectra_sketch::memory::GrowingArray;
 use netspectra_sketch::prefetch;
 
 /// Hashes a key for the table (fixed seed: same layout in every run).
@@ -233,19 +234,11 @@ impl_slot!(WideSlot, FlowKey);
 const MIN_CAPACITY: usize = 64;
 
 /// One open-addressing array of slots and the number in use.
-#[derive(Clone)]
-struct Slots<S> {
-    slots: Vec<S>,
+#[derive(Clone, Default)]
+struct Slots<S: Slot> {
+    /// Grows in place: doubling adds fresh memory for the new half only.
+    slots: GrowingArray<S>,
     len: usize,
-}
-
-impl<S> Default for Slots<S> {
-    fn default() -> Self {
-        Slots {
-            slots: Vec::new(),
-            len: 0,
-        }
-    }
 }
 
 impl<S: Slot> Slots<S> {
@@ -288,17 +281,50 @@ impl<S: Slot> Slots<S> {
         }
     }
 
+    /// Doubles the capacity and moves each key to where probing with the
+    /// doubled mask finds it, within the same memory.
     fn grow(&mut self) {
-        let cap = (self.slots.len() * 2).max(MIN_CAPACITY);
-        let old = std::mem::replace(&mut self.slots, vec![S::default(); cap]);
-        let mask = cap - 1;
-        for slot in old.into_iter().filter(|s| s.hash() != 0) {
-            let mut i = slot.hash() as usize & mask;
-            while self.slots[i].hash() != 0 {
-                i = (i + 1) & mask;
-            }
-            self.slots[i] = slot;
+        let old_cap = self.slots.len();
+        self.slots.grow_to((old_cap * 2).max(MIN_CAPACITY));
+        if old_cap > 0 {
+            self.rehash_in_place(old_cap);
         }
+    }
+
+    /// Re-places the keys of the first `old_cap` slots after the array
+    /// doubled, taking each out and putting it back at the first free slot
+    /// from its new home. Why every key stays findable: no probe passes a
+    /// slot still to be emptied. The keys are visited from just after a
+    /// free slot, so no old run of full slots crosses the start and each
+    /// key's old home is visited before it. A key whose home did not move
+    /// lands at or before its old slot. A key whose home moved up lands in
+    /// the new half, where no slot is ever emptied; it cannot wrap round
+    /// the end into unvisited slots, since the keys filling the new half
+    /// by then came from fewer old slots than they would need to fill its
+    /// end. Keys visited last (slot 0 up to the free slot) may wrap round
+    /// the end, but only into slots already visited.
+    fn rehash_in_place(&mut self, old_cap: usize) {
+        let free = self.slots[..old_cap]
+            .iter()
+            .position(|s| s.hash() == 0)
+            .expect("the load factor leaves a free slot");
+        for step in 1..old_cap {
+            let i = (free + step) & (old_cap - 1);
+            let slot = std::mem::take(&mut self.slots[i]);
+            if slot.hash() != 0 {
+                self.place(slot);
+            }
+        }
+    }
+
+    /// Puts a key known to be absent at the first free slot from its home.
+    fn place(&mut self, slot: S) {
+        let mask = self.mask();
+        let mut i = slot.hash() as usize & mask;
+        while self.slots[i].hash() != 0 {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = slot;
     }
 
     fn iter(&self) -> impl Iterator<Item = &S> {
@@ -373,6 +399,49 @@ mod tests {
             prop_assert_eq!(table.len(), model.len());
             let got: HashMap<FlowKey, FlowCounters> = table.iter().collect();
             prop_assert_eq!(got, model);
+        }
+    }
+
+    /// Growing in place (`Slots::rehash_in_place`) must leave every key
+    /// findable. A third of the keys here have homes in the last four
+    /// slots at every capacity, so a run of full slots wraps round the end
+    /// at each doubling; a third have their
+    /// home at slot 0 until a doubling moves it to the middle, so the run
+    /// at the start holds keys that leave it; a third spread out. Adding a
+    /// key again must find it (merge, not insert).
+    #[test]
+    fn keys_stay_findable_while_the_table_grows_with_runs_that_wrap() {
+        let mut slots = Slots::<V4Slot>::default();
+        let entry = |k: u64| {
+            let low = match k % 3 {
+                0 => 0xffff ^ (k & 3),
+                1 => 1 << (6 + k % 10),
+                _ => k.wrapping_mul(0x9e37_79b9_7f4a_7c15) & 0xffff,
+            };
+            let hash = 1 << 63 | k << 16 | low;
+            let key = V4Key {
+                src: (k as u32).to_be_bytes(),
+                ..V4Key::default()
+            };
+            (key, hash)
+        };
+        let n = 3000;
+        for k in 0..n {
+            let (key, hash) = entry(k);
+            slots.add(key, hash, &FlowCounters::one(k, 1));
+            if k.is_power_of_two() || k + 1 == n {
+                for j in 0..=k {
+                    let (key, hash) = entry(j);
+                    slots.add(key, hash, &FlowCounters::one(j, 0));
+                    assert_eq!(slots.len as u64, k + 1, "key {j} lost after {k} inserts");
+                }
+            }
+        }
+        assert!(slots.slots.len() >= 4096);
+        for s in slots.iter() {
+            let k = u64::from(u32::from_be_bytes(s.key.src));
+            let times = 1 + (k..n).filter(|i| i.is_power_of_two() || i + 1 == n).count();
+            assert_eq!(s.counters.packets, times as u64, "key {k}");
         }
     }
 

@@ -1,6 +1,7 @@
-//! Large arrays backed by huge pages, the other unsafe corner of the hot path.
+//! Large arrays of the hot path, the other unsafe corner of it: sketch
+//! arrays backed by huge pages, and arrays that grow without moving.
 //!
-//! Why: a sketch is tens of megabytes probed at random, so with 4 KiB pages
+//! Why huge pages: a sketch is tens of megabytes probed at random, so with 4 KiB pages
 //! nearly every probe also misses the TLB (its second level covers a few
 //! megabytes) and pays a page walk on top of the cache miss. With 2 MiB
 //! pages a whole sketch fits the TLB. Linux gives huge pages to memory that
@@ -43,9 +44,197 @@ fn advise_huge_pages(start: *const u8, len: usize) {
 #[cfg(not(target_os = "linux"))]
 fn advise_huge_pages(_start: *const u8, _len: usize) {}
 
+#[cfg(target_os = "linux")]
+pub use mapped::GrowingArray;
+
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+mod mapped {
+    use std::alloc::{handle_alloc_error, Layout};
+    use std::ptr::NonNull;
+
+    /// An array that only grows, keeping the memory of what it already
+    /// holds.
+    ///
+    /// Why: a flow table doubles as keys arrive. Growing a `Vec` maps fresh
+    /// memory for the whole new array and frees the old, so a table that
+    /// ends at 64 MB has made the kernel zero 128 MB of fresh pages, and
+    /// first touches of fresh pages were a tenth of a run's CPU (README,
+    /// Performance). Here growth moves the old pages' mappings instead of
+    /// their bytes (`mremap`): only the added part is fresh memory, and the
+    /// elements stay where they are for the caller to rearrange.
+    pub struct GrowingArray<T: Copy + Default> {
+        /// Start of a private anonymous mapping of `len` elements (dangling
+        /// while `len` is 0: nothing is mapped).
+        ptr: NonNull<T>,
+        len: usize,
+    }
+
+    // SAFETY: the array owns its mapping outright, as a `Vec` its buffer.
+    unsafe impl<T: Copy + Default + Send> Send for GrowingArray<T> {}
+    // SAFETY: shared access only hands out `&[T]`.
+    unsafe impl<T: Copy + Default + Sync> Sync for GrowingArray<T> {}
+
+    impl<T: Copy + Default> GrowingArray<T> {
+        /// An empty array; the first growth maps memory.
+        pub fn new() -> Self {
+            GrowingArray {
+                ptr: NonNull::dangling(),
+                len: 0,
+            }
+        }
+
+        /// Grows to `len` elements (no-op if already that long): the first
+        /// ones keep their values and the new ones are `T::default()`.
+        pub fn grow_to(&mut self, len: usize) {
+            if len <= self.len {
+                return;
+            }
+            let layout = Layout::array::<T>(len).expect("array size overflows");
+            assert!(layout.size() > 0, "zero-sized elements need no mapping");
+            // SAFETY: a new private anonymous mapping, or the resize of the
+            // one this array owns, whose `old` bytes the previous growth
+            // mapped. Page alignment (mmap's) is at least any element's
+            // alignment; the kernel rounds lengths up to whole pages.
+            let ptr = unsafe {
+                if self.len == 0 {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        layout.size(),
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                        -1,
+                        0,
+                    )
+                } else {
+                    let old = self.len * size_of::<T>();
+                    libc::mremap(
+                        self.ptr.as_ptr().cast(),
+                        old,
+                        layout.size(),
+                        libc::MREMAP_MAYMOVE,
+                    )
+                }
+            };
+            if ptr == libc::MAP_FAILED {
+                handle_alloc_error(layout);
+            }
+            let ptr = NonNull::new(ptr.cast::<T>()).expect("a mapping is never at address 0");
+            for i in self.len..len {
+                // SAFETY: `i` is inside the mapping, which is writable and
+                // aligned; `T: Copy` has no drop to skip.
+                unsafe { ptr.as_ptr().add(i).write(T::default()) };
+            }
+            self.ptr = ptr;
+            self.len = len;
+        }
+    }
+
+    impl<T: Copy + Default> std::ops::Deref for GrowingArray<T> {
+        type Target = [T];
+        fn deref(&self) -> &[T] {
+            // SAFETY: `len` initialised elements start at `ptr` (dangling
+            // but aligned when `len` is 0), borrowed with `self`.
+            unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+        }
+    }
+
+    impl<T: Copy + Default> std::ops::DerefMut for GrowingArray<T> {
+        fn deref_mut(&mut self) -> &mut [T] {
+            // SAFETY: as `deref`, borrowed mutably with `self`.
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+        }
+    }
+
+    impl<T: Copy + Default> Drop for GrowingArray<T> {
+        fn drop(&mut self) {
+            if self.len > 0 {
+                // SAFETY: the mapping this array owns; nothing borrows it
+                // any more. A failure could only leak it.
+                unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len * size_of::<T>()) };
+            }
+        }
+    }
+}
+
+/// Elsewhere a `Vec`, whose growth copies: same results, no gain.
+#[cfg(not(target_os = "linux"))]
+pub struct GrowingArray<T: Copy + Default>(Vec<T>);
+
+#[cfg(not(target_os = "linux"))]
+impl<T: Copy + Default> GrowingArray<T> {
+    /// An empty array.
+    pub fn new() -> Self {
+        GrowingArray(Vec::new())
+    }
+
+    /// Grows to `len` elements, the new ones `T::default()`.
+    pub fn grow_to(&mut self, len: usize) {
+        if len > self.0.len() {
+            self.0.resize(len, T::default());
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl<T: Copy + Default> std::ops::Deref for GrowingArray<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+impl<T: Copy + Default> std::ops::DerefMut for GrowingArray<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}
+
+impl<T: Copy + Default> Default for GrowingArray<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Copy + Default> Clone for GrowingArray<T> {
+    fn clone(&self) -> Self {
+        let mut copy = Self::new();
+        copy.grow_to(self.len());
+        copy.copy_from_slice(self);
+        copy
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_growing_array_keeps_its_values_and_adds_defaults() {
+        let mut a = GrowingArray::<[u64; 8]>::new();
+        assert!(a.is_empty());
+        let mut len = 0;
+        for grown in [1, 3, 64, 1000, 70_000, 70_000, 300_000] {
+            a.grow_to(grown);
+            assert_eq!(a.len(), grown);
+            assert!(a[len..].iter().all(|v| *v == [0; 8]), "new tail at {grown}");
+            assert!(
+                a[..len]
+                    .iter()
+                    .enumerate()
+                    .all(|(i, v)| *v == [i as u64; 8]),
+                "kept head at {grown}"
+            );
+            for (i, v) in a.iter_mut().enumerate().skip(len) {
+                *v = [i as u64; 8];
+            }
+            len = grown;
+        }
+        let copy = a.clone();
+        drop(a);
+        assert!(copy.iter().enumerate().all(|(i, v)| *v == [i as u64; 8]));
+    }
 
     #[test]
     fn filled_vec_holds_the_value_at_every_size() {
