@@ -89,14 +89,14 @@ CONF
 fi
 
 # One measurement: label, then the command; appends "seconds cpu_seconds
-# rss_kb" to $tmp/<label>.
+# rss_kb minor_faults" to $tmp/<label>.
 measure() {
     local label=$1; shift
     local t0 t1 usage
     t0=$(date +%s%N)
-    usage=$("$time_bin" -f '%U %S %M' "$@" 2>&1 >/dev/null | tail -1)
+    usage=$("$time_bin" -f '%U %S %M %R' "$@" 2>&1 >/dev/null | tail -1)
     t1=$(date +%s%N)
-    echo "$(( (t1 - t0) / 1000 ))e-6 $usage" | awk '{print $1, $2 + $3, $4}' >> "$tmp/$label"
+    echo "$(( (t1 - t0) / 1000 ))e-6 $usage" | awk '{print $1, $2 + $3, $4, $5}' >> "$tmp/$label"
 }
 base=${BASE_BIN:-}
 db=$tmp/store.db
@@ -136,9 +136,12 @@ cpu() { awk '{print $2}' "$tmp/$1" | median; }
 rss() { awk '{print $3}' "$tmp/$1" | sort -n | tail -1; }
 # Median over rounds of (a's time / b's time) in the same round, over the
 # rounds that ran both (pmacct runs only in the first $pmacct_runs).
-ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 6 {print ($1 + 0) / ($4 + 0)}' | median; }
+ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 8 {print ($1 + 0) / ($5 + 0)}' | median; }
 # The same for CPU time.
-cpu_ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 6 {print $2 / $5}' | median | awk '{printf "%.2f×", $1}'; }
+cpu_ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 8 {print $2 / $6}' | median | awk '{printf "%.2f×", $1}'; }
+# Median minor page faults (fresh memory touched, mapped file pages) in
+# thousands: unlike time, nearly the same in every run.
+faults() { awk '{print $4}' "$tmp/$1" | median | awk '{printf "%.1f k", $1 / 1000}'; }
 
 cat_s=$(secs cat)
 echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -191,4 +194,11 @@ if [ -n "$base" ]; then
     printf 'CPU time ÷ before (paired medians): store %s, --no-store %s with 2 workers and %s with 1, exact only %s and %s\n' \
         "$(cpu_ratio store store.base)" "$(cpu_ratio nostore2 nostore2.base)" "$(cpu_ratio nostore1 nostore1.base)" \
         "$(cpu_ratio exact2 exact2.base)" "$(cpu_ratio exact1 exact1.base)"
+fi
+printf 'minor page faults (medians): store %s, --no-store %s with 2 workers and %s with 1\n' \
+    "$(faults store)" "$(faults nostore2)" "$(faults nostore1)"
+if [ -n "$base" ]; then
+    printf 'before: store %s, --no-store %s and %s; peak RSS %.0f, %.0f and %.0f MB\n' \
+        "$(faults store.base)" "$(faults nostore2.base)" "$(faults nostore1.base)" \
+        "$(($(rss store.base) / 1024))" "$(($(rss nostore2.base) / 1024))" "$(($(rss nostore1.base) / 1024))"
 fi
