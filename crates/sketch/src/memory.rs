@@ -59,7 +59,7 @@ mod mapped {
     /// Why: a flow table doubles as keys arrive. Growing a `Vec` maps fresh
     /// memory for the whole new array and frees the old, so a table that
     /// ends at 64 MB has made the kernel zero 128 MB of fresh pages, and
-    /// first touches of fresh pages were a tenth of a run's CPU (README,
+    /// zeroing fresh pages took up to a tenth of a run's CPU (README,
     /// Performance). Here growth moves the old pages' mappings instead of
     /// their bytes (`mremap`): only the added part is fresh memory, and the
     /// elements stay where they are for the caller to rearrange.
