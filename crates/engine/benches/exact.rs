@@ -32,6 +32,17 @@ fn records(keys: u32, n: usize) -> Vec<PacketRecord> {
         .collect()
 }
 
+/// The default per-flow task's key.
+fn five_tuple() -> Vec<Dimension> {
+    vec![
+        Dimension::SrcIp,
+        Dimension::DstIp,
+        Dimension::SrcPort,
+        Dimension::DstPort,
+        Dimension::Protocol,
+    ]
+}
+
 /// One update into a table that already holds `keys` keys (steady state).
 #[divan::bench(args = [1_000, 100_000, 1_000_000])]
 fn exact_update_per_src(bencher: Bencher, keys: u32) {
@@ -56,14 +67,7 @@ fn exact_update_batched_per_src(bencher: Bencher, keys: u32) {
 /// The engine's path for the default 5-tuple task.
 #[divan::bench(args = [1_000_000])]
 fn exact_update_batched_per_flow(bencher: Bencher, keys: u32) {
-    let dims = vec![
-        Dimension::SrcIp,
-        Dimension::DstIp,
-        Dimension::SrcPort,
-        Dimension::DstPort,
-        Dimension::Protocol,
-    ];
-    batched(bencher, keys, dims);
+    batched(bencher, keys, five_tuple());
 }
 
 fn batched(bencher: Bencher, keys: u32, dims: Vec<Dimension>) {
@@ -85,14 +89,7 @@ fn batched(bencher: Bencher, keys: u32, dims: Vec<Dimension>) {
 #[divan::bench(args = [1_000_000])]
 fn exact_update_per_flow(bencher: Bencher, keys: u32) {
     let recs = records(keys, 1 << 20);
-    let dims = vec![
-        Dimension::SrcIp,
-        Dimension::DstIp,
-        Dimension::SrcPort,
-        Dimension::DstPort,
-        Dimension::Protocol,
-    ];
-    let mut table = ExactTable::new(dims);
+    let mut table = ExactTable::new(five_tuple());
     for r in &recs {
         table.update(r);
     }
@@ -111,16 +108,9 @@ fn exact_update_per_flow(bencher: Bencher, keys: u32) {
 fn exact_fill_fresh_table_per_flow(bencher: Bencher) {
     const N: usize = 1 << 20;
     let recs = records(1_000_000, N);
-    let dims = vec![
-        Dimension::SrcIp,
-        Dimension::DstIp,
-        Dimension::SrcPort,
-        Dimension::DstPort,
-        Dimension::Protocol,
-    ];
     bencher
         .counter(divan::counter::ItemsCount::new(N))
-        .with_inputs(|| ExactTable::new(dims.clone()))
+        .with_inputs(|| ExactTable::new(five_tuple()))
         .bench_local_values(|mut table| {
             for chunk in recs.chunks(1024) {
                 table.update_all(black_box(chunk).iter());
