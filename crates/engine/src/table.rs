@@ -405,10 +405,10 @@ mod tests {
     /// Growing in place (`Slots::rehash_in_place`) must leave every key
     /// findable. A third of the keys here have homes in the last four
     /// slots at every capacity, so a run of full slots wraps round the end
-    /// at each doubling; a third have their
-    /// home at slot 0 until a doubling moves it to the middle, so the run
-    /// at the start holds keys that leave it; a third spread out. Adding a
-    /// key again must find it (merge, not insert).
+    /// at each doubling; a third have their home at slot 0 until a
+    /// doubling moves it to the middle, so the run at the start holds keys
+    /// that leave it; a third spread out. Adding a key again must find it
+    /// (merge, not insert).
     #[test]
     fn keys_stay_findable_while_the_table_grows_with_runs_that_wrap() {
         let mut slots = Slots::<V4Slot>::default();
