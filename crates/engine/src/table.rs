@@ -445,6 +445,33 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// In-place growth keeps every key findable for any hashes, here
+        /// with homes crowded into a few hundred slots so runs of full
+        /// slots form, wrap and break up across doublings.
+        #[test]
+        fn growth_in_place_keeps_any_keys_findable(lows in proptest::collection::vec(0u64..300, 1..900)) {
+            let mut slots = Slots::<V4Slot>::default();
+            let entry = |k: usize, low: u64| {
+                let key = V4Key {
+                    src: (k as u32).to_be_bytes(),
+                    ..V4Key::default()
+                };
+                (key, 1 << 63 | (k as u64) << 20 | low)
+            };
+            for (k, &low) in lows.iter().enumerate() {
+                let (key, hash) = entry(k, low);
+                slots.add(key, hash, &FlowCounters::one(1, 1));
+            }
+            for (k, &low) in lows.iter().enumerate() {
+                let (key, hash) = entry(k, low);
+                slots.add(key, hash, &FlowCounters::one(2, 1));
+            }
+            prop_assert_eq!(slots.len, lows.len());
+            prop_assert!(slots.iter().all(|s| s.counters.packets == 2));
+        }
+    }
+
     #[test]
     fn merge_and_absorb_sum_counters() {
         let mut a = FlowTable::new();
