@@ -51,36 +51,50 @@ pub use mapped::GrowingArray;
 #[allow(unsafe_code)]
 mod mapped {
     use std::alloc::{handle_alloc_error, Layout};
+    use std::mem::ManuallyDrop;
     use std::ptr::NonNull;
 
-    /// An array that only grows, keeping the memory of what it already
-    /// holds.
+    /// Size from which an array lives in a mapping of its own rather than
+    /// on the heap: glibc's largest `mmap` threshold. Above it malloc maps
+    /// fresh memory for every allocation anyway, so growing the mapping in
+    /// place only saves pages; below it malloc hands a freed array's
+    /// memory to the next one (a window's table to the next window's),
+    /// which a mapping of our own would give back to the kernel instead.
+    const MAP_FROM: usize = 32 << 20;
+
+    /// An array that only grows; past [`MAP_FROM`] bytes it keeps the
+    /// memory of what it already holds.
     ///
-    /// Why: a flow table doubles as keys arrive. Growing a `Vec` maps fresh
-    /// memory for the whole new array and frees the old, so a table that
-    /// ends at 64 MB has made the kernel zero 128 MB of fresh pages, and
-    /// zeroing fresh pages took up to a tenth of a run's CPU (README,
-    /// Performance). Here growth moves the old pages' mappings instead of
-    /// their bytes (`mremap`): only the added part is fresh memory, and the
-    /// elements stay where they are for the caller to rearrange.
+    /// Why: a flow table doubles as keys arrive. Growing a `Vec` that
+    /// large maps fresh memory for the whole new array and frees the old,
+    /// so a table that ends at 64 MB made the kernel zero 128 MB of fresh
+    /// pages, and zeroing fresh pages took up to a tenth of a run's CPU
+    /// (README, Performance). Here growth past `MAP_FROM` moves the old
+    /// pages' mappings instead of their bytes (`mremap`): only the added
+    /// part is fresh memory, and the elements stay where they are for the
+    /// caller to rearrange.
     pub struct GrowingArray<T: Copy + Default> {
-        /// Start of a private anonymous mapping of `len` elements (dangling
-        /// while `len` is 0: nothing is mapped).
+        /// Start of `len` initialised elements: a `Vec`'s buffer of
+        /// capacity `heap_cap`, or (when `heap_cap` is 0 and `len` is not)
+        /// a private anonymous mapping of exactly `len` elements; dangling
+        /// while `len` is 0.
         ptr: NonNull<T>,
         len: usize,
+        heap_cap: usize,
     }
 
-    // SAFETY: the array owns its mapping outright, as a `Vec` its buffer.
+    // SAFETY: the array owns its memory outright, as a `Vec` its buffer.
     unsafe impl<T: Copy + Default + Send> Send for GrowingArray<T> {}
     // SAFETY: shared access only hands out `&[T]`.
     unsafe impl<T: Copy + Default + Sync> Sync for GrowingArray<T> {}
 
     impl<T: Copy + Default> GrowingArray<T> {
-        /// An empty array; the first growth maps memory.
+        /// An empty array; the first growth allocates.
         pub fn new() -> Self {
             GrowingArray {
                 ptr: NonNull::dangling(),
                 len: 0,
+                heap_cap: 0,
             }
         }
 
@@ -91,43 +105,91 @@ mod mapped {
                 return;
             }
             let layout = Layout::array::<T>(len).expect("array size overflows");
-            assert!(layout.size() > 0, "zero-sized elements need no mapping");
-            // SAFETY: a new private anonymous mapping, or the resize of the
-            // one this array owns, whose `old` bytes the previous growth
-            // mapped. Page alignment (mmap's) is at least any element's
-            // alignment; the kernel rounds lengths up to whole pages.
-            let ptr = unsafe {
-                if self.len == 0 {
-                    libc::mmap(
-                        std::ptr::null_mut(),
-                        layout.size(),
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                        -1,
-                        0,
-                    )
-                } else {
-                    let old = self.len * size_of::<T>();
-                    libc::mremap(
-                        self.ptr.as_ptr().cast(),
-                        old,
-                        layout.size(),
-                        libc::MREMAP_MAYMOVE,
-                    )
-                }
-            };
-            if ptr == libc::MAP_FAILED {
-                handle_alloc_error(layout);
+            assert!(layout.size() > 0, "zero-sized elements need no memory");
+            if layout.size() < MAP_FROM {
+                let mut heap = ManuallyDrop::new(self.take_heap());
+                heap.resize(len, T::default());
+                self.ptr = NonNull::new(heap.as_mut_ptr()).expect("a Vec's buffer is not null");
+                self.heap_cap = heap.capacity();
+                self.len = len;
+                return;
             }
-            let ptr = NonNull::new(ptr.cast::<T>()).expect("a mapping is never at address 0");
-            for i in self.len..len {
+            let kept = self.len;
+            let ptr = if self.len == 0 || self.heap_cap > 0 {
+                let heap = self.take_heap();
+                let ptr = map(layout);
+                // SAFETY: the new mapping holds `len > heap.len()`
+                // elements and cannot overlap the heap buffer.
+                unsafe { std::ptr::copy_nonoverlapping(heap.as_ptr(), ptr.as_ptr(), heap.len()) };
+                ptr
+            } else {
+                remap(self.ptr, kept * size_of::<T>(), layout)
+            };
+            for i in kept..len {
                 // SAFETY: `i` is inside the mapping, which is writable and
                 // aligned; `T: Copy` has no drop to skip.
                 unsafe { ptr.as_ptr().add(i).write(T::default()) };
             }
             self.ptr = ptr;
             self.len = len;
+            self.heap_cap = 0;
         }
+
+        /// The heap buffer as a `Vec` (empty if there is none), leaving the
+        /// array empty: its memory is now the `Vec`'s.
+        fn take_heap(&mut self) -> Vec<T> {
+            let heap = if self.heap_cap == 0 {
+                Vec::new()
+            } else {
+                // SAFETY: `ptr`, `len` and `heap_cap` are the parts of a
+                // `Vec<T>` this array took apart and has owned since.
+                unsafe { Vec::from_raw_parts(self.ptr.as_ptr(), self.len, self.heap_cap) }
+            };
+            self.ptr = NonNull::dangling();
+            self.len = 0;
+            self.heap_cap = 0;
+            heap
+        }
+    }
+
+    /// A new private anonymous mapping for `layout`.
+    fn map<T>(layout: Layout) -> NonNull<T> {
+        // SAFETY: a fresh mapping at an address the kernel picks; page
+        // alignment is at least any element's alignment.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                layout.size(),
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        mapped(ptr, layout)
+    }
+
+    /// The mapping of `old` bytes at `ptr`, grown to `layout`'s size,
+    /// moved if it has to be.
+    fn remap<T>(ptr: NonNull<T>, old: usize, layout: Layout) -> NonNull<T> {
+        // SAFETY: `ptr` and `old` describe a mapping the caller owns and
+        // no longer borrows; the kernel rounds lengths up to whole pages.
+        let ptr = unsafe {
+            libc::mremap(
+                ptr.as_ptr().cast(),
+                old,
+                layout.size(),
+                libc::MREMAP_MAYMOVE,
+            )
+        };
+        mapped(ptr, layout)
+    }
+
+    fn mapped<T>(ptr: *mut libc::c_void, layout: Layout) -> NonNull<T> {
+        if ptr == libc::MAP_FAILED {
+            handle_alloc_error(layout);
+        }
+        NonNull::new(ptr.cast::<T>()).expect("a mapping is never at address 0")
     }
 
     impl<T: Copy + Default> std::ops::Deref for GrowingArray<T> {
@@ -148,10 +210,12 @@ mod mapped {
 
     impl<T: Copy + Default> Drop for GrowingArray<T> {
         fn drop(&mut self) {
-            if self.len > 0 {
+            if self.heap_cap == 0 && self.len > 0 {
                 // SAFETY: the mapping this array owns; nothing borrows it
                 // any more. A failure could only leak it.
                 unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len * size_of::<T>()) };
+            } else {
+                drop(self.take_heap());
             }
         }
     }
@@ -215,7 +279,8 @@ mod tests {
         let mut a = GrowingArray::<[u64; 8]>::new();
         assert!(a.is_empty());
         let mut len = 0;
-        for grown in [1, 3, 64, 1000, 70_000, 70_000, 300_000] {
+        // 64-byte elements: the heap up to 500 000, a mapping from 600 000.
+        for grown in [1, 3, 64, 1000, 70_000, 70_000, 500_000, 600_000, 1_300_000] {
             a.grow_to(grown);
             assert_eq!(a.len(), grown);
             assert!(a[len..].iter().all(|v| *v == [0; 8]), "new tail at {grown}");
