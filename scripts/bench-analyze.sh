@@ -53,6 +53,8 @@ mkdir -p "$dir"
 file=$dir/bench-$packets.pcap
 [ -f "$file" ] || "$bin" gen "$file" --packets "$packets" >/dev/null
 echo 'aggregator: {types: [exact]}' > "$dir/exact-only.yaml"
+# Many short windows, as a live run's: each window's tables start empty.
+echo 'aggregator: {snapshot_interval: 100ms}' > "$dir/short-windows.yaml"
 tmp=$(mktemp -d "$dir/bench-analyze.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 # Reads the capture into the page cache, untimed, before every timed run:
@@ -122,6 +124,7 @@ for round in $(seq "$runs"); do
     analyze nostore1 --workers 1 --no-store
     analyze exact2 --workers 2 --no-store --config "$dir/exact-only.yaml"
     analyze exact1 --workers 1 --no-store --config "$dir/exact-only.yaml"
+    analyze short2 --workers 2 --no-store --config "$dir/short-windows.yaml"
     if [ "$have_pmacct" = 1 ] && [ "$round" -le "$pmacct_runs" ]; then
         for name in src flow idle; do
             warm
@@ -175,6 +178,7 @@ row "default tasks, 2 workers, --no-store" nostore2
 row "default tasks, 1 worker, --no-store" nostore1
 row "exact tasks only, 2 workers, --no-store" exact2
 row "exact tasks only, 1 worker, --no-store" exact1
+row "default tasks, 2 workers, --no-store, 100 ms windows" short2
 echo
 if [ "$have_pmacct" = 1 ]; then
     idle=$(secs pmacct-idle)
@@ -195,10 +199,10 @@ if [ -n "$base" ]; then
         "$(cpu_ratio store store.base)" "$(cpu_ratio nostore2 nostore2.base)" "$(cpu_ratio nostore1 nostore1.base)" \
         "$(cpu_ratio exact2 exact2.base)" "$(cpu_ratio exact1 exact1.base)"
 fi
-printf 'minor page faults (medians): store %s, --no-store %s with 2 workers and %s with 1\n' \
-    "$(faults store)" "$(faults nostore2)" "$(faults nostore1)"
+printf 'minor page faults (medians): store %s, --no-store %s with 2 workers and %s with 1, %s with 100 ms windows\n' \
+    "$(faults store)" "$(faults nostore2)" "$(faults nostore1)" "$(faults short2)"
 if [ -n "$base" ]; then
-    printf 'before: store %s, --no-store %s and %s; peak RSS %.0f, %.0f and %.0f MB\n' \
-        "$(faults store.base)" "$(faults nostore2.base)" "$(faults nostore1.base)" \
+    printf 'before: store %s, --no-store %s, %s and %s; peak RSS %.0f, %.0f and %.0f MB\n' \
+        "$(faults store.base)" "$(faults nostore2.base)" "$(faults nostore1.base)" "$(faults short2.base)" \
         "$(($(rss store.base) / 1024))" "$(($(rss nostore2.base) / 1024))" "$(($(rss nostore1.base) / 1024))"
 fi
