@@ -236,7 +236,8 @@ const MIN_CAPACITY: usize = 64;
 /// One open-addressing array of slots and the number in use.
 #[derive(Clone, Default)]
 struct Slots<S: Slot> {
-    /// Grows in place: doubling adds fresh memory for the new half only.
+    /// From 32 MiB it grows in place: doubling adds fresh memory for the
+    /// new half only.
     slots: GrowingArray<S>,
     len: usize,
 }

@@ -1,5 +1,6 @@
 //! Large arrays of the hot path, the other unsafe corner of it: sketch
-//! arrays backed by huge pages, and arrays that grow without moving.
+//! arrays backed by huge pages, and arrays that, once large, grow without
+//! copying.
 //!
 //! Why huge pages: a sketch is tens of megabytes probed at random, so with
 //! 4 KiB pages nearly every probe also misses the TLB (its second level
@@ -115,7 +116,7 @@ mod mapped {
                 return;
             }
             let kept = self.len;
-            let ptr = if self.len == 0 || self.heap_cap > 0 {
+            let ptr = if !self.is_mapped() {
                 let heap = self.take_heap();
                 let ptr = map(layout);
                 // SAFETY: the new mapping holds `len > heap.len()`
@@ -135,9 +136,16 @@ mod mapped {
             self.heap_cap = 0;
         }
 
+        /// Whether the elements live in a mapping of their own (from
+        /// [`MAP_FROM`] bytes on) rather than in a heap buffer.
+        fn is_mapped(&self) -> bool {
+            self.heap_cap == 0 && self.len > 0
+        }
+
         /// The heap buffer as a `Vec` (empty if there is none), leaving the
         /// array empty: its memory is now the `Vec`'s.
         fn take_heap(&mut self) -> Vec<T> {
+            debug_assert!(!self.is_mapped(), "a mapping is not a heap buffer");
             let heap = if self.heap_cap == 0 {
                 Vec::new()
             } else {
@@ -210,7 +218,7 @@ mod mapped {
 
     impl<T: Copy + Default> Drop for GrowingArray<T> {
         fn drop(&mut self) {
-            if self.heap_cap == 0 && self.len > 0 {
+            if self.is_mapped() {
                 // SAFETY: the mapping this array owns; nothing borrows it
                 // any more. A failure could only leak it.
                 unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len * size_of::<T>()) };
