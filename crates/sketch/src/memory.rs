@@ -197,6 +197,18 @@ mod mapped {
         if ptr == libc::MAP_FAILED {
             handle_alloc_error(layout);
         }
+        // Tables this large are probed at random, one cache miss per
+        // packet: with 4 KiB pages most probes also missed the TLB. The
+        // advice covers the whole mapping, not only the whole huge pages
+        // inside it as `advise_huge_pages` does: advice on part of a
+        // mapping splits it in two, and `mremap` cannot grow a range that
+        // spans two (the growth test aborted on it).
+        // SAFETY: `ptr` starts a mapping of `layout.size()` bytes this
+        // array owns; the advice changes how pages are backed, never their
+        // contents. Best effort: a refusal changes only speed.
+        unsafe {
+            libc::madvise(ptr, layout.size(), libc::MADV_HUGEPAGE);
+        }
         NonNull::new(ptr.cast::<T>()).expect("a mapping is never at address 0")
     }
 
