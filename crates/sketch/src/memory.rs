@@ -1,11 +1,12 @@
 //! Large arrays of the hot path, the other unsafe corner of it: sketch
 //! arrays backed by huge pages, and arrays that, once large, grow without
-//! copying.
+//! copying, on huge pages too.
 //!
-//! Why huge pages: a sketch is tens of megabytes probed at random, so with
-//! 4 KiB pages nearly every probe also misses the TLB (its second level
-//! covers a few megabytes) and pays a page walk on top of the cache miss.
-//! With 2 MiB pages a whole sketch fits the TLB. Linux gives huge pages to
+//! Why huge pages: a sketch or a large flow table is tens of megabytes
+//! probed at random, so with 4 KiB pages nearly every probe also misses
+//! the TLB (its second level covers a few megabytes) and pays a page walk
+//! on top of the cache miss. With 2 MiB pages a whole sketch fits the
+//! TLB. Linux gives huge pages to
 //! memory that asks for them (`MADV_HUGEPAGE`) when transparent huge pages
 //! are in `madvise` mode, the common default; elsewhere the advice is
 //! ignored and nothing changes.
