@@ -6,10 +6,10 @@
 //! probed at random, so with 4 KiB pages nearly every probe also misses
 //! the TLB (its second level covers a few megabytes) and pays a page walk
 //! on top of the cache miss. With 2 MiB pages a whole sketch fits the
-//! TLB. Linux gives huge pages to
-//! memory that asks for them (`MADV_HUGEPAGE`) when transparent huge pages
-//! are in `madvise` mode, the common default; elsewhere the advice is
-//! ignored and nothing changes.
+//! TLB. Linux gives huge pages to memory that asks for them
+//! (`MADV_HUGEPAGE`) when transparent huge pages are in `madvise` mode,
+//! the common default; elsewhere the advice is ignored and nothing
+//! changes.
 
 /// Size of a huge page: smaller arrays have nothing to gain.
 const HUGE_PAGE: usize = 2 << 20;
