@@ -161,7 +161,7 @@ mod mapped {
         }
     }
 
-    /// A new private anonymous mapping for `layout`.
+    /// A new private anonymous mapping for `layout`, on huge pages.
     fn map<T>(layout: Layout) -> NonNull<T> {
         // SAFETY: a fresh mapping at an address the kernel picks; page
         // alignment is at least any element's alignment.
@@ -175,7 +175,21 @@ mod mapped {
                 0,
             )
         };
-        mapped(ptr, layout)
+        let ptr: NonNull<T> = mapped(ptr, layout);
+        // Tables this large are probed at random, one cache miss per
+        // packet: with 4 KiB pages most probes also missed the TLB. The
+        // advice covers the whole mapping, not only the whole huge pages
+        // inside it as `advise_huge_pages` does: advice on part of a
+        // mapping splits it in two, and `mremap` cannot grow a range that
+        // spans two (the growth test aborted on it). `mremap` keeps the
+        // advice for the grown or moved mapping.
+        // SAFETY: `ptr` starts a mapping of `layout.size()` bytes this
+        // array owns; the advice changes how pages are backed, never their
+        // contents. Best effort: a refusal changes only speed.
+        unsafe {
+            libc::madvise(ptr.as_ptr().cast(), layout.size(), libc::MADV_HUGEPAGE);
+        }
+        ptr
     }
 
     /// The mapping of `old` bytes at `ptr`, grown to `layout`'s size,
@@ -197,18 +211,6 @@ mod mapped {
     fn mapped<T>(ptr: *mut libc::c_void, layout: Layout) -> NonNull<T> {
         if ptr == libc::MAP_FAILED {
             handle_alloc_error(layout);
-        }
-        // Tables this large are probed at random, one cache miss per
-        // packet: with 4 KiB pages most probes also missed the TLB. The
-        // advice covers the whole mapping, not only the whole huge pages
-        // inside it as `advise_huge_pages` does: advice on part of a
-        // mapping splits it in two, and `mremap` cannot grow a range that
-        // spans two (the growth test aborted on it).
-        // SAFETY: `ptr` starts a mapping of `layout.size()` bytes this
-        // array owns; the advice changes how pages are backed, never their
-        // contents. Best effort: a refusal changes only speed.
-        unsafe {
-            libc::madvise(ptr, layout.size(), libc::MADV_HUGEPAGE);
         }
         NonNull::new(ptr.cast::<T>()).expect("a mapping is never at address 0")
     }
