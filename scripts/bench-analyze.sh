@@ -104,15 +104,17 @@ base=${BASE_BIN:-}
 db=$tmp/store.db
 analyze() { # label, then analyze arguments
     local label=$1; shift
-    local b
+    local b suffix=""
+    # By position, not by path: BASE_BIN may be BIN itself (a noise check).
     for b in "$bin" ${base:+"$base"}; do
         rm -f "$db" "$db-wal" "$db-shm"
         warm
-        measure "$label$([ "$b" = "$bin" ] || echo .base)" "$b" analyze "$file" --format json --top 1 "$@"
+        measure "$label$suffix" "$b" analyze "$file" --format json --top 1 "$@"
         if [ "$label" = store ]; then
             for f in "$db" "$db-wal"; do [ ! -f "$f" ] || stat -c %s "$f"; done |
-                awk '{s += $1} END {print s}' >> "$tmp/store-size$([ "$b" = "$bin" ] || echo .base)"
+                awk '{s += $1} END {print s}' >> "$tmp/store-size$suffix"
         fi
+        suffix=.base
     done
 }
 
