@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the benchmark scripts end to end on a small capture, so that a
+# Runs the benchmark and profiling scripts end to end on a small capture, so that a
 # change to `analyze` or to a script that breaks them fails CI rather
 # than the next person measuring. Checks that each prints its table, not
 # the figures (those mean nothing on a 20 000-packet capture).
@@ -26,6 +26,14 @@ out=$(BENCH_DIR=$dir PACKETS=20000 CONFIGS="$dir/exact.yaml $dir/short.yaml" \
     scripts/bench-ab.sh 2 "$bin" "$bin" -- --workers 1 --no-store --config {})
 expect "bench-ab.sh with CONFIGS" "$out" '(short.yaml)'
 expect "bench-ab.sh with CONFIGS" "$out" '^analyze arguments: --workers 1 --no-store --config {};'
+
+if command -v perf >/dev/null && perf stat -e task-clock true >/dev/null 2>&1; then
+    out=$(BENCH_DIR=$dir BIN=$bin scripts/profile-analyze.sh 20000)
+    expect profile-analyze.sh "$out" '^ *[0-9.]*%  ns-worker-1$'
+    expect profile-analyze.sh "$out" '^per thread and function'
+else
+    echo "profile-analyze.sh not run: perf is missing or may not profile here"
+fi
 
 # A wrong call is refused with its usage, not run.
 if scripts/bench-ab.sh 2 "$bin" 2>/dev/null; then
