@@ -11,9 +11,10 @@
 #                 0 skips them
 #   BASE_BIN      another build to compare with (e.g. the previous
 #                 commit's): each round then also runs every analyze
-#                 configuration with it, right after the same one with
-#                 BIN, and the table gains its time ("before") and the
-#                 paired ratio
+#                 configuration with it, next to the same one with BIN
+#                 (BIN first in odd rounds, BASE_BIN first in even ones),
+#                 and the table gains its time ("before") and the paired
+#                 ratio; BASE_BIN=BIN measures the method's own noise
 #
 # Every round runs every configuration once, in the same order, so the
 # configurations are paired: a noisy moment hits a whole round, and the
@@ -104,9 +105,17 @@ base=${BASE_BIN:-}
 db=$tmp/store.db
 analyze() { # label, then analyze arguments
     local label=$1; shift
-    local b suffix=""
-    # By position, not by path: BASE_BIN may be BIN itself (a noise check).
-    for b in "$bin" ${base:+"$base"}; do
+    local i b suffix builds=("$bin") suffixes=("")
+    # The two builds take turns going first: in runs with BASE_BIN = BIN,
+    # the 1-worker run was 4–7 % slower when it came right after a
+    # 2-worker one than when it came after itself. Labelled by position,
+    # not by path: BASE_BIN may be BIN itself (a noise check).
+    if [ -n "$base" ]; then
+        if (( round % 2 )); then builds=("$bin" "$base") suffixes=("" .base)
+        else builds=("$base" "$bin") suffixes=(.base ""); fi
+    fi
+    for i in "${!builds[@]}"; do
+        b=${builds[$i]} suffix=${suffixes[$i]}
         rm -f "$db" "$db-wal" "$db-shm"
         warm
         measure "$label$suffix" "$b" analyze "$file" --format json --top 1 "$@"
@@ -114,7 +123,6 @@ analyze() { # label, then analyze arguments
             for f in "$db" "$db-wal"; do [ ! -f "$f" ] || stat -c %s "$f"; done |
                 awk '{s += $1} END {print s}' >> "$tmp/store-size$suffix"
         fi
-        suffix=.base
     done
 }
 
@@ -142,6 +150,10 @@ rss() { awk '{print $3}' "$tmp/$1" | sort -n | tail -1; }
 # Median over rounds of (a's time / b's time) in the same round, over the
 # rounds that ran both (pmacct runs only in the first $pmacct_runs).
 ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 8 {print ($1 + 0) / ($5 + 0)}' | median; }
+# The smallest and largest of those per-round ratios: how far one round
+# can move them, which says how much the median of a few rounds can.
+spread() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 8 {print ($1 + 0) / ($5 + 0)}' | sort -g |
+    awk 'NR == 1 {a = $1} {b = $1} END {printf "%.2f–%.2f×", a, b}'; }
 # The same for CPU time.
 cpu_ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 8 {print $2 / $6}' | median | awk '{printf "%.2f×", $1}'; }
 # Median minor page faults (fresh memory touched, mapped file pages) in
@@ -189,14 +201,16 @@ if [ "$have_pmacct" = 1 ]; then
 fi
 size=$(median < "$tmp/store-size")
 awk -v r="$(ratio store nostore2)" -v w="$(ratio nostore1 nostore2)" -v e="$(ratio exact1 exact2)" -v z="$size" \
+    -v rs="$(spread store nostore2)" -v ws="$(spread nostore1 nostore2)" \
     'BEGIN {
-        printf "store cost: default store / --no-store (2 workers) = %.2f× (paired median)\n", r
-        printf "2 workers over 1 (default tasks) = %.2f×; exact tasks only = %.2f×\n", w, e
+        printf "store cost: default store / --no-store (2 workers) = %.2f× (paired median; rounds %s)\n", r, rs
+        printf "2 workers over 1 (default tasks) = %.2f× (rounds %s); exact tasks only = %.2f×\n", w, ws, e
         printf "store file after one run: %.1f MB (with its WAL, if one is left)\n", z / 1e6
     }'
 if [ -n "$base" ]; then
     awk -v r="$(ratio store.base nostore2.base)" -v w="$(ratio nostore1.base nostore2.base)" -v z="$(median < "$tmp/store-size.base")" \
-        'BEGIN {printf "before (BASE_BIN): store / --no-store = %.2f×, 2 workers over 1 = %.2f×, store file %.1f MB\n", r, w, z / 1e6}'
+        -v rs="$(spread store.base nostore2.base)" -v ws="$(spread nostore1.base nostore2.base)" \
+        'BEGIN {printf "before (BASE_BIN): store / --no-store = %.2f× (rounds %s), 2 workers over 1 = %.2f× (rounds %s), store file %.1f MB\n", r, rs, w, ws, z / 1e6}'
     printf 'CPU time ÷ before (paired medians): store %s, --no-store %s with 2 workers and %s with 1, exact only %s and %s\n' \
         "$(cpu_ratio store store.base)" "$(cpu_ratio nostore2 nostore2.base)" "$(cpu_ratio nostore1 nostore1.base)" \
         "$(cpu_ratio exact2 exact2.base)" "$(cpu_ratio exact1 exact1.base)"

@@ -15,7 +15,7 @@ expect() { # what, output, pattern
 
 out=$(BENCH_DIR=$dir BIN=$bin BASE_BIN=$bin PMACCT_RUNS=0 scripts/bench-analyze.sh 20000 1)
 expect bench-analyze.sh "$out" '^| default tasks, 2 workers, --no-store  .* [0-9.]*× |$'
-expect bench-analyze.sh "$out" '^store cost: '
+expect bench-analyze.sh "$out" '^store cost: .* rounds [0-9.]*–[0-9.]*×)$'
 
 out=$(BENCH_DIR=$dir PACKETS=20000 scripts/bench-ab.sh 2 "$bin" "$bin")
 expect bench-ab.sh "$out" '^| B .* [0-9.]*× | *[0-9.]*× |$'
