@@ -46,18 +46,18 @@ file=$dir/bench-$packets.pcap
 tmp=$(mktemp -d "$dir/bench-ab.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-# One run of build $1: appends "seconds cpu_seconds minor_faults" to
-# $tmp/$1's line. The capture is read first, untimed, so that every run
+# One run of build $1: appends "seconds cpu_seconds minor_faults" to the
+# file $tmp/$1. The capture is read first, untimed, so that every run
 # finds it in the page cache (see scripts/bench-analyze.sh, `warm`).
 run() {
-    local i=$1 a t0 t1 usage
+    local i=$1 a t0 t1 used
     local -a call=()
     for a in "${args[@]}"; do call+=("${a//\{\}/${configs[$i]:-}}"); done
     cat "$file" > /dev/null
     t0=$(date +%s%N)
-    usage=$("$time_bin" -f '%U %S %R' "${bins[$i]}" analyze "$file" --format json --top 1 "${call[@]}" 2>&1 >/dev/null | tail -1)
+    used=$("$time_bin" -f '%U %S %R' "${bins[$i]}" analyze "$file" --format json --top 1 "${call[@]}" 2>&1 >/dev/null | tail -1)
     t1=$(date +%s%N)
-    echo "$(( (t1 - t0) / 1000 ))e-6 $usage" | awk '{print $1 + 0, $2 + $3, $4}' >> "$tmp/$i"
+    echo "$(( (t1 - t0) / 1000 ))e-6 $used" | awk '{print $1 + 0, $2 + $3, $4}' >> "$tmp/$i"
 }
 
 n=${#bins[@]}

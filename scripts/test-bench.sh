@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Runs the benchmark and profiling scripts end to end on a small capture, so that a
-# change to `analyze` or to a script that breaks them fails CI rather
-# than the next person measuring. Checks that each prints its table, not
-# the figures (those mean nothing on a 20 000-packet capture).
+# Runs the benchmark and profiling scripts end to end on a small capture,
+# so that a change to `analyze` or to a script that breaks them fails CI
+# rather than the next person measuring. Checks that each prints its
+# table, not the figures (those mean nothing on a 20 000-packet capture).
 # Usage: NETSPECTRA_BIN=path/to/netspectra scripts/test-bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."

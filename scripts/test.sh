@@ -88,9 +88,9 @@ scripts/validate-deploy.sh
 # binary the tests just built.
 log "scripts/cluster.sh up, replay, down"
 NETSPECTRA_BIN="${CARGO_TARGET_DIR:-target}/debug/netspectra" scripts/test-cluster.sh
-# The benchmark scripts, end to end on a small capture (their tables, not
-# their figures).
-log "scripts/bench-analyze.sh and scripts/bench-ab.sh on a small capture"
+# The benchmark and profiling scripts, end to end on a small capture
+# (their tables, not their figures).
+log "scripts/test-bench.sh: the benchmark scripts on a small capture"
 NETSPECTRA_BIN="${CARGO_TARGET_DIR:-target}/debug/netspectra" scripts/test-bench.sh
 # Fuzz every input parser for a bounded time (nightly toolchain; the script
 # installs cargo-fuzz when missing); a crash fails the run.
