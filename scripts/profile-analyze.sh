@@ -49,5 +49,7 @@ echo "in the kernel, per thread:"
 report --sort comm,dso | awk '$3 == "[kernel.kallsyms]" {printf "  %7s  %s\n", $1, $2}'
 echo
 echo "per thread and function (top ${TOP:-25}):"
-report --sort comm,sym | head -n "${TOP:-25}" |
-    awk '{p = $1; c = $2; k = $3; $1 = $2 = $3 = ""; sub(/^ +/, ""); printf "  %7s  %-14s %s %s\n", p, c, k, $0}'
+# awk, not head: it reads to the end, so perf report gets no SIGPIPE
+# (which pipefail would turn into the script's failure).
+report --sort comm,sym |
+    awk -v n="${TOP:-25}" 'NR <= n {p = $1; c = $2; k = $3; $1 = $2 = $3 = ""; sub(/^ +/, ""); printf "  %7s  %-14s %s %s\n", p, c, k, $0}'

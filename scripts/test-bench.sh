@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 bin=${NETSPECTRA_BIN:?set NETSPECTRA_BIN to a built netspectra}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
+# A script that dies without a word (a SIGPIPE, say) still names its line.
+trap 'echo "test-bench.sh: failed at line $LINENO (exit $?)" >&2' ERR
 expect() { # what, output, pattern
     grep -q -- "$3" <<< "$2" || { printf '%s: no line matching %s in:\n%s\n' "$1" "$3" "$2" >&2; exit 1; }
 }
