@@ -15,7 +15,7 @@
 
 use crate::lease::{Lease, LeaseBucket};
 use crate::{BusConfig, BusError};
-use futures::StreamExt;
+use futures::TryStreamExt;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -354,23 +354,37 @@ impl SeqBoard {
 
 impl LeaseBucket {
     /// Holders of the live leases whose key starts with `prefix`.
+    ///
+    /// The keys come from one stream-info request listing the bucket's
+    /// subjects, not from `kv.keys()`: that consumer counts the entries to
+    /// deliver when it starts, and an entry rewritten meanwhile (every
+    /// lease is renewed four times per TTL) is never delivered, so the
+    /// listing misses it, or waits 5 s for the client's idle heartbeat.
     pub async fn values_under(&self, prefix: &str) -> Result<Vec<String>, BusError> {
         let err = |e: async_nats::Error| BusError::JetStream {
             what: "listing cluster members".into(),
             source: e,
         };
-        let mut keys = self
+        let keys = self
             .bucket()
-            .run(|kv| async move { kv.keys().await })
+            .run(|kv| async move {
+                let all = format!("{}>", kv.prefix);
+                let mut listed = kv.stream.info_with_subjects(&all).await?;
+                let mut keys = Vec::new();
+                while let Some((subject, _count)) = listed.try_next().await? {
+                    match subject.strip_prefix(kv.prefix.as_str()) {
+                        Some(key) if key.starts_with(prefix) => keys.push(key.to_owned()),
+                        _ => {}
+                    }
+                }
+                Ok::<_, async_nats::jetstream::stream::InfoError>(keys)
+            })
             .await
             .map_err(|e| err(e.into()))?;
         let mut out = Vec::new();
-        while let Some(k) = keys.next().await {
-            let k = k.map_err(|e| err(e.into()))?;
-            if k.starts_with(prefix) {
-                if let Some(v) = self.holder(&k).await? {
-                    out.push(v);
-                }
+        for k in keys {
+            if let Some(v) = self.holder(&k).await? {
+                out.push(v);
             }
         }
         Ok(out)

@@ -298,15 +298,35 @@ async fn a_member_id_in_use_is_refused_and_members_are_listed() {
     assert!(_b.try_take(3).await.unwrap(), "free once given back");
     a.leave().await.unwrap();
     let c = Membership::join(bucket, "host-1").await.unwrap();
-    // The KV key listing may lag a rejoin by a moment (seen here about one
-    // run in five); the heartbeats list again every TTL/4.
-    let mut members = c.members().await.unwrap();
-    for _ in 0..20 {
-        if members == ["host-1", "host/2"] {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        members = c.members().await.unwrap();
+    assert_eq!(c.members().await.unwrap(), vec!["host-1", "host/2"]);
+}
+
+/// Listing members must not wait on KV entries replaced meanwhile: every
+/// lease is rewritten four times per TTL, and a listing that stalls stalls
+/// the engine's heartbeat, hence its consuming and every handover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_listed_promptly_while_every_lease_is_renewed() {
+    use netspectra_bus::cluster::{open_bucket, Membership};
+    use std::time::Instant;
+    let nats = NatsServer::start(true);
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let cfg = bus(&nats.url(), true, "busy");
+    let ttl = Duration::from_millis(400);
+    let bucket = open_bucket(&client, &cfg, ttl).await.unwrap();
+    let ids = ["a", "b", "c"];
+    let mut members = Vec::new();
+    for id in ids {
+        members.push(Membership::join(bucket.clone(), id).await.unwrap());
     }
-    assert_eq!(members, vec!["host-1", "host/2"]);
+    for shard in 0..48 {
+        assert!(members[shard as usize % 3].try_take(shard).await.unwrap());
+    }
+    let mut slowest = Duration::ZERO;
+    for _ in 0..100 {
+        let started = Instant::now();
+        assert_eq!(members[0].members().await.unwrap(), ids);
+        slowest = slowest.max(started.elapsed());
+    }
+    // A stalled listing waits for the client's idle heartbeat (5 s).
+    assert!(slowest < ttl * 2, "slowest listing: {slowest:?}");
 }

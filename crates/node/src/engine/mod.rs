@@ -226,6 +226,9 @@ const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 /// How often the consuming loop refreshes metrics and readiness.
 const EXPORT_EVERY: Duration = Duration::from_millis(250);
 
+/// A heartbeat taking this long is logged.
+const SLOW_BEAT: Duration = Duration::from_secs(1);
+
 /// Mirrors the loop's counts into the metrics. Lag: how far behind the
 /// wall clock the newest packet applied was when it was applied (so it
 /// stays put on an idle link instead of growing).
@@ -652,7 +655,17 @@ impl RunningEngine {
             }
             if let Some(el) = elastic.as_mut().filter(|e| e.due()) {
                 let written = *written_tx.borrow();
+                let beat_started = Instant::now();
                 let (moves, beat) = rt.block_on(el.beat(written));
+                // Nothing is consumed meanwhile: a slow beat delays
+                // handovers and stalls every shard.
+                let took = beat_started.elapsed();
+                if took >= SLOW_BEAT {
+                    tracing::warn!(
+                        message = "a cluster heartbeat was slow; consuming waited",
+                        took_ms = took.as_millis() as u64
+                    );
+                }
                 // Members may have changed.
                 view_changed = true;
                 match beat {
